@@ -1,0 +1,1 @@
+"""Alerts: rules over readings and events -> alarms, hazard-ledger entries and notices."""

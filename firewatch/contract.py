@@ -1,0 +1,163 @@
+"""The wire contract: MQTT topics and payload schemas shared by every part.
+
+Gateway, ingest, alerts and simulators import their topics and payload models from here and
+nowhere else, so that a change to the contract is one change in one file.  The contract is
+versioned in the topic (``firewatch/v1/...``) and in every payload (``schema`` field): a consumer
+rejects a payload of a schema it does not know instead of guessing.
+
+Readings travel in *batches*: one message per device poll carrying every value read in that
+poll, never one message per value (the embedded broker moves ~1,000 messages/s).
+
+Every message a gateway publishes carries the gateway id and a sequence number that increases
+monotonically per gateway across restarts (it is the row id of the gateway's durable outbox).
+Consumers drop anything at or below the highest sequence they already stored for that gateway,
+which turns the broker's at-least-once delivery into exactly-once effects.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+CONTRACT_VERSION = "v1"
+TOPIC_ROOT = f"firewatch/{CONTRACT_VERSION}"
+
+READINGS_SCHEMA = "firewatch.readings/1"
+EVENT_SCHEMA = "firewatch.event/1"
+
+#: Identifier syntax for gateways, devices and institutions: safe inside an MQTT topic level.
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+Identifier = Annotated[str, Field(pattern=ID_PATTERN)]
+
+
+class DeviceKind(StrEnum):
+    """What a device is for; also the time-series measurement name."""
+
+    ELECTRICAL_FIRE_MONITOR = "electrical_fire_monitor"
+    GAS_DETECTOR = "gas_detector"
+    ONE_KEY_ALARM = "one_key_alarm"
+
+
+class DeviceState(StrEnum):
+    """The state the map colours a device by."""
+
+    NORMAL = "normal"
+    ALARM = "alarm"
+    FAULT = "fault"
+    OFFLINE = "offline"
+
+
+class EventType(StrEnum):
+    """Things that happen to a device rather than values it reports."""
+
+    OFFLINE = "offline"
+    ONLINE = "online"
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    gateway_id: Identifier
+    seq: int = Field(ge=1, description="Per-gateway sequence number, strictly increasing.")
+    device_id: Identifier
+    institution_id: Identifier
+    kind: DeviceKind
+    ts: datetime = Field(description="When the device was read (timezone-aware).")
+
+    def to_bytes(self) -> bytes:
+        return self.model_dump_json().encode()
+
+
+class ReadingBatch(_Message):
+    """Every value read from one device in one poll.
+
+    ``readings`` holds scaled physical values keyed by the profile's register names
+    (``residual_current`` in mA, ``gas_concentration`` in %LEL, ...).  ``flags`` holds the
+    device's own status bits decoded by the profile (``sensor_fault``, ``button_pressed``, ...).
+    """
+
+    schema_: Literal["firewatch.readings/1"] = Field(default=READINGS_SCHEMA, alias="schema")
+    profile: str
+    readings: dict[str, float] = Field(default_factory=dict)
+    flags: dict[str, bool] = Field(default_factory=dict)
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    def to_bytes(self) -> bytes:
+        return self.model_dump_json(by_alias=True).encode()
+
+
+class DeviceEvent(_Message):
+    """A change in a device's reachability, with the reason in words a technician can act on."""
+
+    schema_: Literal["firewatch.event/1"] = Field(default=EVENT_SCHEMA, alias="schema")
+    event: EventType
+    reason: str = ""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    def to_bytes(self) -> bytes:
+        return self.model_dump_json(by_alias=True).encode()
+
+
+GatewayMessage = Annotated[ReadingBatch | DeviceEvent, Field(discriminator="schema_")]
+_message_adapter: TypeAdapter[ReadingBatch | DeviceEvent] = TypeAdapter(GatewayMessage)
+
+
+class InvalidPayload(ValueError):
+    """A message that does not follow the contract; ``reason`` says what was wrong."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def parse_message(topic: str, payload: bytes) -> ReadingBatch | DeviceEvent:
+    """Decode a gateway message and check that it agrees with the topic it came on."""
+    try:
+        message = _message_adapter.validate_json(payload)
+    except ValidationError as exc:
+        errors = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or '<payload>'}: {e['msg']}"
+            for e in exc.errors()[:5]
+        )
+        raise InvalidPayload(f"payload does not match the {CONTRACT_VERSION} contract: {errors}")
+    expected = message_topic(message)
+    if topic != expected:
+        raise InvalidPayload(f"payload for {expected!r} arrived on topic {topic!r}")
+    return message
+
+
+# --- topics -------------------------------------------------------------------------------
+
+READINGS_PREFIX = f"{TOPIC_ROOT}/readings"
+EVENTS_PREFIX = f"{TOPIC_ROOT}/events"
+#: Every message a gateway publishes; ingest and alerts subscribe to these filters.
+READINGS_FILTER = f"{READINGS_PREFIX}/+/+"
+EVENTS_FILTER = f"{EVENTS_PREFIX}/+/+"
+
+
+def readings_topic(gateway_id: str, device_id: str) -> str:
+    return f"{READINGS_PREFIX}/{gateway_id}/{device_id}"
+
+
+def events_topic(gateway_id: str, device_id: str) -> str:
+    return f"{EVENTS_PREFIX}/{gateway_id}/{device_id}"
+
+
+def message_topic(message: ReadingBatch | DeviceEvent) -> str:
+    if isinstance(message, ReadingBatch):
+        return readings_topic(message.gateway_id, message.device_id)
+    return events_topic(message.gateway_id, message.device_id)
+
+
+def shared(group: str, topic_filter: str) -> str:
+    """An MQTT shared subscription, so that replicas in ``group`` split the messages."""
+    return f"$share/{group}/{topic_filter}"

@@ -1,0 +1,210 @@
+"""The relational store: institutions, device state, alarms, the hazard ledger, notices.
+
+SQLite by default (one file under the data dir), PostgreSQL in production; SQLAlchemy's async
+engine either way.  Time series do not live here (see ``ingest``).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    event,
+    text,
+)
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+from firewatch.contract import utc_now
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware datetimes in and out, also on SQLite (which stores naive text)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return value
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {datetime: UTCDateTime, dict[str, Any]: JSON}
+
+
+class Institution(Base):
+    __tablename__ = "institutions"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    type: Mapped[str] = mapped_column(String(32))
+    township: Mapped[str] = mapped_column(String(64))
+    address: Mapped[str] = mapped_column(String(300), default="")
+    lat: Mapped[float] = mapped_column(Float)
+    lon: Mapped[float] = mapped_column(Float)
+    head_name: Mapped[str] = mapped_column(String(64))
+    head_phone: Mapped[str] = mapped_column(String(32))
+    safety_officer_name: Mapped[str] = mapped_column(String(64))
+    safety_officer_phone: Mapped[str] = mapped_column(String(32))
+
+
+class Device(Base):
+    __tablename__ = "devices"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    institution_id: Mapped[str] = mapped_column(ForeignKey("institutions.id"), index=True)
+    gateway_id: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(32))
+    profile: Mapped[str] = mapped_column(String(64))
+    location: Mapped[str] = mapped_column(String(200), default="")
+    state: Mapped[str] = mapped_column(String(16), default="offline")
+    state_reason: Mapped[str] = mapped_column(Text, default="no data yet")
+    last_readings: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    last_flags: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    last_seen: Mapped[datetime | None] = mapped_column(default=None)
+    updated_at: Mapped[datetime] = mapped_column(default=utc_now)
+
+
+ACTIVE_ALARM = ("active", "acknowledged")
+
+
+class Alarm(Base):
+    """One breach of one rule on one device, from raised to closed."""
+
+    __tablename__ = "alarms"
+    __table_args__ = (
+        # at most one open alarm per device and rule
+        Index(
+            "one_open_alarm",
+            "device_id",
+            "rule",
+            unique=True,
+            sqlite_where=text("status IN ('active', 'acknowledged')"),
+            postgresql_where=text("status IN ('active', 'acknowledged')"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    device_id: Mapped[str] = mapped_column(ForeignKey("devices.id"), index=True)
+    institution_id: Mapped[str] = mapped_column(ForeignKey("institutions.id"), index=True)
+    rule: Mapped[str] = mapped_column(String(64))
+    title: Mapped[str] = mapped_column(String(200))
+    severity: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16), default="active")
+    value: Mapped[float | None] = mapped_column(Float, default=None)
+    set_point: Mapped[float | None] = mapped_column(Float, default=None)
+    unit: Mapped[str] = mapped_column(String(16), default="")
+    raised_at: Mapped[datetime] = mapped_column(default=utc_now)
+    acknowledged_at: Mapped[datetime | None] = mapped_column(default=None)
+    acknowledged_by: Mapped[str | None] = mapped_column(String(64), default=None)
+    ack_note: Mapped[str | None] = mapped_column(Text, default=None)
+    cleared_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class Hazard(Base):
+    """An entry of the major-accident-hazard ledger (重大事故隐患台账)."""
+
+    __tablename__ = "hazards"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    institution_id: Mapped[str] = mapped_column(ForeignKey("institutions.id"), index=True)
+    township: Mapped[str] = mapped_column(String(64))
+    category: Mapped[str] = mapped_column(String(32))
+    source: Mapped[str] = mapped_column(String(32))
+    description: Mapped[str] = mapped_column(Text)
+    responsible_unit: Mapped[str] = mapped_column(String(200))
+    responsible_person: Mapped[str] = mapped_column(String(64))
+    responsible_phone: Mapped[str] = mapped_column(String(32))
+    deadline: Mapped[datetime]
+    status: Mapped[str] = mapped_column(String(32), default="reported")
+    device_id: Mapped[str | None] = mapped_column(String(64), default=None)
+    alarm_id: Mapped[int | None] = mapped_column(ForeignKey("alarms.id"), default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utc_now)
+    updated_at: Mapped[datetime] = mapped_column(default=utc_now)
+
+
+class Notice(Base):
+    """A message to people, stored before it is sent and marked sent on the provider's OK."""
+
+    __tablename__ = "notices"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    alarm_id: Mapped[int | None] = mapped_column(ForeignKey("alarms.id"), default=None)
+    institution_id: Mapped[str] = mapped_column(String(64), index=True)
+    channel: Mapped[str] = mapped_column(String(32))
+    target: Mapped[str] = mapped_column(Text)
+    body: Mapped[dict[str, Any]] = mapped_column()
+    status: Mapped[str] = mapped_column(String(16), default="pending", index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text, default=None)
+    next_attempt_at: Mapped[datetime] = mapped_column(default=utc_now)
+    created_at: Mapped[datetime] = mapped_column(default=utc_now)
+    sent_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class DeadLetter(Base):
+    """A message a consumer could not use, kept with the reason and the raw bytes."""
+
+    __tablename__ = "dead_letters"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    consumer: Mapped[str] = mapped_column(String(32))
+    topic: Mapped[str] = mapped_column(Text)
+    payload: Mapped[bytes] = mapped_column(LargeBinary)
+    reason: Mapped[str] = mapped_column(Text)
+    received_at: Mapped[datetime] = mapped_column(default=utc_now)
+
+
+class ConsumerOffset(Base):
+    """Highest gateway sequence a consumer has applied: what makes redelivery harmless."""
+
+    __tablename__ = "consumer_offsets"
+
+    consumer: Mapped[str] = mapped_column(String(32), primary_key=True)
+    gateway_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    last_seq: Mapped[int] = mapped_column(Integer)
+
+
+def create_engine(url: str) -> AsyncEngine:
+    engine = create_async_engine(url)
+    if engine.dialect.name == "sqlite":
+
+        @event.listens_for(engine.sync_engine, "connect")
+        def _sqlite_pragmas(conn: Any, _record: Any) -> None:
+            # WAL lets the web app read while alerts write; NORMAL is durable in WAL mode
+            # against process crashes, which is what a kill -9 test checks.
+            cur = conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA busy_timeout=5000")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.close()
+
+    return engine
+
+
+async def create_schema(engine: AsyncEngine) -> None:
+    async with engine.begin() as conn:
+        await conn.run_sync(Base.metadata.create_all)
+
+
+def sessionmaker(engine: AsyncEngine) -> async_sessionmaker:
+    return async_sessionmaker(engine, expire_on_commit=False)

@@ -1,0 +1,93 @@
+"""Connecting to the MQTT broker: a real one from a URL, or the embedded amqtt broker."""
+
+from __future__ import annotations
+
+import logging
+import socket
+from dataclasses import dataclass
+from urllib.parse import unquote, urlsplit
+
+import aiomqtt
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BrokerAddress:
+    host: str
+    port: int
+    username: str | None = None
+    password: str | None = None
+    embedded: bool = False
+
+    @classmethod
+    def from_url(cls, url: str) -> BrokerAddress:
+        parts = urlsplit(url)
+        if parts.scheme not in ("mqtt", "tcp") or not parts.hostname:
+            raise ValueError(f"FIREWATCH_MQTT_URL {url!r}: expected mqtt://[user:pass@]host[:port]")
+        return cls(
+            host=parts.hostname,
+            port=parts.port or 1883,
+            username=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password else None,
+        )
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://{self.host}:{self.port}"
+
+    def client(self, identifier: str, *, persistent: bool = False, **kwargs) -> aiomqtt.Client:
+        """An MQTT 3.1.1 client (the embedded broker speaks nothing newer).
+
+        ``persistent`` keeps the session on the broker across reconnects (clean_session off), so
+        QoS 1 messages that arrive while a consumer is away are delivered when it is back.
+        """
+        client = aiomqtt.Client(
+            self.host,
+            self.port,
+            identifier=identifier,
+            username=self.username,
+            password=self.password,
+            clean_session=not persistent,
+            keepalive=30,
+            **kwargs,
+        )
+        client.pending_calls_threshold = 10_000
+        return client
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+class EmbeddedBroker:
+    """amqtt in this process, for laptops and demos; MQTT 3.1.1, no shared subscriptions."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.host = host
+        self.port = port or free_port(host)
+        self._broker = None
+
+    @property
+    def address(self) -> BrokerAddress:
+        return BrokerAddress(self.host, self.port, embedded=True)
+
+    async def start(self) -> None:
+        from amqtt.broker import Broker
+
+        config = {
+            "listeners": {"default": {"type": "tcp", "bind": f"{self.host}:{self.port}"}},
+            "plugins": {
+                "amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True},
+            },
+        }
+        self._broker = Broker(config)
+        await self._broker.start()
+        log.info("embedded MQTT broker (amqtt) listening on %s:%s", self.host, self.port)
+
+    async def stop(self) -> None:
+        if self._broker is not None:
+            await self._broker.shutdown()
+            self._broker = None

@@ -1,0 +1,350 @@
+"""Device profiles: what a device model is, how to read it, and when it is in alarm.
+
+A profile is a YAML file in ``device_profiles/``.  The gateway reads registers with it, the
+simulators serve the same registers from it, and the alert service takes its default alarm rules
+from it, so that adding a device model is adding a file, not code.  A profile that does not
+validate stops start-up with the file, the field and what was expected.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterable
+from enum import StrEnum
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from firewatch.contract import DeviceKind
+
+PROFILES_DIR = Path(__file__).resolve().parent.parent / "device_profiles"
+
+
+class ProfileError(ValueError):
+    """A profile file that cannot be used; the message names the file and the field."""
+
+
+class Transport(StrEnum):
+    MODBUS_TCP = "modbus_tcp"
+    MODBUS_RTU = "modbus_rtu"
+    MODBUS_RTU_OVER_TCP = "modbus_rtu_over_tcp"
+    MQTT = "mqtt"
+
+
+class Table(StrEnum):
+    """The four Modbus data tables, named as in the Modbus application protocol spec."""
+
+    HOLDING_REGISTER = "holding_register"  # function code 3
+    INPUT_REGISTER = "input_register"  # function code 4
+    COIL = "coil"  # function code 1
+    DISCRETE_INPUT = "discrete_input"  # function code 2
+
+    @property
+    def is_bit(self) -> bool:
+        return self in (Table.COIL, Table.DISCRETE_INPUT)
+
+
+class DataType(StrEnum):
+    INT16 = "int16"
+    UINT16 = "uint16"
+    INT32 = "int32"
+    UINT32 = "uint32"
+    FLOAT32 = "float32"
+    BOOL = "bool"
+
+    @property
+    def width(self) -> int:
+        """Registers (or bits, for BOOL) one value occupies."""
+        return 2 if self in (DataType.INT32, DataType.UINT32, DataType.FLOAT32) else 1
+
+
+_STRUCT = {
+    DataType.INT16: "h",
+    DataType.UINT16: "H",
+    DataType.INT32: "i",
+    DataType.UINT32: "I",
+    DataType.FLOAT32: "f",
+}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Register(_Strict):
+    """One value in the device's register map.
+
+    ``physical = raw * scale + offset``.  A register with ``flags`` is a status word: each listed
+    bit becomes a named boolean flag instead of a number.
+    """
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    table: Table = Table.HOLDING_REGISTER
+    address: int = Field(ge=0, le=65535)
+    type: DataType = DataType.UINT16
+    byte_order: Literal["big", "little"] = "big"
+    word_order: Literal["big", "little"] = "big"
+    scale: float = 1.0
+    offset: float = 0.0
+    unit: str = ""
+    description: str = ""
+    flags: dict[int, str] = Field(default_factory=dict, description="bit number -> flag name")
+
+    @model_validator(mode="after")
+    def _check(self) -> Register:
+        if self.table.is_bit and self.type is not DataType.BOOL:
+            raise ValueError(f"a {self.table} holds single bits: type must be bool")
+        if not self.table.is_bit and self.type is DataType.BOOL:
+            raise ValueError("type bool needs table coil or discrete_input")
+        width = 16 * self.type.width
+        for bit in self.flags:
+            if not 0 <= bit < width:
+                raise ValueError(f"flag bit {bit} is outside a {width}-bit {self.type}")
+        return self
+
+    @property
+    def count(self) -> int:
+        return self.type.width
+
+    def decode(self, words: list[int]) -> int | float | bool:
+        """Raw register words (or bits) as read off the wire -> the raw number."""
+        if self.type is DataType.BOOL:
+            return bool(words[0])
+        data = self._reorder(b"".join(w.to_bytes(2, "big") for w in words))
+        return struct.unpack(">" + _STRUCT[self.type], data)[0]
+
+    def encode(self, raw: int | float | bool) -> list[int]:
+        """The inverse of :meth:`decode`, used by the simulators."""
+        if self.type is DataType.BOOL:
+            return [int(bool(raw))]
+        if self.type is not DataType.FLOAT32:
+            raw = int(round(raw))
+        data = self._reorder(struct.pack(">" + _STRUCT[self.type], raw))
+        return [int.from_bytes(data[i : i + 2], "big") for i in range(0, len(data), 2)]
+
+    def _reorder(self, data: bytes) -> bytes:
+        """Between the wire's order and big-endian; the swap is its own inverse."""
+        if self.type.width == 2 and self.word_order == "little":
+            data = data[2:] + data[:2]
+        if self.byte_order == "little":
+            data = b"".join(data[i : i + 2][::-1] for i in range(0, len(data), 2))
+        return data
+
+    def to_physical(self, raw: int | float | bool) -> float:
+        return float(raw) * self.scale + self.offset
+
+    def to_raw(self, physical: float) -> float:
+        return (physical - self.offset) / self.scale
+
+
+class MqttUplink(_Strict):
+    """How an MQTT-native device reports: a JSON object on ``topic`` (``{device_id}`` filled in).
+
+    ``readings`` and ``flags`` map the device's JSON keys to the names used everywhere else.
+    """
+
+    topic: str = Field(pattern=r"^[^#+]*\{device_id\}[^#+]*$")
+    readings: dict[str, str] = Field(default_factory=dict, description="json key -> reading")
+    flags: dict[str, str] = Field(default_factory=dict, description="json key -> flag")
+
+    def topic_for(self, device_id: str) -> str:
+        return self.topic.replace("{device_id}", device_id)
+
+    @property
+    def topic_filter(self) -> str:
+        return self.topic.replace("{device_id}", "+")
+
+
+class Condition(StrEnum):
+    ABOVE = "above"  # reading >= set_point
+    FLAG = "flag"  # the device raised a status bit
+
+
+class Severity(StrEnum):
+    """What a rule's breach makes of the device: an alarm (danger) or a fault (device trouble)."""
+
+    ALARM = "alarm"
+    FAULT = "fault"
+
+
+class HazardCategory(StrEnum):
+    """Ledger categories, after the bureaus' work plans (电气, 燃气, 消防设施, ...)."""
+
+    ELECTRICAL = "electrical"
+    GAS = "gas"
+    FIRE_FACILITIES = "fire_facilities"
+    EVACUATION = "evacuation"
+    CONSTRUCTION = "construction"
+    ELDERLY_CARE_SERVICE = "elderly_care_service"
+    OTHER = "other"
+
+
+class AlarmRule(_Strict):
+    """A default alarm rule; sites may override ``set_point`` per device."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    title_zh: str = Field(min_length=1, description="What the duty staff read, in Chinese.")
+    condition: Condition
+    field: str = Field(description="reading name (above) or flag name (flag)")
+    set_point: float | None = None
+    hysteresis: float = Field(default=0.0, ge=0, description="clear below set_point - this")
+    unit: str = ""
+    severity: Severity = Severity.ALARM
+    category: HazardCategory = HazardCategory.OTHER
+    major_hazard: bool = Field(
+        default=False, description="a breach goes into the hazard ledger (重大事故隐患台账)"
+    )
+    advice_zh: str = Field(default="", description="What to do, for the notice.")
+    basis: str = Field(default="", description="Where the set point comes from (standard, clause).")
+
+    @model_validator(mode="after")
+    def _check(self) -> AlarmRule:
+        if self.condition is Condition.ABOVE and self.set_point is None:
+            raise ValueError("an 'above' rule needs a set_point")
+        if self.condition is Condition.FLAG and self.set_point is not None:
+            raise ValueError("a 'flag' rule takes no set_point")
+        return self
+
+
+class ValueScenario(_Strict):
+    """A simulator scenario expressed as target values, reached over ``ramp_s`` seconds."""
+
+    description: str = ""
+    readings: dict[str, float] = Field(default_factory=dict)
+    flags: dict[str, bool] = Field(default_factory=dict)
+    ramp_s: float = Field(default=0.0, ge=0)
+
+
+class Simulation(_Strict):
+    """How the simulators make this model behave: normal values with noise, and scenarios."""
+
+    normal: dict[str, float] = Field(default_factory=dict, description="reading -> typical value")
+    noise: dict[str, float] = Field(default_factory=dict, description="reading -> +/- amplitude")
+    scenarios: dict[str, ValueScenario] = Field(default_factory=dict)
+
+
+class DeviceProfile(_Strict):
+    model: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$")
+    kind: DeviceKind
+    title_zh: str
+    vendor: str = ""
+    source: str = Field(min_length=1, description="Register map citation, or why there is none.")
+    transport: Transport
+    poll_interval_s: float = Field(default=1.0, gt=0)
+    timeout_s: float = Field(default=1.0, gt=0)
+    retries: int = Field(default=1, ge=0)
+    offline_after_misses: int = Field(default=3, ge=1)
+    registers: list[Register] = Field(default_factory=list)
+    mqtt: MqttUplink | None = None
+    alarms: list[AlarmRule] = Field(default_factory=list)
+    simulation: Simulation = Simulation()
+
+    @model_validator(mode="after")
+    def _check(self) -> DeviceProfile:
+        if self.transport is Transport.MQTT:
+            if self.mqtt is None:
+                raise ValueError("transport mqtt needs an 'mqtt' section")
+            if self.registers:
+                raise ValueError("transport mqtt takes no 'registers'")
+        elif not self.registers:
+            raise ValueError(f"transport {self.transport} needs 'registers'")
+        names = [r.name for r in self.registers]
+        dupes = {n for n in names if names.count(n) > 1}
+        if dupes:
+            raise ValueError(f"register names repeat: {sorted(dupes)}")
+        readings, flags = self.reading_names, self.flag_names
+        for rule in self.alarms:
+            known = readings if rule.condition is Condition.ABOVE else flags
+            if rule.field not in known:
+                raise ValueError(
+                    f"alarm {rule.name!r} watches {rule.field!r}, which this profile does not "
+                    f"report (it reports {sorted(known)})"
+                )
+        for name, scenario in self.simulation.scenarios.items():
+            unknown = (set(scenario.readings) - readings) | (set(scenario.flags) - flags)
+            if unknown:
+                raise ValueError(f"scenario {name!r} sets unknown values {sorted(unknown)}")
+        return self
+
+    @cached_property
+    def reading_names(self) -> set[str]:
+        if self.mqtt is not None:
+            return set(self.mqtt.readings.values())
+        return {r.name for r in self.registers if not r.flags}
+
+    @cached_property
+    def flag_names(self) -> set[str]:
+        if self.mqtt is not None:
+            return set(self.mqtt.flags.values())
+        return {f for r in self.registers for f in r.flags.values()}
+
+    def rule(self, name: str) -> AlarmRule:
+        for rule in self.alarms:
+            if rule.name == name:
+                return rule
+        raise KeyError(name)
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "<top level>"
+        got = err.get("input")
+        shown = "" if isinstance(got, dict | list) else f" (got {got!r})"
+        lines.append(f"  field {where}: {err['msg']}{shown}")
+    return "\n".join(lines)
+
+
+def load_profile(path: Path) -> DeviceProfile:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ProfileError(f"device profile {path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ProfileError(f"device profile {path}: expected a mapping at the top level")
+    try:
+        profile = DeviceProfile.model_validate(data)
+    except ValidationError as exc:
+        raise ProfileError(f"device profile {path} is invalid:\n{describe_validation_error(exc)}") from None
+    if profile.model != path.stem:
+        raise ProfileError(
+            f"device profile {path}: field model is {profile.model!r} but the file is named "
+            f"{path.name!r}; they must match"
+        )
+    return profile
+
+
+def load_profiles(directory: Path = PROFILES_DIR) -> dict[str, DeviceProfile]:
+    """Every profile in ``directory``, keyed by model; fails on the first bad file."""
+    profiles = {}
+    for path in sorted(directory.glob("*.yaml")):
+        profile = load_profile(path)
+        profiles[profile.model] = profile
+    if not profiles:
+        raise ProfileError(f"no device profiles (*.yaml) in {directory}")
+    return profiles
+
+
+def read_blocks(registers: Iterable[Register], max_gap: int = 0, max_count: int = 120):
+    """Group registers into as few read requests as possible: (table, start, count, members).
+
+    Registers in the same table whose addresses are contiguous (or within ``max_gap``) share
+    one request, up to ``max_count`` registers (the Modbus limit is 125).
+    """
+    blocks: list[tuple[Table, int, int, list[Register]]] = []
+    for reg in sorted(registers, key=lambda r: (r.table, r.address)):
+        if blocks:
+            table, start, count, members = blocks[-1]
+            end = reg.address + reg.count
+            if (
+                table == reg.table
+                and reg.address <= start + count + max_gap
+                and end - start <= max_count
+            ):
+                blocks[-1] = (table, start, max(count, end - start), [*members, reg])
+                continue
+        blocks.append((reg.table, reg.address, reg.count, [reg]))
+    return blocks

@@ -1,0 +1,159 @@
+"""The site file: which institutions exist, their gateways, Modbus endpoints and devices.
+
+Like profiles, a site is data.  It is validated whole at start-up, cross-references included
+(a device naming an unknown profile or endpoint fails with the file and the field).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from firewatch.contract import Identifier
+from firewatch.profiles import DeviceProfile, ProfileError, Transport, describe_validation_error
+
+
+class InstitutionType(StrEnum):
+    ELDERLY_CARE = "elderly_care"  # 养老机构
+    CHILD_WELFARE = "child_welfare"  # 儿童福利机构
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Contact(_Strict):
+    name: str
+    phone: str = Field(pattern=r"^\+?[0-9-]{5,20}$")
+
+
+class Location(_Strict):
+    """WGS-84, as installers' GPS records it (convert to GCJ-02 only to draw on AMap tiles)."""
+
+    lat: float = Field(ge=-90, le=90)
+    lon: float = Field(ge=-180, le=180)
+
+
+class Institution(_Strict):
+    id: Identifier
+    name: str
+    type: InstitutionType
+    township: str
+    address: str = ""
+    location: Location
+    head: Contact = Field(description="机构主要负责人: second step of escalation")
+    safety_officer: Contact = Field(description="安全管理人员: responsible person for IoT hazards")
+    wecom_webhook_url: str | None = None
+
+
+class ModbusEndpoint(_Strict):
+    """A Modbus TCP device or serial server; every unit id behind it shares one connection."""
+
+    id: Identifier
+    transport: Transport = Transport.MODBUS_TCP
+    host: str = "127.0.0.1"
+    port: int = Field(502, ge=0, le=65535, description="0: a simulator picks a free port (demo)")
+    simulated: bool = False
+
+
+class Gateway(_Strict):
+    id: Identifier
+    institution: Identifier
+    endpoints: list[ModbusEndpoint] = Field(default_factory=list)
+
+
+class Device(_Strict):
+    id: Identifier
+    institution: Identifier
+    gateway: Identifier
+    profile: str
+    location: str = Field("", description="Where it hangs, in words duty staff know (厨房, 配电房)")
+    endpoint: Identifier | None = None
+    unit_id: int | None = Field(None, ge=0, le=247)
+    simulated: bool = False
+    set_points: dict[str, float] = Field(
+        default_factory=dict, description="alarm rule name -> site-specific set point"
+    )
+
+
+class County(_Strict):
+    name: str
+    outline: str | None = Field(None, description="GeoJSON file beside the site file")
+
+
+class Site(_Strict):
+    county: County
+    institutions: list[Institution]
+    gateways: list[Gateway]
+    devices: list[Device]
+
+    @model_validator(mode="after")
+    def _references(self) -> Site:
+        for kind, items in (
+            ("institution", self.institutions),
+            ("gateway", self.gateways),
+            ("device", self.devices),
+            ("endpoint", [e for g in self.gateways for e in g.endpoints]),
+        ):
+            ids = [i.id for i in items]
+            dupes = sorted({i for i in ids if ids.count(i) > 1})
+            if dupes:
+                raise ValueError(f"{kind} ids repeat: {dupes}")
+        institutions = {i.id for i in self.institutions}
+        gateways = {g.id: g for g in self.gateways}
+        for g in self.gateways:
+            if g.institution not in institutions:
+                raise ValueError(f"gateway {g.id}: unknown institution {g.institution!r}")
+        for d in self.devices:
+            if d.institution not in institutions:
+                raise ValueError(f"device {d.id}: unknown institution {d.institution!r}")
+            if d.gateway not in gateways:
+                raise ValueError(f"device {d.id}: unknown gateway {d.gateway!r}")
+            endpoints = {e.id for e in gateways[d.gateway].endpoints}
+            if d.endpoint is not None and d.endpoint not in endpoints:
+                raise ValueError(
+                    f"device {d.id}: endpoint {d.endpoint!r} is not one of gateway "
+                    f"{d.gateway}'s endpoints {sorted(endpoints)}"
+                )
+        return self
+
+    def institution(self, institution_id: str) -> Institution:
+        return next(i for i in self.institutions if i.id == institution_id)
+
+    def endpoint(self, endpoint_id: str) -> ModbusEndpoint:
+        return next(e for g in self.gateways for e in g.endpoints if e.id == endpoint_id)
+
+
+def check_against_profiles(site: Site, profiles: dict[str, DeviceProfile], path: Path) -> None:
+    """Cross-check devices with their profiles: known model, transport fits, set points exist."""
+    for index, d in enumerate(site.devices):
+        where = f"site file {path}: field devices.{index} ({d.id})"
+        profile = profiles.get(d.profile)
+        if profile is None:
+            raise ProfileError(f"{where}.profile: unknown profile {d.profile!r}; "
+                               f"known: {sorted(profiles)}")
+        if profile.transport is Transport.MQTT:
+            if d.endpoint is not None:
+                raise ProfileError(f"{where}.endpoint: an MQTT device has no Modbus endpoint")
+        elif d.endpoint is None or d.unit_id is None:
+            raise ProfileError(f"{where}: a {profile.transport} device needs endpoint and unit_id")
+        for rule in d.set_points:
+            if rule not in {r.name for r in profile.alarms}:
+                raise ProfileError(
+                    f"{where}.set_points: {profile.model} has no alarm rule {rule!r}"
+                )
+
+
+def load_site(path: Path, profiles: dict[str, DeviceProfile]) -> Site:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        site = Site.model_validate(data)
+    except (OSError, yaml.YAMLError) as exc:
+        raise ProfileError(f"site file {path}: cannot read: {exc}") from None
+    except ValidationError as exc:
+        raise ProfileError(f"site file {path} is invalid:\n{describe_validation_error(exc)}") from None
+    check_against_profiles(site, profiles, path)
+    return site

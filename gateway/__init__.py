@@ -1,0 +1,1 @@
+"""Gateway: polls Modbus devices, bridges MQTT-native ones, publishes reading batches through a durable outbox."""

@@ -1,0 +1,1 @@
+"""Site files (institutions, gateways, devices) and their map outlines; data, not code."""
