@@ -136,6 +136,7 @@ class Hazard(Base):
     deadline: Mapped[datetime]
     status: Mapped[str] = mapped_column(String(32), default="reported")
     device_id: Mapped[str | None] = mapped_column(String(64), default=None)
+    rule: Mapped[str | None] = mapped_column(String(64), default=None)
     alarm_id: Mapped[int | None] = mapped_column(ForeignKey("alarms.id"), default=None)
     created_at: Mapped[datetime] = mapped_column(default=utc_now)
     updated_at: Mapped[datetime] = mapped_column(default=utc_now)
@@ -173,14 +174,19 @@ class DeadLetter(Base):
     received_at: Mapped[datetime] = mapped_column(default=utc_now)
 
 
-class ConsumerOffset(Base):
-    """Highest gateway sequence a consumer has applied: what makes redelivery harmless."""
+class ProcessedMessage(Base):
+    """(gateway, seq) pairs a consumer has applied: what makes redelivery harmless.
 
-    __tablename__ = "consumer_offsets"
+    A set, not a high-water mark, because replicas sharing a subscription see a gateway's
+    messages interleaved, and a high-water mark would then drop the late-comers.
+    """
+
+    __tablename__ = "processed_messages"
 
     consumer: Mapped[str] = mapped_column(String(32), primary_key=True)
     gateway_id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    last_seq: Mapped[int] = mapped_column(Integer)
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    processed_at: Mapped[datetime] = mapped_column(default=utc_now, index=True)
 
 
 def create_engine(url: str) -> AsyncEngine:

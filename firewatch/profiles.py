@@ -70,6 +70,10 @@ _STRUCT = {
 }
 
 
+#: reading, flag and rule names: safe as SQL identifiers, InfluxDB fields and JSON keys
+FIELD_PATTERN = r"^[a-z][a-z0-9_]*$"
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -81,7 +85,7 @@ class Register(_Strict):
     bit becomes a named boolean flag instead of a number.
     """
 
-    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    name: str = Field(pattern=FIELD_PATTERN)
     table: Table = Table.HOLDING_REGISTER
     address: int = Field(ge=0, le=65535)
     type: DataType = DataType.UINT16
@@ -185,7 +189,7 @@ class HazardCategory(StrEnum):
 class AlarmRule(_Strict):
     """A default alarm rule; sites may override ``set_point`` per device."""
 
-    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    name: str = Field(pattern=FIELD_PATTERN)
     title_zh: str = Field(min_length=1, description="What the duty staff read, in Chinese.")
     condition: Condition
     field: str = Field(description="reading name (above) or flag name (flag)")

@@ -1,0 +1,218 @@
+"""The alert service: gateway messages -> device state, alarms, ledger entries and notices.
+
+Everything one message causes is written in one transaction together with the record that the
+message was applied, so a crash or a redelivery neither loses nor repeats an alarm.  Notices are
+only *stored* here; the notifier sends them (see ``alerts.notifier``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from alerts.notices import clear_notice, raise_notice
+from alerts.rules import OFFLINE_RULE, Verdict, device_state, evaluate, rules_for
+from firewatch.consumer import DeadLetters, GatewayMessageConsumer, claim
+from firewatch.contract import DeviceEvent, EventType, ReadingBatch, utc_now
+from firewatch.db import ACTIVE_ALARM, Alarm, Device, Hazard, Institution, Notice
+from firewatch.mqtt import BrokerAddress
+from firewatch.profiles import AlarmRule, DeviceProfile, Severity
+from firewatch.site import Site
+
+log = logging.getLogger(__name__)
+
+CONSUMER = "alerts"
+
+
+class AlertService:
+    def __init__(
+        self,
+        site: Site,
+        profiles: dict[str, DeviceProfile],
+        sessions: async_sessionmaker,
+        broker: BrokerAddress,
+        dead_letters: DeadLetters,
+        *,
+        shared_subscription: bool,
+        default_webhook: str | None,
+        hazard_deadline: timedelta,
+        notices_waiting: asyncio.Event,
+    ) -> None:
+        self.sessions = sessions
+        self.default_webhook = default_webhook
+        self.hazard_deadline = hazard_deadline
+        self.notices_waiting = notices_waiting
+        self.rules = {d.id: rules_for(d, profiles[d.profile]) for d in site.devices}
+        self.profiles = {d.id: profiles[d.profile] for d in site.devices}
+        self.webhooks = {i.id: i.wecom_webhook_url or default_webhook for i in site.institutions}
+        self.raised = 0
+        self.consumer = GatewayMessageConsumer(
+            CONSUMER, broker, self.apply, dead_letters, shared_subscription=shared_subscription
+        )
+
+    async def run(self) -> None:
+        await self.consumer.run()
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "broker_connected": self.consumer.connected,
+            "messages_applied": self.consumer.handled,
+            "alarms_raised": self.raised,
+            "dead_letters": self.consumer.dead_letters.count,
+        }
+
+    async def apply(self, message: ReadingBatch | DeviceEvent) -> None:
+        new_notices = False
+        async with self.sessions.begin() as session:
+            if not await claim(session, CONSUMER, message):
+                return
+            device = await session.get(Device, message.device_id)
+            if device is None or message.device_id not in self.rules:
+                log.warning("message from unknown device %s ignored", message.device_id)
+                return
+            if device.last_seen is not None and message.ts < device.last_seen:
+                return  # an older message overtaken by a newer one: the state moved on
+            open_alarms = {
+                a.rule: a
+                for a in await session.scalars(
+                    select(Alarm).where(
+                        Alarm.device_id == device.id, Alarm.status.in_(ACTIVE_ALARM)
+                    )
+                )
+            }
+            if isinstance(message, ReadingBatch):
+                device.last_readings = dict(message.readings)
+                device.last_flags = dict(message.flags)
+                verdicts = evaluate(
+                    self.rules[device.id], message.readings, message.flags, set(open_alarms)
+                )
+            else:
+                verdicts = [Verdict(OFFLINE_RULE, message.event is EventType.OFFLINE, None, None)]
+            device.last_seen = message.ts
+            institution = await session.get_one(Institution, device.institution_id)
+            for verdict in verdicts:
+                alarm = open_alarms.get(verdict.rule.name)
+                if verdict.breached and alarm is None:
+                    alarm = await self._raise(session, device, institution, verdict, message)
+                    open_alarms[alarm.rule] = alarm
+                    new_notices = True
+                elif not verdict.breached and alarm is not None:
+                    await self._clear(session, device, institution, alarm, verdict)
+                    del open_alarms[alarm.rule]
+                    new_notices = True
+            offline = "offline" in open_alarms
+            state = device_state([a.severity for a in open_alarms.values()], offline)
+            device.state = state.value
+            device.state_reason = (
+                "；".join(a.title for a in open_alarms.values()) or "运行正常"
+            )
+            device.updated_at = utc_now()
+        if new_notices:
+            self.notices_waiting.set()
+
+    async def _raise(
+        self,
+        session: AsyncSession,
+        device: Device,
+        institution: Institution,
+        verdict: Verdict,
+        message: ReadingBatch | DeviceEvent,
+    ) -> Alarm:
+        rule = verdict.rule
+        alarm = Alarm(
+            device_id=device.id,
+            institution_id=institution.id,
+            rule=rule.name,
+            title=rule.title_zh,
+            severity=rule.severity.value,
+            status="active",
+            value=verdict.value,
+            set_point=verdict.set_point,
+            unit=rule.unit,
+            raised_at=message.ts,
+        )
+        session.add(alarm)
+        await session.flush()
+        self.raised += 1
+        log.warning("alarm %d raised: %s %s (%s)", alarm.id, device.id, rule.name, institution.name)
+        reason = message.reason if isinstance(message, DeviceEvent) else ""
+        self._notify(session, institution, alarm, raise_notice(
+            institution, device, self.profiles[device.id], rule, verdict, reason, message.ts
+        ))
+        if rule.major_hazard and rule.severity is Severity.ALARM:
+            await self._record_hazard(session, device, institution, rule, alarm)
+        return alarm
+
+    async def _clear(
+        self,
+        session: AsyncSession,
+        device: Device,
+        institution: Institution,
+        alarm: Alarm,
+        verdict: Verdict,
+    ) -> None:
+        alarm.status = "cleared"
+        alarm.cleared_at = utc_now()
+        log.info("alarm %d cleared: %s %s", alarm.id, device.id, alarm.rule)
+        self._notify(session, institution, alarm, clear_notice(
+            institution, device, self.profiles[device.id], verdict.rule, verdict, alarm
+        ))
+
+    def _notify(
+        self, session: AsyncSession, institution: Institution, alarm: Alarm, body: dict[str, Any]
+    ) -> None:
+        target = self.webhooks.get(institution.id)
+        session.add(
+            Notice(
+                alarm_id=alarm.id,
+                institution_id=institution.id,
+                channel="wecom_robot",
+                target=target or "",
+                body=body,
+                status="pending" if target else "unconfigured",
+                last_error=None if target else "no WeChat Work webhook configured",
+            )
+        )
+
+    async def _record_hazard(
+        self,
+        session: AsyncSession,
+        device: Device,
+        institution: Institution,
+        rule: AlarmRule,
+        alarm: Alarm,
+    ) -> None:
+        """One ledger entry per ongoing condition: a repeat updates the open entry."""
+        entry = await session.scalar(
+            select(Hazard).where(
+                Hazard.device_id == device.id,
+                Hazard.rule == rule.name,
+                Hazard.status != "closed",
+            )
+        )
+        if entry is not None:
+            entry.alarm_id = alarm.id
+            entry.updated_at = utc_now()
+            return
+        session.add(
+            Hazard(
+                institution_id=institution.id,
+                township=institution.township,
+                category=rule.category.value,
+                source="iot",
+                description=f"{device.location}：{rule.title_zh}（物联网监测自动上报）",
+                responsible_unit=institution.name,
+                responsible_person=institution.safety_officer_name,
+                responsible_phone=institution.safety_officer_phone,
+                deadline=alarm.raised_at + self.hazard_deadline,
+                status="reported",
+                device_id=device.id,
+                rule=rule.name,
+                alarm_id=alarm.id,
+            )
+        )

@@ -1,0 +1,102 @@
+"""The ``firewatch`` command: run the stack, drive its simulators."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+import httpx
+
+from firewatch.profiles import ProfileError
+
+
+def _up(args: argparse.Namespace) -> int:
+    from firewatch.settings import Settings
+    from firewatch.stack import run_stack
+
+    overrides = {"port": args.port, "host": args.host, "data_dir": args.data_dir,
+                 "site_file": args.site}
+    if args.no_simulate:
+        overrides["simulate"] = False
+    settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
+    try:
+        asyncio.run(run_stack(settings))
+    except ProfileError as exc:
+        print(f"firewatch: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _api(port: int, host: str) -> httpx.Client:
+    return httpx.Client(base_url=f"http://{host}:{port}", timeout=10)
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    try:
+        with _api(args.port, args.host) as api:
+            if args.action == "list":
+                reply = api.get("/api/simulator/devices")
+            else:
+                reply = api.post(
+                    f"/api/simulator/devices/{args.device_id}/scenario",
+                    json={"scenario": args.scenario},
+                )
+    except httpx.ConnectError:
+        print(f"firewatch: no Firewatch stack answers on {args.host}:{args.port} "
+              "(start one with `firewatch up`, or give --port)", file=sys.stderr)
+        return 1
+    if reply.status_code >= 400:
+        detail = reply.json().get("detail", reply.text) if reply.content else reply.reason_phrase
+        print(f"firewatch: {detail}", file=sys.stderr)
+        return 1
+    if args.action == "list":
+        for device in reply.json():
+            print(f"{device['device_id']:<16} {device['scenario']:<24} "
+                  f"{', '.join(device['scenarios'])}")
+    else:
+        print(f"{args.device_id}: scenario {args.scenario} started")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="firewatch", description=__doc__)
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="run the whole system (embedded broker and stores by default)")
+    up.add_argument("--port", type=int, help="web app port (default 8000)")
+    up.add_argument("--host", help="web app address (default 127.0.0.1)")
+    up.add_argument("--data-dir", type=Path, help="where all state is kept")
+    up.add_argument("--site", type=Path, help="site file (default: the demo county)")
+    up.add_argument("--no-simulate", action="store_true", help="run no device simulators")
+    up.set_defaults(func=_up)
+
+    sim = sub.add_parser("simulate", help="drive the simulators of a running stack")
+    sim_sub = sim.add_subparsers(dest="action", required=True)
+    trigger = sim_sub.add_parser("trigger", help="start a scenario on a simulated device")
+    trigger.add_argument("device_id")
+    trigger.add_argument("scenario", help="e.g. normal, button-press, gas-leak, overheat, offline")
+    listing = sim_sub.add_parser("list", help="simulated devices and their scenarios")
+    for action in (trigger, listing):
+        action.add_argument("--port", type=int, default=8000, help="the stack's web port")
+        action.add_argument("--host", default="127.0.0.1")
+    sim.set_defaults(func=_simulate)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+    )
+    for noisy in ("amqtt", "transitions", "pymodbus"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

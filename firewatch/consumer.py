@@ -1,0 +1,143 @@
+"""Consuming gateway messages: subscribe, validate, dead-letter, and acknowledge only when done.
+
+Ingest and alerts both consume the gateways' messages.  This module is what they share:
+
+* a persistent MQTT session (clean_session off) so that QoS 1 messages published while the
+  consumer is down wait on the broker for it;
+* *manual* acknowledgement: the PUBACK goes back only after the handler has made the message's
+  effect durable, so a crash in between means redelivery, never loss;
+* a shared subscription (``$share/<group>/...``) where the broker has them, so replicas split
+  the stream;
+* payloads that break the contract go to the dead-letter store with the reason, and the
+  consumer carries on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+import aiomqtt
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from firewatch.contract import (
+    EVENTS_FILTER,
+    READINGS_FILTER,
+    DeviceEvent,
+    InvalidPayload,
+    ReadingBatch,
+    parse_message,
+    shared,
+)
+from firewatch.db import DeadLetter, ProcessedMessage
+from firewatch.mqtt import BrokerAddress
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[ReadingBatch | DeviceEvent], Awaitable[None]]
+
+
+async def claim(session: AsyncSession, consumer: str, message: ReadingBatch | DeviceEvent) -> bool:
+    """Record that ``consumer`` applies this message; False if it already did (a redelivery).
+
+    Call inside the transaction that applies the message, so the two commit together.
+    """
+    insert = pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert
+    result = await session.execute(
+        insert(ProcessedMessage)
+        .values(consumer=consumer, gateway_id=message.gateway_id, seq=message.seq)
+        .on_conflict_do_nothing()
+    )
+    return result.rowcount == 1
+
+
+class DeadLetters:
+    def __init__(self, sessions: async_sessionmaker, consumer: str) -> None:
+        self.sessions = sessions
+        self.consumer = consumer
+        self.count = 0
+
+    async def put(self, topic: str, payload: bytes, reason: str) -> None:
+        async with self.sessions.begin() as session:
+            session.add(DeadLetter(consumer=self.consumer, topic=topic, payload=payload,
+                                   reason=reason))
+        self.count += 1
+        log.warning("%s: dead-lettered a message on %s: %s", self.consumer, topic, reason)
+
+
+class GatewayMessageConsumer:
+    def __init__(
+        self,
+        name: str,
+        broker: BrokerAddress,
+        handler: Handler,
+        dead_letters: DeadLetters,
+        *,
+        shared_subscription: bool,
+        instance: str = "0",
+    ) -> None:
+        self.name = name
+        self.broker = broker
+        self.handler = handler
+        self.dead_letters = dead_letters
+        self.shared_subscription = shared_subscription
+        self.instance = instance
+        self.connected = False
+        self.handled = 0
+        self.ready = asyncio.Event()
+
+    @property
+    def filters(self) -> list[str]:
+        topics = [READINGS_FILTER, EVENTS_FILTER]
+        if self.shared_subscription:
+            return [shared(self.name, t) for t in topics]
+        return topics
+
+    async def run(self) -> None:
+        delay = 0.2
+        while True:
+            client = self.broker.client(f"fw-{self.name}-{self.instance}", persistent=True)
+            # aiomqtt has no public switch for it: the PUBACK must wait until the message's
+            # effect is durable, so take acknowledgement into our own hands on paho's client.
+            client._client.manual_ack_set(True)
+            try:
+                async with client:
+                    self.connected = True
+                    delay = 0.2
+                    for topic in self.filters:
+                        await client.subscribe(topic, qos=1)
+                    self.ready.set()
+                    log.info("%s subscribed to %s on %s", self.name, self.filters,
+                             self.broker.url)
+                    async for message in client.messages:
+                        await self._handle(str(message.topic), bytes(message.payload))
+                        client._client.ack(message.mid, message.qos)
+            except aiomqtt.MqttError as exc:
+                self.connected = False
+                log.warning("%s: broker %s unreachable (%s); retrying in %.1f s",
+                            self.name, self.broker.url, exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10)
+
+    async def _handle(self, topic: str, payload: bytes) -> None:
+        try:
+            message = parse_message(topic, payload)
+        except InvalidPayload as exc:
+            await self.dead_letters.put(topic, payload, exc.reason)
+            return
+        delay = 0.1
+        while True:
+            try:
+                await self.handler(message)
+            except Exception:
+                # the store is down or busy: keep the message unacknowledged and try again
+                log.exception("%s: could not apply %s seq %d; retrying in %.1f s",
+                              self.name, topic, message.seq, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10)
+                continue
+            self.handled += 1
+            return

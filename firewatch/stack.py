@@ -1,0 +1,188 @@
+"""``firewatch up``: the whole system in one process, on embedded defaults.
+
+Start order matters for "never lose a reading" on a first start: the consumers (alerts,
+ingest) hold their broker sessions before any gateway publishes.  Ctrl-C or SIGTERM (caught by
+uvicorn) stops the web server first, then every service; all state is under the data dir, so
+the next ``firewatch up`` carries on where this one stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import uvicorn
+from sqlalchemy.ext.asyncio import async_sessionmaker
+
+from alerts.notifier import Notifier
+from alerts.service import AlertService
+from firewatch import db
+from firewatch.consumer import DeadLetters
+from firewatch.mqtt import BrokerAddress, EmbeddedBroker
+from firewatch.profiles import DeviceProfile, load_profiles
+from firewatch.settings import Settings
+from firewatch.site import ModbusEndpoint, Site, load_site
+from firewatch.web.app import AppContext, create_app
+from gateway.service import GatewayService
+from ingest.influx_store import InfluxTimeSeries
+from ingest.service import IngestService
+from ingest.sqlite_store import SqliteTimeSeries
+from ingest.store import TimeSeriesStore
+
+log = logging.getLogger("firewatch")
+
+
+class _Server(uvicorn.Server):
+    """uvicorn that leaves signals to the stack, which must stop every service, not only HTTP.
+
+    (uvicorn's own handler re-raises the signal once HTTP is down, which would kill the
+    process before the gateways' outboxes and the databases are closed.)
+    """
+
+    @contextlib.contextmanager
+    def capture_signals(self):  # type: ignore[override]
+        yield
+
+
+async def sync_site(sessions: async_sessionmaker, site: Site, profiles: dict[str, DeviceProfile]):
+    """Put the site file's institutions and devices in the database, keeping device state."""
+    async with sessions.begin() as session:
+        for i in site.institutions:
+            await session.merge(db.Institution(
+                id=i.id, name=i.name, type=i.type.value, township=i.township,
+                address=i.address, lat=i.location.lat, lon=i.location.lon,
+                head_name=i.head.name, head_phone=i.head.phone,
+                safety_officer_name=i.safety_officer.name,
+                safety_officer_phone=i.safety_officer.phone,
+            ))
+        for d in site.devices:
+            row = await session.get(db.Device, d.id)
+            if row is None:
+                row = db.Device(id=d.id, last_readings={}, last_flags={})
+                session.add(row)
+            row.institution_id = d.institution
+            row.gateway_id = d.gateway
+            row.kind = profiles[d.profile].kind.value
+            row.profile = d.profile
+            row.location = d.location
+
+
+def timeseries_store(settings: Settings) -> TimeSeriesStore:
+    if settings.influx_url:
+        return InfluxTimeSeries(
+            settings.influx_url, settings.influx_token, settings.influx_org, settings.influx_bucket
+        )
+    return SqliteTimeSeries(settings.data_dir / "timeseries.db")
+
+
+@contextlib.asynccontextmanager
+async def broker_for(settings: Settings) -> AsyncIterator[BrokerAddress]:
+    if settings.mqtt_url:
+        yield BrokerAddress.from_url(settings.mqtt_url)
+        return
+    broker = EmbeddedBroker(port=settings.mqtt_embedded_port)
+    await broker.start()
+    try:
+        yield broker.address
+    finally:
+        await broker.stop()
+
+
+async def run_stack(settings: Settings) -> None:
+    profiles = load_profiles(settings.profiles_dir)
+    site = load_site(settings.site_file, profiles)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+
+    engine = db.create_engine(settings.effective_database_url)
+    await db.create_schema(engine)
+    sessions = db.sessionmaker(engine)
+    await sync_site(sessions, site, profiles)
+    store = timeseries_store(settings)
+    await store.open()
+
+    async with contextlib.AsyncExitStack() as stack:
+        stack.push_async_callback(engine.dispose)
+        stack.push_async_callback(store.close)
+        broker = await stack.enter_async_context(broker_for(settings))
+        shared = settings.mqtt_shared_subscriptions
+        if shared is None:
+            shared = not broker.embedded
+
+        fleet = None
+        if settings.simulate:
+            from simulators.fleet import SimulatorFleet
+
+            fleet = SimulatorFleet(site, profiles, broker)
+            await fleet.start()
+            stack.push_async_callback(fleet.stop)
+
+        def endpoint_port(endpoint: ModbusEndpoint) -> int:
+            if endpoint.simulated:
+                if fleet is None:
+                    raise SystemExit(
+                        f"endpoint {endpoint.id} is simulated but simulators are off "
+                        "(--no-simulate): give it a real host and port in the site file"
+                    )
+                return fleet.endpoint_port(endpoint.id)
+            return endpoint.port
+
+        notices_waiting = asyncio.Event()
+        alerts = AlertService(
+            site, profiles, sessions, broker, DeadLetters(sessions, "alerts"),
+            shared_subscription=shared,
+            default_webhook=settings.wecom_webhook_url,
+            hazard_deadline=timedelta(hours=settings.iot_hazard_deadline_hours),
+            notices_waiting=notices_waiting,
+        )
+        ingest = IngestService(
+            store, broker, DeadLetters(sessions, "ingest"), shared_subscription=shared
+        )
+        notifier = Notifier(sessions, notices_waiting)
+        gateways = [
+            GatewayService(
+                g, site, profiles, broker, settings.data_dir / f"outbox-{g.id}.db", endpoint_port
+            )
+            for g in site.gateways
+        ]
+        statuses = {
+            "alerts": alerts.status,
+            "ingest": ingest.status,
+            "notifier": notifier.status,
+            **{f"gateway:{g.gateway.id}": g.status for g in gateways},
+        }
+        app = create_app(AppContext(
+            sessions=sessions, timeseries=store, site=site,
+            site_dir=settings.site_file.parent, statuses=statuses, simulators=fleet,
+        ))
+        server = _Server(uvicorn.Config(
+            app, host=settings.host, port=settings.port, log_level="warning", lifespan="off",
+        ))
+
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, lambda: setattr(server, "should_exit", True))
+
+        async with asyncio.TaskGroup() as tasks:
+            services = [
+                tasks.create_task(alerts.run(), name="alerts"),
+                tasks.create_task(ingest.run(), name="ingest"),
+                tasks.create_task(notifier.run(), name="notifier"),
+            ]
+            await alerts.consumer.ready.wait()
+            await ingest.consumer.ready.wait()
+            services += [
+                tasks.create_task(g.run(), name=f"gateway:{g.gateway.id}") for g in gateways
+            ]
+            log.info(
+                "Firewatch is up: http://%s:%d  (broker %s%s, store %s, data in %s)",
+                settings.host, settings.port, broker.url,
+                " embedded" if broker.embedded else "", store.name, settings.data_dir.resolve(),
+            )
+            await server.serve()
+            log.info("stopping")
+            for task in services:
+                task.cancel()

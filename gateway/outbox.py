@@ -1,0 +1,120 @@
+"""The gateway's durable outbox: nothing read from a device is lost while the broker is away.
+
+Every message is written to SQLite before it is published and deleted only after the broker
+acknowledged it (QoS 1 PUBACK).  The row id is the message's sequence number: AUTOINCREMENT
+never reuses an id, even after deletes and restarts, so sequence numbers increase for the life
+of the outbox file and consumers can drop redeliveries by (gateway id, seq).
+
+The outbox is bounded.  At the bound the *oldest* messages are dropped, each drop counted and
+logged: after a long broker outage the freshest readings matter most to duty staff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import aiosqlite
+
+from firewatch.contract import DeviceEvent, ReadingBatch, message_topic
+
+log = logging.getLogger(__name__)
+
+Message = ReadingBatch | DeviceEvent
+
+
+class Outbox:
+    def __init__(self, path: Path, max_messages: int = 1_000_000) -> None:
+        self.path = path
+        self.max_messages = max_messages
+        self.dropped = 0
+        self._db: aiosqlite.Connection | None = None
+        self._next_seq = 1
+        self._size = 0
+        self._lock = asyncio.Lock()
+        self._has_messages = asyncio.Event()
+
+    async def open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = await aiosqlite.connect(self.path)
+        await self._db.execute("PRAGMA journal_mode=WAL")
+        await self._db.execute("PRAGMA synchronous=NORMAL")
+        await self._db.execute(
+            "CREATE TABLE IF NOT EXISTS outbox ("
+            " seq INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT NOT NULL, payload BLOB NOT NULL)"
+        )
+        await self._db.commit()
+        async with self._db.execute(
+            "SELECT seq FROM sqlite_sequence WHERE name = 'outbox'"
+        ) as cur:
+            row = await cur.fetchone()
+        self._next_seq = (row[0] if row else 0) + 1
+        async with self._db.execute("SELECT count(*) FROM outbox") as cur:
+            self._size = (await cur.fetchone())[0]
+        if self._size:
+            self._has_messages.set()
+            log.info("outbox %s: %d messages waiting from before", self.path, self._size)
+
+    async def close(self) -> None:
+        if self._db is not None:
+            await self._db.close()
+            self._db = None
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    async def put(self, build: Callable[[int], Message]) -> Message:
+        """Store the message ``build(seq)`` makes with the next sequence number."""
+        assert self._db is not None, "outbox not open"
+        async with self._lock:
+            seq = self._next_seq
+            message = build(seq)
+            if self._size >= self.max_messages:
+                await self._drop_oldest(self._size - self.max_messages + 1)
+            await self._db.execute(
+                "INSERT INTO outbox (seq, topic, payload) VALUES (?, ?, ?)",
+                (seq, message_topic(message), message.to_bytes()),
+            )
+            await self._db.commit()
+            self._next_seq += 1
+            self._size += 1
+        self._has_messages.set()
+        return message
+
+    async def _drop_oldest(self, count: int) -> None:
+        await self._db.execute(
+            "DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox ORDER BY seq LIMIT ?)",
+            (count,),
+        )
+        self._size -= count
+        self.dropped += count
+        log.warning(
+            "outbox %s full (%d messages): dropped the %d oldest, %d dropped in all",
+            self.path, self.max_messages, count, self.dropped,
+        )
+
+    async def wait(self) -> None:
+        """Until there is something to publish."""
+        await self._has_messages.wait()
+
+    async def oldest(self, limit: int) -> list[tuple[int, str, bytes]]:
+        assert self._db is not None, "outbox not open"
+        async with self._lock:
+            async with self._db.execute(
+                "SELECT seq, topic, payload FROM outbox ORDER BY seq LIMIT ?", (limit,)
+            ) as cur:
+                rows = list(await cur.fetchall())
+            if not rows:
+                self._has_messages.clear()
+            return rows
+
+    async def acknowledge(self, up_to_seq: int) -> None:
+        """The broker has acknowledged every message up to and including ``up_to_seq``."""
+        assert self._db is not None, "outbox not open"
+        async with self._lock:
+            cur = await self._db.execute("DELETE FROM outbox WHERE seq <= ?", (up_to_seq,))
+            await self._db.commit()
+            self._size -= cur.rowcount

@@ -1,0 +1,89 @@
+"""InfluxDB (2.x, 3.x, or anything that takes the v2 write endpoint) as the time-series store.
+
+Writes are line protocol through influxdb-client; reads are InfluxQL over the v1-compatible
+``/query`` endpoint, which InfluxDB 1.8+, 2.x and 3.x all answer (Flux is gone in 3.x).
+A point is keyed by measurement, tags and timestamp, so writing a redelivered batch again
+overwrites the same points: duplicates cannot appear, and no dedup table is needed.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+
+import httpx
+from influxdb_client import Point, WritePrecision
+from influxdb_client.client.influxdb_client_async import InfluxDBClientAsync
+
+from firewatch.contract import ID_PATTERN, ReadingBatch
+from firewatch.profiles import FIELD_PATTERN
+from ingest.store import HistoryPoint
+
+
+def batch_to_point(batch: ReadingBatch) -> Point:
+    point = (
+        Point(batch.kind.value)
+        .tag("device", batch.device_id)
+        .tag("institution", batch.institution_id)
+        .tag("gateway", batch.gateway_id)
+        .time(batch.ts, WritePrecision.MS)
+    )
+    for field, value in batch.readings.items():
+        point.field(field, float(value))
+    for flag, value in batch.flags.items():
+        point.field(flag, bool(value))
+    return point
+
+
+class InfluxTimeSeries:
+    name = "influxdb"
+
+    def __init__(self, url: str, token: str, org: str, bucket: str) -> None:
+        self.url = url.rstrip("/")
+        self.token = token
+        self.org = org
+        self.bucket = bucket
+        self._client: InfluxDBClientAsync | None = None
+        self._http: httpx.AsyncClient | None = None
+
+    async def open(self) -> None:
+        self._client = InfluxDBClientAsync(url=self.url, token=self.token, org=self.org)
+        headers = {"Authorization": f"Token {self.token}"} if self.token else {}
+        self._http = httpx.AsyncClient(base_url=self.url, headers=headers, timeout=10)
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+        if self._http is not None:
+            await self._http.aclose()
+
+    async def write(self, batch: ReadingBatch) -> bool:
+        assert self._client is not None, "store not open"
+        # raises on any non-2xx answer, so the message stays unacknowledged and is retried
+        await self._client.write_api().write(bucket=self.bucket, record=batch_to_point(batch))
+        return True
+
+    async def history(
+        self, device_id: str, field: str, start: datetime, end: datetime, every_s: float
+    ) -> list[HistoryPoint]:
+        assert self._http is not None, "store not open"
+        if not re.fullmatch(ID_PATTERN, device_id) or not re.fullmatch(FIELD_PATTERN, field):
+            raise ValueError(f"not a device id and field: {device_id!r}, {field!r}")
+        query = (
+            f'SELECT mean("{field}"), min("{field}"), max("{field}"), count("{field}") '
+            f"FROM /.*/ WHERE \"device\" = '{device_id}' "
+            f"AND time >= {int(start.timestamp() * 1e9)} AND time < {int(end.timestamp() * 1e9)} "
+            f"GROUP BY time({max(1, int(every_s))}s) fill(none)"
+        )
+        reply = await self._http.get(
+            "/query", params={"db": self.bucket, "q": query, "epoch": "s"}
+        )
+        reply.raise_for_status()
+        points = []
+        for result in reply.json().get("results", []):
+            if "error" in result:
+                raise RuntimeError(f"InfluxQL error: {result['error']}")
+            for series in result.get("series", []):
+                for epoch, mean, low, high, count in series["values"]:
+                    points.append(HistoryPoint.from_epoch(epoch, mean, low, high, count))
+        return sorted(points, key=lambda p: p.time)
