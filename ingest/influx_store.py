@@ -3,7 +3,8 @@
 Writes are line protocol through influxdb-client; reads are InfluxQL over the v1-compatible
 ``/query`` endpoint, which InfluxDB 1.8+, 2.x and 3.x all answer (Flux is gone in 3.x).
 A point is keyed by measurement, tags and timestamp, so writing a redelivered batch again
-overwrites the same points: duplicates cannot appear, and no dedup table is needed.
+overwrites the same points: InfluxDB cannot hold duplicates, and no dedup table is needed.
+(VictoriaMetrics behaves the same when started with ``-dedup.minScrapeInterval``.)
 """
 
 from __future__ import annotations

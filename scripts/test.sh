@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Quick start, command 2: install what the tests need and run them.
+# Debian packages: the real servers the tests talk to: mosquitto (MQTT broker),
+# victoria-metrics (takes InfluxDB v2 writes), influxdb (1.6, answers InfluxQL).
+# Python packages: the project and its test extras, pinned by constraints.txt.
+# Extra arguments go to pytest (e.g. -k button).
+set -euo pipefail
+debian_packages=(mosquitto victoria-metrics influxdb)
+missing=()
+for pkg in "${debian_packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  echo "installing Debian packages: ${missing[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+source "$(dirname "$0")/venv.sh" test
+exec .venv/bin/python -m pytest "$@"

@@ -1,0 +1,101 @@
+"""Real time-series servers from Debian's packages, on free loopback ports, for the tests.
+
+VictoriaMetrics takes influxdb-client's v2 writes; InfluxDB 1.6.7 answers InfluxQL on /query.
+Between them every InfluxDB code path meets a real server (there is no InfluxDB 2 package).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+
+from firewatch.mqtt import free_port
+
+
+class _Server:
+    binary = ""
+    package = ""
+
+    def __init__(self, workdir: Path) -> None:
+        path = shutil.which(self.binary)
+        if path is None:
+            raise RuntimeError(f"{self.binary} is not installed: scripts/test.sh installs it "
+                               f"(apt-get install {self.package})")
+        self.path = path
+        self.workdir = workdir
+        self.port = free_port()
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def start(self) -> None:
+        log = (self.workdir / f"{self.binary}.log").open("wb")
+        self.process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.url}/ping", timeout=0.5).status_code < 500:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.05)
+        raise RuntimeError(f"{self.binary} did not answer on {self.url}")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(20)
+            self.process = None
+
+
+class VictoriaMetrics(_Server):
+    binary = "victoria-metrics"
+    package = "victoria-metrics"
+
+    def command(self) -> list[str]:
+        return [self.path, f"-httpListenAddr=127.0.0.1:{self.port}",
+                f"-storageDataPath={self.workdir / 'vm-data'}", "-search.latencyOffset=0s",
+                # VictoriaMetrics keeps samples with equal timestamps unless told to dedup;
+                # InfluxDB overwrites them. Production VictoriaMetrics needs this flag too.
+                "-dedup.minScrapeInterval=1ms"]
+
+    def export(self, match: str) -> list[dict]:
+        """Every stored sample of the series matching ``match``, as JSON lines."""
+        httpx.get(f"{self.url}/internal/force_flush", timeout=10)
+        reply = httpx.get(f"{self.url}/api/v1/export", params={"match[]": match}, timeout=10)
+        reply.raise_for_status()
+        return [json.loads(line) for line in reply.text.splitlines() if line]
+
+
+class InfluxDB1(_Server):
+    binary = "influxd"
+    package = "influxdb"
+
+    def command(self) -> list[str]:
+        config = self.workdir / "influxdb.conf"
+        config.write_text(
+            "reporting-disabled = true\n"
+            f'bind-address = "127.0.0.1:{free_port()}"\n'
+            f'[meta]\n  dir = "{self.workdir}/meta"\n'
+            f'[data]\n  dir = "{self.workdir}/data"\n  wal-dir = "{self.workdir}/wal"\n'
+            '[monitor]\n  store-enabled = false\n'
+            f'[http]\n  bind-address = "127.0.0.1:{self.port}"\n  log-enabled = false\n'
+        )
+        return [self.path, "run", "-config", str(config)]
+
+    def create_database(self, name: str) -> None:
+        httpx.post(f"{self.url}/query", data={"q": f'CREATE DATABASE "{name}"'},
+                   timeout=10).raise_for_status()
+
+    def write_lines(self, database: str, lines: list[str]) -> None:
+        httpx.post(f"{self.url}/write", params={"db": database, "precision": "ms"},
+                   content="\n".join(lines), timeout=10).raise_for_status()
