@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from alerts.ledger import OPEN, record_iot_entry
 from alerts.notices import clear_notice, raise_notice
 from alerts.rules import OFFLINE_RULE, Verdict, device_state, evaluate, rules_for
 from firewatch.consumer import DeadLetters, GatewayMessageConsumer, claim
@@ -192,14 +193,15 @@ class AlertService:
             select(Hazard).where(
                 Hazard.device_id == device.id,
                 Hazard.rule == rule.name,
-                Hazard.status != "closed",
+                Hazard.status.in_(OPEN),
             )
         )
         if entry is not None:
             entry.alarm_id = alarm.id
             entry.updated_at = utc_now()
             return
-        session.add(
+        await record_iot_entry(
+            session,
             Hazard(
                 institution_id=institution.id,
                 township=institution.township,
@@ -214,5 +216,5 @@ class AlertService:
                 device_id=device.id,
                 rule=rule.name,
                 alarm_id=alarm.id,
-            )
+            ),
         )

@@ -142,6 +142,21 @@ class Hazard(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utc_now)
 
 
+class HazardEvent(Base):
+    """The audit trail of a ledger entry: every change, who made it, when, and why."""
+
+    __tablename__ = "hazard_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    hazard_id: Mapped[int] = mapped_column(ForeignKey("hazards.id"), index=True)
+    action: Mapped[str] = mapped_column(String(32))
+    actor: Mapped[str] = mapped_column(String(64))
+    note: Mapped[str] = mapped_column(Text, default="")
+    from_status: Mapped[str | None] = mapped_column(String(32), default=None)
+    to_status: Mapped[str] = mapped_column(String(32))
+    at: Mapped[datetime] = mapped_column(default=utc_now)
+
+
 class Notice(Base):
     """A message to people, stored before it is sent and marked sent on the provider's OK."""
 

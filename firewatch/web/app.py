@@ -16,9 +16,12 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
+from alerts import ledger
+from alerts.ledger import TRANSITIONS, LedgerError, NewEntry, Source
 from firewatch import __version__
 from firewatch.contract import utc_now
 from firewatch.db import Alarm, DeadLetter, Device, Hazard, Institution, Notice
+from firewatch.profiles import HazardCategory
 from firewatch.site import Site
 from ingest.store import TimeSeriesStore
 
@@ -133,6 +136,36 @@ class Acknowledgement(BaseModel):
     note: str = Field("", max_length=500)
 
 
+class HazardFiling(BaseModel):
+    """A hazard found by people: an institution's self-check, an inspection, a public report."""
+
+    institution_id: str
+    category: HazardCategory
+    source: Source = Field(description="self-check | inspection | public-report")
+    description: str = Field(min_length=1, max_length=2000)
+    responsible_person: str = Field(min_length=1, max_length=64)
+    responsible_phone: str = Field(pattern=r"^\+?[0-9-]{5,20}$")
+    deadline: datetime
+    responsible_unit: str | None = None
+    filed_by: str = Field(min_length=1, max_length=64)
+
+
+class HazardTransitionRequest(BaseModel):
+    action: str = Field(description=", ".join(TRANSITIONS))
+    by: str = Field(min_length=1, max_length=64)
+    note: str = Field("", max_length=2000)
+
+
+class HazardEventOut(BaseModel):
+    id: int
+    action: str
+    actor: str
+    note: str
+    from_status: str | None
+    to_status: str
+    at: datetime
+
+
 class ScenarioRequest(BaseModel):
     scenario: str = Field(min_length=1, max_length=64)
 
@@ -145,6 +178,10 @@ def create_app(ctx: AppContext) -> FastAPI:
     )
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     names: dict[str, str] = {i.id: i.name for i in ctx.site.institutions}
+
+    def named(row: Any) -> dict[str, Any]:
+        """A row's columns plus the name of its institution, which every list shows."""
+        return {**_columns(row), "institution_name": names.get(row.institution_id, "")}
 
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:
@@ -178,7 +215,7 @@ def create_app(ctx: AppContext) -> FastAPI:
         async with ctx.sessions() as session:
             rows = await session.scalars(select(Device).order_by(Device.id))
             return [
-                {**_columns(d), "institution_name": names.get(d.institution_id, "")} for d in rows
+                named(d) for d in rows
             ]
 
     @app.get("/api/devices/{device_id}/history", response_model=list[HistoryPointOut])
@@ -207,7 +244,7 @@ def create_app(ctx: AppContext) -> FastAPI:
             query = query.where(Alarm.status == status)
         async with ctx.sessions() as session:
             rows = await session.scalars(query)
-            return [{**_columns(a), "institution_name": names.get(a.institution_id, "")}
+            return [named(a)
                     for a in rows]
 
     @app.post("/api/alarms/{alarm_id}/acknowledge", response_model=AlarmOut)
@@ -224,14 +261,41 @@ def create_app(ctx: AppContext) -> FastAPI:
             alarm.ack_note = ack.note
             if alarm.status == "active":
                 alarm.status = "acknowledged"
-            return {**_columns(alarm), "institution_name": names.get(alarm.institution_id, "")}
+            return named(alarm)
 
     @app.get("/api/hazards", response_model=list[HazardOut])
     async def hazards(limit: int = Query(100, ge=1, le=1000)) -> Any:
         async with ctx.sessions() as session:
             rows = await session.scalars(select(Hazard).order_by(Hazard.id.desc()).limit(limit))
-            return [{**_columns(h), "institution_name": names.get(h.institution_id, "")}
+            return [named(h)
                     for h in rows]
+
+    @app.post("/api/hazards", response_model=HazardOut, status_code=201)
+    async def file_hazard(filing: HazardFiling) -> Any:
+        entry = NewEntry(**filing.model_dump(exclude={"filed_by"}))
+        async with ctx.sessions.begin() as session:
+            try:
+                hazard = await ledger.file_entry(session, entry, filing.filed_by)
+            except LedgerError as exc:
+                raise HTTPException(422, str(exc)) from None
+            return named(hazard)
+
+    @app.post("/api/hazards/{hazard_id}/transitions", response_model=HazardOut)
+    async def move_hazard(hazard_id: int, request: HazardTransitionRequest) -> Any:
+        async with ctx.sessions.begin() as session:
+            try:
+                hazard = await ledger.transition(
+                    session, hazard_id, request.action, request.by, request.note)
+            except LedgerError as exc:
+                raise HTTPException(409, str(exc)) from None
+            return named(hazard)
+
+    @app.get("/api/hazards/{hazard_id}/events", response_model=list[HazardEventOut])
+    async def hazard_events(hazard_id: int) -> Any:
+        async with ctx.sessions() as session:
+            if await session.get(Hazard, hazard_id) is None:
+                raise HTTPException(404, f"no hazard entry {hazard_id}")
+            return await ledger.history(session, hazard_id)
 
     @app.get("/api/notices", response_model=list[NoticeOut])
     async def notices(limit: int = Query(100, ge=1, le=1000)) -> Any:
