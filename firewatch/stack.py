@@ -166,16 +166,25 @@ async def run_stack(settings: Settings) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, lambda: setattr(server, "should_exit", True))
 
+        async def gateways_and_devices() -> None:
+            """Consumers hold their broker sessions before any gateway publishes, and gateways
+            listen before the simulated MQTT devices send their first report."""
+            await alerts.consumer.ready.wait()
+            await ingest.consumer.ready.wait()
+            async with asyncio.TaskGroup() as group:
+                for g in gateways:
+                    group.create_task(g.run(), name=f"gateway:{g.gateway.id}")
+                if fleet is not None:
+                    for g in gateways:
+                        await g.listening.wait()
+                    fleet.start_mqtt()
+
         async with asyncio.TaskGroup() as tasks:
             services = [
                 tasks.create_task(alerts.run(), name="alerts"),
                 tasks.create_task(ingest.run(), name="ingest"),
                 tasks.create_task(notifier.run(), name="notifier"),
-            ]
-            await alerts.consumer.ready.wait()
-            await ingest.consumer.ready.wait()
-            services += [
-                tasks.create_task(g.run(), name=f"gateway:{g.gateway.id}") for g in gateways
+                tasks.create_task(gateways_and_devices(), name="gateways"),
             ]
             log.info(
                 "Firewatch is up: http://%s:%d  (broker %s%s, store %s, data in %s)",

@@ -43,6 +43,8 @@ class GatewayService:
         self.outbox = Outbox(outbox_path)
         self.connected = False
         self.published = 0
+        #: set once the uplinks of this gateway's MQTT devices are subscribed
+        self.listening = asyncio.Event()
         devices = [(d, profiles[d.profile]) for d in site.devices if d.gateway == gateway.id]
         self.pollers = [
             EndpointPoller(
@@ -107,8 +109,9 @@ class GatewayService:
     async def _stay_connected(self, bridge: MqttBridge) -> None:
         delay = 0.2
         while True:
+            # a persistent session: a button pressed while the gateway restarts still arrives
             client = self.broker.client(
-                f"fw-gateway-{self.gateway.id}", max_inflight_messages=100
+                f"fw-gateway-{self.gateway.id}", persistent=True, max_inflight_messages=100
             )
             try:
                 async with client:
@@ -117,6 +120,7 @@ class GatewayService:
                     log.info("gateway %s connected to %s", self.gateway.id, self.broker.url)
                     for topic in bridge.topics:
                         await client.subscribe(topic, qos=1)
+                    self.listening.set()
                     async with asyncio.TaskGroup() as tasks:
                         tasks.create_task(self._publish(client))
                         tasks.create_task(self._receive(client, bridge))

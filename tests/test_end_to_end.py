@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import signal
+import time
 
 import paho.mqtt.publish
 import pytest
@@ -71,14 +72,17 @@ def test_the_map_lists_every_demo_institution_and_device(stack):
 
 
 def test_a_button_press_becomes_an_alarm_a_ledger_entry_and_a_wecom_notice(stack, robot):
+    pressed_at = time.time()
     result = stack.simulate("rc-btn-1", "button-press")
     assert result.returncode == 0, result.stderr
 
-    took = stack.wait_until(
+    stack.wait_until(
         lambda: notices_naming(robot, "蓉城镇敬老院（演示）", "一键报警", "一楼值班室"), 15,
         "the one-key alarm notice at the WeChat Work robot",
     )
-    print(f"button press -> WeChat Work notice: {took:.2f} s")
+    [notice] = [r for r in robot.robot.accepted if "一键报警" in r.body["markdown"]["content"]]
+    # informational (speed is measured by benchmarks): includes starting the CLI process
+    print(f"\nbutton press command -> WeChat Work notice: {notice.at - pressed_at:.2f} s")
     [alarm] = alarms_of(stack, "rc-btn-1")
     assert (alarm["rule"], alarm["status"], alarm["severity"]) == ("one_key_alarm", "active", "alarm")
     [entry] = [h for h in stack.get("/api/hazards") if h["device_id"] == "rc-btn-1"]
