@@ -66,6 +66,11 @@ class Outbox:
     def size(self) -> int:
         return self._size
 
+    @property
+    def last_seq(self) -> int:
+        """The sequence number of the newest message ever stored (0 if none)."""
+        return self._next_seq - 1
+
     async def put(self, build: Callable[[int], Message]) -> Message:
         """Store the message ``build(seq)`` makes with the next sequence number."""
         assert self._db is not None, "outbox not open"
