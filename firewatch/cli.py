@@ -30,6 +30,25 @@ def _up(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve_simulators(args: argparse.Namespace) -> int:
+    from simulators.serve import serve
+
+    try:
+        asyncio.run(serve(args.site, args.ready_file, args.mqtt_url))
+    except ProfileError as exc:
+        print(f"firewatch: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    if args.benchmark == "gateway":
+        from firewatch.bench import gateway
+
+        asyncio.run(gateway.run(args.devices, args.per_endpoint, args.seconds, args.json))
+    return 0
+
+
 def _api(port: int, host: str) -> httpx.Client:
     return httpx.Client(base_url=f"http://{host}:{port}", timeout=10)
 
@@ -83,7 +102,22 @@ def parser() -> argparse.ArgumentParser:
     for action in (trigger, listing):
         action.add_argument("--port", type=int, default=8000, help="the stack's web port")
         action.add_argument("--host", default="127.0.0.1")
-    sim.set_defaults(func=_simulate)
+        action.set_defaults(func=_simulate)
+    serve = sim_sub.add_parser("serve", help="run a site's simulated devices in this process")
+    serve.add_argument("--site", type=Path, required=True, help="site file")
+    serve.add_argument("--ready-file", type=Path, help="write endpoint ports here when ready")
+    serve.add_argument("--mqtt-url", help="broker for the simulated MQTT devices")
+    serve.set_defaults(func=_serve_simulators)
+
+    bench = sub.add_parser("bench", help="measure against baselines taken in the same run")
+    bench_sub = bench.add_subparsers(dest="benchmark", required=True)
+    gw = bench_sub.add_parser("gateway", help="gateway polls/s vs a bare pymodbus loop")
+    gw.add_argument("--devices", type=int, default=1000)
+    gw.add_argument("--per-endpoint", type=int, default=50, help="unit ids per endpoint")
+    gw.add_argument("--seconds", type=float, default=10)
+    for b in (gw,):
+        b.add_argument("--json", action="store_true", help="end with one JSON line of figures")
+        b.set_defaults(func=_bench)
     return p
 
 

@@ -33,8 +33,10 @@ class Outbox:
         self._db: aiosqlite.Connection | None = None
         self._next_seq = 1
         self._size = 0
-        self._lock = asyncio.Lock()
+        self._lock = asyncio.Lock()  # one statement sequence on the connection at a time
         self._has_messages = asyncio.Event()
+        self._pending: list[tuple[int, str, bytes, asyncio.Future[None]]] = []
+        self._committer: asyncio.Task[None] | None = None
 
     async def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -72,22 +74,44 @@ class Outbox:
         return self._next_seq - 1
 
     async def put(self, build: Callable[[int], Message]) -> Message:
-        """Store the message ``build(seq)`` makes with the next sequence number."""
+        """Store the message ``build(seq)`` makes with the next sequence number.
+
+        Returns once the message is committed.  Puts that arrive while a commit is under way
+        are committed together in the next one (group commit): one transaction for many
+        devices' batches instead of one each.
+        """
         assert self._db is not None, "outbox not open"
-        async with self._lock:
-            seq = self._next_seq
-            message = build(seq)
-            if self._size >= self.max_messages:
-                await self._drop_oldest(self._size - self.max_messages + 1)
-            await self._db.execute(
-                "INSERT INTO outbox (seq, topic, payload) VALUES (?, ?, ?)",
-                (seq, message_topic(message), message.to_bytes()),
-            )
-            await self._db.commit()
-            self._next_seq += 1
-            self._size += 1
-        self._has_messages.set()
+        seq = self._next_seq
+        self._next_seq += 1
+        message = build(seq)
+        stored = asyncio.get_running_loop().create_future()
+        self._pending.append((seq, message_topic(message), message.to_bytes(), stored))
+        if self._committer is None or self._committer.done():
+            self._committer = asyncio.create_task(self._commit_pending())
+        await stored
         return message
+
+    async def _commit_pending(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending, []
+            try:
+                async with self._lock:
+                    overflow = self._size + len(batch) - self.max_messages
+                    if overflow > 0:
+                        await self._drop_oldest(overflow)
+                    await self._db.executemany(
+                        "INSERT INTO outbox (seq, topic, payload) VALUES (?, ?, ?)",
+                        [row[:3] for row in batch],
+                    )
+                    await self._db.commit()
+                    self._size += len(batch)
+            except Exception as exc:
+                for *_, stored in batch:
+                    stored.set_exception(exc)
+                continue
+            for *_, stored in batch:
+                stored.set_result(None)
+            self._has_messages.set()
 
     async def _drop_oldest(self, count: int) -> None:
         await self._db.execute(

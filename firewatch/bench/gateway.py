@@ -1,0 +1,112 @@
+"""`firewatch bench gateway`: polls/s of the gateway next to a bare pymodbus read loop.
+
+Both read the same simulated devices (a separate process, several unit ids per endpoint as on
+an RS-485 line) for the same time.  The bare loop reads each device's register block and
+nothing else; the gateway does what it does in the field: merged reads, decoding by profile,
+link statistics, and a durable outbox write of every batch.  A second run polls every device
+at a 1 s interval and reports whether the gateway keeps up, and how much of a core it uses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from pymodbus.client import AsyncModbusTcpClient
+
+from firewatch.bench.common import report, simulator_process, synthetic_site, versions
+from firewatch.mqtt import BrokerAddress
+from firewatch.profiles import load_profiles, read_blocks
+from firewatch.site import load_site
+from gateway.service import GatewayService
+
+PROFILE = "generic-efm-4t"
+
+
+async def bare_loop(ports: dict[str, int], units: dict[str, list[int]], count: int,
+                    seconds: float) -> int:
+    """The baseline: one client per endpoint reading each unit's block in turn."""
+    reads = 0
+
+    async def endpoint_loop(endpoint_id: str) -> None:
+        nonlocal reads
+        client = AsyncModbusTcpClient("127.0.0.1", port=ports[endpoint_id], timeout=2, retries=0)
+        await client.connect()
+        end = time.monotonic() + seconds
+        try:
+            while time.monotonic() < end:
+                for unit in units[endpoint_id]:
+                    reply = await client.read_holding_registers(0, count=count, device_id=unit)
+                    assert not reply.isError()
+                    reads += 1
+        finally:
+            client.close()
+
+    await asyncio.gather(*(endpoint_loop(e) for e in ports))
+    return reads
+
+
+async def gateway_run(site, profiles, ports: dict[str, int], workdir: Path,
+                      interval_s: float, seconds: float) -> tuple[int, float]:
+    """The real gateway's pollers and outbox for ``seconds``; (polls answered, CPU seconds)."""
+    tuned = {m: p.model_copy(update={"poll_interval_s": interval_s}) for m, p in profiles.items()}
+    gateway = GatewayService(site.gateways[0], site, tuned, BrokerAddress("127.0.0.1", 1),
+                             workdir / f"outbox-{interval_s}.db", lambda e: ports[e.id])
+    await gateway.outbox.open()
+    cpu = time.process_time()
+    tasks = [asyncio.create_task(p.run()) for p in gateway.pollers]
+    await asyncio.sleep(seconds)
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    cpu = time.process_time() - cpu
+    await gateway.outbox.close()
+    answered = sum(s.answered for p in gateway.pollers for s in p.stats.values())
+    return answered, cpu
+
+
+async def run(devices: int, per_endpoint: int, seconds: float, as_json: bool) -> dict[str, Any]:
+    profiles = load_profiles()
+    with tempfile.TemporaryDirectory(prefix="fw-bench-") as tmp:
+        workdir = Path(tmp)
+        site_file = workdir / "site.yaml"
+        synthetic_site(site_file, devices, per_endpoint, PROFILE)
+        site = load_site(site_file, profiles)
+        [(_, _, count, _)] = read_blocks(profiles[PROFILE].registers)
+        units: dict[str, list[int]] = {}
+        for d in site.devices:
+            units.setdefault(d.endpoint, []).append(d.unit_id)
+        with simulator_process(site_file, workdir) as ports:
+            bare = await bare_loop(ports, units, count, seconds) / seconds
+            flat_out, _ = await gateway_run(site, profiles, ports, workdir, 1e-6, seconds)
+            paced, cpu = await gateway_run(site, profiles, ports, workdir, 1.0, seconds)
+    flat_rate, paced_rate = flat_out / seconds, paced / seconds
+    figures = {
+        "benchmark": "gateway",
+        "devices": devices, "endpoints": len(units), "registers_per_read": count,
+        "seconds": seconds,
+        "bare_pymodbus_reads_per_s": round(bare, 1),
+        "gateway_polls_per_s": round(flat_rate, 1),
+        "gateway_vs_bare": round(flat_rate / bare, 3),
+        "paced_1s_polls_per_s": round(paced_rate, 1),
+        "paced_1s_target_per_s": devices,
+        "paced_1s_keeps_up": round(paced_rate / devices, 3),
+        "paced_1s_cpu_cores": round(cpu / seconds, 3),
+        "versions": versions("pymodbus"),
+    }
+    report(
+        f"gateway: {devices} devices on {len(units)} Modbus TCP endpoints, {seconds:g} s each run",
+        [
+            ("bare pymodbus loop", f"{bare:,.0f} reads/s", "baseline"),
+            ("gateway, flat out", f"{flat_rate:,.0f} polls/s",
+             f"{flat_rate / bare:.2f} x baseline (goal >= 0.8)"),
+            ("gateway, 1 s interval", f"{paced_rate:,.0f} polls/s",
+             f"{paced_rate / devices:.2f} of {devices}/s target, "
+             f"{cpu / seconds:.2f} of one core"),
+        ],
+        figures, as_json,
+    )
+    return figures
