@@ -53,7 +53,8 @@ class AlertService:
         self.webhooks = {i.id: i.wecom_webhook_url or default_webhook for i in site.institutions}
         self.raised = 0
         self.consumer = GatewayMessageConsumer(
-            CONSUMER, broker, self.apply, dead_letters, shared_subscription=shared_subscription
+            CONSUMER, broker, self.apply_batch, dead_letters,
+            shared_subscription=shared_subscription,
         )
 
     async def run(self) -> None:
@@ -67,7 +68,12 @@ class AlertService:
             "dead_letters": self.consumer.dead_letters.count,
         }
 
+    async def apply_batch(self, messages: list[ReadingBatch | DeviceEvent]) -> None:
+        for message in messages:
+            await self.apply(message)
+
     async def apply(self, message: ReadingBatch | DeviceEvent) -> None:
+        """Everything one message causes, in one transaction with the record of applying it."""
         new_notices = False
         async with self.sessions.begin() as session:
             if not await claim(session, CONSUMER, message):

@@ -37,7 +37,7 @@ from firewatch.mqtt import BrokerAddress
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[ReadingBatch | DeviceEvent], Awaitable[None]]
+Handler = Callable[[list[ReadingBatch | DeviceEvent]], Awaitable[None]]
 
 
 async def claim(session: AsyncSession, consumer: str, message: ReadingBatch | DeviceEvent) -> bool:
@@ -69,6 +69,12 @@ class DeadLetters:
 
 
 class GatewayMessageConsumer:
+    """Hands valid gateway messages to ``handler`` in batches, acknowledging them after.
+
+    ``max_batch=1`` (alerts) applies each message as it comes; a larger batch (ingest) takes
+    what has arrived, waiting at most ``max_wait_s`` for more, so one store write carries many.
+    """
+
     def __init__(
         self,
         name: str,
@@ -78,6 +84,8 @@ class GatewayMessageConsumer:
         *,
         shared_subscription: bool,
         instance: str = "0",
+        max_batch: int = 1,
+        max_wait_s: float = 0.0,
     ) -> None:
         self.name = name
         self.broker = broker
@@ -85,6 +93,8 @@ class GatewayMessageConsumer:
         self.dead_letters = dead_letters
         self.shared_subscription = shared_subscription
         self.instance = instance
+        self.max_batch = max_batch
+        self.max_wait_s = max_wait_s
         self.connected = False
         self.handled = 0
         self.ready = asyncio.Event()
@@ -112,32 +122,65 @@ class GatewayMessageConsumer:
                     self.ready.set()
                     log.info("%s subscribed to %s on %s", self.name, self.filters,
                              self.broker.url)
-                    async for message in client.messages:
-                        await self._handle(str(message.topic), bytes(message.payload))
-                        client._client.ack(message.mid, message.qos)
-            except aiomqtt.MqttError as exc:
+                    await self._consume(client)
+            except* aiomqtt.MqttError as group:
                 self.connected = False
                 log.warning("%s: broker %s unreachable (%s); retrying in %.1f s",
-                            self.name, self.broker.url, exc, delay)
+                            self.name, self.broker.url, group.exceptions[0], delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 10)
 
-    async def _handle(self, topic: str, payload: bytes) -> None:
-        try:
-            message = parse_message(topic, payload)
-        except InvalidPayload as exc:
-            await self.dead_letters.put(topic, payload, exc.reason)
+    async def _consume(self, client: aiomqtt.Client) -> None:
+        arrived: asyncio.Queue[aiomqtt.Message] = asyncio.Queue()
+
+        async def receive() -> None:
+            async for message in client.messages:
+                arrived.put_nowait(message)
+
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(receive())
+            while True:
+                batch = await self._next_batch(arrived)
+                await self._handle(batch)
+                for message in batch:
+                    client._client.ack(message.mid, message.qos)
+
+    async def _next_batch(self, arrived: asyncio.Queue[aiomqtt.Message]) -> list[aiomqtt.Message]:
+        batch = [await arrived.get()]
+        deadline = asyncio.get_running_loop().time() + self.max_wait_s
+        while len(batch) < self.max_batch:
+            if not arrived.empty():
+                batch.append(arrived.get_nowait())
+                continue
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                break
+            try:
+                batch.append(await asyncio.wait_for(arrived.get(), remaining))
+            except TimeoutError:
+                break
+        return batch
+
+    async def _handle(self, batch: list[aiomqtt.Message]) -> None:
+        valid = []
+        for raw in batch:
+            topic, payload = str(raw.topic), bytes(raw.payload)
+            try:
+                valid.append(parse_message(topic, payload))
+            except InvalidPayload as exc:
+                await self.dead_letters.put(topic, payload, exc.reason)
+        if not valid:
             return
         delay = 0.1
         while True:
             try:
-                await self.handler(message)
+                await self.handler(valid)
             except Exception:
-                # the store is down or busy: keep the message unacknowledged and try again
-                log.exception("%s: could not apply %s seq %d; retrying in %.1f s",
-                              self.name, topic, message.seq, delay)
+                # the store is down or busy: keep the messages unacknowledged and try again
+                log.exception("%s: could not apply %d messages; retrying in %.1f s",
+                              self.name, len(valid), delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10)
                 continue
-            self.handled += 1
+            self.handled += len(valid)
             return

@@ -30,6 +30,7 @@ from firewatch.web.app import AppContext, create_app
 from gateway.service import GatewayService
 from ingest.influx_store import InfluxTimeSeries
 from ingest.service import IngestService
+from ingest.spool import Spool
 from ingest.sqlite_store import SqliteTimeSeries
 from ingest.store import TimeSeriesStore
 
@@ -139,7 +140,8 @@ async def run_stack(settings: Settings) -> None:
             notices_waiting=notices_waiting,
         )
         ingest = IngestService(
-            store, broker, DeadLetters(sessions, "ingest"), shared_subscription=shared
+            store, Spool(settings.data_dir / "ingest-spool.db"), broker,
+            DeadLetters(sessions, "ingest"), shared_subscription=shared,
         )
         notifier = Notifier(sessions, notices_waiting)
         gateways = [

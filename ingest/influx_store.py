@@ -58,11 +58,13 @@ class InfluxTimeSeries:
         if self._http is not None:
             await self._http.aclose()
 
-    async def write(self, batch: ReadingBatch) -> bool:
+    async def write(self, batches: list[ReadingBatch]) -> int:
         assert self._client is not None, "store not open"
-        # raises on any non-2xx answer, so the message stays unacknowledged and is retried
-        await self._client.write_api().write(bucket=self.bucket, record=batch_to_point(batch))
-        return True
+        # one request for all; raises on any non-2xx answer, so nothing is acknowledged
+        await self._client.write_api().write(
+            bucket=self.bucket, record=[batch_to_point(b) for b in batches]
+        )
+        return len(batches)
 
     async def history(
         self, device_id: str, field: str, start: datetime, end: datetime, every_s: float

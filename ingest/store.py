@@ -31,8 +31,8 @@ class TimeSeriesStore(Protocol):
 
     async def close(self) -> None: ...
 
-    async def write(self, batch: ReadingBatch) -> bool:
-        """Store a batch durably; False if it is a redelivery that was already stored."""
+    async def write(self, batches: list[ReadingBatch]) -> int:
+        """Store batches durably in one go; returns how many were new, or raises."""
         ...
 
     async def history(

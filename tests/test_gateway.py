@@ -135,8 +135,8 @@ async def test_a_broker_restart_mid_stream_loses_and_duplicates_no_reading(
     broker = BrokerAddress.from_url(mosquitto.url)
     received: list[ReadingBatch | DeviceEvent] = []
 
-    async def collect(message):
-        received.append(message)
+    async def collect(messages):
+        received.extend(messages)
 
     class NoDeadLetters:
         count = 0

@@ -38,7 +38,7 @@ def influxdb(tmp_path):
 async def test_a_batch_arrives_with_its_tags_fields_and_device_timestamp(victoria):
     store = InfluxTimeSeries(victoria.url, token="", org="firewatch", bucket="firewatch")
     await store.open()
-    await store.write(batch(1, 0, 12.5))
+    await store.write([batch(1, 0, 12.5)])
     await store.close()
 
     [series] = victoria.export('{__name__="gas_detector_gas_concentration"}')
@@ -51,8 +51,8 @@ async def test_a_batch_arrives_with_its_tags_fields_and_device_timestamp(victori
 async def test_writing_a_redelivered_batch_again_leaves_one_point(victoria):
     store = InfluxTimeSeries(victoria.url, token="", org="firewatch", bucket="firewatch")
     await store.open()
-    await store.write(batch(1, 0, 12.5))
-    await store.write(batch(1, 0, 12.5))
+    await store.write([batch(1, 0, 12.5)])
+    await store.write([batch(1, 0, 12.5)])
     await store.close()
     [series] = victoria.export('{__name__="gas_detector_gas_concentration"}')
     assert len(series["values"]) == 1
@@ -78,5 +78,5 @@ async def test_a_server_that_refuses_the_write_raises_so_the_message_is_retried(
     store = InfluxTimeSeries(influxdb.url, token="", org="firewatch", bucket="firewatch")
     await store.open()
     with pytest.raises(Exception, match="404"):
-        await store.write(batch(1, 0, 1.0))
+        await store.write([batch(1, 0, 1.0)])
     await store.close()

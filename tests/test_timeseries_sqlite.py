@@ -18,17 +18,17 @@ def batch(seq: int, seconds: float, value: float) -> ReadingBatch:
 async def test_a_redelivered_batch_is_stored_once(tmp_path):
     store = SqliteTimeSeries(tmp_path / "ts.db")
     await store.open()
-    assert await store.write(batch(1, 0, 1.0)) is True
-    assert await store.write(batch(1, 0, 1.0)) is False
-    assert await store.count() == 2  # the reading and the flag, once
+    assert await store.write([batch(1, 0, 1.0)]) == 1
+    assert await store.write([batch(1, 0, 1.0), batch(2, 1, 2.0)]) == 1
+    assert await store.count() == 4  # a reading and a flag per batch, once each
     await store.close()
 
 
 async def test_history_averages_each_interval_and_keeps_min_and_max(tmp_path):
     store = SqliteTimeSeries(tmp_path / "ts.db")
     await store.open()
-    for seq, (seconds, value) in enumerate([(0, 1.0), (30, 3.0), (60, 10.0), (90, 20.0)], 1):
-        await store.write(batch(seq, seconds, value))
+    await store.write([batch(seq, seconds, value) for seq, (seconds, value)
+                       in enumerate([(0, 1.0), (30, 3.0), (60, 10.0), (90, 20.0)], 1)])
     points = await store.history("dev-1", "gas_concentration", T0, T0 + timedelta(minutes=5), 60)
     assert [(p.time, p.mean, p.min, p.max, p.count) for p in points] == [
         (T0, 2.0, 1.0, 3.0, 2),

@@ -29,6 +29,9 @@ class Mosquitto:
             f"user {getpass.getuser()}\n"
             f"persistence true\npersistence_location {workdir}/\n"
             "log_dest stderr\nlog_type error\nlog_type warning\n"
+            # as in production: the defaults (1,000 queued, 20 in flight per client) drop
+            # messages for a consumer that falls behind, and cap its batches at 20
+            "max_queued_messages 1000000\nmax_inflight_messages 1000\n"
         )
         self.process: subprocess.Popen | None = None
 

@@ -1,0 +1,110 @@
+"""Ingest through a real Mosquitto into real stores, including a store outage."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from firewatch.contract import ReadingBatch
+from firewatch.mqtt import BrokerAddress
+from ingest.influx_store import InfluxTimeSeries
+from ingest.service import IngestService
+from ingest.spool import Spool
+from ingest.sqlite_store import SqliteTimeSeries
+from tests.support.mosquitto import Mosquitto
+from tests.support.tsdb import VictoriaMetrics
+
+pytestmark = pytest.mark.timeout(120)
+T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=30)
+
+
+def batch(seq: int) -> ReadingBatch:
+    return ReadingBatch(gateway_id="gw-1", seq=seq, device_id=f"dev-{seq % 10}",
+                        institution_id="inst-1", kind="gas_detector",
+                        ts=T0 + timedelta(milliseconds=100 * seq), profile="generic-gas-lel",
+                        readings={"gas_concentration": seq / 10}, flags={"sensor_fault": False})
+
+
+class Recorded:
+    count = 0
+
+    async def put(self, topic, payload, reason):
+        raise AssertionError(f"unexpected dead letter: {reason}")
+
+
+@pytest.fixture
+def mosquitto(tmp_path):
+    broker = Mosquitto(tmp_path)
+    broker.start()
+    yield BrokerAddress.from_url(broker.url)
+    broker.stop()
+
+
+async def publish(broker: BrokerAddress, seqs) -> None:
+    async with broker.client("test-gateway", max_inflight_messages=100) as client:
+        await asyncio.gather(*(
+            client.publish(f"firewatch/v1/readings/gw-1/dev-{s % 10}", batch(s).to_bytes(), qos=1)
+            for s in seqs))
+
+
+async def until(predicate, timeout: float = 30) -> None:
+    for _ in range(int(timeout * 20)):
+        if await predicate():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("condition not reached")
+
+
+async def test_every_batch_lands_once_in_the_sqlite_store_even_when_sent_twice(mosquitto, tmp_path):
+    store = SqliteTimeSeries(tmp_path / "ts.db")
+    await store.open()
+    ingest = IngestService(store, Spool(tmp_path / "spool.db"), mosquitto, Recorded(),
+                           shared_subscription=True)
+    task = asyncio.create_task(ingest.run())
+    await ingest.consumer.ready.wait()
+    await publish(mosquitto, range(1, 501))
+    await publish(mosquitto, range(401, 501))  # a gateway replaying after a lost PUBACK
+    await until(lambda: _true(ingest.written + ingest.duplicates == 600))
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert (ingest.written, ingest.duplicates) == (500, 100)
+    assert await store.count() == 1000  # a reading and a flag for each batch
+    await store.close()
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+async def test_readings_sent_while_the_database_is_down_are_spooled_and_caught_up(
+    mosquitto, tmp_path
+):
+    victoria = VictoriaMetrics(tmp_path)
+    victoria.start()
+    store = InfluxTimeSeries(victoria.url, token="", org="o", bucket="b")
+    await store.open()
+    ingest = IngestService(store, Spool(tmp_path / "spool.db"), mosquitto, Recorded(),
+                           shared_subscription=True)
+    task = asyncio.create_task(ingest.run())
+    try:
+        await ingest.consumer.ready.wait()
+        await publish(mosquitto, range(1, 201))
+        await until(lambda: _true(ingest.written == 200))
+
+        victoria.stop()
+        await publish(mosquitto, range(201, 2201))  # 2,000: more than the broker would queue
+        await until(lambda: _true(ingest.spool.size == 2000))
+        assert ingest.store_available is False
+
+        victoria.start()
+        await until(lambda: _true(ingest.spool.size == 0 and ingest.written == 2200), 60)
+        assert ingest.store_available is True
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await store.close()
+    stored = victoria.export('{__name__="gas_detector_gas_concentration"}')
+    assert sum(len(series["values"]) for series in stored) == 2200
+    victoria.stop()
