@@ -1,8 +1,8 @@
 """Every simulated device of a site, in one process: what `firewatch up` and the tests run.
 
 One Modbus server per simulated endpoint of the site file (port 0 = a free port), one shared
-MQTT connection for the MQTT-native devices, and one task that refreshes every device's values
-on a fixed tick, so that a thousand devices cost one loop, not a thousand.
+MQTT connection for the MQTT-native devices, and one task that moves every device's values on
+a fixed tick, so that a thousand devices cost one loop, not a thousand tasks.
 """
 
 from __future__ import annotations
@@ -10,7 +10,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import secrets
 from typing import Any
+
+from pymodbus import FramerType
 
 from firewatch.mqtt import BrokerAddress, free_port
 from firewatch.profiles import DeviceProfile, Transport
@@ -21,6 +24,12 @@ from simulators.mqtt_devices import MqttDevices
 
 
 class SimulatorFleet:
+    """The site's simulated devices: build, :meth:`start`, drive with :meth:`trigger`, :meth:`stop`.
+
+    ``tick_s`` is how often values move on; ``slow_reply_s`` how late a ``slow-replies`` Modbus
+    device answers; ``seed`` makes the noise repeatable.
+    """
+
     def __init__(
         self,
         site: Site,
@@ -28,6 +37,7 @@ class SimulatorFleet:
         broker: BrokerAddress,
         *,
         tick_s: float = 0.5,
+        slow_reply_s: float = 1.5,
         seed: int | None = None,
     ) -> None:
         self.tick_s = tick_s
@@ -42,13 +52,23 @@ class SimulatorFleet:
             for endpoint in gateway.endpoints:
                 units = [u for u in self.devices.values() if u.device.endpoint == endpoint.id]
                 if endpoint.simulated and units:
-                    port = endpoint.port or free_port(endpoint.host)
-                    self.endpoints[endpoint.id] = SimulatedEndpoint(endpoint.host, port, units)
+                    self.endpoints[endpoint.id] = SimulatedEndpoint(
+                        endpoint.host,
+                        endpoint.port or free_port(endpoint.host),
+                        units,
+                        framer=(  # as the gateway's poller frames it
+                            FramerType.RTU
+                            if endpoint.transport is Transport.MODBUS_RTU_OVER_TCP
+                            else FramerType.SOCKET
+                        ),
+                        slow_reply_s=slow_reply_s,
+                    )
         mqtt_units = [u for u in self.devices.values() if u.profile.transport is Transport.MQTT]
-        self.mqtt = MqttDevices(broker, mqtt_units, f"fw-simulators-{id(self):x}")
+        self.mqtt = MqttDevices(broker, mqtt_units, f"fw-simulators-{secrets.token_hex(4)}")
         self._tasks: list[asyncio.Task] = []
 
     def endpoint_port(self, endpoint_id: str) -> int:
+        """The port the endpoint's server listens on (the site file's, or the free one picked)."""
         return self.endpoints[endpoint_id].port
 
     def scenarios(self, device_id: str) -> list[str]:
@@ -56,42 +76,58 @@ class SimulatorFleet:
         return self.devices[device_id].scenarios()
 
     async def trigger(self, device_id: str, scenario: str) -> None:
+        """Start ``scenario`` on the device; its registers (or an MQTT report) show it at once.
+
+        Raises KeyError for an unknown device, ValueError naming the valid scenarios for an
+        unknown scenario.
+        """
         unit = self.devices[device_id]
-        unit.set_scenario(scenario, asyncio.get_running_loop().time())
+        now = asyncio.get_running_loop().time()
+        unit.set_scenario(scenario, now)
+        unit.tick(now)
+        endpoint = self.endpoints.get(unit.device.endpoint or "")
+        if endpoint is not None:
+            await endpoint.write(unit)
         if unit.profile.transport is Transport.MQTT:
             self.mqtt.report_now(device_id)
 
     def status(self) -> list[dict[str, Any]]:
-        now = asyncio.get_running_loop().time()
+        """Each device's scenario and the values it is reporting now."""
         return [
             {"device_id": u.device.id, "profile": u.profile.model, "scenario": u.scenario,
-             "scenarios": u.scenarios(), "readings": u.readings(now), "flags": u.flags}
+             "scenarios": u.scenarios(), "readings": dict(u.readings),
+             "flags": dict(u.flags)}
             for u in self.devices.values()
         ]
 
     async def start(self) -> None:
-        """Power on the Modbus devices (they answer polls from now on)."""
+        """Power on the Modbus devices (they answer polls from now on) and the value ticks."""
         for endpoint in self.endpoints.values():
             await endpoint.start()
-        self._tasks.append(asyncio.create_task(self._refresh(), name="simulator-values"))
+        self._tasks.append(asyncio.create_task(self._tick(), name="simulator-values"))
 
     def start_mqtt(self) -> None:
-        """Power on the MQTT devices; their first report goes out at once, so call this once
-        whoever listens to them is subscribed."""
+        """Power on the MQTT devices.  Their first report goes out at once and QoS 1 keeps no
+        message for a subscriber that is not there yet, so call this once whoever listens to
+        them is subscribed."""
         if self.mqtt.units:
             self._tasks.append(asyncio.create_task(self.mqtt.run(), name="simulated-mqtt"))
 
-    async def _refresh(self) -> None:
+    async def _tick(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(self.tick_s)
+            now = loop.time()
+            for unit in self.devices.values():
+                unit.tick(now)
             for endpoint in self.endpoints.values():
-                await endpoint.refresh(loop.time())
+                await endpoint.refresh()
 
     async def stop(self) -> None:
         for task in self._tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        self._tasks.clear()
         for endpoint in self.endpoints.values():
             await endpoint.stop()

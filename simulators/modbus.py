@@ -1,128 +1,183 @@
 """A simulated Modbus TCP endpoint: one pymodbus server, one unit id per simulated device.
 
-Like a serial server in a plant room with several detectors on its RS-485 line.  Register maps
-come from the devices' profiles (pymodbus's SimDevice/SimData API, the one that stays in 4.0).
-Link faults are produced on the wire:
+Like a serial server in a plant room with several detectors on its RS-485 line, speaking Modbus
+TCP or, in transparent mode, RTU frames over TCP.  Each unit's register map is its profile's
+(pymodbus's SimDevice/SimData API, the one that stays in 4.0): every register is declared at its
+own address, which is the request address (profile address 0 is what a client reads at 0), so an
+address the device does not have is refused with exception code 2, as a real device refuses it.
+Values are written with the profile's own ``Register.encode``/``to_raw``, the inverse of what the
+gateway decodes.
 
-* ``offline``: the unit stops answering; the client sees a timeout, as with a dead detector;
-* ``slow-replies``: answers come after ``slow_reply_s`` (a slow link that still answers);
-* ``garbled``: the answer's byte count is corrupted, so the frame cannot be decoded.
+Link faults are made on the wire, on the reply frame after pymodbus has built it:
+
+* ``offline``: no reply leaves; the client times out, as with a dead detector;
+* ``slow-replies``: the reply leaves ``slow_reply_s`` late (default 1.5 s, past the usual 1 s
+  timeout), with its own transaction id, so a client that has given up discards it;
+* ``garbled``: a read reply claims more data bytes than it carries, so it cannot be decoded.
+  pymodbus's Modbus TCP client raises while reading it and drops the connection (then
+  reconnects), which is what line noise does to it too; in RTU framing the client keeps
+  waiting for the rest of the frame and times out.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+import functools
+import math
+from collections.abc import Callable
 
-from pymodbus.constants import ExcCodes
-from pymodbus.exceptions import NoSuchIdException
+from pymodbus import FramerType
 from pymodbus.server import ModbusTcpServer
-from pymodbus.simulator import DataType, SimData, SimDevice
+from pymodbus.simulator import DataType as SimType
+from pymodbus.simulator import SimData, SimDevice
+from pymodbus.transaction import TransactionManager
 
-from firewatch.profiles import Register, Table
-from simulators.device import SimulatedDevice
+from firewatch.profiles import DataType, Register, Table, read_blocks
+from simulators.device import GARBLED, OFFLINE, SLOW_REPLIES, SimulatedDevice
 
-#: (coils, discrete inputs, holding registers, input registers): SimDevice's table order
-_TABLES = (Table.COIL, Table.DISCRETE_INPUT, Table.HOLDING_REGISTER, Table.INPUT_REGISTER)
-_WRITE_FC = {Table.HOLDING_REGISTER: 16, Table.INPUT_REGISTER: 4}
-MBAP_UNIT_ID = 6  # byte offset of the unit id in a Modbus TCP frame
+#: the read function code of each table; pymodbus's datastore picks the table by it
+FUNCTION_CODE = {
+    Table.COIL: 1,
+    Table.DISCRETE_INPUT: 2,
+    Table.HOLDING_REGISTER: 3,
+    Table.INPUT_REGISTER: 4,
+}
+#: where the unit id is in a frame: after the MBAP header's tid(2) pid(2) length(2) in Modbus
+#: TCP, first in RTU.  Then come the function code and, in a read reply, the byte count.
+UNIT_ID_AT = {FramerType.SOCKET: 6, FramerType.RTU: 0}
+#: raw values a register can hold; a reading beyond them saturates, as a sensor's output does
+_RAW_RANGE = {
+    DataType.INT16: (-(2**15), 2**15 - 1),
+    DataType.UINT16: (0, 2**16 - 1),
+    DataType.INT32: (-(2**31), 2**31 - 1),
+    DataType.UINT32: (0, 2**32 - 1),
+}
 
 
-def _span(registers: Iterable[Register]) -> tuple[int, int] | None:
-    regs = list(registers)
-    if not regs:
-        return None
-    start = min(r.address for r in regs)
-    return start, max(r.address + r.count for r in regs) - start
+def _sim_device(unit: SimulatedDevice) -> SimDevice:
+    """The unit's four tables, one SimData per register at the register's own address."""
+    tables: dict[Table, list[SimData]] = {table: [] for table in FUNCTION_CODE}
+    for reg in unit.profile.registers:
+        tables[reg.table].append(
+            SimData(reg.address, values=[False], datatype=SimType.BITS)
+            if reg.table.is_bit
+            else SimData(reg.address, values=[0] * reg.count, datatype=SimType.REGISTERS)
+        )
+    # SimDevice wants all four tables.  An unused register table is one invalid word (refused);
+    # pymodbus has no invalid bits, so an unused bit table answers zeros at bits 0-15.
+    for table, data in tables.items():
+        if not data:
+            data.append(SimData(0, datatype=SimType.BITS if table.is_bit else SimType.INVALID))
+    return SimDevice(
+        id=unit.device.unit_id,  # type: ignore[arg-type]  # a Modbus device always has one
+        simdata=(
+            tables[Table.COIL],
+            tables[Table.DISCRETE_INPUT],
+            tables[Table.HOLDING_REGISTER],
+            tables[Table.INPUT_REGISTER],
+        ),
+    )
+
+
+def _raw(reg: Register, unit: SimulatedDevice) -> float:
+    """What the register holds now: a status word from the flags, else the scaled reading."""
+    if reg.flags:
+        return sum(1 << bit for bit, name in reg.flags.items() if unit.flags[name])
+    low, high = _RAW_RANGE.get(reg.type, (-math.inf, math.inf))
+    return min(max(reg.to_raw(unit.readings.get(reg.name, 0.0)), low), high)
+
+
+#: (connection, reply frame) -> the bytes to send now (empty: nothing)
+OnReply = Callable[[TransactionManager, bytes], bytes]
+
+
+class _ReplyHookServer(ModbusTcpServer):
+    """A ModbusTcpServer that passes every reply frame, with its connection, to ``on_reply``.
+
+    pymodbus's ``trace_packet`` hook gets the bytes but not the connection, so on its own it
+    could only drop or alter a reply, not send it later.  Delaying inside the datastore instead
+    (an ``action`` that sleeps) is wrong in pymodbus 3.16: after the await the reply is stamped
+    with the transaction id of whatever request came in meanwhile, so a client's retry would be
+    answered by the reply to its first try, and a slow device would seem to answer.
+    """
+
+    def __init__(
+        self, devices: list[SimDevice], host: str, port: int, framer: FramerType,
+        on_reply: OnReply,
+    ) -> None:
+        super().__init__(
+            devices, address=(host, port), framer=framer, ignore_missing_devices=True
+        )
+        self._on_reply = on_reply
+
+    def callback_new_connection(self) -> TransactionManager:
+        connection = super().callback_new_connection()
+        connection.trace_packet = functools.partial(self._trace, connection)
+        return connection
+
+    def _trace(self, connection: TransactionManager, sending: bool, frame: bytes) -> bytes:
+        return self._on_reply(connection, frame) if sending else frame
+
+
+def _send_late(connection: TransactionManager, frame: bytes) -> None:
+    if connection.transport is not None:  # the client may have hung up meanwhile
+        connection.send(frame)
 
 
 class SimulatedEndpoint:
+    """The Modbus TCP server of one site endpoint, answering for every unit id behind it."""
+
     def __init__(
-        self, host: str, port: int, units: list[SimulatedDevice], slow_reply_s: float = 0.6
+        self,
+        host: str,
+        port: int,
+        units: list[SimulatedDevice],
+        *,
+        framer: FramerType = FramerType.SOCKET,
+        slow_reply_s: float = 1.5,
     ) -> None:
         self.host = host
         self.port = port
         self.slow_reply_s = slow_reply_s
+        self._unit_at = UNIT_ID_AT[framer]
         self.units = {u.device.unit_id: u for u in units}
-        self._spans = {
-            u.device.unit_id: {
-                table: _span(r for r in u.profile.registers if r.table is table)
-                for table in _TABLES
-            }
-            for u in units
-        }
-        self.server = ModbusTcpServer(
-            [self._sim_device(u) for u in units],
-            address=(host, port),
-            ignore_missing_devices=True,
-            trace_packet=self._garble,
+        #: contiguous registers, written with one call per block as the gateway reads them
+        self._blocks = {u.device.unit_id: read_blocks(u.profile.registers) for u in units}
+        self.server = _ReplyHookServer(
+            [_sim_device(u) for u in units], host, port, framer, self._on_reply
         )
 
-    def _sim_device(self, unit: SimulatedDevice) -> SimDevice:
-        blocks: list[list[SimData]] = []
-        for table in _TABLES:
-            span = self._spans[unit.device.unit_id][table]
-            if table.is_bit:
-                if span is not None:
-                    raise NotImplementedError(
-                        f"{unit.profile.model}: simulating {table} tables is not supported yet"
-                    )
-                # SimDevice wants every table; an unused one gets a single dead bit
-                blocks.append([SimData(0, values=[False], datatype=DataType.BITS)])
-            else:
-                start, count = span or (0, 1)
-                blocks.append([SimData(start, values=[0] * count, datatype=DataType.REGISTERS)])
+    def _on_reply(self, connection: TransactionManager, frame: bytes) -> bytes:
+        """What goes out now for ``frame``, per its unit's link scenario."""
+        byte_count_at = self._unit_at + 2
+        unit = self.units.get(frame[self._unit_at]) if len(frame) > byte_count_at else None
+        scenario = unit.scenario if unit is not None else None
+        if scenario == OFFLINE:
+            return b""
+        if scenario == SLOW_REPLIES:
+            asyncio.get_running_loop().call_later(self.slow_reply_s, _send_late, connection, frame)
+            return b""
+        if scenario == GARBLED:  # a read reply claims more data bytes than it carries
+            garbled = bytearray(frame)
+            garbled[byte_count_at] = (garbled[byte_count_at] + 7) & 0xFF
+            return bytes(garbled)
+        return frame
 
-        async def link(function_code, start, address, count, registers, set_values):
-            if set_values is not None:  # our own value updates always go through
-                return None
-            if unit.scenario == "offline":
-                raise NoSuchIdException(unit.device.unit_id)  # no answer at all
-            if unit.scenario == "slow-replies":
-                await asyncio.sleep(self.slow_reply_s)
-            return None
+    async def write(self, unit: SimulatedDevice) -> None:
+        """Put the unit's current readings and flags into its registers."""
+        unit_id = unit.device.unit_id
+        for table, start, _count, registers in self._blocks[unit_id]:
+            words = [w for reg in registers for w in reg.encode(_raw(reg, unit))]
+            values = [bool(w) for w in words] if table.is_bit else words
+            await self.server.async_setValues(unit_id, FUNCTION_CODE[table], start, values)
 
-        return SimDevice(id=unit.device.unit_id, simdata=tuple(blocks), action=link)
-
-    def _garble(self, sending: bool, data: bytes) -> bytes:
-        if not sending or len(data) <= MBAP_UNIT_ID + 2:
-            return data
-        unit = self.units.get(data[MBAP_UNIT_ID])
-        if unit is None or unit.scenario != "garbled":
-            return data
-        # claim more data bytes than the frame carries: the client cannot decode it
-        pdu = bytearray(data)
-        pdu[MBAP_UNIT_ID + 2] = (pdu[MBAP_UNIT_ID + 2] + 7) & 0xFF
-        return bytes(pdu)
+    async def refresh(self) -> None:
+        for unit in self.units.values():
+            await self.write(unit)
 
     async def start(self) -> None:
-        await self.refresh(0.0)
+        await self.refresh()
         await self.server.serve_forever(background=True)
 
     async def stop(self) -> None:
         await self.server.shutdown()
-
-    async def refresh(self, now: float) -> None:
-        """Write every unit's current values into its registers."""
-        for unit_id, unit in self.units.items():
-            readings = unit.readings(now)
-            words: dict[Table, list[int]] = {}
-            for table in _TABLES:
-                span = self._spans[unit_id][table]
-                if span is not None:
-                    words[table] = [0] * span[1]
-            for reg in unit.profile.registers:
-                start = self._spans[unit_id][reg.table][0]
-                if reg.flags:
-                    raw = sum(1 << bit for bit, name in reg.flags.items() if unit.flags.get(name))
-                else:
-                    raw = reg.to_raw(readings.get(reg.name, 0.0))
-                offset = reg.address - start
-                words[reg.table][offset : offset + reg.count] = reg.encode(raw)
-            for table, values in words.items():
-                start = self._spans[unit_id][table][0]
-                result = await self.server.context.async_setValues(
-                    unit_id, _WRITE_FC[table], start, values
-                )
-                if isinstance(result, ExcCodes):
-                    raise RuntimeError(f"simulator could not set unit {unit_id}: {result}")
