@@ -14,28 +14,34 @@ import time
 import paho.mqtt.publish
 import pytest
 
-from tests.support.mosquitto import Mosquitto
+from firewatch.bench.servers import Mosquitto
 from tests.support.stack import Stack
 from tests.support.wecom import WeComServer
 
 pytestmark = pytest.mark.timeout(300)
 
 
+@pytest.fixture(scope="module", params=["embedded", "mosquitto"])
+def broker_kind(request) -> str:
+    return request.param
+
+
 @pytest.fixture(scope="module")
-def robot():
+def robot(broker_kind):
+    """One WeChat Work robot endpoint per stack, so each stack's notices are counted alone."""
     with WeComServer() as server:
         yield server
 
 
-@pytest.fixture(scope="module", params=["embedded", "mosquitto"])
-def stack(request, robot, tmp_path_factory):
+@pytest.fixture(scope="module")
+def stack(broker_kind, robot, tmp_path_factory):
     env = {"FIREWATCH_WECOM_WEBHOOK_URL": robot.url}
     broker = None
-    if request.param == "mosquitto":
+    if broker_kind == "mosquitto":
         broker = Mosquitto(tmp_path_factory.mktemp("mosquitto"))
         broker.start()
         env["FIREWATCH_MQTT_URL"] = broker.url
-    running = Stack(tmp_path_factory.mktemp(f"stack-{request.param}"), env)
+    running = Stack(tmp_path_factory.mktemp(f"stack-{broker_kind}"), env)
     running.start()
     running.wait_until(
         lambda: all(d["state"] == "normal" for d in running.get("/api/devices")), 30,
