@@ -16,7 +16,7 @@ from firewatch.site import load_site
 from gateway.modbus_poller import EndpointPoller
 from gateway.service import GatewayService
 from simulators.fleet import SimulatorFleet
-from tests.support.mosquitto import Mosquitto
+from firewatch.bench.servers import Mosquitto
 
 pytestmark = pytest.mark.timeout(120)
 

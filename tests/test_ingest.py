@@ -13,8 +13,8 @@ from ingest.influx_store import InfluxTimeSeries
 from ingest.service import IngestService
 from ingest.spool import Spool
 from ingest.sqlite_store import SqliteTimeSeries
-from tests.support.mosquitto import Mosquitto
-from tests.support.tsdb import VictoriaMetrics
+from firewatch.bench.servers import Mosquitto
+from firewatch.bench.servers import VictoriaMetrics
 
 pytestmark = pytest.mark.timeout(120)
 T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=30)

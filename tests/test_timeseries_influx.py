@@ -6,7 +6,7 @@ import pytest
 
 from firewatch.contract import ReadingBatch
 from ingest.influx_store import InfluxTimeSeries, batch_to_point
-from tests.support.tsdb import InfluxDB1, VictoriaMetrics
+from firewatch.bench.servers import InfluxDB1, VictoriaMetrics
 
 T0 = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=10)
 
