@@ -46,6 +46,10 @@ def _bench(args: argparse.Namespace) -> int:
         from firewatch.bench import gateway
 
         asyncio.run(gateway.run(args.devices, args.per_endpoint, args.seconds, args.json))
+    elif args.benchmark == "ingest":
+        from firewatch.bench import ingest
+
+        asyncio.run(ingest.run(args.messages, args.repeat, args.json))
     return 0
 
 
@@ -115,7 +119,10 @@ def parser() -> argparse.ArgumentParser:
     gw.add_argument("--devices", type=int, default=1000)
     gw.add_argument("--per-endpoint", type=int, default=50, help="unit ids per endpoint")
     gw.add_argument("--seconds", type=float, default=10)
-    for b in (gw,):
+    ing = bench_sub.add_parser("ingest", help="ingest readings/s vs influxdb-client direct")
+    ing.add_argument("--messages", type=int, default=20_000, help="reading batches to send")
+    ing.add_argument("--repeat", type=int, default=3, help="runs of each; medians are reported")
+    for b in (gw, ing):
         b.add_argument("--json", action="store_true", help="end with one JSON line of figures")
         b.set_defaults(func=_bench)
     return p

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiomqtt
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -131,34 +131,29 @@ class GatewayMessageConsumer:
             delay = min(delay * 2, 10)
 
     async def _consume(self, client: aiomqtt.Client) -> None:
-        arrived: asyncio.Queue[aiomqtt.Message] = asyncio.Queue()
+        incoming = aiter(client.messages)
+        while True:
+            batch = await self._next_batch(client, incoming)
+            await self._handle(batch)
+            for message in batch:
+                client._client.ack(message.mid, message.qos)
 
-        async def receive() -> None:
-            async for message in client.messages:
-                arrived.put_nowait(message)
+    async def _next_batch(
+        self, client: aiomqtt.Client, incoming: AsyncIterator[aiomqtt.Message]
+    ) -> list[aiomqtt.Message]:
+        """The next message and, for a batching consumer, what else arrives within max_wait_s.
 
-        async with asyncio.TaskGroup() as tasks:
-            tasks.create_task(receive())
-            while True:
-                batch = await self._next_batch(arrived)
-                await self._handle(batch)
-                for message in batch:
-                    client._client.ack(message.mid, message.qos)
-
-    async def _next_batch(self, arrived: asyncio.Queue[aiomqtt.Message]) -> list[aiomqtt.Message]:
-        batch = [await arrived.get()]
-        deadline = asyncio.get_running_loop().time() + self.max_wait_s
-        while len(batch) < self.max_batch:
-            if not arrived.empty():
-                batch.append(arrived.get_nowait())
-                continue
-            remaining = deadline - asyncio.get_running_loop().time()
-            if remaining <= 0:
-                break
-            try:
-                batch.append(await asyncio.wait_for(arrived.get(), remaining))
-            except TimeoutError:
-                break
+        One sleep per batch rather than one wake-up per message: paho keeps reading the socket
+        meanwhile, and under load the queue is already full.  The queued messages are taken
+        straight from aiomqtt's queue, whose iterator would cost a task per message.
+        """
+        batch = [await anext(incoming)]
+        if self.max_batch > 1:
+            if len(client.messages) < self.max_batch - 1:
+                await asyncio.sleep(self.max_wait_s)
+            queued: asyncio.Queue[aiomqtt.Message] = client._queue
+            while len(batch) < self.max_batch and not queued.empty():
+                batch.append(queued.get_nowait())
         return batch
 
     async def _handle(self, batch: list[aiomqtt.Message]) -> None:

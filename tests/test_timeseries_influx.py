@@ -5,7 +5,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from firewatch.contract import ReadingBatch
-from ingest.influx_store import InfluxTimeSeries, batch_to_point
+from ingest.influx_store import InfluxTimeSeries, batch_to_line, batch_to_point
 from firewatch.bench.servers import InfluxDB1, VictoriaMetrics
 
 T0 = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=10)
@@ -33,6 +33,18 @@ def influxdb(tmp_path):
     server.create_database("firewatch")
     yield server
     server.stop()
+
+
+@pytest.mark.parametrize("readings", [
+    {"residual_current": 80.0, "cable_temp_1": 31.25, "cable_temp_2": -5.0},
+    {"residual_current": 1e-7, "cable_temp_1": 123456789.123, "cable_temp_2": 0.0},
+])
+def test_the_written_line_is_the_one_influxdb_client_builds(readings):
+    b = ReadingBatch(gateway_id="gw_1.a", seq=1, device_id="efm-1", institution_id="home-2",
+                     kind="electrical_fire_monitor", ts=T0 + timedelta(microseconds=1999),
+                     profile="generic-efm-4t", readings=readings,
+                     flags={"sensor_fault": True, "device_residual_alarm": False})
+    assert batch_to_line(b) == batch_to_point(b).to_line_protocol()
 
 
 async def test_a_batch_arrives_with_its_tags_fields_and_device_timestamp(victoria):
