@@ -107,10 +107,12 @@ class Outbox:
                     self._size += len(batch)
             except Exception as exc:
                 for *_, stored in batch:
-                    stored.set_exception(exc)
+                    if not stored.done():  # done: its poller was cancelled meanwhile
+                        stored.set_exception(exc)
                 continue
             for *_, stored in batch:
-                stored.set_result(None)
+                if not stored.done():
+                    stored.set_result(None)
             self._has_messages.set()
 
     async def _drop_oldest(self, count: int) -> None:
