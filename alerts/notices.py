@@ -1,13 +1,18 @@
-"""The words duty staff read on their phones: Chinese notices for WeChat Work group robots.
+"""The words duty staff read on their phones, whatever the channel.
 
-A notice names the institution, where the device hangs, what it measured against which set
-point, when, and what to do now.  Markdown bodies stay under the robot's 4,096-byte limit.
+A notice's body is a channel-neutral :class:`NoticeMessage` (institution, where the device hangs,
+what it measured against which set point, when, what to do now), stored with the notice so
+that the fallback channel can say the same thing in its own form: markdown for a WeChat Work
+group robot, template variables for SMS and Official Account template messages.  Every form
+carries the notice number, which is what providers and people quote back.
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import BaseModel
 
 from alerts.rules import Verdict
 from firewatch.db import Alarm, Device, Institution
@@ -16,70 +21,154 @@ from firewatch.profiles import AlarmRule, DeviceProfile, Severity
 #: China Standard Time; China keeps no daylight saving, so a fixed offset is exact
 CST = timezone(timedelta(hours=8), "CST")
 WECOM_MARKDOWN_LIMIT = 4096
+#: what one SMS template variable may hold (Alibaba Cloud: 35 characters for notice templates;
+#: Tencent Cloud is no looser) - to confirm against the signed templates
+SMS_VARIABLE_LIMIT = 35
 
 
 def local_time(ts: datetime) -> str:
     return ts.astimezone(CST).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def _reading(verdict: Verdict, rule: AlarmRule) -> str:
-    if verdict.value is None:
-        return ""
-    return f"\n> 读数：<font color=\"warning\">{verdict.value:g} {rule.unit}</font>" \
-           f"（设定值 {verdict.set_point:g} {rule.unit}）"
+class NoticeMessage(BaseModel):
+    """What one notice says.  ``kind`` summary: several alarms of one institution in a storm
+    window, one ``items`` line each, sent at ``window_end``.  ``kind`` escalation: an alarm
+    nobody acknowledged, an overdue or re-check-due ledger entry (``label`` names which, the
+    ``reason`` says why now; see ``alerts.escalation_notices``)."""
+
+    kind: Literal["raise", "clear", "summary", "escalation"]
+    label: str = ""
+    severity: str = Severity.ALARM.value
+    institution: str
+    title: str
+    location: str
+    device: str = ""
+    time: str
+    reading: str = ""
+    set_point: str = ""
+    reason: str = ""
+    advice: str = ""
+    contact: str = ""
+    immediate: bool = False
+    items: list[str] = []
+    window_end: datetime | None = None
 
 
-def _markdown(content: str) -> dict[str, Any]:
-    encoded = content.encode()
-    if len(encoded) > WECOM_MARKDOWN_LIMIT:
-        content = encoded[: WECOM_MARKDOWN_LIMIT - 3].decode(errors="ignore") + "…"
-    return {"msgtype": "markdown", "markdown": {"content": content}}
+def _figure(value: float | None, unit: str) -> str:
+    return "" if value is None else f"{value:g} {unit}".strip()
 
 
-def raise_notice(
-    institution: Institution,
-    device: Device,
-    profile: DeviceProfile,
-    rule: AlarmRule,
-    verdict: Verdict,
-    reason: str,
-    ts: datetime,
-) -> dict[str, Any]:
-    level = "【报警】" if rule.severity is Severity.ALARM else "【故障】"
-    color = "warning" if rule.severity is Severity.ALARM else "comment"
-    lines = [
-        f"### <font color=\"{color}\">{level}{institution.name}：{rule.title_zh}</font>",
-        f"> 位置：{institution.township} · {device.location}",
-        f"> 设备：{profile.title_zh}（{device.id}）",
-        f"> 时间：{local_time(ts)}",
-    ]
-    text = "\n".join(lines) + _reading(verdict, rule)
-    if reason:
-        text += f"\n> 原因：{reason}"
-    if rule.advice_zh:
-        text += f"\n\n**请立即处置**：{rule.advice_zh}"
-    text += (
-        f"\n\n责任人：{institution.safety_officer_name} {institution.safety_officer_phone}"
-        "\n请值班人员在系统中确认报警；无人确认将逐级上报机构负责人和民政局。"
+def raise_message(
+    institution: Institution, device: Device, profile: DeviceProfile, rule: AlarmRule,
+    verdict: Verdict, reason: str, ts: datetime,
+) -> NoticeMessage:
+    return NoticeMessage(
+        kind="raise", severity=rule.severity.value, institution=institution.name,
+        title=rule.title_zh, location=f"{institution.township} · {device.location}",
+        device=f"{profile.title_zh}（{device.id}）", time=local_time(ts),
+        reading=_figure(verdict.value, rule.unit), set_point=_figure(verdict.set_point, rule.unit),
+        reason=reason, advice=rule.advice_zh, immediate=rule.immediate,
+        contact=f"{institution.safety_officer_name} {institution.safety_officer_phone}",
     )
-    return _markdown(text)
 
 
-def clear_notice(
-    institution: Institution,
-    device: Device,
-    profile: DeviceProfile,
-    rule: AlarmRule,
-    verdict: Verdict,
-    alarm: Alarm,
-) -> dict[str, Any]:
-    text = (
-        f"### <font color=\"info\">【恢复】{institution.name}：{rule.title_zh}已恢复</font>\n"
-        f"> 位置：{institution.township} · {device.location}\n"
-        f"> 设备：{profile.title_zh}（{device.id}）\n"
-        f"> 报警时间：{local_time(alarm.raised_at)}"
+def clear_message(
+    institution: Institution, device: Device, profile: DeviceProfile, rule: AlarmRule,
+    verdict: Verdict, alarm: Alarm,
+) -> NoticeMessage:
+    return NoticeMessage(
+        kind="clear", institution=institution.name, title=f"{rule.title_zh}已恢复",
+        location=f"{institution.township} · {device.location}",
+        device=f"{profile.title_zh}（{device.id}）", time=local_time(alarm.raised_at),
+        reading=_figure(verdict.value, rule.unit), immediate=rule.immediate,
     )
-    if verdict.value is not None:
-        text += f"\n> 当前读数：{verdict.value:g} {rule.unit}"
-    text += "\n\n请核实隐患已消除；报警记录仍需在系统中确认并关闭。"
-    return _markdown(text)
+
+
+def summary_line(message: NoticeMessage) -> str:
+    """One alarm of a storm, as a line of the summary notice."""
+    level = "恢复" if message.kind == "clear" else _level(message)
+    reading = f" {message.reading}" if message.reading else ""
+    return f"【{level}】{message.location} {message.title}{reading}（{message.device}）"
+
+
+def summary_message(first: NoticeMessage, window_end: datetime) -> NoticeMessage:
+    """A storm summary that starts with ``first`` and is sent at ``window_end``."""
+    return NoticeMessage(
+        kind="summary", institution=first.institution, title="", location="多处",
+        time=first.time, contact=first.contact, items=[summary_line(first)],
+        window_end=window_end,
+        advice="短时间内多处报警：请立即到场逐一核实，必要时拨打119并组织疏散。",
+    )
+
+
+def summary_title(message: NoticeMessage) -> str:
+    recovered = sum(1 for line in message.items if line.startswith("【恢复】"))
+    raised = len(message.items) - recovered
+    counts = [f"{n} 条{what}" for n, what in ((raised, "报警"), (recovered, "恢复")) if n]
+    return "短时间内" + "、".join(counts)
+
+
+def _level(message: NoticeMessage) -> str:
+    return {"raise": "报警" if message.severity == Severity.ALARM else "故障",
+            "clear": "恢复", "summary": "汇总", "escalation": message.label}[message.kind]
+
+
+def wecom_markdown(message: NoticeMessage, notice_id: int) -> dict[str, Any]:
+    """The WeChat Work group-robot body (markdown, at most 4,096 bytes)."""
+    color = {"raise": "warning" if message.severity == Severity.ALARM else "comment",
+             "clear": "info", "summary": "warning", "escalation": "warning"}[message.kind]
+    title = summary_title(message) if message.kind == "summary" else message.title
+    head = f"### <font color=\"{color}\">【{_level(message)}】{message.institution}：{title}</font>"
+    if message.kind == "summary":
+        lines = [head, *(f"> {item}" for item in message.items)]
+    else:
+        lines = [head, f"> 位置：{message.location}",
+                 *([f"> 设备：{message.device}"] if message.device else []),
+                 f"> {'报警时间' if message.kind == 'clear' else '时间'}：{message.time}"]
+        if message.reading and message.kind == "raise":
+            lines.append(f"> 读数：<font color=\"warning\">{message.reading}</font>"
+                         f"（设定值 {message.set_point}）")
+        elif message.reading:
+            lines.append(f"> 当前读数：{message.reading}")
+        if message.reason:
+            lines.append(f"> 原因：{message.reason}")
+    text = "\n".join(lines)
+    if message.kind == "clear":
+        text += "\n\n请核实隐患已消除；报警记录仍需在系统中确认并关闭。"
+    else:
+        if message.advice:
+            text += f"\n\n**请立即处置**：{message.advice}"
+        text += f"\n\n责任人：{message.contact}"
+        if message.kind != "escalation":
+            text += "\n请值班人员在系统中确认报警；无人确认将逐级上报机构负责人和民政局。"
+    footer = f"\n通知编号：{notice_id}"
+    encoded = text.encode()
+    room = WECOM_MARKDOWN_LIMIT - len(footer.encode())
+    if len(encoded) > room:
+        text = encoded[: room - 3].decode(errors="ignore") + "…"
+    return {"msgtype": "markdown", "markdown": {"content": text + footer}}
+
+
+def template_variables(message: NoticeMessage) -> dict[str, str]:
+    """The variables of SMS and template-message templates, each within the SMS limit.
+
+    Suggested SMS template (to be approved by the provider):
+    ``${institution}${location}${device}：${alarm}，读数${reading}。${advice}``
+    """
+    if message.kind == "summary":
+        alarm, device, reading = summary_title(message), f"{len(message.items)} 项", "详见系统"
+    else:
+        alarm, device = f"【{_level(message)}】{message.title}", message.device
+        reading = (message.reason if message.kind == "escalation" else message.reading) or "无"
+        if message.set_point:
+            reading += f"（设定值{message.set_point}）"
+    values = {
+        "institution": message.institution, "location": message.location, "device": device,
+        "alarm": alarm, "reading": reading, "time": message.time,
+        "advice": message.advice or "请核实并在系统中关闭报警",
+    }
+    return {k: _cut(v, SMS_VARIABLE_LIMIT) for k, v in values.items()}
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -1,9 +1,16 @@
 """Sending stored notices: marked sent only on the provider's success answer, retried otherwise.
 
 The alert service stores a notice in the same transaction as its alarm; this loop sends what is
-pending, oldest first.  A failure (network, HTTP error, provider error code) is recorded and
-retried with exponential backoff.  Each WeChat Work robot takes at most 20 messages a minute;
-the limiter holds back what would exceed that instead of having it refused.
+due, oldest first, each on its channel (``alerts.channels``).  A failure (network, time-out,
+HTTP error, provider error code) is recorded and retried with exponential backoff, or after
+the pause a throttling provider asks for.  Each channel's per-target rate (20 a minute for a
+WeChat Work robot, 1 a minute for a mobile number) is respected by holding back what would
+exceed it instead of having it refused.
+
+A notice whose channel keeps failing (``after_attempts`` failures, or ``after_s`` since it was
+stored) is handed, once, to the fallback channel: the same row, so it is still one notice
+and is sent once.  Notices are read from the database on every round, so a restarted notifier
+carries on with what is pending and never resends what is marked sent.
 """
 
 from __future__ import annotations
@@ -11,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict, deque
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -18,62 +26,65 @@ import httpx
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
+from alerts.channels import Channel, SendFailed
+from alerts.notices import NoticeMessage
+from alerts.outbox import Routing
 from firewatch.contract import utc_now
 from firewatch.db import Notice
 
 log = logging.getLogger(__name__)
 
-WECOM_PER_MINUTE = 20
 MAX_BACKOFF_S = 300
 
 
-class SendFailed(Exception):
-    pass
-
-
-async def send_wecom_robot(http: httpx.AsyncClient, url: str, body: dict[str, Any]) -> None:
-    """POST to a WeChat Work group robot; success is HTTP 200 with errcode 0 (doc 91770)."""
-    try:
-        reply = await http.post(url, json=body)
-    except httpx.HTTPError as exc:
-        raise SendFailed(f"{type(exc).__name__}: {exc}") from None
-    if reply.status_code != 200:
-        raise SendFailed(f"HTTP {reply.status_code}: {reply.text[:200]}")
-    try:
-        answer = reply.json()
-    except ValueError:
-        raise SendFailed(f"answer is not JSON: {reply.text[:200]}") from None
-    if answer.get("errcode") != 0:
-        raise SendFailed(f"errcode {answer.get('errcode')}: {answer.get('errmsg')}")
-
-
 class RateLimiter:
-    """At most ``limit`` sends per target in any 60-second window."""
+    """At most ``limit`` sends per key in any 60-second window."""
 
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self._sent: dict[str, deque[float]] = defaultdict(deque)
+    def __init__(self) -> None:
+        self._sent: dict[tuple[str, str], deque[float]] = defaultdict(deque)
 
-    def wait_s(self, target: str, now: float) -> float:
-        sent = self._sent[target]
+    def wait_s(self, key: tuple[str, str], limit: int, now: float) -> float:
+        sent = self._sent[key]
         while sent and now - sent[0] >= 60:
             sent.popleft()
-        return 0.0 if len(sent) < self.limit else 60 - (now - sent[0])
+        return 0.0 if len(sent) < limit else 60 - (now - sent[0])
 
-    def record(self, target: str, now: float) -> None:
-        self._sent[target].append(now)
+    def record(self, key: tuple[str, str], now: float) -> None:
+        self._sent[key].append(now)
+
+
+@dataclass(frozen=True)
+class Fallback:
+    after_attempts: int
+    after_s: float
 
 
 class Notifier:
-    def __init__(self, sessions: async_sessionmaker, waiting: asyncio.Event) -> None:
+    def __init__(
+        self,
+        sessions: async_sessionmaker,
+        waiting: asyncio.Event,
+        channels: dict[str, Channel],
+        routing: Routing,
+        fallback: Fallback,
+        *,
+        timeout_s: float = 10,
+        backoff_s: float = 1,
+    ) -> None:
         self.sessions = sessions
         self.waiting = waiting
-        self.limiter = RateLimiter(WECOM_PER_MINUTE)
+        self.channels = channels
+        self.routing = routing
+        self.fallback = fallback
+        self.timeout_s = timeout_s
+        self.backoff_s = backoff_s
+        self.limiter = RateLimiter()
         self.sent = 0
         self.failures = 0
+        self.fallbacks = 0
 
     async def run(self) -> None:
-        async with httpx.AsyncClient(timeout=10) as http:
+        async with httpx.AsyncClient(timeout=self.timeout_s) as http:
             while True:
                 try:
                     await asyncio.wait_for(self.waiting.wait(), timeout=1.0)
@@ -94,33 +105,60 @@ class Notifier:
             )
         loop = asyncio.get_running_loop()
         for notice in due:
-            hold = self.limiter.wait_s(notice.target, loop.time())
-            if hold > 0:
-                await self._postpone(notice.id, hold, None)
+            channel = self.channels.get(notice.channel)
+            if channel is None:
+                await self._update(notice.id, status="unconfigured",
+                                   last_error=f"channel {notice.channel} is not configured")
                 continue
-            self.limiter.record(notice.target, loop.time())
+            key = (notice.channel, notice.target)
+            hold = self.limiter.wait_s(key, channel.per_minute, loop.time())
+            if hold > 0:
+                await self._update(notice.id, next_attempt_at=utc_now() + timedelta(seconds=hold))
+                continue
+            self.limiter.record(key, loop.time())
+            message = NoticeMessage.model_validate(notice.body)
             try:
-                await send_wecom_robot(http, notice.target, notice.body)
+                await channel.send(http, notice.target, message, notice.id)
             except SendFailed as exc:
                 self.failures += 1
-                backoff = min(2 ** notice.attempts, MAX_BACKOFF_S)
-                log.warning("notice %d not sent (%s); retrying in %d s", notice.id, exc, backoff)
-                await self._postpone(notice.id, backoff, str(exc))
+                await self._failed(notice.id, exc)
                 continue
-            async with self.sessions.begin() as session:
-                row = await session.get_one(Notice, notice.id)
-                row.status = "sent"
-                row.sent_at = utc_now()
-                row.attempts += 1
+            await self._update(notice.id, status="sent", sent_at=utc_now(),
+                               attempts=notice.attempts + 1)
             self.sent += 1
 
-    async def _postpone(self, notice_id: int, seconds: float, error: str | None) -> None:
+    async def _update(self, notice_id: int, **values: Any) -> None:
         async with self.sessions.begin() as session:
             row = await session.get_one(Notice, notice_id)
-            row.next_attempt_at = utc_now() + timedelta(seconds=seconds)
-            if error is not None:
-                row.attempts += 1
-                row.last_error = error
+            for name, value in values.items():
+                setattr(row, name, value)
+
+    async def _failed(self, notice_id: int, exc: SendFailed) -> None:
+        async with self.sessions.begin() as session:
+            row = await session.get_one(Notice, notice_id)
+            row.attempts += 1
+            row.last_error = str(exc)
+            now = utc_now()
+            fallback = self.routing.fallback
+            target = self.routing.target(row.institution_id, fallback)
+            keeps_failing = (row.attempts >= self.fallback.after_attempts
+                             or now - row.created_at >= timedelta(seconds=self.fallback.after_s))
+            if keeps_failing and target is not None and fallback != row.channel:
+                log.warning("notice %d: %s failed %d times (%s); handing it to %s",
+                            row.id, row.channel, row.attempts, exc, fallback)
+                row.last_error = (
+                    f"{row.channel} failed {row.attempts} times ({exc}); sent on {fallback}"
+                )
+                row.channel, row.target, row.attempts = fallback, target, 0
+                row.next_attempt_at = now
+                self.fallbacks += 1
+                self.waiting.set()
+                return
+            backoff = min(self.backoff_s * 2 ** row.attempts, MAX_BACKOFF_S)
+            wait = max(backoff, exc.retry_after or 0)
+            log.warning("notice %d not sent (%s); retrying in %g s", row.id, exc, wait)
+            row.next_attempt_at = now + timedelta(seconds=wait)
 
     def status(self) -> dict[str, Any]:
-        return {"notices_sent": self.sent, "send_failures": self.failures}
+        return {"notices_sent": self.sent, "send_failures": self.failures,
+                "fallbacks": self.fallbacks}

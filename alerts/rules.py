@@ -1,21 +1,30 @@
 """Alarm rules: deciding, from one reading batch, which conditions hold.
 
-Pure functions, no I/O: the service feeds them a batch and the set of rules already in alarm,
-and acts on the verdicts.  Hysteresis lives here: a rule in alarm stays in alarm until the
-value falls below ``set_point - hysteresis``, so a reading hovering at the set point does not
-flap between alarm and clear.
+Pure functions, no I/O: the service feeds them a batch, the rules already in alarm and each
+rule's memory, and acts on the verdicts.  Three things stop a rule from flapping:
+
+- hysteresis: a rule in alarm stays in alarm until the value falls below
+  ``set_point - hysteresis``, so a reading hovering at the set point does not toggle;
+- on-delay: a breach must last ``on_delay_s`` (device time) before it is an alarm, so a
+  one-poll spike (a motor starting, a burner lighting) raises nothing;
+- off-delay: a cleared condition must stay clear for ``off_delay_s`` before the alarm clears.
+
+Rate-of-rise rules compare the newest value with the one ``window_s`` earlier; the samples they
+need are part of the memory.  The one-key alarm is ``immediate``: no delay may be set on it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
 
 from firewatch.contract import DeviceState
 from firewatch.profiles import AlarmRule, Condition, DeviceProfile, Severity
-from firewatch.site import Device
+from firewatch.site import Device, Institution
 
 #: the built-in rule for a device that stops answering; not in any profile because every
-#: device has it
+#: device has it (the gateway already waits ``offline_after_misses`` polls: no delay here)
 OFFLINE_RULE = AlarmRule(
     name="offline",
     title_zh="设备离线",
@@ -26,20 +35,51 @@ OFFLINE_RULE = AlarmRule(
     advice_zh="设备失联：检查设备供电、网关和通信线路，恢复前加强人工巡查。",
 )
 
+#: rate-of-rise samples are kept this many to a window: enough resolution, little to store
+SAMPLES_PER_WINDOW = 12
+
+
+@dataclass
+class RuleMemory:
+    """What one rule of one device remembers between batches (persisted by the service).
+
+    ``pending_since``: since when the condition has disagreed with the alarm state, i.e. how
+    long an on- or off-delay has been running.  ``samples``: (unix seconds, value) pairs of a
+    rate-of-rise rule, the oldest one at least a window old.
+    """
+
+    pending_since: datetime | None = None
+    samples: list[tuple[float, float]] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        since = self.pending_since.isoformat() if self.pending_since else None
+        return {"pending_since": since, "samples": [list(s) for s in self.samples]}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RuleMemory:
+        since = data.get("pending_since")
+        return cls(
+            datetime.fromisoformat(since) if since else None,
+            [(t, v) for t, v in data.get("samples", [])],
+        )
+
 
 @dataclass(frozen=True)
 class Verdict:
+    """``breached``: the rule's alarm state after this batch, delays and hysteresis applied."""
+
     rule: AlarmRule
     breached: bool
     value: float | None
     set_point: float | None
 
 
-def rules_for(device: Device, profile: DeviceProfile) -> list[AlarmRule]:
-    """The profile's rules with the site's per-device set points applied."""
+def rules_for(device: Device, profile: DeviceProfile, institution: Institution) -> list[AlarmRule]:
+    """The profile's rules with the institution's, then the device's own set points applied."""
+    set_points = {**institution.set_points, **device.set_points}
     return [
-        rule.model_copy(update={"set_point": device.set_points[rule.name]})
-        if rule.name in device.set_points
+        rule.model_copy(update={"set_point": set_points[rule.name]})
+        if rule.name in set_points
         else rule
         for rule in profile.alarms
     ]
@@ -50,21 +90,67 @@ def evaluate(
     readings: dict[str, float],
     flags: dict[str, bool],
     in_alarm: set[str],
+    memory: dict[str, RuleMemory],
+    ts: datetime,
 ) -> list[Verdict]:
-    """A verdict for every rule whose input is in this batch; rules with no input are skipped."""
+    """A verdict for every rule whose input is in this batch; rules with no input are skipped.
+
+    ``memory`` is updated in place (new entries for rules that had none).
+    """
     verdicts = []
     for rule in rules:
+        alarmed = rule.name in in_alarm
+        mem = memory.setdefault(rule.name, RuleMemory())
         if rule.condition is Condition.FLAG:
-            if rule.field in flags:
-                verdicts.append(Verdict(rule, flags[rule.field], None, None))
+            if rule.field not in flags:
+                continue
+            breached = debounce(rule, flags[rule.field], alarmed, mem, ts)
+            verdicts.append(Verdict(rule, breached, None, None))
             continue
         if rule.field not in readings:
             continue
         value = readings[rule.field]
+        if rule.condition is Condition.RATE_OF_RISE:
+            rate = rise_per_minute(rule, mem, value, ts)
+            if rate is None:
+                continue  # not a window of history yet
+            value = round(rate, 1)
         assert rule.set_point is not None
-        limit = rule.set_point - rule.hysteresis if rule.name in in_alarm else rule.set_point
-        verdicts.append(Verdict(rule, value >= limit, value, rule.set_point))
+        limit = rule.set_point - rule.hysteresis if alarmed else rule.set_point
+        breached = debounce(rule, value >= limit, alarmed, mem, ts)
+        verdicts.append(Verdict(rule, breached, value, rule.set_point))
     return verdicts
+
+
+def debounce(
+    rule: AlarmRule, condition: bool, alarmed: bool, mem: RuleMemory, ts: datetime
+) -> bool:
+    """The alarm state once the on- or off-delay has run; ``condition`` is this batch's view."""
+    if condition == alarmed:
+        mem.pending_since = None
+        return alarmed
+    if mem.pending_since is None or mem.pending_since > ts:
+        mem.pending_since = ts
+    delay = rule.off_delay_s if alarmed else rule.on_delay_s
+    if (ts - mem.pending_since).total_seconds() >= delay:
+        mem.pending_since = None
+        return condition
+    return alarmed
+
+
+def rise_per_minute(rule: AlarmRule, mem: RuleMemory, value: float, ts: datetime) -> float | None:
+    """Rise per minute since the newest sample at least a window old; None without one."""
+    now = ts.timestamp()
+    horizon = now - rule.window_s
+    older = [s for s in mem.samples if s[0] <= horizon]
+    anchor = older[-1] if older else None
+    kept = [s for s in mem.samples if s[0] > horizon]
+    mem.samples = ([anchor] if anchor else []) + kept
+    if not kept or now - kept[-1][0] >= rule.window_s / SAMPLES_PER_WINDOW:
+        mem.samples.append((now, value))
+    if anchor is None or now <= anchor[0]:
+        return None
+    return (value - anchor[1]) / (now - anchor[0]) * 60
 
 
 def device_state(open_severities: list[str], offline: bool) -> DeviceState:

@@ -15,12 +15,14 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from alerts import lifecycle
 from alerts.ledger import OPEN, record_iot_entry
-from alerts.notices import clear_notice, raise_notice
-from alerts.rules import OFFLINE_RULE, Verdict, device_state, evaluate, rules_for
+from alerts.notices import clear_message, raise_message
+from alerts.outbox import Outbox
+from alerts.rules import OFFLINE_RULE, RuleMemory, Verdict, device_state, evaluate, rules_for
 from firewatch.consumer import DeadLetters, GatewayMessageConsumer, claim
 from firewatch.contract import DeviceEvent, EventType, ReadingBatch, utc_now
-from firewatch.db import ACTIVE_ALARM, Alarm, Device, Hazard, Institution, Notice
+from firewatch.db import ACTIVE_ALARM, Alarm, Device, Hazard, Institution, RuleState
 from firewatch.mqtt import BrokerAddress
 from firewatch.profiles import AlarmRule, DeviceProfile, Severity
 from firewatch.site import Site
@@ -40,17 +42,19 @@ class AlertService:
         dead_letters: DeadLetters,
         *,
         shared_subscription: bool,
-        default_webhook: str | None,
+        outbox: Outbox,
         hazard_deadline: timedelta,
         notices_waiting: asyncio.Event,
     ) -> None:
         self.sessions = sessions
-        self.default_webhook = default_webhook
+        self.outbox = outbox
         self.hazard_deadline = hazard_deadline
         self.notices_waiting = notices_waiting
-        self.rules = {d.id: rules_for(d, profiles[d.profile]) for d in site.devices}
+        self.rules = {
+            d.id: rules_for(d, profiles[d.profile], site.institution(d.institution))
+            for d in site.devices
+        }
         self.profiles = {d.id: profiles[d.profile] for d in site.devices}
-        self.webhooks = {i.id: i.wecom_webhook_url or default_webhook for i in site.institutions}
         self.raised = 0
         self.consumer = GatewayMessageConsumer(
             CONSUMER, broker, self.apply_batch, dead_letters,
@@ -95,9 +99,7 @@ class AlertService:
             if isinstance(message, ReadingBatch):
                 device.last_readings = dict(message.readings)
                 device.last_flags = dict(message.flags)
-                verdicts = evaluate(
-                    self.rules[device.id], message.readings, message.flags, set(open_alarms)
-                )
+                verdicts = await self._evaluate(session, device, message, set(open_alarms))
             else:
                 verdicts = [Verdict(OFFLINE_RULE, message.event is EventType.OFFLINE, None, None)]
             device.last_seen = message.ts
@@ -148,7 +150,9 @@ class AlertService:
         self.raised += 1
         log.warning("alarm %d raised: %s %s (%s)", alarm.id, device.id, rule.name, institution.name)
         reason = message.reason if isinstance(message, DeviceEvent) else ""
-        self._notify(session, institution, alarm, raise_notice(
+        lifecycle.record(session, alarm, "raise", lifecycle.SYSTEM, _reading(verdict) or reason,
+                         None)
+        await self.outbox.add(session, institution.id, alarm.id, raise_message(
             institution, device, self.profiles[device.id], rule, verdict, reason, message.ts
         ))
         if rule.major_hazard and rule.severity is Severity.ALARM:
@@ -163,28 +167,30 @@ class AlertService:
         alarm: Alarm,
         verdict: Verdict,
     ) -> None:
-        alarm.status = "cleared"
-        alarm.cleared_at = utc_now()
+        lifecycle.clear(session, alarm, _reading(verdict))
         log.info("alarm %d cleared: %s %s", alarm.id, device.id, alarm.rule)
-        self._notify(session, institution, alarm, clear_notice(
+        await self.outbox.add(session, institution.id, alarm.id, clear_message(
             institution, device, self.profiles[device.id], verdict.rule, verdict, alarm
         ))
 
-    def _notify(
-        self, session: AsyncSession, institution: Institution, alarm: Alarm, body: dict[str, Any]
-    ) -> None:
-        target = self.webhooks.get(institution.id)
-        session.add(
-            Notice(
-                alarm_id=alarm.id,
-                institution_id=institution.id,
-                channel="wecom_robot",
-                target=target or "",
-                body=body,
-                status="pending" if target else "unconfigured",
-                last_error=None if target else "no WeChat Work webhook configured",
-            )
+    async def _evaluate(
+        self, session: AsyncSession, device: Device, batch: ReadingBatch, in_alarm: set[str]
+    ) -> list[Verdict]:
+        """The rules' verdicts on ``batch``, their memory (delays, rates) kept in the database."""
+        stored = await session.scalars(select(RuleState).where(RuleState.device_id == device.id))
+        rows = {r.rule: r for r in stored}
+        memory = {name: RuleMemory.from_json(r.memory) for name, r in rows.items()}
+        verdicts = evaluate(
+            self.rules[device.id], batch.readings, batch.flags, in_alarm, memory, batch.ts
         )
+        for name, mem in memory.items():
+            state = mem.to_json()
+            if name in rows:
+                if rows[name].memory != state:
+                    rows[name].memory = state
+            elif mem != RuleMemory():
+                session.add(RuleState(device_id=device.id, rule=name, memory=state))
+        return verdicts
 
     async def _record_hazard(
         self,
@@ -224,3 +230,9 @@ class AlertService:
                 alarm_id=alarm.id,
             ),
         )
+
+
+def _reading(verdict: Verdict) -> str:
+    if verdict.value is None:
+        return ""
+    return f"{verdict.value:g} {verdict.rule.unit}（设定值 {verdict.set_point:g}）"

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
+import os
 import sys
 from pathlib import Path
 
 import httpx
 
+from firewatch.logs import configure_logging
 from firewatch.profiles import ProfileError
 
 
@@ -24,6 +25,26 @@ def _up(args: argparse.Namespace) -> int:
     settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
     try:
         asyncio.run(run_stack(settings))
+    except ProfileError as exc:
+        print(f"firewatch: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _service(args: argparse.Namespace) -> int:
+    """One part of the system in this process, configured by FIREWATCH_* only."""
+    from firewatch import services
+    from firewatch.settings import Settings
+
+    settings = Settings()
+    run = {
+        "gateway": lambda: services.run_gateway(settings, args.gateway_ids),
+        "ingest": lambda: services.run_ingest(settings),
+        "alerts": lambda: services.run_alerts(settings),
+        "web": lambda: services.run_web(settings),
+    }[args.command]
+    try:
+        asyncio.run(run())
     except ProfileError as exc:
         print(f"firewatch: {exc}", file=sys.stderr)
         return 2
@@ -53,13 +74,30 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+class LoginRefused(Exception):
+    """The stack did not accept the user name and password."""
+
+
 def _api(port: int, host: str) -> httpx.Client:
     return httpx.Client(base_url=f"http://{host}:{port}", timeout=10)
+
+
+def _login(api: httpx.Client, user: str) -> None:
+    """Log ``api`` in as ``user`` (password: $FIREWATCH_PASSWORD, else the demo password, which
+    is what the demo tester account has)."""
+    from firewatch.settings import Settings
+
+    password = os.environ.get("FIREWATCH_PASSWORD") or Settings().demo_password
+    reply = api.post("/api/auth/token", data={"username": user, "password": password})
+    if reply.status_code != 200:
+        raise LoginRefused(f"login as {user!r} refused: {reply.json().get('detail', reply.text)}")
+    api.headers["Authorization"] = f"Bearer {reply.json()['access_token']}"
 
 
 def _simulate(args: argparse.Namespace) -> int:
     try:
         with _api(args.port, args.host) as api:
+            _login(api, args.user)
             if args.action == "list":
                 reply = api.get("/api/simulator/devices")
             else:
@@ -71,6 +109,10 @@ def _simulate(args: argparse.Namespace) -> int:
         print(f"firewatch: no Firewatch stack answers on {args.host}:{args.port} "
               "(start one with `firewatch up`, or give --port)", file=sys.stderr)
         return 1
+    except LoginRefused as exc:
+        print(f"firewatch: {exc} (give --user, and the password in FIREWATCH_PASSWORD)",
+              file=sys.stderr)
+        return 1
     if reply.status_code >= 400:
         detail = reply.json().get("detail", reply.text) if reply.content else reply.reason_phrase
         print(f"firewatch: {detail}", file=sys.stderr)
@@ -81,6 +123,38 @@ def _simulate(args: argparse.Namespace) -> int:
                   f"{', '.join(device['scenarios'])}")
     else:
         print(f"{args.device_id}: scenario {args.scenario} started")
+    return 0
+
+
+def _user(args: argparse.Namespace) -> int:
+    """Console accounts, straight in the database (works while the stack is down)."""
+    import getpass
+
+    from firewatch import accounts, db
+    from firewatch.settings import Settings
+
+    settings = Settings(**({"data_dir": args.data_dir} if args.data_dir else {}))
+
+    async def run() -> str:
+        engine = db.create_engine(settings.effective_database_url)
+        try:
+            await db.create_schema(engine)
+            sessions = db.sessionmaker(engine)
+            if args.action == "remove-demo":
+                removed = await accounts.remove_demo_accounts(sessions)
+                return f"removed {len(removed)} demo accounts"
+            password = os.environ.get("FIREWATCH_PASSWORD") or getpass.getpass("password: ")
+            await accounts.add_user(sessions, args.username, password, accounts.Role(args.role),
+                                    args.name or args.username, args.institution)
+            return f"added {args.username} ({args.role})"
+        finally:
+            await engine.dispose()
+
+    try:
+        print(asyncio.run(run()))
+    except ValueError as exc:
+        print(f"firewatch: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -97,6 +171,19 @@ def parser() -> argparse.ArgumentParser:
     up.add_argument("--no-simulate", action="store_true", help="run no device simulators")
     up.set_defaults(func=_up)
 
+    for name, summary in [
+        ("gateway", "poll devices and publish, as its own service (production stack)"),
+        ("ingest", "readings into the time-series store, as its own service (replicas share)"),
+        ("alerts", "alarms, hazard ledger and notices, as its own service"),
+        ("web", "the JSON API and the console, as its own service"),
+    ]:
+        service = sub.add_parser(name, help=summary,
+                                 description=f"{summary}; configured by FIREWATCH_* variables.")
+        service.set_defaults(func=_service, gateway_ids=[])
+    sub.choices["gateway"].add_argument(
+        "--gateway", dest="gateway_ids", action="append", metavar="ID",
+        help="a gateway of the site file to run (repeat for several; default: all)")
+
     sim = sub.add_parser("simulate", help="drive the simulators of a running stack")
     sim_sub = sim.add_subparsers(dest="action", required=True)
     trigger = sim_sub.add_parser("trigger", help="start a scenario on a simulated device")
@@ -106,12 +193,28 @@ def parser() -> argparse.ArgumentParser:
     for action in (trigger, listing):
         action.add_argument("--port", type=int, default=8000, help="the stack's web port")
         action.add_argument("--host", default="127.0.0.1")
+        action.add_argument("--user", default="tester",
+                            help="account to log in as (default: the demo tester); "
+                                 "password from FIREWATCH_PASSWORD, else the demo password")
         action.set_defaults(func=_simulate)
     serve = sim_sub.add_parser("serve", help="run a site's simulated devices in this process")
     serve.add_argument("--site", type=Path, required=True, help="site file")
     serve.add_argument("--ready-file", type=Path, help="write endpoint ports here when ready")
     serve.add_argument("--mqtt-url", help="broker for the simulated MQTT devices")
     serve.set_defaults(func=_serve_simulators)
+
+    user = sub.add_parser("user", help="console accounts (production: add real ones, remove demo)")
+    user_sub = user.add_subparsers(dest="action", required=True)
+    add = user_sub.add_parser("add", help="add an account; password from FIREWATCH_PASSWORD or "
+                                          "asked for")
+    add.add_argument("username")
+    add.add_argument("--role", required=True, choices=["admin", "viewer", "staff", "tester"])
+    add.add_argument("--institution", help="the institution of duty staff (role staff)")
+    add.add_argument("--name", help="display name recorded in audit trails")
+    remove = user_sub.add_parser("remove-demo", help="delete the demo accounts")
+    for action in (add, remove):
+        action.add_argument("--data-dir", type=Path, help="the stack's data dir (SQLite)")
+        action.set_defaults(func=_user)
 
     bench = sub.add_parser("bench", help="measure against baselines taken in the same run")
     bench_sub = bench.add_subparsers(dest="benchmark", required=True)
@@ -129,13 +232,10 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from firewatch.settings import Settings
+
     args = parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-    )
-    for noisy in ("amqtt", "transitions", "pymodbus"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    configure_logging(Settings().log_format, args.verbose)
     return args.func(args)
 
 

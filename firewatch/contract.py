@@ -20,13 +20,23 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    FiniteFloat,
+    TypeAdapter,
+    ValidationError,
+)
 
 CONTRACT_VERSION = "v1"
 TOPIC_ROOT = f"firewatch/{CONTRACT_VERSION}"
 
 READINGS_SCHEMA = "firewatch.readings/1"
 EVENT_SCHEMA = "firewatch.event/1"
+
+MAX_SEQ = 2**63 - 1
 
 #: Identifier syntax for gateways, devices and institutions: safe inside an MQTT topic level.
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
@@ -65,11 +75,15 @@ class _Message(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     gateway_id: Identifier
-    seq: int = Field(ge=1, description="Per-gateway sequence number, strictly increasing.")
+    # at most 2**63-1: what a database's BIGINT holds; a larger one could never be recorded
+    seq: int = Field(
+        ge=1, le=MAX_SEQ, description="Per-gateway sequence number, strictly increasing."
+    )
     device_id: Identifier
     institution_id: Identifier
     kind: DeviceKind
-    ts: datetime = Field(description="When the device was read (timezone-aware).")
+    # a naive time cannot be compared with the stored ones: refused here, not crashed on later
+    ts: AwareDatetime = Field(description="When the device was read (timezone-aware).")
 
     def to_bytes(self) -> bytes:
         return self.model_dump_json().encode()
@@ -85,7 +99,8 @@ class ReadingBatch(_Message):
 
     schema_: Literal["firewatch.readings/1"] = Field(default=READINGS_SCHEMA, alias="schema")
     profile: str
-    readings: dict[str, float] = Field(default_factory=dict)
+    # finite only: NaN compares false with every set point, and PostgreSQL's JSON refuses it
+    readings: dict[str, FiniteFloat] = Field(default_factory=dict)
     flags: dict[str, bool] = Field(default_factory=dict)
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)

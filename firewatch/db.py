@@ -11,6 +11,8 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
+    Boolean,
     DateTime,
     Float,
     ForeignKey,
@@ -19,6 +21,7 @@ from sqlalchemy import (
     LargeBinary,
     String,
     Text,
+    UniqueConstraint,
     event,
     text,
 )
@@ -36,9 +39,13 @@ class UTCDateTime(TypeDecorator[datetime]):
     cache_ok = True
 
     def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
-        if value is not None and value.tzinfo is None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
             raise ValueError("naive datetime given to a UTC column")
-        return value
+        # SQLite keeps the wall-clock text without the offset: store UTC, or a deadline given
+        # in +08:00 would come back eight hours late (and compare wrongly in SQL)
+        return value.astimezone(UTC)
 
     def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
         if value is not None and value.tzinfo is None:
@@ -119,6 +126,35 @@ class Alarm(Base):
     cleared_at: Mapped[datetime | None] = mapped_column(default=None)
 
 
+class AlarmEvent(Base):
+    """An alarm's lifecycle (raised, acknowledged, cleared, closed): who, when and a note."""
+
+    __tablename__ = "alarm_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    alarm_id: Mapped[int] = mapped_column(ForeignKey("alarms.id"), index=True)
+    action: Mapped[str] = mapped_column(String(32))
+    actor: Mapped[str] = mapped_column(String(64))
+    note: Mapped[str] = mapped_column(Text, default="")
+    from_status: Mapped[str | None] = mapped_column(String(16), default=None)
+    to_status: Mapped[str] = mapped_column(String(16))
+    at: Mapped[datetime] = mapped_column(default=utc_now)
+
+
+class RuleState(Base):
+    """A rule's memory between readings (running on/off delay, rate-of-rise samples).
+
+    Kept in the database, in the transaction of the message that changed it, so a restart of
+    the alert service neither restarts a delay nor forgets the history a rate is measured on.
+    """
+
+    __tablename__ = "rule_states"
+
+    device_id: Mapped[str] = mapped_column(ForeignKey("devices.id"), primary_key=True)
+    rule: Mapped[str] = mapped_column(String(64), primary_key=True)
+    memory: Mapped[dict[str, Any]] = mapped_column()
+
+
 class Hazard(Base):
     """An entry of the major-accident-hazard ledger (重大事故隐患台账)."""
 
@@ -157,6 +193,25 @@ class HazardEvent(Base):
     at: Mapped[datetime] = mapped_column(default=utc_now)
 
 
+class EscalationStep(Base):
+    """An escalation or reminder step taken (alarm to head or bureau, overdue, re-check due).
+
+    One row per (subject, step, round), unique: what makes each step happen once, whether the
+    scheduler fires it, a sweep catches it up after a restart, or two replicas race for it.
+    """
+
+    __tablename__ = "escalation_steps"
+    __table_args__ = (UniqueConstraint("subject", "subject_id", "step", "round"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    subject: Mapped[str] = mapped_column(String(16), doc="alarm | hazard")
+    subject_id: Mapped[int] = mapped_column(Integer)
+    step: Mapped[str] = mapped_column(String(16))
+    round: Mapped[int] = mapped_column(Integer, default=0)
+    due_at: Mapped[datetime]
+    taken_at: Mapped[datetime] = mapped_column(default=utc_now)
+
+
 class Notice(Base):
     """A message to people, stored before it is sent and marked sent on the provider's OK."""
 
@@ -189,6 +244,23 @@ class DeadLetter(Base):
     received_at: Mapped[datetime] = mapped_column(default=utc_now)
 
 
+class User(Base):
+    """A person who logs in to the console; duty staff belong to one institution.
+
+    ``demo`` marks the accounts `firewatch up` creates with the published demo password, which
+    production mode refuses to run with.
+    """
+
+    __tablename__ = "users"
+
+    username: Mapped[str] = mapped_column(String(64), primary_key=True)
+    display_name: Mapped[str] = mapped_column(String(64))
+    role: Mapped[str] = mapped_column(String(16))
+    institution_id: Mapped[str | None] = mapped_column(ForeignKey("institutions.id"), default=None)
+    password_hash: Mapped[str] = mapped_column(String(256))
+    demo: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utc_now)
+
 class ProcessedMessage(Base):
     """(gateway, seq) pairs a consumer has applied: what makes redelivery harmless.
 
@@ -200,7 +272,8 @@ class ProcessedMessage(Base):
 
     consumer: Mapped[str] = mapped_column(String(32), primary_key=True)
     gateway_id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # 64-bit: a busy gateway's sequence passes PostgreSQL's 32-bit INTEGER within months
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     processed_at: Mapped[datetime] = mapped_column(default=utc_now, index=True)
 
 
@@ -222,8 +295,16 @@ def create_engine(url: str) -> AsyncEngine:
     return engine
 
 
+#: any constant; PostgreSQL advisory locks are named by a number
+SCHEMA_LOCK = 0x46697265
+
+
 async def create_schema(engine: AsyncEngine) -> None:
     async with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            # services started together would each find a table missing and race to create it;
+            # DDL is transactional in PostgreSQL, so the lock holds until the tables exist
+            await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK})
         await conn.run_sync(Base.metadata.create_all)
 
 

@@ -164,6 +164,7 @@ class MqttUplink(_Strict):
 
 class Condition(StrEnum):
     ABOVE = "above"  # reading >= set_point
+    RATE_OF_RISE = "rate_of_rise"  # reading rose by >= set_point per minute over window_s
     FLAG = "flag"  # the device raised a status bit
 
 
@@ -195,6 +196,19 @@ class AlarmRule(_Strict):
     field: str = Field(description="reading name (above) or flag name (flag)")
     set_point: float | None = None
     hysteresis: float = Field(default=0.0, ge=0, description="clear below set_point - this")
+    on_delay_s: float = Field(
+        default=0.0, ge=0, description="the condition must hold this long before an alarm"
+    )
+    off_delay_s: float = Field(
+        default=0.0, ge=0, description="the condition must be gone this long before clearing"
+    )
+    window_s: float = Field(
+        default=0.0, ge=0, description="rate_of_rise: the span the rise is measured over"
+    )
+    immediate: bool = Field(
+        default=False,
+        description="never delayed, never merged into a storm summary (one-key alarm)",
+    )
     unit: str = ""
     severity: Severity = Severity.ALARM
     category: HazardCategory = HazardCategory.OTHER
@@ -206,10 +220,14 @@ class AlarmRule(_Strict):
 
     @model_validator(mode="after")
     def _check(self) -> AlarmRule:
-        if self.condition is Condition.ABOVE and self.set_point is None:
-            raise ValueError("an 'above' rule needs a set_point")
+        if self.condition is not Condition.FLAG and self.set_point is None:
+            raise ValueError(f"a {self.condition.value!r} rule needs a set_point")
         if self.condition is Condition.FLAG and self.set_point is not None:
             raise ValueError("a 'flag' rule takes no set_point")
+        if (self.condition is Condition.RATE_OF_RISE) != (self.window_s > 0):
+            raise ValueError("window_s is needed by, and only by, a 'rate_of_rise' rule")
+        if self.immediate and (self.on_delay_s or self.off_delay_s):
+            raise ValueError("an immediate rule takes no on_delay_s or off_delay_s")
         return self
 
 
@@ -261,7 +279,7 @@ class DeviceProfile(_Strict):
             raise ValueError(f"register names repeat: {sorted(dupes)}")
         readings, flags = self.reading_names, self.flag_names
         for rule in self.alarms:
-            known = readings if rule.condition is Condition.ABOVE else flags
+            known = flags if rule.condition is Condition.FLAG else readings
             if rule.field not in known:
                 raise ValueError(
                     f"alarm {rule.name!r} watches {rule.field!r}, which this profile does not "

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -10,6 +12,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from firewatch.profiles import PROFILES_DIR
 
 SITES_DIR = Path(__file__).resolve().parent.parent / "sites"
+NoticeChannel = Literal["wecom_robot", "aliyun_sms", "tencent_sms", "wechat_oa"]
+#: the published development key; production mode refuses to start with it
+DEFAULT_SECRET_KEY = "firewatch-development-key-not-for-production"
 
 
 class Settings(BaseSettings):
@@ -50,9 +55,87 @@ class Settings(BaseSettings):
         description="WeChat Work group-robot webhook used for institutions that name none "
         "(https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=KEY).",
     )
+    notice_channel: NoticeChannel = Field(
+        "wecom_robot", description="Channel notices go out on: wecom_robot (to the institution's "
+        "robot), aliyun_sms / tencent_sms (safety officer's mobile), wechat_oa (their openid).",
+    )
+    notice_fallback_channel: NoticeChannel | None = Field(
+        None, description="Channel that takes over a notice its channel keeps failing to send."
+    )
+    notice_fallback_after_attempts: int = Field(3, ge=1, description="Failed sends before it.")
+    notice_fallback_after_s: float = Field(
+        120, description="Or this long after the notice was stored, whichever comes first."
+    )
+    notice_storm_window_s: float = Field(
+        60, ge=0, description="Alarms of one institution within this window after a notice are "
+        "sent as one summary at its end (0: off). One-key alarms always go out at once.",
+    )
+    notice_timeout_s: float = Field(10, gt=0, description="HTTP time-out of one send.")
+    aliyun_sms_access_key_id: str | None = Field(None, description="Alibaba Cloud SMS (SendSms).")
+    aliyun_sms_access_key_secret: str = ""
+    aliyun_sms_sign_name: str = ""
+    aliyun_sms_template_code: str = ""
+    aliyun_sms_endpoint: str = "https://dysmsapi.aliyuncs.com"
+    tencent_sms_secret_id: str | None = Field(None, description="Tencent Cloud SMS (SendSms).")
+    tencent_sms_secret_key: str = ""
+    tencent_sms_sdk_app_id: str = ""
+    tencent_sms_sign_name: str = ""
+    tencent_sms_template_id: str = ""
+    tencent_sms_template_params: list[str] = Field(
+        ["institution", "location", "device", "alarm", "reading", "advice"],
+        description="The template's {1}, {2}, … in order (names as in alerts.notices).",
+    )
+    tencent_sms_region: str = "ap-guangzhou"
+    tencent_sms_endpoint: str = "https://sms.tencentcloudapi.com"
+    wechat_oa_app_id: str | None = Field(None, description="Official Account template messages.")
+    wechat_oa_app_secret: str = ""
+    wechat_oa_template_id: str = ""
+    wechat_oa_template_keys: dict[str, str] = Field(
+        {"institution": "thing1", "alarm": "thing2", "location": "thing3",
+         "reading": "thing4", "time": "time5"},
+        description="Notice variable -> the template's keyword (JSON in the environment).",
+    )
+    wechat_oa_endpoint: str = "https://api.weixin.qq.com"
     iot_hazard_deadline_hours: float = Field(
         24, description="Rectification deadline given to ledger entries raised by IoT alarms."
     )
+
+    log_format: Literal["text", "json"] = Field(
+        "text", description="text: lines for a terminal; json: one JSON object per line."
+    )
+    metrics_port: int = Field(
+        9464, description="Prometheus /metrics of a service run on its own (firewatch gateway, "
+        "ingest, alerts); `firewatch up` and `firewatch web` serve it on the web port."
+    )
+    instance: str = Field(
+        default_factory=socket.gethostname,
+        description="Names this replica (MQTT client id, ingest spool file); default: hostname.",
+    )
+
+    env: Literal["development", "production"] = Field(
+        "development",
+        description="production: refuse to start with the default secret key or demo accounts.",
+    )
+    secret_key: str = Field(
+        DEFAULT_SECRET_KEY, description="Signs login tokens (HS256); 32+ random characters."
+    )
+    token_hours: float = Field(12, description="How long a console login lasts.")
+    demo_password: str = Field(
+        "firewatch-demo",
+        description="Password of the demo accounts `firewatch up` creates outside production.",
+    )
+    map_tile_url: str | None = Field(
+        None,
+        description="Optional tile layer (Leaflet URL template, {key} is replaced by "
+        "map_tile_key), e.g. Tianditu or AMap. Unset: the bundled county outline only.",
+    )
+    map_tile_key: str = Field("", description="Tile service key (Tianditu tk, AMap key).")
+    map_tile_coords: Literal["wgs84", "gcj02"] = Field(
+        "wgs84",
+        description="gcj02 for AMap tiles (markers and outline are shifted when drawn); "
+        "wgs84 for Tianditu (CGCS2000) and OpenStreetMap-style tiles.",
+    )
+    map_tile_attribution: str = Field("", description="Attribution shown under the tiles.")
 
     @property
     def sqlite_path(self) -> Path:

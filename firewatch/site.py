@@ -13,6 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from firewatch.contract import Identifier
+from firewatch.escalation_policy import EscalationPolicy
 from firewatch.profiles import DeviceProfile, ProfileError, Transport, describe_validation_error
 
 
@@ -27,7 +28,10 @@ class _Strict(BaseModel):
 
 class Contact(_Strict):
     name: str
-    phone: str = Field(pattern=r"^\+?[0-9-]{5,20}$")
+    phone: str = Field(pattern=r"^\+?[0-9-]{5,20}$", description="mobile: SMS notices go here")
+    wechat_openid: str | None = Field(
+        None, description="openid under the Official Account: template-message notices go here"
+    )
 
 
 class Location(_Strict):
@@ -47,6 +51,10 @@ class Institution(_Strict):
     head: Contact = Field(description="机构主要负责人: second step of escalation")
     safety_officer: Contact = Field(description="安全管理人员: responsible person for IoT hazards")
     wecom_webhook_url: str | None = None
+    set_points: dict[str, float] = Field(
+        default_factory=dict,
+        description="alarm rule name -> set point for every device of this institution",
+    )
 
 
 class ModbusEndpoint(_Strict):
@@ -84,8 +92,20 @@ class County(_Strict):
     outline: str | None = Field(None, description="GeoJSON file beside the site file")
 
 
+class Bureau(_Strict):
+    """The supervising civil-affairs bureau (民政局): last step of escalation (提级)."""
+
+    name: str
+    duty: Contact = Field(description="who answers for the bureau: escalations go to them")
+    wecom_webhook_url: str | None = Field(
+        None, description="the bureau's WeChat Work group robot; unset: the default webhook"
+    )
+
+
 class Site(_Strict):
     county: County
+    bureau: Bureau | None = None
+    escalation: EscalationPolicy = EscalationPolicy()
     institutions: list[Institution]
     gateways: list[Gateway]
     devices: list[Device]
@@ -129,6 +149,12 @@ class Site(_Strict):
 
 def check_against_profiles(site: Site, profiles: dict[str, DeviceProfile], path: Path) -> None:
     """Cross-check devices with their profiles: known model, transport fits, set points exist."""
+    rule_names = {r.name for p in profiles.values() for r in p.alarms}
+    for index, i in enumerate(site.institutions):
+        unknown = sorted(set(i.set_points) - rule_names)
+        if unknown:
+            raise ProfileError(f"site file {path}: field institutions.{index} ({i.id}).set_points: "
+                               f"no profile has alarm rules {unknown}")
     for index, d in enumerate(site.devices):
         where = f"site file {path}: field devices.{index} ({d.id})"
         profile = profiles.get(d.profile)

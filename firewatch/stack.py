@@ -12,16 +12,24 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 import uvicorn
 from sqlalchemy.ext.asyncio import async_sessionmaker
+from starlette.types import ASGIApp
 
-from alerts.notifier import Notifier
+from alerts.channels import configured_channels
+from alerts.escalation_scheduler import EscalationScheduler, jobstore_url
+from alerts.escalator import Escalator
+from alerts.notifier import Fallback, Notifier
+from alerts.outbox import Outbox, Routing, recipients_of
 from alerts.service import AlertService
 from firewatch import db
+from firewatch.accounts import prepare_accounts
 from firewatch.consumer import DeadLetters
+from firewatch.metrics import FirewatchCollector, registry_for
 from firewatch.mqtt import BrokerAddress, EmbeddedBroker
 from firewatch.profiles import DeviceProfile, load_profiles
 from firewatch.settings import Settings
@@ -33,6 +41,9 @@ from ingest.service import IngestService
 from ingest.spool import Spool
 from ingest.sqlite_store import SqliteTimeSeries
 from ingest.store import TimeSeriesStore
+
+if TYPE_CHECKING:
+    from simulators.fleet import SimulatorFleet
 
 log = logging.getLogger("firewatch")
 
@@ -93,6 +104,63 @@ async def broker_for(settings: Settings) -> AsyncIterator[BrokerAddress]:
         await broker.stop()
 
 
+def endpoint_ports(fleet: SimulatorFleet | None) -> Callable[[ModbusEndpoint], int]:
+    """Where a gateway reaches an endpoint: the simulator's port, or the site file's."""
+
+    def endpoint_port(endpoint: ModbusEndpoint) -> int:
+        if endpoint.simulated:
+            if fleet is None:
+                raise SystemExit(
+                    f"endpoint {endpoint.id} is simulated but simulators are off "
+                    "(--no-simulate): give it a real host and port in the site file"
+                )
+            return fleet.endpoint_port(endpoint.id)
+        return endpoint.port
+
+    return endpoint_port
+
+
+def alert_services(
+    settings: Settings, site: Site, profiles: dict[str, DeviceProfile],
+    sessions: async_sessionmaker, broker: BrokerAddress, shared: bool,
+) -> tuple[AlertService, Notifier]:
+    """The alert service and the notifier that sends the notices it stores."""
+    notices_waiting = asyncio.Event()
+    channels = configured_channels(settings)
+    routing = Routing(
+        settings.notice_channel, settings.notice_fallback_channel, frozenset(channels),
+        recipients_of(site, settings.wecom_webhook_url),
+    )
+    alerts = AlertService(
+        site, profiles, sessions, broker, DeadLetters(sessions, "alerts"),
+        shared_subscription=shared,
+        outbox=Outbox(routing, settings.notice_storm_window_s),
+        hazard_deadline=timedelta(hours=settings.iot_hazard_deadline_hours),
+        notices_waiting=notices_waiting,
+    )
+    fallback = Fallback(settings.notice_fallback_after_attempts, settings.notice_fallback_after_s)
+    return alerts, Notifier(sessions, notices_waiting, channels, routing, fallback,
+                            timeout_s=settings.notice_timeout_s)
+
+
+def escalation_scheduler(
+    settings: Settings, site: Site, profiles: dict[str, DeviceProfile],
+    sessions: async_sessionmaker, notifier: Notifier,
+) -> EscalationScheduler:
+    """Escalations (提级) and ledger reminders, stored for ``notifier`` to send."""
+    escalator = Escalator(site, profiles, sessions, notifier.routing,
+                          default_webhook=settings.wecom_webhook_url,
+                          notices_waiting=notifier.waiting)
+    return EscalationScheduler(escalator, jobstore_url(settings.effective_database_url))
+
+
+def http_server(app: ASGIApp, host: str, port: int) -> uvicorn.Server:
+    """uvicorn for the web app or a metrics listener; its logs go through ours (text or JSON)."""
+    return _Server(uvicorn.Config(
+        app, host=host, port=port, log_level="warning", lifespan="off", log_config=None,
+    ))
+
+
 async def run_stack(settings: Settings) -> None:
     profiles = load_profiles(settings.profiles_dir)
     site = load_site(settings.site_file, profiles)
@@ -102,6 +170,7 @@ async def run_stack(settings: Settings) -> None:
     await db.create_schema(engine)
     sessions = db.sessionmaker(engine)
     await sync_site(sessions, site, profiles)
+    await prepare_accounts(settings, sessions)
     store = timeseries_store(settings)
     await store.open()
 
@@ -121,29 +190,13 @@ async def run_stack(settings: Settings) -> None:
             await fleet.start()
             stack.push_async_callback(fleet.stop)
 
-        def endpoint_port(endpoint: ModbusEndpoint) -> int:
-            if endpoint.simulated:
-                if fleet is None:
-                    raise SystemExit(
-                        f"endpoint {endpoint.id} is simulated but simulators are off "
-                        "(--no-simulate): give it a real host and port in the site file"
-                    )
-                return fleet.endpoint_port(endpoint.id)
-            return endpoint.port
-
-        notices_waiting = asyncio.Event()
-        alerts = AlertService(
-            site, profiles, sessions, broker, DeadLetters(sessions, "alerts"),
-            shared_subscription=shared,
-            default_webhook=settings.wecom_webhook_url,
-            hazard_deadline=timedelta(hours=settings.iot_hazard_deadline_hours),
-            notices_waiting=notices_waiting,
-        )
+        endpoint_port = endpoint_ports(fleet)
+        alerts, notifier = alert_services(settings, site, profiles, sessions, broker, shared)
+        escalation = escalation_scheduler(settings, site, profiles, sessions, notifier)
         ingest = IngestService(
             store, Spool(settings.data_dir / "ingest-spool.db"), broker,
             DeadLetters(sessions, "ingest"), shared_subscription=shared,
         )
-        notifier = Notifier(sessions, notices_waiting)
         gateways = [
             GatewayService(
                 g, site, profiles, broker, settings.data_dir / f"outbox-{g.id}.db", endpoint_port
@@ -154,19 +207,24 @@ async def run_stack(settings: Settings) -> None:
             "alerts": alerts.status,
             "ingest": ingest.status,
             "notifier": notifier.status,
+            "escalation": escalation.status,
             **{f"gateway:{g.gateway.id}": g.status for g in gateways},
         }
         app = create_app(AppContext(
             sessions=sessions, timeseries=store, site=site,
             site_dir=settings.site_file.parent, statuses=statuses, simulators=fleet,
+            settings=settings,
+            metrics=registry_for(FirewatchCollector(gateways, ingest, alerts, notifier)),
         ))
-        server = _Server(uvicorn.Config(
-            app, host=settings.host, port=settings.port, log_level="warning", lifespan="off",
-        ))
+        server = http_server(app, settings.host, settings.port)
+
+        def stop_serving() -> None:
+            server.should_exit = True
+            app.state.hub.close()  # open event streams end, else the server waits for them
 
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, lambda: setattr(server, "should_exit", True))
+            loop.add_signal_handler(sig, stop_serving)
 
         async def gateways_and_devices() -> None:
             """Consumers hold their broker sessions before any gateway publishes, and gateways
@@ -186,6 +244,7 @@ async def run_stack(settings: Settings) -> None:
                 tasks.create_task(alerts.run(), name="alerts"),
                 tasks.create_task(ingest.run(), name="ingest"),
                 tasks.create_task(notifier.run(), name="notifier"),
+                tasks.create_task(escalation.run(), name="escalation"),
                 tasks.create_task(gateways_and_devices(), name="gateways"),
             ]
             log.info(

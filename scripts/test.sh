@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Quick start, command 2: install what the tests need and run them.
 # Debian packages: the real servers the tests talk to: mosquitto (MQTT broker),
-# victoria-metrics (takes InfluxDB v2 writes), influxdb (1.6, answers InfluxQL).
+# victoria-metrics (takes InfluxDB v2 writes), influxdb (1.6, answers InfluxQL), postgresql
+# (throwaway clusters for the relational store), docker-compose (validates docker-compose.yml;
+# its `config` needs no Docker engine), chromium (the console's browser tests, driven by Playwright;
+# never `playwright install`) and fonts-wqy-microhei (Chinese glyphs in its screenshots).
 # Python packages: the project and its test extras, pinned by constraints.txt.
 # Extra arguments go to pytest (e.g. -k button).
 set -euo pipefail
-debian_packages=(mosquitto victoria-metrics influxdb)
+debian_packages=(mosquitto victoria-metrics influxdb postgresql docker-compose chromium fonts-wqy-microhei)
 missing=()
 for pkg in "${debian_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

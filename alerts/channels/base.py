@@ -1,0 +1,54 @@
+"""What every notice channel is: one ``send`` that returns only on the provider's success answer.
+
+A channel raises :class:`SendFailed` for anything else (network error, time-out, HTTP error,
+a provider error code in a 200 answer); ``retry_after`` says the provider asked us to slow
+down, which the notifier honours instead of retrying hot.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+import httpx
+
+from alerts.notices import NoticeMessage
+
+#: how long to hold off a target whose provider answered "too many requests"
+THROTTLE_PAUSE_S = 60.0
+
+
+class SendFailed(Exception):
+    def __init__(self, reason: str, retry_after: float | None = None) -> None:
+        super().__init__(reason)
+        self.retry_after = retry_after
+
+
+class Channel(ABC):
+    #: the ``notices.channel`` value
+    name: ClassVar[str]
+    #: sends per target (robot, phone number, openid) in any 60 seconds
+    per_minute: ClassVar[int]
+
+    @abstractmethod
+    async def send(
+        self, http: httpx.AsyncClient, target: str, message: NoticeMessage, notice_id: int
+    ) -> None:
+        """Deliver ``message`` to ``target``; return only on the provider's success answer."""
+
+
+async def exchange(http: httpx.AsyncClient, request: httpx.Request) -> tuple[int, dict[str, Any]]:
+    """Send ``request``; the HTTP status and the JSON answer, or SendFailed if there is none."""
+    try:
+        reply = await http.send(request)
+    except httpx.HTTPError as exc:
+        raise SendFailed(f"{type(exc).__name__}: {exc}") from None
+    try:
+        answer = reply.json()
+    except ValueError:
+        raise SendFailed(
+            f"HTTP {reply.status_code}, answer is not JSON: {reply.text[:200]}"
+        ) from None
+    if not isinstance(answer, dict):
+        raise SendFailed(f"HTTP {reply.status_code}, answer is not a JSON object")
+    return reply.status_code, answer

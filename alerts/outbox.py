@@ -1,0 +1,120 @@
+"""Putting notices in the outbox: which channel and recipient, and storm control.
+
+A notice is stored in the transaction of the alarm it tells of (the notifier sends it later),
+on the configured channel if the institution has a recipient there, else on the fallback.
+
+Storm control, per institution: the first notice goes out at once and opens a window of
+``storm_window_s``.  What comes within the window is folded into one summary notice, sent at
+the window's end, that says how many and which; a storm that goes on gets one summary per
+window.  One-key alarms (``immediate`` rules) are never folded, held back or counted.  All of
+it is read from the notices table, so a restart keeps the windows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from alerts.notices import NoticeMessage, summary_line, summary_message
+from firewatch.contract import utc_now
+from firewatch.db import Notice
+from firewatch.site import Site
+
+#: a summary due sooner than this takes no more lines: the notifier may be reading it already
+FOLD_MARGIN = timedelta(seconds=2)
+#: how many of an institution's latest notices are looked at to find the storm window
+LOOKBACK = 20
+
+
+@dataclass(frozen=True)
+class Routing:
+    """Channels and recipients: ``recipients[institution][channel]`` is a webhook, a mobile
+    number or an openid; only channels in ``available`` (configured) are used."""
+
+    primary: str
+    fallback: str | None
+    available: frozenset[str]
+    recipients: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    def target(self, institution_id: str, channel: str | None) -> str | None:
+        if channel is None or channel not in self.available:
+            return None
+        return self.recipients.get(institution_id, {}).get(channel)
+
+    def first_choice(self, institution_id: str) -> tuple[str, str | None]:
+        """(channel, target) a new notice goes out on; target None: nobody to send it to."""
+        for channel in (self.primary, self.fallback):
+            target = self.target(institution_id, channel)
+            if target is not None and channel is not None:
+                return channel, target
+        return self.primary, None
+
+
+def recipients_of(site: Site, default_webhook: str | None) -> dict[str, dict[str, str]]:
+    """Who hears of an institution's alarms on each channel: its duty group's robot, and its
+    safety officer (responsible person of IoT hazards) by SMS and template message."""
+    recipients = {}
+    for i in site.institutions:
+        mine = {"aliyun_sms": i.safety_officer.phone, "tencent_sms": i.safety_officer.phone}
+        if i.wecom_webhook_url or default_webhook:
+            mine["wecom_robot"] = i.wecom_webhook_url or default_webhook or ""
+        if i.safety_officer.wechat_openid:
+            mine["wechat_oa"] = i.safety_officer.wechat_openid
+        recipients[i.id] = mine
+    return recipients
+
+
+class Outbox:
+    def __init__(self, routing: Routing, storm_window_s: float) -> None:
+        self.routing = routing
+        self.storm_window = timedelta(seconds=storm_window_s)
+
+    async def add(self, session: AsyncSession, institution_id: str, alarm_id: int | None,
+                  message: NoticeMessage) -> None:
+        if not message.immediate and self.storm_window:
+            if await self._fold(session, institution_id, message):
+                return
+        self._store(session, institution_id, alarm_id, message, utc_now())
+
+    def _store(self, session: AsyncSession, institution_id: str, alarm_id: int | None,
+               message: NoticeMessage, due: datetime) -> None:
+        channel, target = self.routing.first_choice(institution_id)
+        session.add(Notice(
+            alarm_id=alarm_id, institution_id=institution_id, channel=channel,
+            target=target or "", body=message.model_dump(mode="json"),
+            status="pending" if target else "unconfigured",
+            last_error=None if target else f"no recipient on {channel} for {institution_id}",
+            next_attempt_at=due,
+        ))
+
+    async def _fold(self, session: AsyncSession, institution_id: str,
+                    message: NoticeMessage) -> bool:
+        """Fold ``message`` into the institution's storm window; False: none is open."""
+        now = utc_now()
+        latest = await session.scalars(
+            select(Notice).where(Notice.institution_id == institution_id)
+            .order_by(Notice.id.desc()).limit(LOOKBACK)
+        )
+        last = next((n for n in latest if not n.body.get("immediate")), None)
+        if last is None:
+            return False
+        shown = NoticeMessage.model_validate(last.body)
+        if shown.kind == "summary":
+            assert shown.window_end is not None
+            not_sent_yet = last.attempts == 0 and last.status != "sent"
+            if not_sent_yet and shown.window_end > now + FOLD_MARGIN:
+                shown.items.append(summary_line(message))
+                last.body = shown.model_dump(mode="json")
+                return True
+            opened = shown.window_end
+        else:
+            opened = last.created_at
+        if now - opened >= self.storm_window:
+            return False
+        window_end = max(opened + self.storm_window, now + FOLD_MARGIN)
+        self._store(session, institution_id, None, summary_message(message, window_end),
+                    window_end)
+        return True

@@ -1,0 +1,26 @@
+"""Fixtures shared by test files: the relational store on both databases it runs on."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.postgres import PostgresCluster
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresCluster]:
+    cluster = PostgresCluster()
+    cluster.start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty relational store: SQLite (the default) and PostgreSQL (production)."""
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path}/fw.db"
+    return request.getfixturevalue("postgres").new_database()

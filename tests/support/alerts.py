@@ -1,0 +1,90 @@
+"""An alert service on a real database, and simulated devices feeding it as a gateway would.
+
+:class:`Feed` runs a simulator device model (``simulators.device``: the profile's normal
+values, noise and scenario ramps) on a virtual clock and hands its readings to the service
+once a second, so scenarios that take minutes (a slow temperature rise) run in seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from itertools import count
+
+from alerts.outbox import Outbox, Routing
+from alerts.service import AlertService
+from firewatch import db
+from firewatch.consumer import DeadLetters
+from firewatch.contract import ReadingBatch
+from firewatch.mqtt import BrokerAddress
+from firewatch.profiles import load_profiles
+from firewatch.settings import SITES_DIR
+from firewatch.site import load_site
+from firewatch.stack import sync_site
+from simulators.device import SimulatedDevice
+
+WEBHOOK = "http://127.0.0.1:9/cgi-bin/webhook/send?key=k"
+PROFILES = load_profiles()
+SITE = load_site(SITES_DIR / "demo-county.yaml", PROFILES)
+START = datetime(2026, 11, 22, 12, tzinfo=UTC)
+
+
+def robot_outbox(webhook: str = WEBHOOK, storm_window_s: float = 0) -> Outbox:
+    """Every demo institution's notices to one WeChat Work robot."""
+    recipients = {i.id: {"wecom_robot": webhook} for i in SITE.institutions}
+    return Outbox(Routing("wecom_robot", None, frozenset({"wecom_robot"}), recipients),
+                  storm_window_s)
+
+
+def alert_service(sessions, outbox: Outbox) -> AlertService:
+    return AlertService(
+        SITE, PROFILES, sessions, BrokerAddress("127.0.0.1", 1), DeadLetters(sessions, "alerts"),
+        shared_subscription=False, outbox=outbox,
+        hazard_deadline=timedelta(hours=24), notices_waiting=asyncio.Event(),
+    )
+
+
+@asynccontextmanager
+async def database(url: str) -> AsyncIterator:
+    """The demo site's institutions and devices in an empty database; yields a sessionmaker."""
+    engine = db.create_engine(url)
+    await db.create_schema(engine)
+    sessions = db.sessionmaker(engine)
+    await sync_site(sessions, SITE, PROFILES)
+    try:
+        yield sessions
+    finally:
+        await engine.dispose()
+
+
+class Feed:
+    """One simulated device, read once a (virtual) second into ``service``."""
+
+    seq = count(1)
+
+    def __init__(self, service: AlertService, device_id: str) -> None:
+        self.service = service
+        device = next(d for d in SITE.devices if d.id == device_id)
+        self.device = device
+        self.sim = SimulatedDevice(device, PROFILES[device.profile], rng=random.Random(device_id))
+        self.t = 0.0
+
+    @property
+    def now(self) -> datetime:
+        return START + timedelta(seconds=self.t)
+
+    async def run(self, scenario: str, seconds: int) -> None:
+        """Switch to ``scenario`` and feed ``seconds`` one-second polls."""
+        if scenario != self.sim.scenario:
+            self.sim.set_scenario(scenario, self.t)
+        for _ in range(seconds):
+            self.t += 1
+            self.sim.tick(self.t)
+            await self.service.apply(ReadingBatch(
+                gateway_id=self.device.gateway, seq=next(self.seq), device_id=self.device.id,
+                institution_id=self.device.institution, kind=self.sim.profile.kind,
+                ts=self.now, profile=self.device.profile, readings=dict(self.sim.readings),
+                flags=dict(self.sim.flags)))

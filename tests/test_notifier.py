@@ -1,0 +1,189 @@
+"""The notifier against fake providers: outages, restarts, fallback and rate limits.
+
+Notices are stored through the outbox as the alert service stores them, in a real SQLite
+database, and sent by a running notifier; each fake counts what arrived by notice number.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select
+
+from alerts.channels.aliyun_sms import AliyunSms
+from alerts.channels.wecom_robot import WeComRobot
+from alerts.notices import NoticeMessage
+from alerts.notifier import Fallback, Notifier
+from alerts.outbox import Outbox, Routing
+from firewatch import db
+from firewatch.contract import utc_now
+from tests.support.aliyun_sms import AliyunSmsProvider
+from tests.support.providers import ProviderServer, Trouble
+from tests.support.wecom import WeComServer
+
+INSTITUTION = "rongcheng-eldercare"
+PHONE = "13800000102"
+
+
+@pytest.fixture
+async def sessions(tmp_path):
+    engine = db.create_engine(f"sqlite+aiosqlite:///{tmp_path}/fw.db")
+    await db.create_schema(engine)
+    yield db.sessionmaker(engine)
+    await engine.dispose()
+
+
+@pytest.fixture
+def robot():
+    with WeComServer() as server:
+        yield server
+
+
+@pytest.fixture
+def sms():
+    with ProviderServer(AliyunSmsProvider()) as server:
+        yield server
+
+
+def routing(robot: WeComServer, sms: ProviderServer | None = None) -> Routing:
+    recipients = {INSTITUTION: {"wecom_robot": robot.url, "aliyun_sms": PHONE}}
+    channels = {"wecom_robot", "aliyun_sms"} if sms else {"wecom_robot"}
+    return Routing("wecom_robot", "aliyun_sms" if sms else None, frozenset(channels), recipients)
+
+
+def notifier(sessions, robot: WeComServer, sms: ProviderServer | None = None,
+             fallback_after: int = 99) -> Notifier:
+    channels = {"wecom_robot": WeComRobot()}
+    if sms:
+        channels["aliyun_sms"] = AliyunSms("LTAI-test-id", "test-secret", "青阳民政", "SMS_000001",
+                                           sms.base_url)
+    return Notifier(sessions, asyncio.Event(), channels, routing(robot, sms),
+                    Fallback(fallback_after, 3600), timeout_s=1, backoff_s=0.1)
+
+
+async def store(sessions, robot: WeComServer, count: int) -> list[int]:
+    outbox = Outbox(routing(robot), storm_window_s=0)
+    async with sessions.begin() as session:
+        for n in range(count):
+            await outbox.add(session, INSTITUTION, None, NoticeMessage(
+                kind="raise", institution="蓉城镇敬老院（演示）", title=f"测试报警 {n}",
+                location="蓉城镇 · 厨房", device="rc-gas-1", time="2026-11-22 20:00:00"))
+    return [n.id for n in await notices(sessions)][-count:]
+
+
+async def notices(sessions) -> list[db.Notice]:
+    async with sessions() as session:
+        return list(await session.scalars(select(db.Notice).order_by(db.Notice.id)))
+
+
+async def eventually(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await predicate():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+async def all_sent(sessions) -> bool:
+    return all(n.status == "sent" for n in await notices(sessions))
+
+
+async def all_failed_at_least(sessions, attempts: int) -> bool:
+    return all(n.attempts >= attempts for n in await notices(sessions))
+
+
+async def test_after_a_provider_outage_every_notice_arrives_exactly_once(sessions, robot):
+    ids = await store(sessions, robot, 3)
+    robot.robot.trouble = Trouble.DOWN
+    running = notifier(sessions, robot)
+    task = asyncio.create_task(running.run())
+    try:
+        await eventually(lambda: all_failed_at_least(sessions, 2), 15, "failed attempts")
+        robot.robot.trouble = Trouble.TIMEOUT  # then it hangs instead of refusing
+        robot.robot.hang_s = 1.2
+        await eventually(lambda: all_failed_at_least(sessions, 3), 30, "timed-out attempts")
+        robot.robot.trouble = Trouble.NONE
+        await eventually(lambda: all_sent(sessions), 30, "every notice sent")
+    finally:
+        task.cancel()
+    assert robot.robot.delivered() == {str(i): 1 for i in ids}
+    assert running.failures >= 9
+
+
+async def test_a_restarted_notifier_sends_what_is_pending_once_and_nothing_again(sessions, robot):
+    before = await store(sessions, robot, 2)
+    first = asyncio.create_task(notifier(sessions, robot).run())
+    await eventually(lambda: all_sent(sessions), 10, "the first notices sent")
+    robot.robot.trouble = Trouble.DOWN
+    during = await store(sessions, robot, 3)
+    await eventually(lambda: all_failed_at_least_where(sessions, during, 1), 10, "failures")
+    first.cancel()  # the notifier stops mid-outage
+
+    robot.robot.trouble = Trouble.NONE
+    second = asyncio.create_task(notifier(sessions, robot).run())
+    try:
+        await eventually(lambda: all_sent(sessions), 15, "the pending notices sent")
+        await asyncio.sleep(1.5)  # a round or two more: nothing is sent twice
+    finally:
+        second.cancel()
+    assert robot.robot.delivered() == {str(i): 1 for i in before + during}
+
+
+async def all_failed_at_least_where(sessions, ids: list[int], attempts: int) -> bool:
+    return all(n.attempts >= attempts for n in await notices(sessions) if n.id in ids)
+
+
+async def test_a_channel_that_keeps_failing_hands_its_notices_to_the_fallback_once(
+        sessions, robot, sms):
+    robot.robot.trouble = Trouble.DOWN
+    ids = await store(sessions, robot, 1)  # one: a mobile number takes one SMS a minute
+    task = asyncio.create_task(notifier(sessions, robot, sms, fallback_after=3).run())
+    try:
+        await eventually(lambda: all_sent(sessions), 15, "notices sent on the fallback")
+        await asyncio.sleep(1.0)
+    finally:
+        task.cancel()
+    assert robot.robot.accepted == []
+    assert sms.provider.delivered() == {str(i): 1 for i in ids}
+    for notice in await notices(sessions):
+        assert (notice.channel, notice.target, notice.status) == ("aliyun_sms", PHONE, "sent")
+        assert "wecom_robot failed 3 times" in notice.last_error
+
+
+async def test_a_robot_is_sent_at_most_20_notices_a_minute(sessions, robot):
+    ids = await store(sessions, robot, 25)
+    running = notifier(sessions, robot)
+    task = asyncio.create_task(running.run())
+    try:
+        await eventually(lambda: _count_sent(sessions, 20), 10, "20 notices sent")
+        await asyncio.sleep(1.5)
+    finally:
+        task.cancel()
+    assert robot.robot.delivered() == {str(i): 1 for i in ids[:20]}
+    assert robot.robot.rejected == []  # the fake robot refuses a 21st within the minute
+    held = [n for n in await notices(sessions) if n.status == "pending"]
+    assert [n.id for n in held] == ids[20:]
+    assert all(n.next_attempt_at > utc_now() + timedelta(seconds=50) for n in held)
+
+
+async def _count_sent(sessions, count: int) -> bool:
+    return sum(n.status == "sent" for n in await notices(sessions)) >= count
+
+
+async def test_a_throttled_provider_is_left_alone_for_a_minute(sessions, robot):
+    robot.robot.trouble = Trouble.THROTTLE
+    [notice_id] = await store(sessions, robot, 1)
+    task = asyncio.create_task(notifier(sessions, robot).run())
+    try:
+        await eventually(lambda: all_failed_at_least(sessions, 1), 10, "the throttled attempt")
+        await asyncio.sleep(1.5)
+    finally:
+        task.cancel()
+    [notice] = await notices(sessions)
+    assert (notice.id, notice.status, notice.attempts) == (notice_id, "pending", 1)
+    assert "45009" in notice.last_error
+    assert notice.next_attempt_at > utc_now() + timedelta(seconds=55)
