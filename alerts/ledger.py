@@ -62,6 +62,36 @@ TRANSITIONS: dict[str, Transition] = {
 
 #: statuses in which an entry is still an open hazard (counts against 动态清零)
 OPEN = (Status.REPORTED, Status.RECTIFYING, Status.AWAITING_VERIFICATION)
+#: open and in the responsible unit's hands: past its deadline such an entry is overdue (逾期)
+UNDER_RECTIFICATION = (Status.REPORTED, Status.RECTIFYING)
+#: not (yet) a hazard: a public report before it is verified, or found untrue
+NOT_COUNTED = (Status.PENDING_VERIFICATION, Status.REJECTED)
+RECHECKS = ("recheck-pass", "recheck-fail")
+
+#: the words of the bureaus' work plans, for the ledger's users (exports, statistics)
+SOURCE_ZH = {
+    Source.IOT: "物联网监测",
+    Source.SELF_CHECK: "机构自查上报",
+    Source.INSPECTION: "督导检查发现",
+    Source.PUBLIC_REPORT: "群众举报查实",
+}
+STATUS_ZH = {
+    Status.PENDING_VERIFICATION: "举报待核实",
+    Status.REJECTED: "举报不属实",
+    Status.REPORTED: "已上报",
+    Status.RECTIFYING: "整改中",
+    Status.AWAITING_VERIFICATION: "待验收",
+    Status.CLOSED: "已销号",
+}
+CATEGORY_ZH = {
+    HazardCategory.ELECTRICAL: "用电安全",
+    HazardCategory.GAS: "用气安全",
+    HazardCategory.FIRE_FACILITIES: "消防设施",
+    HazardCategory.EVACUATION: "疏散通道",
+    HazardCategory.CONSTRUCTION: "施工安全",
+    HazardCategory.ELDERLY_CARE_SERVICE: "养老服务安全",
+    HazardCategory.OTHER: "其他",
+}
 
 
 class LedgerError(ValueError):

@@ -1,44 +1,31 @@
-"""The hazard ledger's closed loop, driven through the JSON API on a real SQLite database."""
+"""The hazard ledger's closed loop, driven through the JSON API on real SQLite and PostgreSQL."""
 
 from pathlib import Path
 
 import httpx
 import pytest
 
-from firewatch import db
-from firewatch.profiles import load_profiles
-from firewatch.settings import SITES_DIR
-from firewatch.site import load_site
-from firewatch.stack import sync_site
-from firewatch.web.app import AppContext, create_app
-from ingest.sqlite_store import SqliteTimeSeries
+from tests.support.auth import login_async
+from tests.support.webapp import demo_app
 
 
 @pytest.fixture
-async def api(tmp_path: Path):
-    profiles = load_profiles()
-    site = load_site(SITES_DIR / "demo-county.yaml", profiles)
-    engine = db.create_engine(f"sqlite+aiosqlite:///{tmp_path}/fw.db")
-    await db.create_schema(engine)
-    sessions = db.sessionmaker(engine)
-    await sync_site(sessions, site, profiles)
-    app = create_app(AppContext(sessions=sessions, timeseries=SqliteTimeSeries(tmp_path / "ts"),
-                                site=site, site_dir=SITES_DIR, statuses={}))
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://t") as c:
-        yield c
-    await engine.dispose()
+async def api(tmp_path: Path, database_url: str):
+    async with demo_app(tmp_path, database_url=database_url) as demo, httpx.AsyncClient(
+            transport=httpx.ASGITransport(demo.app), base_url="http://t") as client:
+        yield await login_async(client, "admin")
 
 
 def filing(**changes):
     return {"institution_id": "dingqiao-eldercare", "category": "evacuation",
             "source": "inspection", "description": "二楼安全出口被杂物堵塞",
             "responsible_person": "赵强", "responsible_phone": "13800000202",
-            "deadline": "2026-12-01T00:00:00+08:00", "filed_by": "县民政局 张科长", **changes}
+            "deadline": "2026-12-01T00:00:00+08:00", **changes}
 
 
-async def move(api, entry_id, action, by="值班员"):
+async def move(api, entry_id, action):
     return await api.post(f"/api/hazards/{entry_id}/transitions",
-                          json={"action": action, "by": by, "note": ""})
+                          json={"action": action, "note": ""})
 
 
 async def test_an_inspection_finding_walks_the_whole_loop_to_signed_off(api):
@@ -54,7 +41,7 @@ async def test_an_inspection_finding_walks_the_whole_loop_to_signed_off(api):
         assert reply.json()["status"] == status
     trail = (await api.get(f"/api/hazards/{entry['id']}/events")).json()
     assert [e["action"] for e in trail] == ["file", "start", "submit", "fail", "submit", "sign-off"]
-    assert trail[0]["actor"] == "县民政局 张科长"
+    assert trail[0]["actor"] == "县民政局管理员（演示）"  # the logged-in user
 
 
 async def test_a_failed_recheck_reopens_a_signed_off_entry(api):
@@ -84,3 +71,8 @@ async def test_a_step_out_of_order_is_refused_and_says_what_is_allowed(api):
 async def test_an_entry_for_an_unknown_institution_is_refused(api):
     reply = await api.post("/api/hazards", json=filing(institution_id="nowhere"))
     assert reply.status_code == 422 and "nowhere" in reply.json()["detail"]
+
+
+async def test_a_responsible_unit_longer_than_the_ledger_keeps_is_refused_on_every_database(api):
+    reply = await api.post("/api/hazards", json=filing(responsible_unit="单位" * 101))
+    assert reply.status_code == 422
