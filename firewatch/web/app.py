@@ -1,29 +1,65 @@
-"""The web app: the JSON API (browser, tests, integrators) and the bureau's live map page."""
+"""The web app: the JSON API (browser, tests, integrators) and the bureau's console pages.
+
+Every data route is guarded by ``firewatch.web.auth``: a login token, a role, and duty staff
+scoped to their own institution.
+"""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Annotated, Any, Protocol
 
-from fastapi import FastAPI, HTTPException, Query
-from fastapi.responses import FileResponse
+from fastapi import Depends, FastAPI, HTTPException, Query
+from fastapi import Path as UrlPath
+from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, Field
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from alerts import ledger
-from alerts.ledger import TRANSITIONS, LedgerError, NewEntry, Source
+from alerts import ledger, lifecycle
+from alerts.ledger import TRANSITIONS, LedgerError, NewEntry
 from firewatch import __version__
 from firewatch.contract import utc_now
 from firewatch.db import Alarm, DeadLetter, Device, Hazard, Institution, Notice
-from firewatch.profiles import HazardCategory
+from firewatch.hub import ChangeHub
+from firewatch.settings import Settings
 from firewatch.site import Site
+from firewatch.web import auth, pages, push
+from firewatch.web.ledger_routes import ledger_router
+from firewatch.web.auth import (
+    ACKNOWLEDGERS,
+    FILING_SOURCES,
+    HAZARD_ACTIONS,
+    OPERATORS,
+    CurrentUser,
+    Principal,
+    require_roles,
+    scope,
+)
+from firewatch.web.schemas import (
+    Acknowledgement,
+    AlarmEventOut,
+    AlarmOut,
+    DeviceOut,
+    HazardEventOut,
+    HazardFiling,
+    HazardOut,
+    HazardTransitionRequest,
+    HistoryPointOut,
+    InstitutionOut,
+    NoticeOut,
+    ScenarioRequest,
+)
 from ingest.store import TimeSeriesStore
+
+#: an alarm or ledger entry number: PostgreSQL's INTEGER ids are 32-bit, and a larger number
+#: would fail in the database driver (a 500) instead of being refused (422)
+RowId = Annotated[int, UrlPath(ge=1, le=2**31 - 1)]
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 
@@ -46,128 +82,8 @@ class AppContext:
     site_dir: Path
     statuses: dict[str, Callable[[], dict[str, Any]]]
     simulators: Simulators | None = None
-
-
-class InstitutionOut(BaseModel):
-    id: str
-    name: str
-    type: str
-    township: str
-    address: str
-    lat: float
-    lon: float
-
-
-class DeviceOut(BaseModel):
-    id: str
-    institution_id: str
-    institution_name: str
-    kind: str
-    profile: str
-    location: str
-    state: str = Field(description="normal | alarm | fault | offline")
-    state_reason: str
-    last_readings: dict[str, float]
-    last_flags: dict[str, bool]
-    last_seen: datetime | None
-
-
-class AlarmOut(BaseModel):
-    id: int
-    device_id: str
-    institution_id: str
-    institution_name: str
-    rule: str
-    title: str
-    severity: str
-    status: str = Field(description="active | acknowledged | cleared | closed")
-    value: float | None
-    set_point: float | None
-    unit: str
-    raised_at: datetime
-    acknowledged_at: datetime | None
-    acknowledged_by: str | None
-    ack_note: str | None
-    cleared_at: datetime | None
-
-
-class HazardOut(BaseModel):
-    id: int
-    institution_id: str
-    institution_name: str
-    township: str
-    category: str
-    source: str
-    description: str
-    responsible_unit: str
-    responsible_person: str
-    responsible_phone: str
-    deadline: datetime
-    status: str
-    device_id: str | None
-    alarm_id: int | None
-    created_at: datetime
-    updated_at: datetime
-
-
-class NoticeOut(BaseModel):
-    id: int
-    alarm_id: int | None
-    institution_id: str
-    channel: str
-    status: str
-    attempts: int
-    last_error: str | None
-    created_at: datetime
-    sent_at: datetime | None
-    body: dict[str, Any]
-
-
-class HistoryPointOut(BaseModel):
-    time: datetime
-    mean: float
-    min: float
-    max: float
-    count: int
-
-
-class Acknowledgement(BaseModel):
-    by: str = Field(min_length=1, max_length=64, description="Who acknowledges (name).")
-    note: str = Field("", max_length=500)
-
-
-class HazardFiling(BaseModel):
-    """A hazard found by people: an institution's self-check, an inspection, a public report."""
-
-    institution_id: str
-    category: HazardCategory
-    source: Source = Field(description="self-check | inspection | public-report")
-    description: str = Field(min_length=1, max_length=2000)
-    responsible_person: str = Field(min_length=1, max_length=64)
-    responsible_phone: str = Field(pattern=r"^\+?[0-9-]{5,20}$")
-    deadline: datetime
-    responsible_unit: str | None = None
-    filed_by: str = Field(min_length=1, max_length=64)
-
-
-class HazardTransitionRequest(BaseModel):
-    action: str = Field(description=", ".join(TRANSITIONS))
-    by: str = Field(min_length=1, max_length=64)
-    note: str = Field("", max_length=2000)
-
-
-class HazardEventOut(BaseModel):
-    id: int
-    action: str
-    actor: str
-    note: str
-    from_status: str | None
-    to_status: str
-    at: datetime
-
-
-class ScenarioRequest(BaseModel):
-    scenario: str = Field(min_length=1, max_length=64)
+    settings: Settings = field(default_factory=Settings)  # secret key, token life, map tiles
+    metrics: CollectorRegistry | None = None  # served at /metrics for Prometheus
 
 
 def create_app(ctx: AppContext) -> FastAPI:
@@ -178,14 +94,30 @@ def create_app(ctx: AppContext) -> FastAPI:
     )
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     names: dict[str, str] = {i.id: i.name for i in ctx.site.institutions}
+    app.state.auth = auth.AuthConfig(ctx.sessions, ctx.settings.secret_key,
+                                     ctx.settings.token_hours)
+    app.state.hub = hub = ChangeHub()
+    hub.watch(ctx.sessions)
+
+    def with_name(columns: dict[str, Any]) -> dict[str, Any]:
+        """A row's columns plus the name of its institution, which every list shows."""
+        return {**columns, "institution_name": names.get(columns["institution_id"], "")}
 
     def named(row: Any) -> dict[str, Any]:
-        """A row's columns plus the name of its institution, which every list shows."""
-        return {**_columns(row), "institution_name": names.get(row.institution_id, "")}
+        return with_name(_columns(row))
 
-    @app.get("/", include_in_schema=False)
-    async def index() -> FileResponse:
-        return FileResponse(STATIC_DIR / "index.html")
+    app.include_router(auth.router)
+    app.include_router(push.events_router(
+        hub, {"device": DeviceOut, "alarm": AlarmOut, "hazard": HazardOut}, with_name))
+    app.include_router(pages.console_router(STATIC_DIR, ctx.settings))
+    app.include_router(ledger_router(ctx.sessions, ctx.site),
+                       dependencies=[Depends(auth.current_user)])
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        if ctx.metrics is None:
+            raise HTTPException(404, "this app serves no metrics")
+        return Response(generate_latest(ctx.metrics), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/api/health")
     async def health() -> dict[str, Any]:
@@ -206,25 +138,40 @@ def create_app(ctx: AppContext) -> FastAPI:
         }
 
     @app.get("/api/institutions", response_model=list[InstitutionOut])
-    async def institutions() -> Any:
+    async def institutions(user: CurrentUser) -> Any:
+        query = scope(select(Institution).order_by(Institution.id), user, Institution.id)
         async with ctx.sessions() as session:
-            return list(await session.scalars(select(Institution).order_by(Institution.id)))
+            return list(await session.scalars(query))
 
     @app.get("/api/devices", response_model=list[DeviceOut])
-    async def devices() -> Any:
+    async def devices(user: CurrentUser) -> Any:
+        query = scope(select(Device).order_by(Device.id), user, Device.institution_id)
         async with ctx.sessions() as session:
-            rows = await session.scalars(select(Device).order_by(Device.id))
+            rows = await session.scalars(query)
             return [
                 named(d) for d in rows
             ]
 
+    async def visible_device(user: Principal, device_id: str) -> Device:
+        async with ctx.sessions() as session:
+            device = await session.get(Device, device_id)
+        if device is None or not user.sees(device.institution_id):
+            raise HTTPException(404, f"no device {device_id!r}")
+        return device
+
+    @app.get("/api/devices/{device_id}", response_model=DeviceOut)
+    async def device(device_id: str, user: CurrentUser) -> Any:
+        return named(await visible_device(user, device_id))
+
     @app.get("/api/devices/{device_id}/history", response_model=list[HistoryPointOut])
     async def history(
         device_id: str,
+        user: CurrentUser,
         field: str = Query(description="reading name, e.g. residual_current"),
         hours: float = Query(24, gt=0, le=24 * 31),
         every_s: float = Query(300, ge=1),
     ) -> Any:
+        await visible_device(user, device_id)
         end = utc_now()
         try:
             points = await ctx.timeseries.history(
@@ -236,74 +183,129 @@ def create_app(ctx: AppContext) -> FastAPI:
 
     @app.get("/api/alarms", response_model=list[AlarmOut])
     async def alarms(
+        user: CurrentUser,
         limit: int = Query(100, ge=1, le=1000),
-        status: str | None = Query(None, description="active | acknowledged | cleared | closed"),
+        status: list[str] | None = Query(
+            None, description="active | acknowledged | cleared | closed (repeat for several)"),
+        device_id: str | None = None,
     ) -> Any:
-        query = select(Alarm).order_by(Alarm.id.desc()).limit(limit)
+        query = scope(select(Alarm).order_by(Alarm.id.desc()).limit(limit), user,
+                      Alarm.institution_id)
         if status:
-            query = query.where(Alarm.status == status)
+            query = query.where(Alarm.status.in_(status))
+        if device_id:
+            query = query.where(Alarm.device_id == device_id)
         async with ctx.sessions() as session:
             rows = await session.scalars(query)
             return [named(a)
                     for a in rows]
 
     @app.post("/api/alarms/{alarm_id}/acknowledge", response_model=AlarmOut)
-    async def acknowledge(alarm_id: int, ack: Acknowledgement) -> Any:
+    async def acknowledge(
+        alarm_id: RowId, ack: Acknowledgement,
+        user: Annotated[Principal, Depends(require_roles(*ACKNOWLEDGERS))],
+    ) -> Any:
+        return await alarm_step(lifecycle.acknowledge, alarm_id, user, ack.note)
+
+    @app.post("/api/alarms/{alarm_id}/close", response_model=AlarmOut)
+    async def close_alarm(
+        alarm_id: RowId, closing: Acknowledgement,
+        user: Annotated[Principal, Depends(require_roles(*ACKNOWLEDGERS))],
+    ) -> Any:
+        """A cleared alarm is closed by a person, with a note on what was found."""
+        return await alarm_step(lifecycle.close, alarm_id, user, closing.note)
+
+    async def alarm_step(step: Callable[..., Any], alarm_id: int, user: Principal,
+                         note: str) -> Any:
         async with ctx.sessions.begin() as session:
             alarm = await session.get(Alarm, alarm_id)
-            if alarm is None:
+            if alarm is None or not user.sees(alarm.institution_id):
                 raise HTTPException(404, f"no alarm {alarm_id}")
-            if alarm.acknowledged_at is not None:
-                raise HTTPException(409, f"alarm {alarm_id} was acknowledged by "
-                                         f"{alarm.acknowledged_by}")
-            alarm.acknowledged_at = utc_now()
-            alarm.acknowledged_by = ack.by
-            alarm.ack_note = ack.note
-            if alarm.status == "active":
-                alarm.status = "acknowledged"
+            try:
+                alarm = await step(session, alarm_id, user.display_name, note)
+            except lifecycle.AlarmTransitionError as exc:
+                raise HTTPException(409, str(exc)) from None
             return named(alarm)
 
-    @app.get("/api/hazards", response_model=list[HazardOut])
-    async def hazards(limit: int = Query(100, ge=1, le=1000)) -> Any:
+    @app.get("/api/alarms/{alarm_id}/events", response_model=list[AlarmEventOut])
+    async def alarm_events(alarm_id: RowId, user: CurrentUser) -> Any:
         async with ctx.sessions() as session:
-            rows = await session.scalars(select(Hazard).order_by(Hazard.id.desc()).limit(limit))
+            alarm = await session.get(Alarm, alarm_id)
+            if alarm is None or not user.sees(alarm.institution_id):
+                raise HTTPException(404, f"no alarm {alarm_id}")
+            return await lifecycle.history(session, alarm_id)
+
+    @app.get("/api/hazards", response_model=list[HazardOut])
+    async def hazards(
+        user: CurrentUser,
+        limit: int = Query(100, ge=1, le=1000),
+        status: list[str] | None = Query(None, description="repeat for several"),
+        category: str | None = None,
+        source: str | None = None,
+        township: str | None = None,
+        institution_id: str | None = None,
+    ) -> Any:
+        query = scope(select(Hazard).order_by(Hazard.id.desc()).limit(limit), user,
+                      Hazard.institution_id)
+        if status:
+            query = query.where(Hazard.status.in_(status))
+        for column, value in ((Hazard.category, category), (Hazard.source, source),
+                              (Hazard.township, township),
+                              (Hazard.institution_id, institution_id)):
+            if value:
+                query = query.where(column == value)
+        async with ctx.sessions() as session:
+            rows = await session.scalars(query)
             return [named(h)
                     for h in rows]
 
     @app.post("/api/hazards", response_model=HazardOut, status_code=201)
-    async def file_hazard(filing: HazardFiling) -> Any:
-        entry = NewEntry(**filing.model_dump(exclude={"filed_by"}))
+    async def file_hazard(filing: HazardFiling, user: CurrentUser) -> Any:
+        if filing.source not in FILING_SOURCES[user.role]:
+            raise HTTPException(403, f"{user.role} may not file {filing.source} entries")
+        if not user.sees(filing.institution_id):
+            raise HTTPException(422, f"no institution {filing.institution_id!r}")
+        entry = NewEntry(**filing.model_dump())
         async with ctx.sessions.begin() as session:
             try:
-                hazard = await ledger.file_entry(session, entry, filing.filed_by)
+                hazard = await ledger.file_entry(session, entry, user.display_name)
             except LedgerError as exc:
                 raise HTTPException(422, str(exc)) from None
             return named(hazard)
 
     @app.post("/api/hazards/{hazard_id}/transitions", response_model=HazardOut)
-    async def move_hazard(hazard_id: int, request: HazardTransitionRequest) -> Any:
+    async def move_hazard(
+        hazard_id: RowId, request: HazardTransitionRequest, user: CurrentUser
+    ) -> Any:
+        if request.action in TRANSITIONS and request.action not in HAZARD_ACTIONS[user.role]:
+            raise HTTPException(403, f"{user.role} may not {request.action!r} a ledger entry")
         async with ctx.sessions.begin() as session:
+            entry = await session.get(Hazard, hazard_id)
+            if entry is None or not user.sees(entry.institution_id):
+                raise HTTPException(404, f"no hazard entry {hazard_id}")
             try:
                 hazard = await ledger.transition(
-                    session, hazard_id, request.action, request.by, request.note)
+                    session, hazard_id, request.action, user.display_name, request.note)
             except LedgerError as exc:
                 raise HTTPException(409, str(exc)) from None
             return named(hazard)
 
     @app.get("/api/hazards/{hazard_id}/events", response_model=list[HazardEventOut])
-    async def hazard_events(hazard_id: int) -> Any:
+    async def hazard_events(hazard_id: RowId, user: CurrentUser) -> Any:
         async with ctx.sessions() as session:
-            if await session.get(Hazard, hazard_id) is None:
+            entry = await session.get(Hazard, hazard_id)
+            if entry is None or not user.sees(entry.institution_id):
                 raise HTTPException(404, f"no hazard entry {hazard_id}")
             return await ledger.history(session, hazard_id)
 
     @app.get("/api/notices", response_model=list[NoticeOut])
-    async def notices(limit: int = Query(100, ge=1, le=1000)) -> Any:
+    async def notices(user: CurrentUser, limit: int = Query(100, ge=1, le=1000)) -> Any:
+        query = scope(select(Notice).order_by(Notice.id.desc()).limit(limit), user,
+                      Notice.institution_id)
         async with ctx.sessions() as session:
-            return list(await session.scalars(
-                select(Notice).order_by(Notice.id.desc()).limit(limit)))
+            return list(await session.scalars(query))
 
-    @app.get("/api/dead-letters")
+    @app.get("/api/dead-letters", dependencies=[Depends(require_roles(*OPERATORS))])
     async def dead_letters(limit: int = Query(100, ge=1, le=1000)) -> list[dict[str, Any]]:
         async with ctx.sessions() as session:
             rows = await session.scalars(
@@ -316,17 +318,18 @@ def create_app(ctx: AppContext) -> FastAPI:
             ]
 
     @app.get("/api/map/outline")
-    async def outline() -> dict[str, Any]:
+    async def outline(_user: CurrentUser) -> dict[str, Any]:
         if not ctx.site.county.outline:
             return {"type": "FeatureCollection", "features": [],
                     "properties": {"name": ctx.site.county.name}}
         return json.loads((ctx.site_dir / ctx.site.county.outline).read_text(encoding="utf-8"))
 
-    @app.get("/api/simulator/devices")
+    @app.get("/api/simulator/devices", dependencies=[Depends(require_roles(*OPERATORS))])
     async def simulated_devices() -> list[dict[str, Any]]:
         return _simulators(ctx).status()
 
-    @app.post("/api/simulator/devices/{device_id}/scenario")
+    @app.post("/api/simulator/devices/{device_id}/scenario",
+              dependencies=[Depends(require_roles(*OPERATORS))])
     async def trigger(device_id: str, request: ScenarioRequest) -> dict[str, str]:
         simulators = _simulators(ctx)
         try:

@@ -13,27 +13,35 @@ from typing import Any
 import httpx
 
 from firewatch.mqtt import free_port
+from tests.support.auth import login
 
 
 class Stack:
-    def __init__(self, data_dir: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(self, data_dir: Path, env: dict[str, str] | None = None,
+                 args: tuple[str, ...] = ()) -> None:
         self.data_dir = data_dir
         self.port = free_port()
         self.env = {**os.environ, "FIREWATCH_MQTT_EMBEDDED_PORT": str(free_port()), **(env or {})}
+        self.args = args  # more `firewatch up` arguments (--site, --no-simulate)
         self.process: subprocess.Popen | None = None
         self.log = data_dir / "stack.log"
-        self.api = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=10)
+        self.api = httpx.Client(base_url=self.url, timeout=10)
 
     def start(self, timeout: float = 60) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "firewatch.cli", "up", "--port", str(self.port),
-                 "--data-dir", str(self.data_dir)],
+                 "--data-dir", str(self.data_dir), *self.args],
                 env=self.env, stdout=log, stderr=subprocess.STDOUT,
             )
         self.wait_until(lambda: self.get("/api/health")["status"] == "ok", timeout,
                         "the stack to answer /api/health")
+        login(self.api, "admin")
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
         assert self.process is not None

@@ -1,0 +1,123 @@
+"""Committed changes of devices, alarms and ledger entries, fanned out to the live pages.
+
+The hub watches the ORM sessions instead of being called by each writer: the alert service,
+the web routes and any scheduler change rows through the same sessionmaker, and a change is
+published only once its transaction has committed, so a page never shows a state that was
+rolled back.  It is in-process: the live pages must be served by the process that writes (as
+``firewatch up`` does).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import event, inspect
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlalchemy.orm import Session
+
+from firewatch.db import Alarm, Device, Hazard
+
+#: the device columns whose change the map must see (readings alone would flood the pages)
+DEVICE_STATE_COLUMNS = ("state", "state_reason", "institution_id")
+KINDS: dict[type, str] = {Device: "device", Alarm: "alarm", Hazard: "hazard"}
+_CHANGES = "firewatch_hub_changes"
+
+
+@dataclass(frozen=True)
+class Change:
+    kind: str  # device | alarm | hazard | resync
+    institution_id: str
+    data: dict[str, Any]
+
+
+#: told to a subscriber that fell behind: its queue was dropped, reload everything
+RESYNC = Change("resync", "", {})
+
+
+class Subscription:
+    def __init__(self, queue_size: int) -> None:
+        self.queue: asyncio.Queue[Change | None] = asyncio.Queue(queue_size)
+
+    def offer(self, change: Change | None) -> None:
+        try:
+            self.queue.put_nowait(change)
+        except asyncio.QueueFull:
+            while not self.queue.empty():
+                self.queue.get_nowait()
+            self.queue.put_nowait(RESYNC if change is not None else None)
+
+    def __aiter__(self) -> Subscription:
+        return self
+
+    async def __anext__(self) -> Change:
+        change = await self.queue.get()
+        if change is None:
+            raise StopAsyncIteration
+        return change
+
+
+class ChangeHub:
+    def __init__(self, queue_size: int = 2000) -> None:
+        self.queue_size = queue_size
+        self.subscribers: set[Subscription] = set()
+        self.closed = False
+        self.published = 0
+
+    def watch(self, sessions: async_sessionmaker) -> None:
+        """Publish what every session of ``sessions`` commits (a Session subclass per hub)."""
+        session_class = type("HubSession", (Session,), {})
+        event.listen(session_class, "after_flush", _collect)
+        event.listen(session_class, "after_commit", self._after_commit)
+        event.listen(session_class, "after_rollback", _forget)
+        sessions.configure(sync_session_class=session_class)
+
+    def publish(self, change: Change) -> None:
+        self.published += 1
+        for subscriber in self.subscribers:
+            subscriber.offer(change)
+
+    @contextlib.asynccontextmanager
+    async def subscribe(self) -> AsyncIterator[Subscription]:
+        subscription = Subscription(self.queue_size)
+        if self.closed:
+            subscription.offer(None)
+        self.subscribers.add(subscription)
+        try:
+            yield subscription
+        finally:
+            self.subscribers.discard(subscription)
+
+    def close(self) -> None:
+        """End every subscription: open streams finish, so the web server can stop."""
+        self.closed = True
+        for subscriber in self.subscribers:
+            subscriber.offer(None)
+
+    def _after_commit(self, session: Session) -> None:
+        for row in session.info.pop(_CHANGES, {}).values():
+            columns = {c.key: getattr(row, c.key) for c in row.__table__.columns}
+            self.publish(Change(KINDS[type(row)], row.institution_id, columns))
+
+
+def _collect(session: Session, _flush_context: Any) -> None:
+    changes = session.info.setdefault(_CHANGES, {})
+    for row in (*session.new, *session.dirty):
+        kind = KINDS.get(type(row))
+        if kind is None:
+            continue
+        if kind == "device" and row not in session.new and not _state_changed(row):
+            continue
+        changes[(kind, id(row))] = row
+
+
+def _state_changed(device: Device) -> bool:
+    attrs = inspect(device).attrs
+    return any(attrs[name].history.has_changes() for name in DEVICE_STATE_COLUMNS)
+
+
+def _forget(session: Session) -> None:
+    session.info.pop(_CHANGES, None)

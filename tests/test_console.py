@@ -1,0 +1,207 @@
+"""The bureau's console in a real headless Chromium, against `firewatch up` on the demo county.
+
+Simulated devices, gateways, broker and alert service are all real; the pages follow the push
+stream (no polling), so a marker turning red proves the push path.  Screenshots of each page go
+to test-artifacts/console/.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import timedelta
+
+import openpyxl
+import pytest
+from playwright.sync_api import expect
+
+from firewatch.contract import utc_now
+from tests.support.browser import ARTIFACTS, chromium, open_console, screenshot
+from tests.support.stack import Stack
+
+pytestmark = pytest.mark.timeout(180)
+PUSH_TIMEOUT_MS = 20_000  # a simulator scenario -> Modbus/MQTT -> alert service -> page
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    running = Stack(tmp_path_factory.mktemp("console-stack"))
+    running.start()
+    running.wait_until(lambda: all(d["state"] == "normal" for d in running.get("/api/devices")),
+                       30, "every demo device to report normal")
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    yield from chromium()
+
+
+def marker(page, institution_id: str):
+    return page.locator(f'path[data-institution-id="{institution_id}"]')
+
+
+def test_a_wrong_password_is_refused_on_the_login_page(stack, browser):
+    page = browser.new_page(base_url=stack.url)
+    page.goto("/alarms")
+    page.wait_for_url("**/login?next=%2Falarms")
+    page.fill("#username", "admin")
+    page.fill("#password", "not-the-password")
+    page.click("#login-submit")
+    expect(page.locator("#login-error")).to_have_text("用户名或密码错误")
+    screenshot(page, "login-refused")
+    page.close()
+
+
+def test_the_bureau_sees_every_institution_on_the_map_with_counts(stack, browser):
+    page = open_console(browser, stack.url, "admin")
+    for institution in ("rongcheng-eldercare", "dingqiao-eldercare", "county-child-welfare"):
+        expect(marker(page, institution)).to_have_attribute("data-state", "normal")
+    expect(page.locator("#count-total")).to_have_text("9")
+    expect(page.locator("#count-normal")).to_have_text("9")
+    expect(page.locator('#township-body tr[data-township="蓉城镇"] td[data-k="devices"]')) \
+        .to_have_text("6")
+    expect(page.locator("#user-name")).to_contain_text("县民政局管理员（演示）")
+    screenshot(page, "map")
+    assert page.errors == []
+    page.context.close()
+
+
+def test_a_button_press_turns_the_marker_red_by_push(stack, browser):
+    page = open_console(browser, stack.url, "viewer")
+    expect(marker(page, "rongcheng-eldercare")).to_have_attribute("data-state", "normal")
+    pressed = time.monotonic()
+    assert stack.simulate("rc-btn-1", "button-press").returncode == 0
+
+    expect(marker(page, "rongcheng-eldercare")).to_have_attribute(
+        "data-state", "alarm", timeout=PUSH_TIMEOUT_MS)
+    seen = time.monotonic() - pressed
+    expect(page.locator("#count-alarm")).to_have_text("1")
+    expect(page.locator('#alarm-list li[data-status="active"]')).to_contain_text("一键报警")
+    expect(marker(page, "dingqiao-eldercare")).to_have_attribute("data-state", "normal")
+    stats = page.evaluate("window.firewatch.stats")
+    assert stats["events"] >= 1  # the change came by push: the page does not poll
+    screenshot(page, "map-alarm")
+    ARTIFACTS.joinpath("map-alarm.json").write_text(json.dumps(
+        {"command_to_red_marker_s": round(seen, 3), "apply_ms": stats["lastApplyMs"]}))
+    page.context.close()
+
+
+def test_duty_staff_acknowledge_and_close_an_alarm_with_notes_and_the_bureau_sees_it(
+        stack, browser):
+    bureau = open_console(browser, stack.url, "admin")
+    staff = open_console(browser, stack.url, "duty-dingqiao-eldercare", "/alarms")
+    assert stack.simulate("dq-btn-1", "button-press").returncode == 0
+    card = staff.locator('#live-list li[data-status="active"]').filter(has_text="丁桥镇敬老院")
+    expect(card).to_be_visible(timeout=PUSH_TIMEOUT_MS)
+    alarm_id = card.get_attribute("data-alarm-id")
+
+    card.locator("textarea").fill("已到场确认：老人误按，无火情")
+    card.get_by_role("button", name="确认报警").click()
+    expect(staff.locator(f'#live-list li[data-alarm-id="{alarm_id}"]')) \
+        .to_have_attribute("data-status", "acknowledged")
+    row = staff.locator(f'#history-body tr[data-alarm-id="{alarm_id}"]')
+    expect(row).to_contain_text("已到场确认：老人误按，无火情")
+    expect(row).to_contain_text("丁桥镇敬老院（演示）值班员")
+    # the bureau's map learns of it by push
+    expect(bureau.locator(f'#alarm-list li[data-alarm-id="{alarm_id}"]')) \
+        .to_have_attribute("data-status", "acknowledged")
+    screenshot(staff, "alarms")
+
+    assert stack.simulate("dq-btn-1", "normal").returncode == 0  # the button is reset
+    card = staff.locator(f'#live-list li[data-alarm-id="{alarm_id}"]')
+    expect(card).to_have_attribute("data-status", "cleared", timeout=PUSH_TIMEOUT_MS)
+    card.locator("textarea").fill("按钮已复位，现场正常")
+    card.get_by_role("button", name="关闭报警").click()
+    expect(card).to_have_count(0)
+    expect(row).to_have_attribute("data-status", "closed")
+    expect(bureau.locator(f'#alarm-list li[data-alarm-id="{alarm_id}"]')).to_have_count(0)
+    assert staff.errors == [] and bureau.errors == []
+    staff.context.close()
+    bureau.context.close()
+
+
+def test_duty_staff_see_only_their_own_institution(stack, browser):
+    page = open_console(browser, stack.url, "duty-county-child-welfare")
+    expect(page.locator("path[data-institution-id]")).to_have_count(1)
+    expect(marker(page, "county-child-welfare")).to_be_visible()
+    expect(page.locator("#count-total")).to_have_text("3")
+    page.goto("/devices/rc-gas-1")  # another institution's device, by its id
+    expect(page.locator("#device-title")).to_have_text("设备不存在或无权查看")
+    page.context.close()
+
+
+def test_the_device_page_shows_readings_and_a_24_hour_trend(stack, browser):
+    stack.wait_until(lambda: stack.get("/api/devices/rc-efm-1/history",
+                                       field="residual_current"), 20, "a stored reading")
+    page = open_console(browser, stack.url, "admin", "/devices/rc-efm-1")
+    expect(page.locator("#device-title")).to_have_text("电气火灾监控探测器 · 一楼配电房总箱")
+    expect(page.locator("#device-state")).to_have_attribute("data-state", "normal")
+    expect(page.locator('.reading[data-field="residual_current"]')).to_contain_text("mA")
+    chart = page.locator("#trend-chart")
+    expect(chart).to_have_attribute("data-field", "residual_current")
+    assert int(chart.get_attribute("data-points")) >= 1
+    expect(chart.locator("canvas")).to_be_visible()
+    screenshot(page, "device")
+    assert page.errors == []
+    page.context.close()
+
+
+def test_a_ledger_entry_is_walked_to_closed_by_the_institution_and_the_bureau(stack, browser):
+    filed = stack.api.post("/api/hazards", json={
+        "institution_id": "rongcheng-eldercare", "category": "evacuation", "source": "inspection",
+        "description": "二楼东侧安全出口被杂物堵塞", "responsible_person": "李明",
+        "responsible_phone": "13800000102",
+        "deadline": (utc_now() + timedelta(days=7)).isoformat()})
+    assert filed.status_code == 201, filed.text
+    entry = filed.json()["id"]
+
+    staff = open_console(browser, stack.url, "duty-rongcheng-eldercare", f"/ledger?entry={entry}")
+    detail = staff.locator("#panel-entry")
+    expect(detail).to_have_attribute("data-status", "reported")
+    expect(detail.locator("button[data-action]")).to_have_text(["开始整改"])
+    detail.get_by_role("button", name="开始整改").click()
+    expect(detail).to_have_attribute("data-status", "rectifying")
+    staff.fill("#step-note", "已清理杂物，张贴禁止堆放标识")
+    detail.get_by_role("button", name="整改完成，申请验收").click()
+    expect(detail).to_have_attribute("data-status", "awaiting-verification")
+    expect(detail.locator("#entry-actions")).to_contain_text("没有您可执行的操作")
+
+    bureau = open_console(browser, stack.url, "admin", f"/ledger?entry={entry}")
+    panel = bureau.locator("#panel-entry")
+    expect(panel).to_have_attribute("data-status", "awaiting-verification")
+    panel.get_by_role("button", name="验收通过，销号").click()
+    expect(panel).to_have_attribute("data-status", "closed")
+    expect(panel.locator("#entry-timeline li")).to_have_count(4)
+    expect(panel.locator("#entry-timeline")).to_contain_text("已清理杂物，张贴禁止堆放标识")
+    expect(bureau.locator(f'#entry-body tr[data-hazard-id="{entry}"]')) \
+        .to_have_attribute("data-status", "closed")
+    # the institution's page follows by push
+    expect(staff.locator(f'#entry-body tr[data-hazard-id="{entry}"]')) \
+        .to_have_attribute("data-status", "closed")
+    bars = bureau.locator('#stats-chart .bar-row[data-key="蓉城镇"]')
+    expect(bars).to_contain_text("已销号 1")
+    screenshot(bureau, "ledger")
+
+    with bureau.expect_download() as download:
+        bureau.click("#export")
+    saved = ARTIFACTS / "ledger.xlsx"
+    download.value.save_as(saved)
+    sheet = openpyxl.load_workbook(saved).active
+    assert "二楼东侧安全出口被杂物堵塞" in {c.value for row in sheet.iter_rows() for c in row}
+    assert staff.errors == [] and bureau.errors == []
+    staff.context.close()
+    bureau.context.close()
+
+
+def test_the_page_shifts_wgs84_to_gcj02_only_inside_china_for_amap_tiles(stack, browser):
+    page = open_console(browser, stack.url, "viewer")
+    shifted, abroad = page.evaluate("""async () => {
+        const { wgs84ToGcj02 } = await import("/static/js/coords.js");
+        return [wgs84ToGcj02(39.915, 116.404), wgs84ToGcj02(48.8584, 2.2945)];
+    }""")
+    # the published reference value of the common formula (coordtransform's test vector)
+    assert shifted == pytest.approx([39.91640428150164, 116.41024449916938], abs=1e-9)
+    assert abroad == [48.8584, 2.2945]
+    page.context.close()
