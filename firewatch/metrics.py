@@ -1,0 +1,137 @@
+"""Prometheus metrics: what an operator watches on every Firewatch service.
+
+The services already keep their counts (polls, published batches, spool depth, ...), for
+``/api/health`` as much as for this; a collector reads them at scrape time instead of every
+code path updating a second set of counters.  Counts start at zero with each process, which
+is what Prometheus's ``rate()`` and ``increase()`` expect of a counter.
+
+``firewatch up`` serves one registry with every service at the web app's ``/metrics``; a
+service run on its own (``firewatch gateway`` ...) serves its registry on
+``FIREWATCH_METRICS_PORT``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from alerts.notifier import Notifier
+    from alerts.service import AlertService
+    from firewatch.consumer import GatewayMessageConsumer
+    from gateway.service import GatewayService
+    from ingest.service import IngestService
+
+
+@dataclass(eq=False)  # registries key collectors by identity
+class FirewatchCollector(Collector):
+    """The counts of whichever services run in this process."""
+
+    gateways: list[GatewayService] = field(default_factory=list)
+    ingest: IngestService | None = None
+    alerts: AlertService | None = None
+    notifier: Notifier | None = None
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self._gateways()
+        consumers = [s.consumer for s in (self.ingest, self.alerts) if s is not None]
+        yield from self._consumers(consumers)
+        if self.ingest is not None:
+            yield from self._ingest(self.ingest)
+        if self.alerts is not None:
+            yield CounterMetricFamily(
+                "firewatch_alerts_alarms_raised",
+                "Alarms raised (breaches, faults, button presses).", value=self.alerts.raised)
+        if self.notifier is not None:
+            yield CounterMetricFamily(
+                "firewatch_notices_sent", "Notices the provider accepted.",
+                value=self.notifier.sent)
+            yield CounterMetricFamily(
+                "firewatch_notices_failed", "Notice sends that failed and will be retried.",
+                value=self.notifier.failures)
+
+    def _gateways(self) -> Iterator[Metric]:
+        if not self.gateways:
+            return
+        polls = CounterMetricFamily(
+            "firewatch_gateway_polls", "Modbus polls of a device.", labels=["gateway", "device"])
+        errors = CounterMetricFamily(
+            "firewatch_gateway_poll_errors",
+            "Failed polls by kind: the exception class of a missed answer (timeout, garbled "
+            "frame, closed connection) or the device's Modbus exception response.",
+            labels=["gateway", "device", "kind"])
+        depth = GaugeMetricFamily(
+            "firewatch_gateway_outbox_depth", "Messages waiting in the outbox for the broker.",
+            labels=["gateway"])
+        dropped = CounterMetricFamily(
+            "firewatch_gateway_outbox_dropped", "Oldest messages dropped from a full outbox.",
+            labels=["gateway"])
+        acked = CounterMetricFamily(
+            "firewatch_gateway_published",
+            "Reading batches and device events published and acknowledged by the broker (QoS 1).",
+            labels=["gateway"])
+        connected = GaugeMetricFamily(
+            "firewatch_gateway_broker_connected", "1 while connected to the broker.",
+            labels=["gateway"])
+        for service in self.gateways:
+            gateway = service.gateway.id
+            for poller in service.pollers:
+                for device, stats in poller.stats.items():
+                    polls.add_metric([gateway, device], stats.polls)
+                    for kind, count in list(stats.by_error.items()):
+                        errors.add_metric([gateway, device, kind], count)
+            depth.add_metric([gateway], service.outbox.size)
+            dropped.add_metric([gateway], service.outbox.dropped)
+            acked.add_metric([gateway], service.published)
+            connected.add_metric([gateway], int(service.connected))
+        yield from (polls, errors, depth, dropped, acked, connected)
+
+    @staticmethod
+    def _consumers(consumers: list[GatewayMessageConsumer]) -> Iterator[Metric]:
+        if not consumers:
+            return
+        applied = CounterMetricFamily(
+            "firewatch_consumer_messages_applied", "Valid gateway messages a consumer applied.",
+            labels=["consumer"])
+        dead = CounterMetricFamily(
+            "firewatch_dead_letters",
+            "Messages refused for breaking the contract, kept with the reason in the "
+            "dead-letter store.", labels=["consumer"])
+        connected = GaugeMetricFamily(
+            "firewatch_consumer_broker_connected", "1 while subscribed on the broker.",
+            labels=["consumer"])
+        for consumer in consumers:
+            applied.add_metric([consumer.name], consumer.handled)
+            dead.add_metric([consumer.name], consumer.dead_letters.count)
+            connected.add_metric([consumer.name], int(consumer.connected))
+        yield from (applied, dead, connected)
+
+    @staticmethod
+    def _ingest(ingest: IngestService) -> Iterator[Metric]:
+        yield CounterMetricFamily(
+            "firewatch_ingest_written", "Reading batches written to the time-series store.",
+            value=ingest.written)
+        yield CounterMetricFamily(
+            "firewatch_ingest_duplicates", "Redelivered batches recognised and not written again.",
+            value=ingest.duplicates)
+        yield GaugeMetricFamily(
+            "firewatch_ingest_spool_depth",
+            "Batches held in the disk spool while the time-series store is down.",
+            value=ingest.spool.size)
+        yield GaugeMetricFamily(
+            "firewatch_ingest_store_available", "1 while the time-series store takes writes.",
+            value=int(ingest.store_available))
+
+
+def registry_for(collector: FirewatchCollector) -> CollectorRegistry:
+    """A registry with the services' counts and the process's own (CPU, memory, open files)."""
+    registry = CollectorRegistry()
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    registry.register(collector)
+    return registry

@@ -1,0 +1,196 @@
+"""The parts of ``firewatch up``, each as a service of its own: what the production containers run.
+
+``firewatch gateway|ingest|alerts|web`` build the same objects ``firewatch up`` builds, from the
+same settings, and share one broker (``FIREWATCH_MQTT_URL``; there is no embedded broker between
+processes) and one relational database.  Each serves its Prometheus metrics (on
+``FIREWATCH_METRICS_PORT``; the web app on its own port at ``/metrics``) and stops cleanly on
+SIGTERM, which is what ``docker stop`` sends.
+
+The alert service owns the relational schema's contents: it creates the tables and writes the
+site's institutions and devices.  The others create tables too (idempotent, serialised on
+PostgreSQL) so that start order does not matter, but never write the site.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import AsyncIterator, Coroutine
+from typing import Any
+
+import uvicorn
+from prometheus_client import make_asgi_app
+from sqlalchemy.ext.asyncio import async_sessionmaker
+
+from firewatch import db
+from firewatch.accounts import prepare_accounts
+from firewatch.consumer import DeadLetters
+from firewatch.metrics import FirewatchCollector, registry_for
+from firewatch.mqtt import BrokerAddress
+from firewatch.profiles import DeviceProfile, load_profiles
+from firewatch.settings import Settings
+from firewatch.site import Site, load_site
+from firewatch.stack import (
+    alert_services,
+    endpoint_ports,
+    http_server,
+    sync_site,
+    timeseries_store,
+)
+from firewatch.web.app import AppContext, create_app
+from gateway.service import GatewayService
+from ingest.service import IngestService
+from ingest.spool import Spool
+from ingest.store import TimeSeriesStore
+
+log = logging.getLogger("firewatch")
+
+
+def external_broker(settings: Settings) -> tuple[BrokerAddress, bool]:
+    """The broker every service shares, and whether to subscribe as a shared group."""
+    if not settings.mqtt_url:
+        raise SystemExit("firewatch: a service on its own needs FIREWATCH_MQTT_URL (the broker "
+                         "the other services use); `firewatch up` runs everything in one process")
+    shared = settings.mqtt_shared_subscriptions
+    return BrokerAddress.from_url(settings.mqtt_url), True if shared is None else shared
+
+
+def load(settings: Settings) -> tuple[dict[str, DeviceProfile], Site]:
+    profiles = load_profiles(settings.profiles_dir)
+    return profiles, load_site(settings.site_file, profiles)
+
+
+@contextlib.asynccontextmanager
+async def database(settings: Settings) -> AsyncIterator[async_sessionmaker]:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = db.create_engine(settings.effective_database_url)
+    try:
+        await db.create_schema(engine)
+        yield db.sessionmaker(engine)
+    finally:
+        await engine.dispose()
+
+
+@contextlib.asynccontextmanager
+async def timeseries(settings: Settings) -> AsyncIterator[TimeSeriesStore]:
+    store = timeseries_store(settings)
+    await store.open()
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+async def serve_until_signalled(
+    services: dict[str, Coroutine[Any, Any, None]], servers: list[uvicorn.Server]
+) -> None:
+    """Run services and HTTP servers until SIGINT/SIGTERM; a service that fails stops all."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with asyncio.TaskGroup() as group:
+        running = [group.create_task(coro, name=name) for name, coro in services.items()]
+        for server in servers:
+            group.create_task(server.serve())
+        await stop.wait()
+        log.info("stopping")
+        for server in servers:
+            server.should_exit = True
+        for task in running:
+            task.cancel()
+
+
+def metrics_server(settings: Settings, collector: FirewatchCollector) -> uvicorn.Server:
+    app = make_asgi_app(registry_for(collector))
+    return http_server(app, settings.host, settings.metrics_port)
+
+
+async def run_gateway(settings: Settings, gateway_ids: list[str]) -> None:
+    """Poll and publish for the named gateways (default: all the site's), with their simulators.
+
+    A gateway publishes only under its own topics; on a broker with an ACL, run one gateway per
+    process with that gateway's credentials in FIREWATCH_MQTT_URL.
+    """
+    broker, _ = external_broker(settings)
+    profiles, site = load(settings)
+    unknown = set(gateway_ids) - {g.id for g in site.gateways}
+    if unknown:
+        raise SystemExit(f"firewatch: no gateway {sorted(unknown)} in {settings.site_file}; "
+                         f"gateways: {[g.id for g in site.gateways]}")
+    chosen = [g for g in site.gateways if not gateway_ids or g.id in gateway_ids]
+    own_site = site.model_copy(update={
+        "gateways": chosen,
+        "devices": [d for d in site.devices if d.gateway in {g.id for g in chosen}],
+    })
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    async with contextlib.AsyncExitStack() as stack:
+        fleet = None
+        if settings.simulate:
+            from simulators.fleet import SimulatorFleet
+
+            fleet = SimulatorFleet(own_site, profiles, broker)
+            await fleet.start()
+            stack.push_async_callback(fleet.stop)
+        gateways = [
+            GatewayService(g, own_site, profiles, broker,
+                           settings.data_dir / f"outbox-{g.id}.db", endpoint_ports(fleet))
+            for g in chosen
+        ]
+
+        async def devices_after_gateways() -> None:
+            if fleet is not None:
+                for g in gateways:
+                    await g.listening.wait()
+                fleet.start_mqtt()
+
+        services = {f"gateway:{g.gateway.id}": g.run() for g in gateways}
+        services["simulated MQTT devices"] = devices_after_gateways()
+        log.info("gateways %s publishing to %s%s", [g.id for g in chosen], broker.url,
+                 " with simulated devices" if fleet else "")
+        await serve_until_signalled(
+            services, [metrics_server(settings, FirewatchCollector(gateways=gateways))])
+
+
+async def run_ingest(settings: Settings) -> None:
+    """Readings into the time-series store; replicas split the stream (shared subscription)."""
+    broker, shared = external_broker(settings)
+    async with timeseries(settings) as store, database(settings) as sessions:
+        ingest = IngestService(
+            store, Spool(settings.data_dir / f"ingest-spool-{settings.instance}.db"), broker,
+            DeadLetters(sessions, "ingest"), shared_subscription=shared,
+            instance=settings.instance,
+        )
+        log.info("ingest %s: %s -> %s", settings.instance, broker.url, store.name)
+        await serve_until_signalled(
+            {"ingest": ingest.run()},
+            [metrics_server(settings, FirewatchCollector(ingest=ingest))])
+
+
+async def run_alerts(settings: Settings) -> None:
+    """Alarms, the hazard ledger and notices; writes the site file into the database."""
+    broker, shared = external_broker(settings)
+    profiles, site = load(settings)
+    async with database(settings) as sessions:
+        await sync_site(sessions, site, profiles)
+        alerts, notifier = alert_services(settings, site, profiles, sessions, broker, shared)
+        log.info("alerts: consuming from %s", broker.url)
+        await serve_until_signalled(
+            {"alerts": alerts.run(), "notifier": notifier.run()},
+            [metrics_server(settings, FirewatchCollector(alerts=alerts, notifier=notifier))])
+
+
+async def run_web(settings: Settings) -> None:
+    """The JSON API and the map, reading what the other services wrote; /metrics beside them."""
+    _, site = load(settings)
+    async with timeseries(settings) as store, database(settings) as sessions:
+        await prepare_accounts(settings, sessions)
+        app = create_app(AppContext(
+            sessions=sessions, timeseries=store, site=site,
+            site_dir=settings.site_file.parent, statuses={}, settings=settings,
+            metrics=registry_for(FirewatchCollector()),
+        ))
+        log.info("web: http://%s:%d", settings.host, settings.port)
+        await serve_until_signalled({}, [http_server(app, settings.host, settings.port)])

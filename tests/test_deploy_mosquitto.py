@@ -1,0 +1,121 @@
+"""The production broker's config, run for real: Debian's Mosquitto with deploy/mosquitto/.
+
+Only the paths and the port are adapted (a temporary directory, a free loopback port); the
+password file, the ACL and every other line are the ones docker-compose.yml mounts, and the
+credentials are the ones the compose file gives each service.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import shutil
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import aiomqtt
+import pytest
+
+from firewatch.bench.servers import Mosquitto
+from firewatch.contract import READINGS_FILTER, readings_topic, shared
+from firewatch.mqtt import BrokerAddress
+from tests.support.deploy import ROOT, firewatch_services
+
+pytestmark = pytest.mark.timeout(60)
+DEPLOYED = ROOT / "deploy" / "mosquitto"
+
+
+class DeployedMosquitto(Mosquitto):
+    """The project's mosquitto.conf, passwd and acl in a work dir, on a free port."""
+
+    def __init__(self, workdir: Path) -> None:
+        super().__init__(workdir)
+        for name in ("passwd", "acl"):
+            shutil.copy(DEPLOYED / name, workdir / name)
+        config = (DEPLOYED / "mosquitto.conf").read_text()
+        config = config.replace("/mosquitto/config/", f"{workdir}/")
+        config = config.replace("/mosquitto/data/", f"{workdir}/")
+        assert "\nlistener 1883\n" in config
+        config = config.replace("\nlistener 1883\n", f"\nlistener {self.port} 127.0.0.1\n")
+        # started as root, mosquitto would drop to user mosquitto and lose the work dir
+        self.config.write_text(config + f"\nuser {getpass.getuser()}\n")
+
+
+def credentials() -> dict[str, BrokerAddress]:
+    """Each compose service's broker user and password, as docker compose resolves them."""
+    return {name: BrokerAddress.from_url(service["environment"]["FIREWATCH_MQTT_URL"])
+            for name, service in firewatch_services().items()
+            if "FIREWATCH_MQTT_URL" in service.get("environment", {})}
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory):
+    server = DeployedMosquitto(tmp_path_factory.mktemp("deployed-mosquitto"))
+    server.start()
+    yield server
+    server.stop()
+
+
+def login(broker: DeployedMosquitto, service: str) -> aiomqtt.Client:
+    address = credentials()[service]
+    local = BrokerAddress("127.0.0.1", broker.port, address.username, address.password)
+    return local.client(f"test-{service}")
+
+
+async def received_until(subscriber: aiomqtt.Client, last: bytes) -> list[tuple[str, bytes]]:
+    got = []
+    async with asyncio.timeout(10):
+        async for message in subscriber.messages:
+            got.append((str(message.topic), bytes(message.payload)))
+            if got[-1][1] == last:
+                return got
+    raise AssertionError("unreachable")
+
+
+async def test_every_service_logs_in_with_the_credentials_the_compose_file_gives_it(broker):
+    assert {urlsplit(f"mqtt://{a.username}@x").username for a in credentials().values()} == {
+        "gw-rongcheng", "gw-dingqiao", "gw-child-welfare", "ingest", "alerts"}
+    for service in credentials():
+        async with login(broker, service):
+            pass
+
+
+async def test_a_gateway_cannot_publish_under_another_gateways_topic_but_can_under_its_own(
+    broker,
+):
+    own = readings_topic("gw-rongcheng", "rc-gas-1")
+    forged = readings_topic("gw-dingqiao", "dq-gas-1")
+    async with login(broker, "alerts") as alerts, login(broker, "gateway-rongcheng") as gateway:
+        await alerts.subscribe(shared("alerts", READINGS_FILTER), qos=1)
+        await gateway.publish(forged, b"forged", qos=1)
+        await gateway.publish(own, b"own", qos=1)
+        got = await received_until(alerts, b"own")
+    assert got == [(own, b"own")]
+
+
+async def test_the_consumers_can_read_but_not_publish(broker):
+    topic = readings_topic("gw-rongcheng", "rc-gas-1")
+    async with login(broker, "alerts") as alerts, login(broker, "ingest") as ingest, \
+            login(broker, "gateway-rongcheng") as gateway:
+        await alerts.subscribe(READINGS_FILTER, qos=1)
+        await ingest.publish(topic, b"from ingest", qos=1)
+        await gateway.publish(topic, b"from the gateway", qos=1)
+        got = await received_until(alerts, b"from the gateway")
+    assert got == [(topic, b"from the gateway")]
+
+
+async def test_a_gateway_hears_its_own_buttons_but_not_another_institutions(broker):
+    async with login(broker, "gateway-rongcheng") as gateway:
+        await gateway.subscribe("devices/+/up", qos=1)
+        await gateway.publish("devices/dq-btn-1/up", b'{"alarm": 1}', qos=1)
+        await gateway.publish("devices/rc-btn-1/up", b'{"alarm": 0}', qos=1)
+        got = await received_until(gateway, b'{"alarm": 0}')
+    assert got == [("devices/rc-btn-1/up", b'{"alarm": 0}')]
+
+
+async def test_a_wrong_password_and_no_password_are_refused(broker):
+    for username, password in (("gw-rongcheng", "wrong"), (None, None)):
+        client = BrokerAddress("127.0.0.1", broker.port, username, password).client("intruder")
+        with pytest.raises(aiomqtt.MqttError, match="[Nn]ot authori[sz]ed"):
+            async with client:
+                pass

@@ -1,0 +1,194 @@
+"""The production shape: each part a process of its own (`firewatch gateway|ingest|alerts|web`),
+one real Mosquitto, one PostgreSQL database, two ingest replicas, JSON logs and /metrics.
+
+The processes are started as docker-compose.yml starts its containers, with FIREWATCH_*
+variables only; what the tests read is what an operator reads: metrics and log lines.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import paho.mqtt.publish
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from firewatch.bench.servers import Mosquitto
+from firewatch.mqtt import free_port
+from tests.support.stack import Stack
+from tests.support.wecom import WeComServer
+
+pytestmark = pytest.mark.timeout(180)
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+class Service:
+    """One `firewatch <service>` process; its log (stderr) and its output (stdout) in files."""
+
+    def __init__(self, name: str, command: list[str], env: dict[str, str], workdir: Path) -> None:
+        self.name = name
+        self.metrics_port = free_port()
+        self.port = int(env.get("FIREWATCH_PORT", self.metrics_port))
+        self.log = workdir / f"{name}.log"
+        env = {**os.environ, **env, "FIREWATCH_METRICS_PORT": str(self.metrics_port),
+               "FIREWATCH_LOG_FORMAT": "json"}
+        with self.log.open("wb") as log, (workdir / f"{name}.out").open("wb") as out:
+            self.process = subprocess.Popen([sys.executable, "-m", "firewatch.cli", *command],
+                                            env=env, stdout=out, stderr=log)
+
+    def metrics(self) -> Samples:
+        reply = httpx.get(f"http://127.0.0.1:{self.port}/metrics", timeout=5)
+        reply.raise_for_status()
+        return {(s.name, tuple(sorted(s.labels.items()))): s.value
+                for family in text_string_to_metric_families(reply.text)
+                for s in family.samples}
+
+    def total(self, name: str, **labels: str) -> float:
+        return sum(value for (metric, pairs), value in self.metrics().items()
+                   if metric == name and set(labels.items()) <= set(pairs))
+
+    def stop(self) -> int:
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(30)
+
+
+def until(predicate: Callable[[], bool], what: str, services: list[Service],
+          timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for service in services:
+            if service.process.poll() is not None:
+                raise AssertionError(f"{service.name} exited:\n{service.log.read_text()[-3000:]}")
+        try:
+            if predicate():
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    logs = "\n".join(f"--- {s.name}\n{s.log.read_text()[-1500:]}" for s in services)
+    raise AssertionError(f"timed out waiting for {what}\n{logs}")
+
+
+@pytest.fixture(scope="module")
+def robot() -> Iterator[WeComServer]:
+    with WeComServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory) -> Iterator[Mosquitto]:
+    server = Mosquitto(tmp_path_factory.mktemp("mosquitto"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def services(tmp_path_factory, broker, postgres, robot) -> Iterator[dict[str, Service]]:
+    workdir = tmp_path_factory.mktemp("services")
+    env = {"FIREWATCH_MQTT_URL": broker.url, "FIREWATCH_DATABASE_URL": postgres.new_database(),
+           "FIREWATCH_DATA_DIR": str(workdir), "FIREWATCH_WECOM_WEBHOOK_URL": robot.url}
+    started: dict[str, Service] = {}
+
+    def start(name: str, *command: str, **extra: str) -> Service:
+        started[name] = Service(name, list(command), {**env, **extra}, workdir)
+        return started[name]
+
+    try:
+        # alerts first: it writes the site's institutions and devices
+        alerts = start("alerts", "alerts")
+        until(lambda: alerts.metrics() is not None, "alerts to serve metrics", [alerts])
+        for replica in ("a", "b"):
+            start(f"ingest-{replica}", "ingest", FIREWATCH_INSTANCE=replica)
+        start("web", "web", FIREWATCH_PORT=str(free_port()))
+        start("gateway", "gateway")
+        running = list(started.values())
+        until(lambda: all(s.metrics() for s in running), "every service's metrics", running)
+        yield started
+    finally:
+        for service in started.values():
+            if service.process.poll() is None:
+                service.process.kill()
+                service.process.wait(10)
+
+
+def test_readings_flow_from_the_gateway_process_through_the_broker_to_alerts_and_ingest(
+    services,
+):
+    running = list(services.values())
+    gateway, alerts = services["gateway"], services["alerts"]
+    until(lambda: gateway.total("firewatch_gateway_polls_total", device="rc-efm-1") >= 2
+          and gateway.total("firewatch_gateway_published_total", gateway="gw-dingqiao") > 0
+          and alerts.total("firewatch_consumer_messages_applied_total") > 0
+          and services["ingest-a"].total("firewatch_ingest_written_total")
+          + services["ingest-b"].total("firewatch_ingest_written_total") > 0,
+          "polls, published batches, applied and written readings", running)
+    assert gateway.total("firewatch_gateway_outbox_depth") < 100
+    assert gateway.total("firewatch_gateway_broker_connected") == 3
+    assert alerts.total("firewatch_dead_letters_total") == 0
+
+
+def test_two_ingest_replicas_share_the_stream(services):
+    replicas = [services["ingest-a"], services["ingest-b"]]
+    until(lambda: all(r.total("firewatch_ingest_written_total") >= 3 for r in replicas),
+          "both ingest replicas to write readings", list(services.values()))
+    assert all(r.total("firewatch_ingest_store_available") == 1 for r in replicas)
+
+
+def test_a_button_press_is_an_alarm_in_the_alerts_process_and_a_notice_reaches_the_robot(
+    services, broker, robot,
+):
+    alerts = services["alerts"]
+    # what the button itself sends when pressed (its profile's uplink)
+    paho.mqtt.publish.single("devices/rc-btn-1/up", json.dumps({"alarm": 1, "bat": 3.6}),
+                             qos=1, hostname="127.0.0.1", port=broker.port)
+    until(lambda: alerts.total("firewatch_alerts_alarms_raised_total") >= 1
+          and alerts.total("firewatch_notices_sent_total") >= 1,
+          "the alarm to be raised and its notice sent", list(services.values()))
+    until(lambda: any("蓉城镇敬老院" in r.body["markdown"]["content"]
+                      and "一键报警" in r.body["markdown"]["content"]
+                      for r in robot.robot.accepted),
+          "the button's notice at the robot", list(services.values()))
+
+
+def test_every_log_line_of_every_service_is_a_json_object(services):
+    for service in services.values():
+        lines = service.log.read_text().splitlines()
+        assert lines, f"{service.name} logged nothing"
+        for line in lines:
+            entry = json.loads(line)
+            assert {"ts", "level", "logger", "message"} <= set(entry), line
+
+
+def test_each_service_stops_cleanly_on_sigterm(services):
+    for service in services.values():
+        assert service.stop() == 0, service.log.read_text()[-2000:]
+
+
+def test_firewatch_up_serves_every_services_counts_at_the_web_apps_metrics(tmp_path):
+    stack = Stack(tmp_path / "stack")
+    stack.start()
+    try:
+        def counts() -> dict[str, float]:
+            text = stack.api.get("/metrics").text
+            return {s.name: s.value for family in text_string_to_metric_families(text)
+                    for s in family.samples}
+
+        stack.wait_until(lambda: counts().get("firewatch_ingest_written_total", 0) > 0
+                         and counts().get("firewatch_consumer_messages_applied_total", 0) > 0,
+                         30, "ingest and alerts counts at /metrics")
+        names = set(counts())
+        assert {"firewatch_gateway_polls_total", "firewatch_gateway_published_total",
+                "firewatch_gateway_outbox_depth", "firewatch_ingest_spool_depth",
+                "firewatch_alerts_alarms_raised_total", "firewatch_notices_sent_total",
+                "process_resident_memory_bytes"} <= names
+    finally:
+        stack.stop()
