@@ -125,8 +125,14 @@ class EndpointPoller:
     async def _poll_forever(self, device: Device, profile: DeviceProfile) -> None:
         loop = asyncio.get_running_loop()
         next_at = loop.time()
+        this_task = asyncio.current_task()
         while True:
             await self.poll_once(device, profile)
+            # Python 3.11's asyncio.wait_for (inside pymodbus) swallows a cancellation that
+            # arrives as the reply does; the request is still counted, so honour it here or a
+            # shutdown would wait for this loop forever.
+            if this_task is not None and this_task.cancelling():
+                raise asyncio.CancelledError
             next_at += profile.poll_interval_s
             delay = next_at - loop.time()
             if delay < 0:  # fell behind (slow link): skip missed slots rather than bunch up
