@@ -117,6 +117,11 @@ class Register(_Strict):
         """Raw register words (or bits) as read off the wire -> the raw number."""
         if self.type is DataType.BOOL:
             return bool(words[0])
+        if self.byte_order == "big":  # the common one-word cases, without building bytes
+            if self.type is DataType.UINT16:
+                return words[0]
+            if self.type is DataType.INT16:
+                return words[0] - 0x10000 if words[0] & 0x8000 else words[0]
         data = self._reorder(b"".join(w.to_bytes(2, "big") for w in words))
         return struct.unpack(">" + _STRUCT[self.type], data)[0]
 

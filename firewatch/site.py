@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
+from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -58,13 +59,33 @@ class Institution(_Strict):
 
 
 class ModbusEndpoint(_Strict):
-    """A Modbus TCP device or serial server; every unit id behind it shares one connection."""
+    """A Modbus TCP device, a serial server, or an RS-485 line on the gateway's own serial port.
+
+    Every unit id behind it shares one connection: on a serial line there can be only one
+    master, so the gateway opens the port once and polls each unit in turn.
+    """
 
     id: Identifier
     transport: Transport = Transport.MODBUS_TCP
     host: str = "127.0.0.1"
     port: int = Field(502, ge=0, le=65535, description="0: a simulator picks a free port (demo)")
+    serial: str | None = Field(
+        None, description="modbus_rtu: the serial device of the RS-485 line, e.g. /dev/ttyUSB0"
+    )
+    baudrate: int = Field(9600, gt=0)
+    parity: Literal["N", "E", "O"] = "N"
+    stopbits: Literal[1, 2] = 1
+    bytesize: Literal[7, 8] = 8
     simulated: bool = False
+
+    @model_validator(mode="after")
+    def _serial_line(self) -> ModbusEndpoint:
+        if (self.transport is Transport.MODBUS_RTU) != (self.serial is not None):
+            raise ValueError(
+                f"endpoint {self.id}: a serial device is needed by, and only by, transport "
+                f"{Transport.MODBUS_RTU} (got transport {self.transport}, serial {self.serial!r})"
+            )
+        return self
 
 
 class Gateway(_Strict):

@@ -10,12 +10,13 @@ never raised out of the poll loop.
 from __future__ import annotations
 
 import asyncio
+import heapq
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from pymodbus import FramerType, ModbusException
-from pymodbus.client import AsyncModbusTcpClient
+from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 
 from firewatch.contract import EventType
 from firewatch.profiles import DeviceProfile, Register, Table, Transport, read_blocks
@@ -76,8 +77,31 @@ def decode_registers(
     return readings, flags
 
 
+def _client(
+    endpoint: ModbusEndpoint, port: int, timeout: float
+) -> AsyncModbusTcpClient | AsyncModbusSerialClient:
+    """The one connection of an endpoint: a TCP socket, or the serial port of an RS-485 line."""
+    reconnect = {"reconnect_delay": 0.5, "reconnect_delay_max": 10}
+    if endpoint.transport is Transport.MODBUS_RTU:
+        assert endpoint.serial is not None  # the site model requires it
+        return AsyncModbusSerialClient(
+            endpoint.serial, framer=FramerType.RTU, baudrate=endpoint.baudrate,
+            bytesize=endpoint.bytesize, parity=endpoint.parity, stopbits=endpoint.stopbits,
+            timeout=timeout, retries=0, **reconnect,
+        )
+    framer = (
+        FramerType.RTU
+        if endpoint.transport is Transport.MODBUS_RTU_OVER_TCP
+        else FramerType.SOCKET
+    )
+    return AsyncModbusTcpClient(
+        endpoint.host, port=port, framer=framer, timeout=timeout, retries=0, **reconnect
+    )
+
+
 class EndpointPoller:
-    """Polls every device behind one Modbus TCP endpoint (or serial server) over one connection."""
+    """Polls every device behind one endpoint (TCP, serial server or serial line) over one
+    connection, as an RS-485 master does: one request at a time per line."""
 
     def __init__(
         self,
@@ -92,55 +116,74 @@ class EndpointPoller:
         self.on_readings = on_readings
         self.on_event = on_event
         self.stats: dict[str, PollStats] = {d.id: PollStats() for d, _ in devices}
-        timeout = min(p.timeout_s for _, p in devices)
-        framer = (
-            FramerType.RTU
-            if endpoint.transport is Transport.MODBUS_RTU_OVER_TCP
-            else FramerType.SOCKET
-        )
-        self.client = AsyncModbusTcpClient(
-            endpoint.host, port=port, framer=framer, timeout=timeout, retries=0,
-            reconnect_delay=0.5, reconnect_delay_max=10,
-        )
+        self.client = _client(endpoint, port, min(p.timeout_s for _, p in devices))
+        self._where = endpoint.serial or f"{endpoint.host}:{port}"
         self._plans = {
             d.id: read_blocks([r for r in p.registers]) for d, p in devices
         }
         self._connect_lock = asyncio.Lock()
+        self._handing_over: set[asyncio.Task[None]] = set()
+        self._max_handing_over = 2 * len(devices) + 16
+        self._handover_error: BaseException | None = None
 
     async def run(self) -> None:
         try:
-            async with asyncio.TaskGroup() as tasks:
-                for device, profile in self.devices:
-                    tasks.create_task(self._poll_forever(device, profile))
+            await self._poll_in_turn()
         finally:
             self.client.close()
+            if self._handing_over:  # let what was read reach the outbox before it closes
+                await asyncio.wait(self._handing_over)
 
     async def _ensure_connected(self) -> None:
         async with self._connect_lock:
             if not self.client.connected and not await self.client.connect():
-                raise DeviceUnreachable(
-                    f"cannot connect to {self.endpoint.host}:{self.client.comm_params.port}"
-                )
+                raise DeviceUnreachable(f"cannot connect to {self._where}")
 
-    async def _poll_forever(self, device: Device, profile: DeviceProfile) -> None:
+    async def _poll_in_turn(self) -> None:
+        """Poll the devices one at a time, each when its interval comes round, as a bus master.
+
+        One loop per line rather than a task per device: requests go out back to back with no
+        hand-over of the connection between tasks, and what a poll read goes to the outbox
+        while the next request is on the wire.  A device whose poll is late (slow link) is
+        polled once now rather than once per missed slot.
+        """
         loop = asyncio.get_running_loop()
-        next_at = loop.time()
         this_task = asyncio.current_task()
-        while True:
-            await self.poll_once(device, profile)
+        due = [(loop.time(), i) for i in range(len(self.devices))]  # a heap already
+        while due:
+            at, i = due[0]
+            delay = at - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            device, profile = self.devices[i]
+            await self.poll_once(device, profile, wait=False)
             # Python 3.11's asyncio.wait_for (inside pymodbus) swallows a cancellation that
             # arrives as the reply does; the request is still counted, so honour it here or a
             # shutdown would wait for this loop forever.
             if this_task is not None and this_task.cancelling():
                 raise asyncio.CancelledError
-            next_at += profile.poll_interval_s
-            delay = next_at - loop.time()
-            if delay < 0:  # fell behind (slow link): skip missed slots rather than bunch up
-                next_at = loop.time()
-                delay = 0
-            await asyncio.sleep(delay)
+            if self._handover_error is not None:
+                raise self._handover_error
+            heapq.heapreplace(due, (max(at + profile.poll_interval_s, loop.time()), i))
 
-    async def poll_once(self, device: Device, profile: DeviceProfile) -> None:
+    async def _hand_over(self, delivery: Awaitable[None], wait: bool) -> None:
+        """Deliver a poll's result, or start delivering it and return (bounded)."""
+        if wait:
+            await delivery
+            return
+        while len(self._handing_over) >= self._max_handing_over:
+            await asyncio.wait(self._handing_over, return_when=asyncio.FIRST_COMPLETED)
+        task = asyncio.create_task(delivery)
+        self._handing_over.add(task)
+        task.add_done_callback(self._handed_over)
+
+    def _handed_over(self, task: asyncio.Task[None]) -> None:
+        self._handing_over.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self._handover_error = task.exception()  # the poll loop raises it: as if awaited
+
+    async def poll_once(self, device: Device, profile: DeviceProfile, wait: bool = True) -> None:
+        """Poll one device; with ``wait`` off, return before its result is in the outbox."""
         stats = self.stats[device.id]
         stats.polls += 1
         try:
@@ -148,13 +191,13 @@ class EndpointPoller:
         except DeviceRefused as exc:
             stats.exceptions += 1
             self._count(stats, exc)
-            await self._answered(device, stats)
+            await self._answered(device, stats, wait)
             return
         except DeviceUnreachable as exc:
-            await self._missed(device, profile, stats, exc)
+            await self._missed(device, profile, stats, exc, wait)
             return
-        await self._answered(device, stats)
-        await self.on_readings(device, readings, flags)
+        await self._answered(device, stats, wait)
+        await self._hand_over(self.on_readings(device, readings, flags), wait)
 
     async def _read(
         self, device: Device, profile: DeviceProfile
@@ -192,7 +235,7 @@ class EndpointPoller:
         key = str(exc).split(":")[0][:60]
         stats.by_error[key] = stats.by_error.get(key, 0) + 1
 
-    async def _answered(self, device: Device, stats: PollStats) -> None:
+    async def _answered(self, device: Device, stats: PollStats, wait: bool) -> None:
         stats.answered += 1
         stats.consecutive_misses = 0
         if stats.online is not True:
@@ -200,10 +243,12 @@ class EndpointPoller:
             stats.online = True
             if was_known:
                 log.info("device %s answers again", device.id)
-            await self.on_event(device, EventType.ONLINE, "device answers polls")
+            await self._hand_over(
+                self.on_event(device, EventType.ONLINE, "device answers polls"), wait)
 
     async def _missed(
-        self, device: Device, profile: DeviceProfile, stats: PollStats, exc: Exception
+        self, device: Device, profile: DeviceProfile, stats: PollStats, exc: Exception,
+        wait: bool,
     ) -> None:
         stats.missed += 1
         stats.consecutive_misses += 1
@@ -215,4 +260,4 @@ class EndpointPoller:
                 f"{self.endpoint.id} unit {device.unit_id}: {exc}"
             )
             log.warning("device %s offline: %s", device.id, reason)
-            await self.on_event(device, EventType.OFFLINE, reason)
+            await self._hand_over(self.on_event(device, EventType.OFFLINE, reason), wait)

@@ -8,7 +8,7 @@
 # Python packages: the project and its test extras, pinned by constraints.txt.
 # Extra arguments go to pytest (e.g. -k button).
 set -euo pipefail
-debian_packages=(mosquitto victoria-metrics influxdb postgresql docker-compose chromium fonts-wqy-microhei)
+debian_packages=(mosquitto victoria-metrics influxdb postgresql docker-compose chromium fonts-wqy-microhei socat)
 missing=()
 for pkg in "${debian_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -1,6 +1,7 @@
 """Every simulated device of a site, in one process: what `firewatch up` and the tests run.
 
-One Modbus server per simulated endpoint of the site file (port 0 = a free port), one shared
+One Modbus server per simulated endpoint of the site file (port 0 = a free port; a serial
+line is served on the far end of a null-modem pair the caller names), one shared
 MQTT connection for the MQTT-native devices, and one task that moves every device's values on
 a fixed tick, so that a thousand devices cost one loop, not a thousand tasks.
 """
@@ -11,6 +12,7 @@ import asyncio
 import contextlib
 import random
 import secrets
+from collections.abc import Mapping
 from typing import Any
 
 from pymodbus import FramerType
@@ -27,7 +29,9 @@ class SimulatorFleet:
     """The site's simulated devices: build, :meth:`start`, drive with :meth:`trigger`, :meth:`stop`.
 
     ``tick_s`` is how often values move on; ``slow_reply_s`` how late a ``slow-replies`` Modbus
-    device answers; ``seed`` makes the noise repeatable.
+    device answers; ``seed`` makes the noise repeatable.  ``serial_ports`` maps each simulated
+    ``modbus_rtu`` endpoint to the serial device the simulator answers on: the other end of
+    the line whose gateway end the site file names (e.g. socat's second pty).
     """
 
     def __init__(
@@ -39,6 +43,7 @@ class SimulatorFleet:
         tick_s: float = 0.5,
         slow_reply_s: float = 1.5,
         seed: int | None = None,
+        serial_ports: Mapping[str, str] | None = None,
     ) -> None:
         self.tick_s = tick_s
         rng = random.Random(seed)
@@ -51,18 +56,31 @@ class SimulatorFleet:
         for gateway in site.gateways:
             for endpoint in gateway.endpoints:
                 units = [u for u in self.devices.values() if u.device.endpoint == endpoint.id]
-                if endpoint.simulated and units:
+                if not (endpoint.simulated and units):
+                    continue
+                if endpoint.transport is Transport.MODBUS_RTU:
+                    far_end = (serial_ports or {}).get(endpoint.id)
+                    if far_end is None:
+                        raise ValueError(
+                            f"endpoint {endpoint.id} is a simulated serial line: give the "
+                            "simulators its other end (serial_ports)"
+                        )
                     self.endpoints[endpoint.id] = SimulatedEndpoint(
-                        endpoint.host,
-                        endpoint.port or free_port(endpoint.host),
-                        units,
-                        framer=(  # as the gateway's poller frames it
-                            FramerType.RTU
-                            if endpoint.transport is Transport.MODBUS_RTU_OVER_TCP
-                            else FramerType.SOCKET
-                        ),
-                        slow_reply_s=slow_reply_s,
+                        endpoint.host, endpoint.port, units, slow_reply_s=slow_reply_s,
+                        serial_line=endpoint.model_copy(update={"serial": far_end}),
                     )
+                    continue
+                self.endpoints[endpoint.id] = SimulatedEndpoint(
+                    endpoint.host,
+                    endpoint.port or free_port(endpoint.host),
+                    units,
+                    framer=(  # as the gateway's poller frames it
+                        FramerType.RTU
+                        if endpoint.transport is Transport.MODBUS_RTU_OVER_TCP
+                        else FramerType.SOCKET
+                    ),
+                    slow_reply_s=slow_reply_s,
+                )
         mqtt_units = [u for u in self.devices.values() if u.profile.transport is Transport.MQTT]
         self.mqtt = MqttDevices(broker, mqtt_units, f"fw-simulators-{secrets.token_hex(4)}")
         self._tasks: list[asyncio.Task] = []

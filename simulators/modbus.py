@@ -1,10 +1,12 @@
-"""A simulated Modbus TCP endpoint: one pymodbus server, one unit id per simulated device.
+"""A simulated Modbus endpoint: one pymodbus server, one unit id per simulated device.
 
 Like a serial server in a plant room with several detectors on its RS-485 line, speaking Modbus
-TCP or, in transparent mode, RTU frames over TCP.  Each unit's register map is its profile's
-(pymodbus's SimDevice/SimData API, the one that stays in 4.0): every register is declared at its
-own address, which is the request address (profile address 0 is what a client reads at 0), so an
-address the device does not have is refused with exception code 2, as a real device refuses it.
+TCP or, in transparent mode, RTU frames over TCP; or like the RS-485 line itself, answering RTU
+on a serial port (the far end of a null-modem pair, such as two ptys joined by socat).  Each
+unit's register map is its profile's (pymodbus's SimDevice/SimData API, the one that stays in
+4.0): every register is declared at its own address, which is the request address (profile
+address 0 is what a client reads at 0), so an address the device does not have is refused with
+exception code 2, as a real device refuses it.
 Values are written with the profile's own ``Register.encode``/``to_raw``, the inverse of what the
 gateway decodes.
 
@@ -27,12 +29,13 @@ import math
 from collections.abc import Callable
 
 from pymodbus import FramerType
-from pymodbus.server import ModbusTcpServer
+from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType as SimType
 from pymodbus.simulator import SimData, SimDevice
 from pymodbus.transaction import TransactionManager
 
 from firewatch.profiles import DataType, Register, Table, read_blocks
+from firewatch.site import ModbusEndpoint
 from simulators.device import GARBLED, OFFLINE, SLOW_REPLIES, SimulatedDevice
 
 #: the read function code of each table; pymodbus's datastore picks the table by it
@@ -91,8 +94,8 @@ def _raw(reg: Register, unit: SimulatedDevice) -> float:
 OnReply = Callable[[TransactionManager, bytes], bytes]
 
 
-class _ReplyHookServer(ModbusTcpServer):
-    """A ModbusTcpServer that passes every reply frame, with its connection, to ``on_reply``.
+class _ReplyHook:
+    """A pymodbus server that passes every reply frame, with its connection, to ``on_reply``.
 
     pymodbus's ``trace_packet`` hook gets the bytes but not the connection, so on its own it
     could only drop or alter a reply, not send it later.  Delaying inside the datastore instead
@@ -101,6 +104,18 @@ class _ReplyHookServer(ModbusTcpServer):
     answered by the reply to its first try, and a slow device would seem to answer.
     """
 
+    _on_reply: OnReply
+
+    def callback_new_connection(self) -> TransactionManager:
+        connection = super().callback_new_connection()  # type: ignore[misc]
+        connection.trace_packet = functools.partial(self._trace, connection)
+        return connection
+
+    def _trace(self, connection: TransactionManager, sending: bool, frame: bytes) -> bytes:
+        return self._on_reply(connection, frame) if sending else frame
+
+
+class _TcpServer(_ReplyHook, ModbusTcpServer):
     def __init__(
         self, devices: list[SimDevice], host: str, port: int, framer: FramerType,
         on_reply: OnReply,
@@ -110,13 +125,18 @@ class _ReplyHookServer(ModbusTcpServer):
         )
         self._on_reply = on_reply
 
-    def callback_new_connection(self) -> TransactionManager:
-        connection = super().callback_new_connection()
-        connection.trace_packet = functools.partial(self._trace, connection)
-        return connection
 
-    def _trace(self, connection: TransactionManager, sending: bool, frame: bytes) -> bytes:
-        return self._on_reply(connection, frame) if sending else frame
+class _SerialServer(_ReplyHook, ModbusSerialServer):
+    """RTU on a serial port.  Units that are not on the line stay silent, as on RS-485."""
+
+    def __init__(self, devices: list[SimDevice], line: ModbusEndpoint, on_reply: OnReply) -> None:
+        assert line.serial is not None  # the site model requires it of a serial line
+        super().__init__(
+            devices, port=line.serial, framer=FramerType.RTU, baudrate=line.baudrate,
+            bytesize=line.bytesize, parity=line.parity, stopbits=line.stopbits,
+            ignore_missing_devices=True,
+        )
+        self._on_reply = on_reply
 
 
 def _send_late(connection: TransactionManager, frame: bytes) -> None:
@@ -125,7 +145,11 @@ def _send_late(connection: TransactionManager, frame: bytes) -> None:
 
 
 class SimulatedEndpoint:
-    """The Modbus TCP server of one site endpoint, answering for every unit id behind it."""
+    """The Modbus server of one site endpoint, answering for every unit id behind it.
+
+    It listens on ``host``:``port``, or, given a ``serial_line`` (the endpoint's settings with
+    ``serial`` naming the simulator's end of the line), answers RTU on that serial port.
+    """
 
     def __init__(
         self,
@@ -135,16 +159,20 @@ class SimulatedEndpoint:
         *,
         framer: FramerType = FramerType.SOCKET,
         slow_reply_s: float = 1.5,
+        serial_line: ModbusEndpoint | None = None,
     ) -> None:
         self.host = host
         self.port = port
         self.slow_reply_s = slow_reply_s
-        self._unit_at = UNIT_ID_AT[framer]
+        self._unit_at = UNIT_ID_AT[FramerType.RTU if serial_line is not None else framer]
         self.units = {u.device.unit_id: u for u in units}
         #: contiguous registers, written with one call per block as the gateway reads them
         self._blocks = {u.device.unit_id: read_blocks(u.profile.registers) for u in units}
-        self.server = _ReplyHookServer(
-            [_sim_device(u) for u in units], host, port, framer, self._on_reply
+        devices = [_sim_device(u) for u in units]
+        self.server: _TcpServer | _SerialServer = (
+            _SerialServer(devices, serial_line, self._on_reply)
+            if serial_line is not None
+            else _TcpServer(devices, host, port, framer, self._on_reply)
         )
 
     def _on_reply(self, connection: TransactionManager, frame: bytes) -> bytes:

@@ -73,6 +73,15 @@ def test_a_site_set_point_for_a_rule_the_profile_lacks_is_refused(tmp_path):
         load_site(path, load_profiles())
 
 
+def test_a_serial_endpoint_without_its_serial_device_names_the_endpoint(tmp_path):
+    site = (SITES_DIR / "demo-county.yaml").read_text(encoding="utf-8")
+    path = tmp_path / "site.yaml"
+    serial_line = "{id: dingqiao-rs485, transport: modbus_rtu,"
+    path.write_text(site.replace("{id: dingqiao-rs485,", serial_line), encoding="utf-8")
+    with pytest.raises(ProfileError, match="endpoint dingqiao-rs485: a serial device is needed"):
+        load_site(path, load_profiles())
+
+
 @pytest.mark.parametrize("dtype", ["int16", "uint16", "int32", "uint32", "float32"])
 @pytest.mark.parametrize("byte_order", ["big", "little"])
 @pytest.mark.parametrize("word_order", ["big", "little"])

@@ -22,7 +22,7 @@ from firewatch.contract import ReadingBatch
 from firewatch.mqtt import BrokerAddress
 from firewatch.profiles import load_profiles
 from firewatch.settings import SITES_DIR
-from firewatch.site import load_site
+from firewatch.site import Site, load_site
 from firewatch.stack import sync_site
 from simulators.device import SimulatedDevice
 
@@ -39,21 +39,22 @@ def robot_outbox(webhook: str = WEBHOOK, storm_window_s: float = 0) -> Outbox:
                   storm_window_s)
 
 
-def alert_service(sessions, outbox: Outbox) -> AlertService:
+def alert_service(sessions, outbox: Outbox, site: Site = SITE) -> AlertService:
     return AlertService(
-        SITE, PROFILES, sessions, BrokerAddress("127.0.0.1", 1), DeadLetters(sessions, "alerts"),
+        site, PROFILES, sessions, BrokerAddress("127.0.0.1", 1), DeadLetters(sessions, "alerts"),
         shared_subscription=False, outbox=outbox,
         hazard_deadline=timedelta(hours=24), notices_waiting=asyncio.Event(),
     )
 
 
 @asynccontextmanager
-async def database(url: str) -> AsyncIterator:
-    """The demo site's institutions and devices in an empty database; yields a sessionmaker."""
+async def database(url: str, site: Site = SITE) -> AsyncIterator:
+    """The site's (by default the demo's) institutions and devices in an empty database;
+    yields a sessionmaker."""
     engine = db.create_engine(url)
     await db.create_schema(engine)
     sessions = db.sessionmaker(engine)
-    await sync_site(sessions, SITE, PROFILES)
+    await sync_site(sessions, site, PROFILES)
     try:
         yield sessions
     finally:
