@@ -43,6 +43,17 @@ class Settings(BaseSettings):
     influx_token: str = ""
     influx_org: str = "firewatch"
     influx_bucket: str = "firewatch"
+    timeseries_raw_days: float = Field(
+        7, gt=0, description="SQLite store: days raw readings are kept before being rolled up."
+    )
+    timeseries_rollups: dict[int, float] = Field(
+        {60: 90, 3600: 730},
+        description="SQLite store: aggregate tiers (mean, min, max, count per interval), interval "
+        'in seconds -> days kept (JSON in the environment, e.g. {"60": 90, "3600": 730}).',
+    )
+    timeseries_compact_every_s: float = Field(
+        600, gt=0, description="SQLite store: how often ingest rolls up and expires old rows."
+    )
 
     site_file: Path = Field(SITES_DIR / "demo-county.yaml", description="Institutions, devices.")
     profiles_dir: Path = Field(PROFILES_DIR, description="Device profile YAML files.")

@@ -3,6 +3,7 @@
 Messages are taken in batches (up to ``max_batch``, waiting at most ``max_wait_s``) and written
 in one store request, then acknowledged.  While the store fails they are acknowledged into the
 disk spool instead, and a drainer writes the spool into the store once it answers again.
+With the SQLite store, ingest also runs its compaction (retention and downsampling).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 from firewatch.consumer import DeadLetters, GatewayMessageConsumer
 from firewatch.contract import DeviceEvent, ReadingBatch
 from firewatch.mqtt import BrokerAddress
+from ingest.retention import SqliteCompactor
 from ingest.spool import Spool
 from ingest.store import TimeSeriesStore
 
@@ -34,9 +36,11 @@ class IngestService:
         instance: str = "0",
         max_batch: int = 5000,
         max_wait_s: float = 0.05,
+        compactor: SqliteCompactor | None = None,
     ) -> None:
         self.store = store
         self.spool = spool
+        self.compactor = compactor
         self.written = 0
         self.duplicates = 0
         self.store_available = True
@@ -98,6 +102,8 @@ class IngestService:
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(self.consumer.run())
                 tasks.create_task(self._drain())
+                if self.compactor is not None:
+                    tasks.create_task(self.compactor.run())
         finally:
             await self.spool.close()
 

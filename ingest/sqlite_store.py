@@ -4,14 +4,19 @@ One row per (device, field, time).  A write of many batches is one transaction t
 the record of which (gateway, seq) it applied, so a redelivered batch is recognised and skipped,
 and a crash leaves either all or nothing.  The work runs on a worker thread with a connection
 of its own: one thread hop per write, not one per statement.
+
+Older readings are rolled up into aggregate tiers (``rollups``) by ``ingest.retention``;
+history reads raw rows and tier rows together (see ``history``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import sqlite3
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from firewatch.contract import ReadingBatch
 from ingest.store import HistoryPoint
@@ -24,9 +29,33 @@ CREATE TABLE IF NOT EXISTS points (
     kind TEXT NOT NULL, institution_id TEXT NOT NULL, gateway_id TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS points_by_series ON points (device_id, field, ts);
+CREATE INDEX IF NOT EXISTS points_by_time ON points (ts);
+CREATE TABLE IF NOT EXISTS rollups (
+    device_id TEXT NOT NULL, field TEXT NOT NULL, every_s INTEGER NOT NULL, ts REAL NOT NULL,
+    total REAL NOT NULL, low REAL NOT NULL, high REAL NOT NULL, n INTEGER NOT NULL,
+    PRIMARY KEY (device_id, field, every_s, ts)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS rollups_by_age ON rollups (every_s, ts);
+CREATE TABLE IF NOT EXISTS rollup_tiers (every_s INTEGER PRIMARY KEY, covers_from REAL);
 CREATE TABLE IF NOT EXISTS applied (
     gateway_id TEXT NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (gateway_id, seq)
 ) WITHOUT ROWID;
+"""
+
+
+RAW_ROWS = """
+    SELECT ts, value AS total, value AS low, value AS high, 1 AS n FROM points
+    WHERE device_id = :device AND field = :field AND ts >= :start AND ts < :end
+"""
+TIER_ROWS = """
+    SELECT ts, total, low, high, n FROM rollups
+    WHERE device_id = :device AND field = :field AND every_s = :every_{i}
+      AND ts >= :from_{i} AND ts < :end AND ts <= :last_{i}
+"""
+HISTORY = """
+    SELECT CAST(ts / :every AS INTEGER) * :every AS bucket,
+           sum(total) / sum(n), min(low), max(high), sum(n)
+    FROM ({sources}) GROUP BY bucket ORDER BY bucket
 """
 
 
@@ -82,18 +111,35 @@ class SqliteTimeSeries:
         self, device_id: str, field: str, start: datetime, end: datetime, every_s: float
     ) -> list[HistoryPoint]:
         assert self._db is not None, "store not open"
-        query = """
-            SELECT CAST(ts / :every AS INTEGER) * :every AS bucket,
-                   avg(value), min(value), max(value), count(*)
-            FROM points
-            WHERE device_id = :device AND field = :field AND ts >= :start AND ts < :end
-            GROUP BY bucket ORDER BY bucket
-        """
         params = {"every": every_s, "device": device_id, "field": field,
                   "start": start.timestamp(), "end": end.timestamp()}
         async with self._lock:
-            rows = await asyncio.to_thread(lambda: self._db.execute(query, params).fetchall())
+            rows = await asyncio.to_thread(self._history, self._db, params)
         return [HistoryPoint.from_epoch(*row) for row in rows]
+
+    @staticmethod
+    def _history(db: sqlite3.Connection, params: dict[str, Any]) -> list[tuple]:
+        """Raw rows wherever they are (they are deleted as they are rolled up, so they never
+        overlap a tier), plus each tier's rows where no finer tier covers the time: the finest
+        tier from its ``covers_from`` on, the next one below that, and so on.  A tier row counts
+        only if its whole interval lies in its range, so no reading is counted twice.  One read
+        transaction: a compaction committing meanwhile is seen entirely or not at all."""
+        db.execute("BEGIN")
+        try:
+            sources = [RAW_ROWS]
+            below = math.inf
+            for i, (every, covers_from) in enumerate(db.execute(
+                    "SELECT every_s, covers_from FROM rollup_tiers ORDER BY every_s").fetchall()):
+                covers_from = -math.inf if covers_from is None else covers_from
+                if covers_from < below:
+                    sources.append(TIER_ROWS.format(i=i))
+                    params |= {f"every_{i}": every, f"from_{i}": max(params["start"], covers_from),
+                               f"last_{i}": below - every}
+                below = min(below, covers_from)
+            query = HISTORY.format(sources=" UNION ALL ".join(sources))
+            return db.execute(query, params).fetchall()
+        finally:
+            db.execute("COMMIT")
 
     async def count(self) -> int:
         assert self._db is not None, "store not open"

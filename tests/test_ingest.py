@@ -9,7 +9,9 @@ import pytest
 
 from firewatch.contract import ReadingBatch
 from firewatch.mqtt import BrokerAddress
+from firewatch.settings import Settings
 from ingest.influx_store import InfluxTimeSeries
+from ingest.retention import compactor_for
 from ingest.service import IngestService
 from ingest.spool import Spool
 from ingest.sqlite_store import SqliteTimeSeries
@@ -20,10 +22,10 @@ pytestmark = pytest.mark.timeout(120)
 T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=30)
 
 
-def batch(seq: int) -> ReadingBatch:
+def batch(seq: int, start: datetime = T0) -> ReadingBatch:
     return ReadingBatch(gateway_id="gw-1", seq=seq, device_id=f"dev-{seq % 10}",
                         institution_id="inst-1", kind="gas_detector",
-                        ts=T0 + timedelta(milliseconds=100 * seq), profile="generic-gas-lel",
+                        ts=start + timedelta(milliseconds=100 * seq), profile="generic-gas-lel",
                         readings={"gas_concentration": seq / 10}, flags={"sensor_fault": False})
 
 
@@ -42,10 +44,11 @@ def mosquitto(tmp_path):
     broker.stop()
 
 
-async def publish(broker: BrokerAddress, seqs) -> None:
+async def publish(broker: BrokerAddress, seqs, start: datetime = T0) -> None:
     async with broker.client("test-gateway", max_inflight_messages=100) as client:
         await asyncio.gather(*(
-            client.publish(f"firewatch/v1/readings/gw-1/dev-{s % 10}", batch(s).to_bytes(), qos=1)
+            client.publish(f"firewatch/v1/readings/gw-1/dev-{s % 10}",
+                           batch(s, start).to_bytes(), qos=1)
             for s in seqs))
 
 
@@ -76,6 +79,37 @@ async def test_every_batch_lands_once_in_the_sqlite_store_even_when_sent_twice(m
 
 async def _true(value: bool) -> bool:
     return value
+
+
+async def test_readings_older_than_the_raw_retention_are_rolled_up_by_the_running_ingest(
+    mosquitto, tmp_path
+):
+    store = SqliteTimeSeries(tmp_path / "ts.db")
+    await store.open()
+    compactor = compactor_for(store, Settings(timeseries_compact_every_s=0.1))
+    ingest = IngestService(store, Spool(tmp_path / "spool.db"), mosquitto, Recorded(),
+                           shared_subscription=True, compactor=compactor)
+    task = asyncio.create_task(ingest.run())
+    eight_days_ago = T0 - timedelta(days=8)  # a gateway's outbox emptying after a long outage
+    try:
+        await ingest.consumer.ready.wait()
+        await publish(mosquitto, range(1, 301), eight_days_ago)
+        await until(lambda: _true(ingest.written == 300))
+
+        async def all_rolled_up() -> bool:
+            return await store.count() == 0  # every raw row was rolled up, then deleted
+
+        await until(all_rolled_up)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    points = await store.history("dev-3", "gas_concentration", eight_days_ago - timedelta(hours=1),
+                                 eight_days_ago + timedelta(hours=1), 60)
+    values = [seq / 10 for seq in range(3, 301, 10)]
+    assert sum(p.count for p in points) == len(values)
+    assert sum(p.mean * p.count for p in points) == pytest.approx(sum(values))
+    assert (min(p.min for p in points), max(p.max for p in points)) == (min(values), max(values))
+    await store.close()
 
 
 async def test_readings_sent_while_the_database_is_down_are_spooled_and_caught_up(
