@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AwareDatetime,
@@ -28,6 +28,7 @@ from pydantic import (
     FiniteFloat,
     TypeAdapter,
     ValidationError,
+    model_validator,
 )
 
 CONTRACT_VERSION = "v1"
@@ -35,6 +36,7 @@ TOPIC_ROOT = f"firewatch/{CONTRACT_VERSION}"
 
 READINGS_SCHEMA = "firewatch.readings/1"
 EVENT_SCHEMA = "firewatch.event/1"
+CHANGE_SCHEMA = "firewatch.change/1"
 
 MAX_SEQ = 2**63 - 1
 
@@ -122,6 +124,40 @@ class DeviceEvent(_Message):
         return self.model_dump_json(by_alias=True).encode()
 
 
+class ChangeKind(StrEnum):
+    """What a change notice is about; ``resync``: notices were lost, reload everything."""
+
+    DEVICE = "device"
+    ALARM = "alarm"
+    HAZARD = "hazard"
+    RESYNC = "resync"
+
+
+class ChangeNotice(BaseModel):
+    """A committed change of a device's state, an alarm or a ledger entry, for the live pages.
+
+    The alert service publishes them, every web replica reads them (firewatch.change_relay).
+    ``data`` is the changed row's columns as stored; the web app shapes them as its JSON
+    routes do.  A ``resync`` notice belongs to no institution and carries no data.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    schema_: Literal["firewatch.change/1"] = Field(default=CHANGE_SCHEMA, alias="schema")
+    kind: ChangeKind
+    institution_id: Identifier | Literal[""]
+    data: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _resync_has_no_institution(self) -> ChangeNotice:
+        if (self.kind is ChangeKind.RESYNC) != (self.institution_id == ""):
+            raise ValueError("a resync notice, and only it, names no institution")
+        return self
+
+    def to_bytes(self) -> bytes:
+        return self.model_dump_json(by_alias=True).encode()
+
+
 GatewayMessage = Annotated[ReadingBatch | DeviceEvent, Field(discriminator="schema_")]
 _message_adapter: TypeAdapter[ReadingBatch | DeviceEvent] = TypeAdapter(GatewayMessage)
 
@@ -139,15 +175,32 @@ def parse_message(topic: str, payload: bytes) -> ReadingBatch | DeviceEvent:
     try:
         message = _message_adapter.validate_json(payload)
     except ValidationError as exc:
-        errors = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or '<payload>'}: {e['msg']}"
-            for e in exc.errors()[:5]
-        )
-        raise InvalidPayload(f"payload does not match the {CONTRACT_VERSION} contract: {errors}")
-    expected = message_topic(message)
+        raise _breach(exc) from None
+    _check_topic(topic, message_topic(message))
+    return message
+
+
+def parse_change(topic: str, payload: bytes) -> ChangeNotice:
+    """Decode a change notice and check that it agrees with the topic it came on."""
+    try:
+        notice = ChangeNotice.model_validate_json(payload)
+    except ValidationError as exc:
+        raise _breach(exc) from None
+    _check_topic(topic, change_topic(notice))
+    return notice
+
+
+def _breach(exc: ValidationError) -> InvalidPayload:
+    errors = "; ".join(
+        f"{'.'.join(str(p) for p in e['loc']) or '<payload>'}: {e['msg']}"
+        for e in exc.errors()[:5]
+    )
+    return InvalidPayload(f"payload does not match the {CONTRACT_VERSION} contract: {errors}")
+
+
+def _check_topic(topic: str, expected: str) -> None:
     if topic != expected:
         raise InvalidPayload(f"payload for {expected!r} arrived on topic {topic!r}")
-    return message
 
 
 # --- topics -------------------------------------------------------------------------------
@@ -157,6 +210,11 @@ EVENTS_PREFIX = f"{TOPIC_ROOT}/events"
 #: Every message a gateway publishes; ingest and alerts subscribe to these filters.
 READINGS_FILTER = f"{READINGS_PREFIX}/+/+"
 EVENTS_FILTER = f"{EVENTS_PREFIX}/+/+"
+#: Change notices, one topic level per institution: what every web replica subscribes to.
+CHANGES_PREFIX = f"{TOPIC_ROOT}/changes"
+CHANGES_FILTER = f"{CHANGES_PREFIX}/+"
+#: the level of resync notices: an identifier cannot start with "_", so no institution has it
+RESYNC_LEVEL = "_resync"
 
 
 def readings_topic(gateway_id: str, device_id: str) -> str:
@@ -171,6 +229,10 @@ def message_topic(message: ReadingBatch | DeviceEvent) -> str:
     if isinstance(message, ReadingBatch):
         return readings_topic(message.gateway_id, message.device_id)
     return events_topic(message.gateway_id, message.device_id)
+
+
+def change_topic(notice: ChangeNotice) -> str:
+    return f"{CHANGES_PREFIX}/{notice.institution_id or RESYNC_LEVEL}"
 
 
 def shared(group: str, topic_filter: str) -> str:

@@ -3,8 +3,9 @@
 The hub watches the ORM sessions instead of being called by each writer: the alert service,
 the web routes and any scheduler change rows through the same sessionmaker, and a change is
 published only once its transaction has committed, so a page never shows a state that was
-rolled back.  It is in-process: the live pages must be served by the process that writes (as
-``firewatch up`` does).
+rolled back.  A hub sees the commits of its own process only: ``firewatch up`` serves the pages
+from the process that writes; when the alert service runs on its own, its hub's changes reach
+the web replicas' hubs over the broker (firewatch.change_relay).
 """
 
 from __future__ import annotations

@@ -21,8 +21,10 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
+    from alerts.escalation_scheduler import EscalationScheduler
     from alerts.notifier import Notifier
     from alerts.service import AlertService
+    from firewatch.change_relay import ChangeListener, ChangePublisher
     from firewatch.consumer import GatewayMessageConsumer
     from gateway.service import GatewayService
     from ingest.service import IngestService
@@ -36,6 +38,8 @@ class FirewatchCollector(Collector):
     ingest: IngestService | None = None
     alerts: AlertService | None = None
     notifier: Notifier | None = None
+    escalation: EscalationScheduler | None = None
+    changes: ChangePublisher | ChangeListener | None = None
 
     def collect(self) -> Iterator[Metric]:
         yield from self._gateways()
@@ -54,6 +58,16 @@ class FirewatchCollector(Collector):
             yield CounterMetricFamily(
                 "firewatch_notices_failed", "Notice sends that failed and will be retried.",
                 value=self.notifier.failures)
+        if self.escalation is not None:
+            yield CounterMetricFamily(
+                "firewatch_escalation_steps", "Escalation steps and ledger reminders taken.",
+                value=self.escalation.escalator.steps_taken)
+            yield GaugeMetricFamily(
+                "firewatch_escalation_jobs_scheduled",
+                "Alarms and ledger entries with a step ahead, each a scheduled job.",
+                value=self.escalation.jobs_scheduled)
+        if self.changes is not None:
+            yield from self._changes(self.changes)
 
     def _gateways(self) -> Iterator[Metric]:
         if not self.gateways:
@@ -110,6 +124,19 @@ class FirewatchCollector(Collector):
             dead.add_metric([consumer.name], consumer.dead_letters.count)
             connected.add_metric([consumer.name], int(consumer.connected))
         yield from (applied, dead, connected)
+
+    @staticmethod
+    def _changes(relay: ChangePublisher | ChangeListener) -> Iterator[Metric]:
+        relayed = CounterMetricFamily(
+            "firewatch_change_notices", "Change notices for the live pages, by direction: "
+            "published by the alert service, received by a web replica.",
+            labels=["direction"])
+        relayed.add_metric([relay.role], relay.relayed)
+        connected = GaugeMetricFamily(
+            "firewatch_change_relay_broker_connected",
+            "1 while the change notices' broker connection is up.", labels=["direction"])
+        connected.add_metric([relay.role], int(relay.connected))
+        yield from (relayed, connected)
 
     @staticmethod
     def _ingest(ingest: IngestService) -> Iterator[Metric]:

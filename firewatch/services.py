@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
 import uvicorn
@@ -26,14 +26,16 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from firewatch import db
 from firewatch.accounts import prepare_accounts
+from firewatch.alert_side import alert_side
+from firewatch.change_relay import ChangeListener, ChangePublisher
 from firewatch.consumer import DeadLetters
+from firewatch.hub import ChangeHub
 from firewatch.metrics import FirewatchCollector, registry_for
 from firewatch.mqtt import BrokerAddress
 from firewatch.profiles import DeviceProfile, load_profiles
 from firewatch.settings import Settings
 from firewatch.site import Site, load_site
 from firewatch.stack import (
-    alert_services,
     endpoint_ports,
     http_server,
     sync_site,
@@ -41,6 +43,7 @@ from firewatch.stack import (
 )
 from firewatch.web.app import AppContext, create_app
 from gateway.service import GatewayService
+from ingest.retention import compactor_for
 from ingest.service import IngestService
 from ingest.spool import Spool
 from ingest.store import TimeSeriesStore
@@ -74,8 +77,8 @@ async def database(settings: Settings) -> AsyncIterator[async_sessionmaker]:
 
 
 @contextlib.asynccontextmanager
-async def timeseries(settings: Settings) -> AsyncIterator[TimeSeriesStore]:
-    store = timeseries_store(settings)
+async def timeseries(settings: Settings, site: Site) -> AsyncIterator[TimeSeriesStore]:
+    store = timeseries_store(settings, site)
     await store.open()
     try:
         yield store
@@ -84,9 +87,13 @@ async def timeseries(settings: Settings) -> AsyncIterator[TimeSeriesStore]:
 
 
 async def serve_until_signalled(
-    services: dict[str, Coroutine[Any, Any, None]], servers: list[uvicorn.Server]
+    services: dict[str, Coroutine[Any, Any, None]], servers: list[uvicorn.Server],
+    on_stop: Callable[[], None] = lambda: None,
 ) -> None:
-    """Run services and HTTP servers until SIGINT/SIGTERM; a service that fails stops all."""
+    """Run services and HTTP servers until SIGINT/SIGTERM; a service that fails stops all.
+
+    ``on_stop`` runs when the signal arrives, before the servers wait for open requests.
+    """
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -97,6 +104,7 @@ async def serve_until_signalled(
             group.create_task(server.serve())
         await stop.wait()
         log.info("stopping")
+        on_stop()
         for server in servers:
             server.should_exit = True
         for task in running:
@@ -156,12 +164,13 @@ async def run_gateway(settings: Settings, gateway_ids: list[str]) -> None:
 
 async def run_ingest(settings: Settings) -> None:
     """Readings into the time-series store; replicas split the stream (shared subscription)."""
+    _, site = load(settings)  # for the township tag of each institution
     broker, shared = external_broker(settings)
-    async with timeseries(settings) as store, database(settings) as sessions:
+    async with timeseries(settings, site) as store, database(settings) as sessions:
         ingest = IngestService(
             store, Spool(settings.data_dir / f"ingest-spool-{settings.instance}.db"), broker,
             DeadLetters(sessions, "ingest"), shared_subscription=shared,
-            instance=settings.instance,
+            instance=settings.instance, compactor=compactor_for(store, settings),
         )
         log.info("ingest %s: %s -> %s", settings.instance, broker.url, store.name)
         await serve_until_signalled(
@@ -170,27 +179,52 @@ async def run_ingest(settings: Settings) -> None:
 
 
 async def run_alerts(settings: Settings) -> None:
-    """Alarms, the hazard ledger and notices; writes the site file into the database."""
+    """Alarms, the hazard ledger, notices and escalation; writes the site file into the database.
+
+    What it commits to devices, alarms and ledger entries goes out as change notices on the
+    broker, for the web replicas' live pages.
+    """
     broker, shared = external_broker(settings)
     profiles, site = load(settings)
     async with database(settings) as sessions:
         await sync_site(sessions, site, profiles)
-        alerts, notifier = alert_services(settings, site, profiles, sessions, broker, shared)
+        hub = ChangeHub()
+        hub.watch(sessions)
+        changes = ChangePublisher(hub, broker, f"fw-alerts-changes-{settings.instance}")
+        alert = alert_side(settings, site, profiles, sessions, broker, shared)
         log.info("alerts: consuming from %s", broker.url)
         await serve_until_signalled(
-            {"alerts": alerts.run(), "notifier": notifier.run()},
-            [metrics_server(settings, FirewatchCollector(alerts=alerts, notifier=notifier))])
+            {**alert.services(), "changes": changes.run()},
+            [metrics_server(settings, FirewatchCollector(
+                alerts=alert.alerts, notifier=alert.notifier, escalation=alert.escalation,
+                changes=changes))])
 
 
 async def run_web(settings: Settings) -> None:
-    """The JSON API and the map, reading what the other services wrote; /metrics beside them."""
+    """The JSON API and the map, reading what the other services wrote; /metrics beside them.
+
+    With a broker (FIREWATCH_MQTT_URL), the alert service's change notices reach this
+    replica's live pages; without one, only the changes made through this replica do.
+    """
     _, site = load(settings)
-    async with timeseries(settings) as store, database(settings) as sessions:
+    async with timeseries(settings, site) as store, database(settings) as sessions:
         await prepare_accounts(settings, sessions)
+        hub = ChangeHub()
+        changes: ChangeListener | None = None
+        services: dict[str, Coroutine[Any, Any, None]] = {}
+        statuses: dict[str, Callable[[], dict[str, Any]]] = {}
+        if settings.mqtt_url:
+            changes = ChangeListener(hub, BrokerAddress.from_url(settings.mqtt_url),
+                                     f"fw-web-{settings.instance}", DeadLetters(sessions, "web"))
+            services["changes"], statuses["changes"] = changes.run(), changes.status
+        else:
+            log.warning("web: no FIREWATCH_MQTT_URL: the live pages show only changes made "
+                        "through this web app, not alarms the alert service raises")
         app = create_app(AppContext(
             sessions=sessions, timeseries=store, site=site,
-            site_dir=settings.site_file.parent, statuses={}, settings=settings,
-            metrics=registry_for(FirewatchCollector()),
+            site_dir=settings.site_file.parent, statuses=statuses, settings=settings,
+            metrics=registry_for(FirewatchCollector(changes=changes)), hub=hub,
         ))
         log.info("web: http://%s:%d", settings.host, settings.port)
-        await serve_until_signalled({}, [http_server(app, settings.host, settings.port)])
+        await serve_until_signalled(services, [http_server(app, settings.host, settings.port)],
+                                    on_stop=hub.close)

@@ -13,21 +13,15 @@ import contextlib
 import logging
 import signal
 from collections.abc import AsyncIterator, Callable
-from datetime import timedelta
 from typing import TYPE_CHECKING
 
 import uvicorn
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from starlette.types import ASGIApp
 
-from alerts.channels import configured_channels
-from alerts.escalation_scheduler import EscalationScheduler, jobstore_url
-from alerts.escalator import Escalator
-from alerts.notifier import Fallback, Notifier
-from alerts.outbox import Outbox, Routing, recipients_of
-from alerts.service import AlertService
 from firewatch import db
 from firewatch.accounts import prepare_accounts
+from firewatch.alert_side import alert_side
 from firewatch.consumer import DeadLetters
 from firewatch.metrics import FirewatchCollector, registry_for
 from firewatch.mqtt import BrokerAddress, EmbeddedBroker
@@ -37,6 +31,7 @@ from firewatch.site import ModbusEndpoint, Site, load_site
 from firewatch.web.app import AppContext, create_app
 from gateway.service import GatewayService
 from ingest.influx_store import InfluxTimeSeries
+from ingest.retention import compactor_for
 from ingest.service import IngestService
 from ingest.spool import Spool
 from ingest.sqlite_store import SqliteTimeSeries
@@ -83,10 +78,11 @@ async def sync_site(sessions: async_sessionmaker, site: Site, profiles: dict[str
             row.location = d.location
 
 
-def timeseries_store(settings: Settings) -> TimeSeriesStore:
+def timeseries_store(settings: Settings, site: Site) -> TimeSeriesStore:
     if settings.influx_url:
         return InfluxTimeSeries(
-            settings.influx_url, settings.influx_token, settings.influx_org, settings.influx_bucket
+            settings.influx_url, settings.influx_token, settings.influx_org, settings.influx_bucket,
+            townships={i.id: i.township for i in site.institutions},
         )
     return SqliteTimeSeries(settings.data_dir / "timeseries.db")
 
@@ -120,40 +116,6 @@ def endpoint_ports(fleet: SimulatorFleet | None) -> Callable[[ModbusEndpoint], i
     return endpoint_port
 
 
-def alert_services(
-    settings: Settings, site: Site, profiles: dict[str, DeviceProfile],
-    sessions: async_sessionmaker, broker: BrokerAddress, shared: bool,
-) -> tuple[AlertService, Notifier]:
-    """The alert service and the notifier that sends the notices it stores."""
-    notices_waiting = asyncio.Event()
-    channels = configured_channels(settings)
-    routing = Routing(
-        settings.notice_channel, settings.notice_fallback_channel, frozenset(channels),
-        recipients_of(site, settings.wecom_webhook_url),
-    )
-    alerts = AlertService(
-        site, profiles, sessions, broker, DeadLetters(sessions, "alerts"),
-        shared_subscription=shared,
-        outbox=Outbox(routing, settings.notice_storm_window_s),
-        hazard_deadline=timedelta(hours=settings.iot_hazard_deadline_hours),
-        notices_waiting=notices_waiting,
-    )
-    fallback = Fallback(settings.notice_fallback_after_attempts, settings.notice_fallback_after_s)
-    return alerts, Notifier(sessions, notices_waiting, channels, routing, fallback,
-                            timeout_s=settings.notice_timeout_s)
-
-
-def escalation_scheduler(
-    settings: Settings, site: Site, profiles: dict[str, DeviceProfile],
-    sessions: async_sessionmaker, notifier: Notifier,
-) -> EscalationScheduler:
-    """Escalations (提级) and ledger reminders, stored for ``notifier`` to send."""
-    escalator = Escalator(site, profiles, sessions, notifier.routing,
-                          default_webhook=settings.wecom_webhook_url,
-                          notices_waiting=notifier.waiting)
-    return EscalationScheduler(escalator, jobstore_url(settings.effective_database_url))
-
-
 def http_server(app: ASGIApp, host: str, port: int) -> uvicorn.Server:
     """uvicorn for the web app or a metrics listener; its logs go through ours (text or JSON)."""
     return _Server(uvicorn.Config(
@@ -171,7 +133,7 @@ async def run_stack(settings: Settings) -> None:
     sessions = db.sessionmaker(engine)
     await sync_site(sessions, site, profiles)
     await prepare_accounts(settings, sessions)
-    store = timeseries_store(settings)
+    store = timeseries_store(settings, site)
     await store.open()
 
     async with contextlib.AsyncExitStack() as stack:
@@ -191,11 +153,11 @@ async def run_stack(settings: Settings) -> None:
             stack.push_async_callback(fleet.stop)
 
         endpoint_port = endpoint_ports(fleet)
-        alerts, notifier = alert_services(settings, site, profiles, sessions, broker, shared)
-        escalation = escalation_scheduler(settings, site, profiles, sessions, notifier)
+        alert = alert_side(settings, site, profiles, sessions, broker, shared)
         ingest = IngestService(
             store, Spool(settings.data_dir / "ingest-spool.db"), broker,
             DeadLetters(sessions, "ingest"), shared_subscription=shared,
+            compactor=compactor_for(store, settings),
         )
         gateways = [
             GatewayService(
@@ -204,17 +166,18 @@ async def run_stack(settings: Settings) -> None:
             for g in site.gateways
         ]
         statuses = {
-            "alerts": alerts.status,
+            **alert.statuses(),
             "ingest": ingest.status,
-            "notifier": notifier.status,
-            "escalation": escalation.status,
             **{f"gateway:{g.gateway.id}": g.status for g in gateways},
         }
+        # the web app's hub watches these sessions: the alert side's changes reach the pages
+        # without the broker
         app = create_app(AppContext(
             sessions=sessions, timeseries=store, site=site,
             site_dir=settings.site_file.parent, statuses=statuses, simulators=fleet,
             settings=settings,
-            metrics=registry_for(FirewatchCollector(gateways, ingest, alerts, notifier)),
+            metrics=registry_for(FirewatchCollector(
+                gateways, ingest, alert.alerts, alert.notifier, alert.escalation)),
         ))
         server = http_server(app, settings.host, settings.port)
 
@@ -229,7 +192,7 @@ async def run_stack(settings: Settings) -> None:
         async def gateways_and_devices() -> None:
             """Consumers hold their broker sessions before any gateway publishes, and gateways
             listen before the simulated MQTT devices send their first report."""
-            await alerts.consumer.ready.wait()
+            await alert.alerts.consumer.ready.wait()
             await ingest.consumer.ready.wait()
             async with asyncio.TaskGroup() as group:
                 for g in gateways:
@@ -241,10 +204,8 @@ async def run_stack(settings: Settings) -> None:
 
         async with asyncio.TaskGroup() as tasks:
             services = [
-                tasks.create_task(alerts.run(), name="alerts"),
+                *(tasks.create_task(coro, name=name) for name, coro in alert.services().items()),
                 tasks.create_task(ingest.run(), name="ingest"),
-                tasks.create_task(notifier.run(), name="notifier"),
-                tasks.create_task(escalation.run(), name="escalation"),
                 tasks.create_task(gateways_and_devices(), name="gateways"),
             ]
             log.info(

@@ -10,6 +10,7 @@ overwrites the same points: InfluxDB cannot hold duplicates, and no dedup table 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -21,13 +22,14 @@ from firewatch.profiles import FIELD_PATTERN
 from ingest.store import HistoryPoint
 
 
-def batch_to_point(batch: ReadingBatch) -> Point:
+def batch_to_point(batch: ReadingBatch, township: str | None = None) -> Point:
     """The batch as influxdb-client builds a point: the reference that ``batch_to_line`` matches."""
     point = (
         Point(batch.kind.value)
         .tag("device", batch.device_id)
         .tag("institution", batch.institution_id)
         .tag("gateway", batch.gateway_id)
+        .tag("township", township)
         .time(batch.ts, WritePrecision.MS)
     )
     for field, value in batch.readings.items():
@@ -48,18 +50,31 @@ def _field_value(value: float | bool) -> str:
     return text[:-2] if text.endswith(".0") else text  # as influxdb-client writes whole floats
 
 
-def batch_to_line(batch: ReadingBatch) -> str:
+_TAG_ESCAPES = str.maketrans({",": "\\,", "=": "\\=", " ": "\\ ",
+                              "\n": "\\n", "\r": "\\r", "\t": "\\t"})
+
+
+def township_tag(township: str | None) -> str:
+    """``,township=...`` escaped as line protocol wants, or nothing: computed once per site."""
+    if not township:
+        return ""
+    value = township.translate(_TAG_ESCAPES)
+    return f",township={value} " if value.endswith("\\") else f",township={value}"
+
+
+def batch_to_line(batch: ReadingBatch, township: str = "") -> str:
     """The batch as one line of line protocol, the same line ``batch_to_point`` gives.
 
-    Formatted directly because it is four times cheaper than building a ``Point``, and ingest
-    spends most of its time here.  No escaping is needed: the contract restricts ids to
+    Formatted directly because it is seven times cheaper than building a ``Point``, and ingest
+    spends much of its time here.  Ids need no escaping: the contract restricts them to
     ``ID_PATTERN`` and profiles restrict field names to ``FIELD_PATTERN``, neither of which
-    admits the characters line protocol escapes (space, comma, equals sign, quote, backslash).
+    admits the characters line protocol escapes.  Township names are free text, so their tag
+    comes escaped from :func:`township_tag`.
     """
     fields = {**batch.readings, **batch.flags}
     return (
         f"{batch.kind.value},device={batch.device_id},gateway={batch.gateway_id},"
-        f"institution={batch.institution_id} "
+        f"institution={batch.institution_id}{township} "
         + ",".join(f"{k}={_field_value(fields[k])}" for k in sorted(fields))
         + f" {(batch.ts - _EPOCH) // _MILLISECOND}"
     )
@@ -68,8 +83,11 @@ def batch_to_line(batch: ReadingBatch) -> str:
 class InfluxTimeSeries:
     name = "influxdb"
 
-    def __init__(self, url: str, token: str, org: str, bucket: str) -> None:
+    def __init__(self, url: str, token: str, org: str, bucket: str,
+                 townships: Mapping[str, str] | None = None) -> None:
+        """``townships`` maps institution ids to their township, written as a tag."""
         self.url = url.rstrip("/")
+        self._township_tags = {i: township_tag(t) for i, t in (townships or {}).items()}
         self.token = token
         self.org = org
         self.bucket = bucket
@@ -91,7 +109,8 @@ class InfluxTimeSeries:
         assert self._client is not None, "store not open"
         # one request for all; raises on any non-2xx answer, so nothing is acknowledged
         await self._client.write_api().write(
-            bucket=self.bucket, record=[batch_to_line(b) for b in batches],
+            bucket=self.bucket, record=[batch_to_line(b, self._township_tags.get(b.institution_id, ""))
+                                       for b in batches],
             write_precision=WritePrecision.MS,
         )
         return len(batches)

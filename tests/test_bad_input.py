@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 from sqlalchemy import select
 
 from firewatch import db
+from firewatch.alert_side import alert_side
 from firewatch.bench.servers import Mosquitto
 from firewatch.consumer import DeadLetters
 from firewatch.contract import (
@@ -35,7 +36,6 @@ from firewatch.contract import (
 )
 from firewatch.mqtt import BrokerAddress
 from firewatch.settings import Settings
-from firewatch.stack import alert_services
 from ingest.service import IngestService
 from ingest.spool import Spool
 from ingest.sqlite_store import SqliteTimeSeries
@@ -198,8 +198,8 @@ async def consumers(mosquitto, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("consumers")
     async with demo_county(f"sqlite+aiosqlite:///{workdir}/fw.db") as county:
         sessions = county.sessions
-        alerts, _ = alert_services(Settings(wecom_webhook_url=None), county.site,
-                                   county.profiles, sessions, mosquitto, shared=True)
+        alerts = alert_side(Settings(wecom_webhook_url=None), county.site,
+                            county.profiles, sessions, mosquitto, shared=True).alerts
         store = SqliteTimeSeries(workdir / "ts.db")
         await store.open()
         ingest = IngestService(store, Spool(workdir / "spool.db"), mosquitto,

@@ -5,10 +5,14 @@ from datetime import UTC, datetime
 import pytest
 
 from firewatch.contract import (
+    ChangeKind,
+    ChangeNotice,
     DeviceEvent,
     EventType,
     InvalidPayload,
     ReadingBatch,
+    change_topic,
+    parse_change,
     parse_message,
     readings_topic,
 )
@@ -51,3 +55,23 @@ def test_a_broken_payload_is_rejected_with_a_reason_naming_the_field(payload, re
     with pytest.raises(InvalidPayload) as err:
         parse_message(readings_topic("gw-1", "dev-1"), payload)
     assert reason in err.value.reason
+
+
+def test_a_change_notice_arrives_on_its_institutions_topic_and_one_on_another_is_refused():
+    notice = ChangeNotice(kind=ChangeKind.DEVICE, institution_id="inst-1",
+                          data={"id": "dev-1", "state": "alarm"})
+    assert change_topic(notice) == "firewatch/v1/changes/inst-1"
+    assert parse_change("firewatch/v1/changes/inst-1", notice.to_bytes()) == notice
+    with pytest.raises(InvalidPayload, match="arrived on topic"):
+        parse_change("firewatch/v1/changes/inst-2", notice.to_bytes())
+
+
+def test_a_resync_notice_has_a_topic_no_institution_can_have():
+    resync = ChangeNotice(kind=ChangeKind.RESYNC, institution_id="")
+    assert parse_change(change_topic(resync), resync.to_bytes()) == resync
+    with pytest.raises(InvalidPayload, match="institution_id"):
+        parse_change(change_topic(resync), b'{"schema": "firewatch.change/1", "kind": "device", '
+                                           b'"institution_id": "_resync", "data": {}}')
+    with pytest.raises(InvalidPayload, match="names no institution"):
+        parse_change("firewatch/v1/changes/inst-1", b'{"schema": "firewatch.change/1", '
+                     b'"kind": "resync", "institution_id": "inst-1"}')

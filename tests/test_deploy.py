@@ -47,9 +47,9 @@ def test_every_firewatch_variable_in_the_compose_file_is_a_setting_and_parses():
         unknown = {k for k in environment if k.startswith("FIREWATCH_")} - known
         assert not unknown, f"{name}: no setting reads {sorted(unknown)}"
         settings = service_settings(environment)
-        if parser().parse_args(service["command"]).command != "web":
-            assert settings.mqtt_url, f"{name} has no broker"
-            BrokerAddress.from_url(settings.mqtt_url)
+        # the web app too: the alert service's change notices come to its live pages by broker
+        assert settings.mqtt_url, f"{name} has no broker"
+        BrokerAddress.from_url(settings.mqtt_url)
 
 
 def test_every_service_command_is_a_real_firewatch_subcommand():

@@ -17,7 +17,15 @@ import aiomqtt
 import pytest
 
 from firewatch.bench.servers import Mosquitto
-from firewatch.contract import READINGS_FILTER, readings_topic, shared
+from firewatch.contract import (
+    CHANGES_FILTER,
+    READINGS_FILTER,
+    ChangeKind,
+    ChangeNotice,
+    change_topic,
+    readings_topic,
+    shared,
+)
 from firewatch.mqtt import BrokerAddress
 from tests.support.deploy import ROOT, firewatch_services
 
@@ -56,10 +64,10 @@ def broker(tmp_path_factory):
     server.stop()
 
 
-def login(broker: DeployedMosquitto, service: str) -> aiomqtt.Client:
+def login(broker: DeployedMosquitto, service: str, replica: str = "") -> aiomqtt.Client:
     address = credentials()[service]
     local = BrokerAddress("127.0.0.1", broker.port, address.username, address.password)
-    return local.client(f"test-{service}")
+    return local.client(f"test-{service}{replica}")
 
 
 async def received_until(subscriber: aiomqtt.Client, last: bytes) -> list[tuple[str, bytes]]:
@@ -74,7 +82,7 @@ async def received_until(subscriber: aiomqtt.Client, last: bytes) -> list[tuple[
 
 async def test_every_service_logs_in_with_the_credentials_the_compose_file_gives_it(broker):
     assert {urlsplit(f"mqtt://{a.username}@x").username for a in credentials().values()} == {
-        "gw-rongcheng", "gw-dingqiao", "gw-child-welfare", "ingest", "alerts"}
+        "gw-rongcheng", "gw-dingqiao", "gw-child-welfare", "ingest", "alerts", "web"}
     for service in credentials():
         async with login(broker, service):
             pass
@@ -102,6 +110,47 @@ async def test_the_consumers_can_read_but_not_publish(broker):
         await gateway.publish(topic, b"from the gateway", qos=1)
         got = await received_until(alerts, b"from the gateway")
     assert got == [(topic, b"from the gateway")]
+
+
+def alarm_notice(note: str) -> ChangeNotice:
+    return ChangeNotice(kind=ChangeKind.ALARM, institution_id="rongcheng-eldercare",
+                        data={"id": 1, "note": note})
+
+
+async def test_every_web_replica_reads_the_change_notices_the_alert_service_publishes(broker):
+    notice = alarm_notice("from alerts")
+    async with login(broker, "web", "-a") as web_a, login(broker, "web", "-b") as web_b, \
+            login(broker, "alerts") as alerts:
+        for web in (web_a, web_b):
+            await web.subscribe(CHANGES_FILTER, qos=1)
+        await alerts.publish(change_topic(notice), notice.to_bytes(), qos=1)
+        for web in (web_a, web_b):
+            assert await received_until(web, notice.to_bytes()) == [
+                (change_topic(notice), notice.to_bytes())]
+
+
+async def test_only_the_alert_service_may_publish_change_notices(broker):
+    forged, real = alarm_notice("forged"), alarm_notice("from alerts")
+    async with login(broker, "web") as web, login(broker, "ingest") as ingest, \
+            login(broker, "gateway-rongcheng") as gateway, login(broker, "alerts") as alerts:
+        await web.subscribe(CHANGES_FILTER, qos=1)
+        for forger in (web, ingest, gateway):
+            await forger.publish(change_topic(forged), forged.to_bytes(), qos=1)
+        await alerts.publish(change_topic(real), real.to_bytes(), qos=1)
+        got = await received_until(web, real.to_bytes())
+    assert got == [(change_topic(real), real.to_bytes())]
+
+
+async def test_the_web_app_cannot_read_the_gateways_readings(broker):
+    reading, notice = readings_topic("gw-rongcheng", "rc-gas-1"), alarm_notice("after")
+    async with login(broker, "web") as web, login(broker, "gateway-rongcheng") as gateway, \
+            login(broker, "alerts") as alerts:
+        await web.subscribe(READINGS_FILTER, qos=1)
+        await web.subscribe(CHANGES_FILTER, qos=1)
+        await gateway.publish(reading, b"a reading", qos=1)
+        await alerts.publish(change_topic(notice), notice.to_bytes(), qos=1)
+        got = await received_until(web, notice.to_bytes())
+    assert got == [(change_topic(notice), notice.to_bytes())]
 
 
 async def test_a_gateway_hears_its_own_buttons_but_not_another_institutions(broker):

@@ -7,6 +7,7 @@ variables only; what the tests read is what an operator reads: metrics and log l
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -15,14 +16,18 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import paho.mqtt.publish
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import create_engine, text
 
+from alerts.escalation_scheduler import JOBS_TABLE, jobstore_url
 from firewatch.bench.servers import Mosquitto
 from firewatch.mqtt import free_port
+from tests.support.auth import login
 from tests.support.stack import Stack
 from tests.support.wecom import WeComServer
 
@@ -92,9 +97,14 @@ def broker(tmp_path_factory) -> Iterator[Mosquitto]:
 
 
 @pytest.fixture(scope="module")
-def services(tmp_path_factory, broker, postgres, robot) -> Iterator[dict[str, Service]]:
+def database(postgres) -> str:
+    return postgres.new_database()
+
+
+@pytest.fixture(scope="module")
+def services(tmp_path_factory, broker, database, robot) -> Iterator[dict[str, Service]]:
     workdir = tmp_path_factory.mktemp("services")
-    env = {"FIREWATCH_MQTT_URL": broker.url, "FIREWATCH_DATABASE_URL": postgres.new_database(),
+    env = {"FIREWATCH_MQTT_URL": broker.url, "FIREWATCH_DATABASE_URL": database,
            "FIREWATCH_DATA_DIR": str(workdir), "FIREWATCH_WECOM_WEBHOOK_URL": robot.url}
     started: dict[str, Service] = {}
 
@@ -118,6 +128,29 @@ def services(tmp_path_factory, broker, postgres, robot) -> Iterator[dict[str, Se
             if service.process.poll() is None:
                 service.process.kill()
                 service.process.wait(10)
+
+
+def press(broker: Mosquitto, button: str) -> None:
+    """What a one-key alarm button itself sends when pressed (its profile's uplink)."""
+    paho.mqtt.publish.single(f"devices/{button}/up", json.dumps({"alarm": 1, "bat": 3.6}),
+                             qos=1, hostname="127.0.0.1", port=broker.port)
+
+
+@contextlib.contextmanager
+def admin(web: Service) -> Iterator[httpx.Client]:
+    """A console client of the web process, logged in as the bureau's admin."""
+    with httpx.Client(base_url=f"http://127.0.0.1:{web.port}", timeout=10) as client:
+        yield login(client, "admin")
+
+
+def server_sent_events(reply: httpx.Response) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(event, data) pairs of an /api/events stream, as the console's pages read them."""
+    kind = ""
+    for line in reply.iter_lines():
+        if line.startswith("event: "):
+            kind = line.removeprefix("event: ")
+        elif line.startswith("data: "):
+            yield kind, json.loads(line.removeprefix("data: "))
 
 
 def test_readings_flow_from_the_gateway_process_through_the_broker_to_alerts_and_ingest(
@@ -147,9 +180,7 @@ def test_a_button_press_is_an_alarm_in_the_alerts_process_and_a_notice_reaches_t
     services, broker, robot,
 ):
     alerts = services["alerts"]
-    # what the button itself sends when pressed (its profile's uplink)
-    paho.mqtt.publish.single("devices/rc-btn-1/up", json.dumps({"alarm": 1, "bat": 3.6}),
-                             qos=1, hostname="127.0.0.1", port=broker.port)
+    press(broker, "rc-btn-1")
     until(lambda: alerts.total("firewatch_alerts_alarms_raised_total") >= 1
           and alerts.total("firewatch_notices_sent_total") >= 1,
           "the alarm to be raised and its notice sent", list(services.values()))
@@ -157,6 +188,61 @@ def test_a_button_press_is_an_alarm_in_the_alerts_process_and_a_notice_reaches_t
                       and "一键报警" in r.body["markdown"]["content"]
                       for r in robot.robot.accepted),
           "the button's notice at the robot", list(services.values()))
+
+
+def test_a_button_press_shows_live_on_the_admins_page_served_by_the_web_process(
+    services, broker,
+):
+    web, alerts = services["web"], services["alerts"]
+    running = list(services.values())
+    until(lambda: httpx.get(f"http://127.0.0.1:{web.port}/api/health").json()["services"][
+        "changes"]["subscribed"], "the web process to follow the change notices", running)
+    pushed: dict[str, dict[str, Any]] = {}
+    deadline = time.monotonic() + 30
+    with admin(web) as client, client.stream(
+        "GET", "/api/events", timeout=httpx.Timeout(10, read=30),
+    ) as reply:
+        events = server_sent_events(reply)
+        assert next(events)[0] == "ready"
+        press(broker, "cw-btn-1")
+        for kind, data in events:
+            if data.get("device_id", data.get("id")) == "cw-btn-1":
+                pushed[kind] = data
+            if pushed.get("device", {}).get("state") == "alarm" and "alarm" in pushed:
+                break
+            assert time.monotonic() < deadline, f"no live alarm of cw-btn-1; got {pushed}"
+    assert pushed["device"]["institution_name"] == "县儿童福利院（演示）"
+    assert (pushed["alarm"]["rule"], pushed["alarm"]["status"]) == ("one_key_alarm", "active")
+    assert alerts.total("firewatch_change_notices_total", direction="published") >= 2
+    assert web.total("firewatch_change_notices_total", direction="received") >= 2
+
+
+def test_the_alerts_process_schedules_the_escalation_of_an_unacknowledged_alarm(
+    services, broker, database,
+):
+    alerts, running = services["alerts"], list(services.values())
+    assert ("firewatch_escalation_jobs_scheduled", ()) in alerts.metrics()
+    press(broker, "dq-btn-1")
+    with admin(services["web"]) as client:
+        def newest_alarm() -> int | None:
+            alarms = client.get("/api/alarms", params={"device_id": "dq-btn-1"}).json()
+            return alarms[0]["id"] if alarms else None
+
+        until(lambda: newest_alarm() is not None, "the button's alarm", running)
+        alarm = newest_alarm()
+
+    jobs = create_engine(jobstore_url(database))
+    try:
+        def scheduled() -> set[str]:
+            with jobs.connect() as connection:
+                return set(connection.scalars(text(f"SELECT id FROM {JOBS_TABLE}")))
+
+        # the scheduler sweeps for new alarms every 15 s
+        until(lambda: f"alarm:{alarm}" in scheduled(), "the alarm's escalation job", running)
+    finally:
+        jobs.dispose()
+    until(lambda: alerts.total("firewatch_escalation_jobs_scheduled") >= 1,
+          "the alerts process to report the job", running)
 
 
 def test_every_log_line_of_every_service_is_a_json_object(services):
@@ -189,6 +275,7 @@ def test_firewatch_up_serves_every_services_counts_at_the_web_apps_metrics(tmp_p
         assert {"firewatch_gateway_polls_total", "firewatch_gateway_published_total",
                 "firewatch_gateway_outbox_depth", "firewatch_ingest_spool_depth",
                 "firewatch_alerts_alarms_raised_total", "firewatch_notices_sent_total",
+                "firewatch_escalation_jobs_scheduled",
                 "process_resident_memory_bytes"} <= names
     finally:
         stack.stop()

@@ -5,7 +5,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from firewatch.contract import ReadingBatch
-from ingest.influx_store import InfluxTimeSeries, batch_to_line, batch_to_point
+from ingest.influx_store import InfluxTimeSeries, batch_to_line, batch_to_point, township_tag
 from firewatch.bench.servers import InfluxDB1, VictoriaMetrics
 
 T0 = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=10)
@@ -35,27 +35,30 @@ def influxdb(tmp_path):
     server.stop()
 
 
-@pytest.mark.parametrize("readings", [
-    {"residual_current": 80.0, "cable_temp_1": 31.25, "cable_temp_2": -5.0},
-    {"residual_current": 1e-7, "cable_temp_1": 123456789.123, "cable_temp_2": 0.0},
+@pytest.mark.parametrize(("readings", "township"), [
+    ({"residual_current": 80.0, "cable_temp_1": 31.25, "cable_temp_2": -5.0}, "蓉城镇"),
+    ({"residual_current": 1e-7, "cable_temp_1": 123456789.123, "cable_temp_2": 0.0}, None),
+    ({"residual_current": 3.0}, "East Town, ward=2 \\"),
 ])
-def test_the_written_line_is_the_one_influxdb_client_builds(readings):
+def test_the_written_line_is_the_one_influxdb_client_builds(readings, township):
     b = ReadingBatch(gateway_id="gw_1.a", seq=1, device_id="efm-1", institution_id="home-2",
                      kind="electrical_fire_monitor", ts=T0 + timedelta(microseconds=1999),
                      profile="generic-efm-4t", readings=readings,
                      flags={"sensor_fault": True, "device_residual_alarm": False})
-    assert batch_to_line(b) == batch_to_point(b).to_line_protocol()
+    assert batch_to_line(b, township_tag(township)) == batch_to_point(b, township).to_line_protocol()
 
 
 async def test_a_batch_arrives_with_its_tags_fields_and_device_timestamp(victoria):
-    store = InfluxTimeSeries(victoria.url, token="", org="firewatch", bucket="firewatch")
+    store = InfluxTimeSeries(victoria.url, token="", org="firewatch", bucket="firewatch",
+                             townships={"rongcheng-eldercare": "蓉城镇"})
     await store.open()
     await store.write([batch(1, 0, 12.5)])
     await store.close()
 
     [series] = victoria.export('{__name__="gas_detector_gas_concentration"}')
     assert series["metric"] == {"__name__": "gas_detector_gas_concentration", "device": "rc-gas-1",
-                                "institution": "rongcheng-eldercare", "gateway": "gw-1"}
+                                "institution": "rongcheng-eldercare", "gateway": "gw-1",
+                                "township": "蓉城镇"}
     assert series["values"] == [12.5]
     assert series["timestamps"] == [int(T0.timestamp() * 1000)]
 

@@ -84,6 +84,8 @@ class AppContext:
     simulators: Simulators | None = None
     settings: Settings = field(default_factory=Settings)  # secret key, token life, map tiles
     metrics: CollectorRegistry | None = None  # served at /metrics for Prometheus
+    # the live pages' changes: this app's own commits, and what a ChangeListener feeds it
+    hub: ChangeHub = field(default_factory=ChangeHub)
 
 
 def create_app(ctx: AppContext) -> FastAPI:
@@ -96,7 +98,7 @@ def create_app(ctx: AppContext) -> FastAPI:
     names: dict[str, str] = {i.id: i.name for i in ctx.site.institutions}
     app.state.auth = auth.AuthConfig(ctx.sessions, ctx.settings.secret_key,
                                      ctx.settings.token_hours)
-    app.state.hub = hub = ChangeHub()
+    app.state.hub = hub = ctx.hub
     hub.watch(ctx.sessions)
 
     def with_name(columns: dict[str, Any]) -> dict[str, Any]:

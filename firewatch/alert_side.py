@@ -1,0 +1,74 @@
+"""The alert side of Firewatch, built in one place for ``firewatch up`` and ``firewatch alerts``.
+
+The alert service stores alarms, ledger entries and notices; the notifier sends the notices;
+the escalation scheduler takes the steps of alarms nobody acknowledged (提级) and the ledger
+reminders, storing their notices for the same notifier.  Both ways of running Firewatch build
+and run these three from here, so that one cannot leave out a part the other runs (the separate
+alerts service once ran without escalation).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy.ext.asyncio import async_sessionmaker
+
+from alerts.channels import configured_channels
+from alerts.escalation_scheduler import EscalationScheduler, jobstore_url
+from alerts.escalator import Escalator
+from alerts.notifier import Fallback, Notifier
+from alerts.outbox import Outbox, Routing, recipients_of
+from alerts.service import AlertService
+from firewatch.consumer import DeadLetters
+from firewatch.mqtt import BrokerAddress
+from firewatch.profiles import DeviceProfile
+from firewatch.settings import Settings
+from firewatch.site import Site
+
+
+@dataclass(frozen=True)
+class AlertSide:
+    alerts: AlertService
+    notifier: Notifier
+    escalation: EscalationScheduler
+
+    def services(self) -> dict[str, Coroutine[Any, Any, None]]:
+        """What to run, by task name."""
+        return {"alerts": self.alerts.run(), "notifier": self.notifier.run(),
+                "escalation": self.escalation.run()}
+
+    def statuses(self) -> dict[str, Callable[[], dict[str, Any]]]:
+        """What /api/health reports of each, by the same names."""
+        return {"alerts": self.alerts.status, "notifier": self.notifier.status,
+                "escalation": self.escalation.status}
+
+
+def alert_side(
+    settings: Settings, site: Site, profiles: dict[str, DeviceProfile],
+    sessions: async_sessionmaker, broker: BrokerAddress, shared: bool,
+) -> AlertSide:
+    notices_waiting = asyncio.Event()
+    channels = configured_channels(settings)
+    routing = Routing(
+        settings.notice_channel, settings.notice_fallback_channel, frozenset(channels),
+        recipients_of(site, settings.wecom_webhook_url),
+    )
+    alerts = AlertService(
+        site, profiles, sessions, broker, DeadLetters(sessions, "alerts"),
+        shared_subscription=shared,
+        outbox=Outbox(routing, settings.notice_storm_window_s),
+        hazard_deadline=timedelta(hours=settings.iot_hazard_deadline_hours),
+        notices_waiting=notices_waiting,
+    )
+    fallback = Fallback(settings.notice_fallback_after_attempts, settings.notice_fallback_after_s)
+    notifier = Notifier(sessions, notices_waiting, channels, routing, fallback,
+                        timeout_s=settings.notice_timeout_s)
+    escalator = Escalator(site, profiles, sessions, routing,
+                          default_webhook=settings.wecom_webhook_url,
+                          notices_waiting=notices_waiting)
+    escalation = EscalationScheduler(escalator, jobstore_url(settings.effective_database_url))
+    return AlertSide(alerts, notifier, escalation)
