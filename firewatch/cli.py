@@ -66,11 +66,24 @@ def _bench(args: argparse.Namespace) -> int:
     if args.benchmark == "gateway":
         from firewatch.bench import gateway
 
-        asyncio.run(gateway.run(args.devices, args.per_endpoint, args.seconds, args.json))
+        asyncio.run(gateway.run(args.devices, args.per_endpoint, args.seconds, args.json, args.repeat))
     elif args.benchmark == "ingest":
         from firewatch.bench import ingest
 
         asyncio.run(ingest.run(args.messages, args.repeat, args.json))
+    elif args.benchmark == "alarms":
+        from firewatch.bench import alarms
+
+        asyncio.run(alarms.run(args.devices, args.count, args.spacing, args.broker, args.json))
+    elif args.benchmark == "map":
+        from firewatch.bench import map_load
+
+        asyncio.run(map_load.run(args.devices, args.seconds, args.concurrency, args.repeat,
+                                 args.json))
+    else:
+        from firewatch.bench import suite
+
+        asyncio.run(suite.run(suite.Sizes.from_args(args), args.json))
     return 0
 
 
@@ -217,15 +230,35 @@ def parser() -> argparse.ArgumentParser:
         action.set_defaults(func=_user)
 
     bench = sub.add_parser("bench", help="measure against baselines taken in the same run")
-    bench_sub = bench.add_subparsers(dest="benchmark", required=True)
+    bench.add_argument("--json", action="store_true", help="end with one JSON line of figures")
+    bench.add_argument("--gateway-devices", type=int, default=1000)
+    bench.add_argument("--ingest-messages", type=int, default=10_000)
+    bench.add_argument("--alarm-devices", type=int, default=1000)
+    bench.add_argument("--map-devices", type=int, default=2000)
+    bench.add_argument("--seconds", type=float, default=5, help="length of each timed run")
+    bench.add_argument("--repeat", type=int, default=3, help="runs of each; medians are reported")
+    bench.set_defaults(func=_bench, benchmark=None)
+    bench_sub = bench.add_subparsers(dest="benchmark",
+                                     help="one benchmark (none: all four and a summary table)")
     gw = bench_sub.add_parser("gateway", help="gateway polls/s vs a bare pymodbus loop")
     gw.add_argument("--devices", type=int, default=1000)
     gw.add_argument("--per-endpoint", type=int, default=50, help="unit ids per endpoint")
-    gw.add_argument("--seconds", type=float, default=10)
+    gw.add_argument("--seconds", type=float, default=5, help="length of each timed run")
+    gw.add_argument("--repeat", type=int, default=3, help="runs of each; medians are reported")
     ing = bench_sub.add_parser("ingest", help="ingest readings/s vs influxdb-client direct")
     ing.add_argument("--messages", type=int, default=20_000, help="reading batches to send")
     ing.add_argument("--repeat", type=int, default=3, help="runs of each; medians are reported")
-    for b in (gw, ing):
+    alarm = bench_sub.add_parser("alarms", help="event-to-notice latency vs an MQTT round trip")
+    alarm.add_argument("--devices", type=int, default=1000, help="ten per institution")
+    alarm.add_argument("--count", type=int, help="presses and breaches each (default: max)")
+    alarm.add_argument("--spacing", type=float, default=0.25, help="seconds between triggers")
+    alarm.add_argument("--broker", choices=["mosquitto", "embedded"], default="mosquitto")
+    mp = bench_sub.add_parser("map", help="map data requests/s vs bare uvicorn, same JSON size")
+    mp.add_argument("--devices", type=int, default=2000, help="one-key buttons, four each")
+    mp.add_argument("--seconds", type=float, default=5, help="length of each timed run")
+    mp.add_argument("--concurrency", type=int, default=4, help="requests in flight")
+    mp.add_argument("--repeat", type=int, default=3, help="runs of each; medians are reported")
+    for b in (gw, ing, alarm, mp):
         b.add_argument("--json", action="store_true", help="end with one JSON line of figures")
         b.set_defaults(func=_bench)
     return p

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import platform
 import subprocess
 import sys
@@ -66,6 +67,19 @@ def simulator_process(site_file: Path, workdir: Path) -> Iterator[dict[str, int]
     finally:
         process.terminate()
         process.wait(30)
+
+
+def percentiles_ms(seconds: list[float]) -> dict[str, float]:
+    """p50, p95, p99 and max in milliseconds (nearest rank, so a figure is one that was seen)."""
+    ranked = sorted(seconds)
+    if not ranked:
+        return {"count": 0}
+
+    def rank(p: float) -> float:
+        return round(ranked[max(0, math.ceil(p / 100 * len(ranked)) - 1)] * 1000, 1)
+
+    return {"count": len(ranked), "p50": rank(50), "p95": rank(95), "p99": rank(99),
+            "max": rank(100)}
 
 
 def report(title: str, rows: list[tuple[str, str, str]], figures: dict[str, Any],

@@ -10,6 +10,7 @@ at a 1 s interval and reports whether the gateway keeps up, and how much of a co
 from __future__ import annotations
 
 import asyncio
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -68,7 +69,8 @@ async def gateway_run(site, profiles, ports: dict[str, int], workdir: Path,
     return answered, cpu
 
 
-async def run(devices: int, per_endpoint: int, seconds: float, as_json: bool) -> dict[str, Any]:
+async def run(devices: int, per_endpoint: int, seconds: float, as_json: bool,
+              repeat: int = 3) -> dict[str, Any]:
     profiles = load_profiles()
     with tempfile.TemporaryDirectory(prefix="fw-bench-") as tmp:
         workdir = Path(tmp)
@@ -79,15 +81,19 @@ async def run(devices: int, per_endpoint: int, seconds: float, as_json: bool) ->
         units: dict[str, list[int]] = {}
         for d in site.devices:
             units.setdefault(d.endpoint, []).append(d.unit_id)
+        bare_runs, flat_runs = [], []
         with simulator_process(site_file, workdir) as ports:
-            bare = await bare_loop(ports, units, count, seconds) / seconds
-            flat_out, _ = await gateway_run(site, profiles, ports, workdir, 1e-6, seconds)
+            for _ in range(repeat):  # interleaved, so a change in load hits both alike
+                bare_runs.append(await bare_loop(ports, units, count, seconds) / seconds)
+                flat_out, _ = await gateway_run(site, profiles, ports, workdir, 1e-6, seconds)
+                flat_runs.append(flat_out / seconds)
             paced, cpu = await gateway_run(site, profiles, ports, workdir, 1.0, seconds)
-    flat_rate, paced_rate = flat_out / seconds, paced / seconds
+    bare, flat_rate = statistics.median(bare_runs), statistics.median(flat_runs)
+    paced_rate = paced / seconds
     figures = {
         "benchmark": "gateway",
         "devices": devices, "endpoints": len(units), "registers_per_read": count,
-        "seconds": seconds,
+        "seconds": seconds, "repeat": repeat,
         "bare_pymodbus_reads_per_s": round(bare, 1),
         "gateway_polls_per_s": round(flat_rate, 1),
         "gateway_vs_bare": round(flat_rate / bare, 3),
@@ -98,7 +104,8 @@ async def run(devices: int, per_endpoint: int, seconds: float, as_json: bool) ->
         "versions": versions("pymodbus"),
     }
     report(
-        f"gateway: {devices} devices on {len(units)} Modbus TCP endpoints, {seconds:g} s each run",
+        f"gateway: {devices} devices on {len(units)} Modbus TCP endpoints, {seconds:g} s each "
+        f"run, median of {repeat}",
         [
             ("bare pymodbus loop", f"{bare:,.0f} reads/s", "baseline"),
             ("gateway, flat out", f"{flat_rate:,.0f} polls/s",

@@ -1,0 +1,276 @@
+"""`firewatch bench alarms`: from a simulator event to the notice arriving at the robot endpoint.
+
+A synthetic county (one institution per ten devices: four electrical fire monitors and four gas
+detectors on one Modbus TCP line, two one-key alarm buttons on MQTT) runs in `firewatch up` (a
+child process) on a real Mosquitto, or on the stack's embedded amqtt broker.  The devices are
+simulated in this process, as in the field they are apart from the gateway, so the benchmark
+knows the instant of each event:
+
+* a one-key press: when the simulated button's state changes (its uplink goes out at once);
+* a polled breach (``gas-leak``): when the detector's registers first hold a concentration at
+  or past the ``gas_high`` set point (the rule with no on-delay), as the gateway would decode it.
+
+Each notice is timed when it arrives at :class:`WebhookRecorder`, each institution's robot.
+Every measured alarm is in an institution of its own, and storm grouping is off
+(``FIREWATCH_NOTICE_STORM_WINDOW_S=0``) so that the detector's ``gas_low`` alarm, raised around
+the same time, cannot fold ``gas_high`` into a summary.  The baseline, taken on the same broker
+under the same load just before, is a bare MQTT QoS 1 round trip: publish, a subscriber receives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+from firewatch.bench.common import percentiles_ms, report, versions
+from firewatch.bench.recorder import WebhookRecorder
+from firewatch.bench.servers import Mosquitto
+from firewatch.bench.stack_process import running_stack
+from firewatch.mqtt import BrokerAddress, free_port
+from firewatch.profiles import DeviceProfile, load_profiles
+from firewatch.site import load_site
+from simulators.fleet import SimulatorFleet
+
+EFM, GAS, BUTTON = "generic-efm-4t", "generic-gas-lel", "generic-onekey-mqtt"
+EFMS_EACH, GAS_EACH, BUTTONS_EACH = 4, 4, 2
+DEVICES_EACH = EFMS_EACH + GAS_EACH + BUTTONS_EACH
+GOAL_ONE_KEY_S = 0.3
+
+
+def county(institutions: int, recorder: WebhookRecorder) -> dict[str, Any]:
+    """The synthetic site, every device simulated, each institution with a robot of its own."""
+    site: dict[str, Any] = {"county": {"name": "基准测试县"}, "institutions": [], "gateways": [],
+                            "devices": []}
+    for n in range(institutions):
+        inst = f"inst-{n:03d}"
+        site["institutions"].append({
+            "id": inst, "name": f"基准机构{n:03d}", "type": "elderly_care", "township": "基准镇",
+            "location": {"lat": 30.4 + n % 20 * 0.02, "lon": 117.7 + n // 20 * 0.02},
+            "head": {"name": "负责人", "phone": "13800000001"},
+            "safety_officer": {"name": "安全员", "phone": "13800000002"},
+            "wecom_webhook_url": recorder.webhook(inst),
+        })
+        site["gateways"].append({"id": f"gw-{n:03d}", "institution": inst, "endpoints": [
+            {"id": f"line-{n:03d}", "port": 0, "simulated": True}]})
+        kinds = [("efm", EFM)] * EFMS_EACH + [("gas", GAS)] * GAS_EACH
+        for unit, (kind, profile) in enumerate(kinds, start=1):
+            site["devices"].append({
+                "id": f"{kind}-{n:03d}-{unit}", "institution": inst, "gateway": f"gw-{n:03d}",
+                "profile": profile, "endpoint": f"line-{n:03d}", "unit_id": unit,
+                "location": f"{unit}号位", "simulated": True})
+        site["devices"] += [
+            {"id": f"btn-{n:03d}-{b}", "institution": inst, "gateway": f"gw-{n:03d}",
+             "profile": BUTTON, "location": f"{b + 1}号楼值班室", "simulated": True}
+            for b in range(BUTTONS_EACH)]
+    return site
+
+
+@dataclass
+class Measured:
+    institution: str
+    device_id: str
+    title: str  # the alarm's title, as the notice carries it
+    event_at: float | None = None  # time.perf_counter() of the simulator event
+
+
+def decoded(profile: DeviceProfile, field: str, value: float) -> float:
+    """``value`` as the gateway reads it back from the simulated register (rounded raw)."""
+    reg = next(r for r in profile.registers if r.name == field)
+    return reg.to_physical(round(reg.to_raw(value)))
+
+
+async def watch_breaches(fleet: SimulatorFleet, breaches: list[Measured], field: str,
+                         set_point: float) -> None:
+    """Stamp each triggered detector's event when its register first holds the breach."""
+    while True:
+        for m in breaches:
+            unit = fleet.devices[m.device_id]
+            if (m.event_at is None and unit.scenario == "gas-leak"
+                    and decoded(unit.profile, field, unit.readings[field]) >= set_point):
+                m.event_at = time.perf_counter()
+        await asyncio.sleep(0.002)
+
+
+async def mqtt_round_trips(broker: BrokerAddress, count: int) -> list[float]:
+    """The baseline: QoS 1 publish to a subscriber on the same broker, ``count`` times."""
+    topic = "bench/round-trip"
+    sent: dict[bytes, float] = {}
+    took: list[float] = []
+    async with broker.client("bench-rtt-sub") as sub, broker.client("bench-rtt-pub") as pub:
+        await sub.subscribe(topic, qos=1)
+
+        async def receive() -> None:
+            async for message in sub.messages:
+                took.append(time.perf_counter() - sent[bytes(message.payload)])
+                if len(took) == count:
+                    return
+
+        receiving = asyncio.create_task(receive())
+        for i in range(count):
+            payload = str(i).encode()
+            sent[payload] = time.perf_counter()
+            await pub.publish(topic, payload, qos=1)
+            await asyncio.sleep(0.02)
+        await asyncio.wait_for(receiving, 30)
+    return took
+
+
+def health_totals(api: httpx.Client) -> dict[str, int]:
+    """Batches the gateways had published, and alerts and ingest had taken, so far."""
+    services = api.get("/api/health").json()["services"]
+    gateways = [s for name, s in services.items() if name.startswith("gateway:")]
+    return {"published": sum(g["published"] for g in gateways),
+            "gateways_publishing": sum(1 for g in gateways if g["published"] > 0),
+            "alerts_applied": services["alerts"]["messages_applied"],
+            "ingest_written": services["ingest"]["batches_written"]}
+
+
+async def until_every_gateway_publishes(api: httpx.Client, gateways: int, timeout_s: float) -> None:
+    """Then each has subscribed to its devices' uplinks too (it subscribes before publishing)."""
+    deadline = time.monotonic() + timeout_s
+    while (await asyncio.to_thread(health_totals, api))["gateways_publishing"] < gateways:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"not every gateway published within {timeout_s:g} s")
+        await asyncio.sleep(0.5)
+
+
+async def flow_rates(api: httpx.Client, seconds: float) -> dict[str, float]:
+    """Batches per second published by the gateways and taken by alerts and ingest."""
+    before = await asyncio.to_thread(health_totals, api)
+    await asyncio.sleep(seconds)
+    after = await asyncio.to_thread(health_totals, api)
+    return {f"{k}_per_s": round((after[k] - before[k]) / seconds, 1)
+            for k in ("published", "alerts_applied", "ingest_written")}
+
+
+def broker_version(mosquitto: Mosquitto | None) -> str:
+    if mosquitto is None:
+        return f"amqtt {versions('amqtt')['amqtt']} (embedded in the stack)"
+    out = subprocess.run([mosquitto.binary, "-h"], capture_output=True, text=True,
+                         check=False).stdout
+    return out.splitlines()[0].strip() if out else "mosquitto"
+
+
+async def run(devices: int, count: int | None, spacing_s: float, broker_kind: str,
+              as_json: bool) -> dict[str, Any]:
+    institutions = max(2, devices // DEVICES_EACH)
+    count = min(count or institutions // 2, institutions // 2)
+    profiles = load_profiles()
+    gas_high = next(r for r in profiles[GAS].alarms if r.name == "gas_high")
+    one_key = next(r for r in profiles[BUTTON].alarms if r.immediate)
+    poll_s = profiles[GAS].poll_interval_s
+    with tempfile.TemporaryDirectory(prefix="fw-bench-") as tmp, WebhookRecorder() as robot:
+        workdir = Path(tmp)
+        fleet_file, stack_file = workdir / "fleet-site.yaml", workdir / "site.yaml"
+        site = county(institutions, robot)
+        fleet_file.write_text(yaml.safe_dump(site, allow_unicode=True), encoding="utf-8")
+
+        mosquitto = Mosquitto(workdir) if broker_kind == "mosquitto" else None
+        env = {"FIREWATCH_NOTICE_STORM_WINDOW_S": "0"}
+        if mosquitto is not None:
+            broker = BrokerAddress.from_url(mosquitto.url)
+            env["FIREWATCH_MQTT_URL"] = mosquitto.url
+        else:
+            broker = BrokerAddress("127.0.0.1", free_port())
+            env["FIREWATCH_MQTT_EMBEDDED_PORT"] = str(broker.port)
+        fleet = SimulatorFleet(load_site(fleet_file, profiles), profiles, broker, seed=1)
+        await fleet.start()
+        try:
+            if mosquitto is not None:
+                mosquitto.start()
+            for gateway in site["gateways"]:  # the stack's gateways poll the servers started here
+                line = gateway["endpoints"][0]
+                line.update(simulated=False, port=fleet.endpoint_port(line["id"]))
+            stack_file.write_text(yaml.safe_dump(site, allow_unicode=True), encoding="utf-8")
+            with running_stack(stack_file, workdir, env) as api:
+                await until_every_gateway_publishes(api, institutions, 180)
+                fleet.start_mqtt()
+                flow = await flow_rates(api, 5)
+                rtt = await mqtt_round_trips(broker, max(20, 2 * count))
+                presses = [Measured(f"inst-{i:03d}", f"btn-{i:03d}-0", one_key.title_zh)
+                           for i in range(count)]
+                breaches = [Measured(f"inst-{i:03d}", f"gas-{i:03d}-{EFMS_EACH + 1}",
+                                     gas_high.title_zh) for i in range(count, 2 * count)]
+                watcher = asyncio.create_task(
+                    watch_breaches(fleet, breaches, gas_high.field, gas_high.set_point))
+                for press, breach in zip(presses, breaches, strict=True):
+                    press.event_at = time.perf_counter()
+                    await fleet.trigger(press.device_id, "button-press")
+                    await fleet.trigger(breach.device_id, "gas-leak")
+                    await asyncio.sleep(spacing_s)
+                deadline = time.monotonic() + 30 + 3 * poll_s
+                measured = presses + breaches
+                while time.monotonic() < deadline and not all(
+                        robot.first(m.institution, m.title) for m in measured):
+                    await asyncio.sleep(0.1)
+                watcher.cancel()
+        finally:
+            await fleet.stop()
+            if mosquitto is not None:
+                mosquitto.stop()
+
+    def latencies(items: list[Measured]) -> list[float]:
+        arrived = [(m, robot.first(m.institution, m.title)) for m in items]
+        return [a.at - m.event_at for m, a in arrived if a is not None and m.event_at is not None]
+
+    one_key_s, polled_s = latencies(presses), latencies(breaches)
+    one_key_ms, polled_ms = percentiles_ms(one_key_s), percentiles_ms(polled_s)
+    rtt_ms = percentiles_ms(rtt)
+    polled_goal_ms = (poll_s + GOAL_ONE_KEY_S) * 1000
+    figures = {
+        "benchmark": "alarms", "devices": institutions * DEVICES_EACH,
+        "institutions": institutions, "modbus_devices": institutions * (EFMS_EACH + GAS_EACH),
+        "buttons": institutions * BUTTONS_EACH, "poll_interval_s": poll_s,
+        "presses": count, "breaches": count, "spacing_s": spacing_s,
+        "broker": broker_version(mosquitto), "storm_window_s": 0,
+        "flow": flow, "alerts_keeps_up": round(flow["alerts_applied_per_s"]
+                                               / max(flow["published_per_s"], 0.1), 3),
+        "mqtt_round_trip_ms": rtt_ms,
+        "one_key_ms": one_key_ms, "one_key_missing": count - len(one_key_s),
+        "one_key_goal_p99_ms": GOAL_ONE_KEY_S * 1000,
+        "one_key_p50_vs_mqtt_round_trip": _ratio(one_key_ms, rtt_ms),
+        "polled_ms": polled_ms, "polled_missing": count - len(polled_s),
+        "polled_goal_p99_ms": polled_goal_ms,
+        "polled_p50_vs_mqtt_round_trip": _ratio(polled_ms, rtt_ms),
+        "robot_throttled": robot.throttled,
+        "versions": versions("aiomqtt", "pymodbus", "httpx"),
+    }
+
+    def row(name: str, ms: dict[str, float], note: str) -> tuple[str, str, str]:
+        if not ms["count"]:
+            return name, "none arrived", f"within the wait; {note.split('(')[-1].rstrip(')')}"
+        return name, f"p50 {ms['p50']:,.0f} ms", (
+            f"p95 {ms['p95']:,.0f}  p99 {ms['p99']:,.0f}  max {ms['max']:,.0f} ms; {note}")
+
+    report(
+        f"alarms: {institutions * DEVICES_EACH} devices in {institutions} institutions, "
+        f"{count} presses and {count} gas breaches, {figures['broker']}",
+        [
+            ("alerts takes", f"{flow['alerts_applied_per_s']:,.0f} batches/s",
+             (f"of {flow['published_per_s']:,.0f}/s published "
+              f"({figures['alerts_keeps_up']:.2f}; below 1 a backlog grows and delays every "
+              "notice)")),
+            row("MQTT QoS 1 round trip", rtt_ms, "baseline"),
+            row("one-key press -> notice", one_key_ms,
+                f"{_ratio(one_key_ms, rtt_ms)} x baseline (goal p99 < {GOAL_ONE_KEY_S * 1000:g})"),
+            row("gas breach -> notice", polled_ms,
+                f"{_ratio(polled_ms, rtt_ms)} x baseline (goal p99 < {polled_goal_ms:g}, "
+                f"poll {poll_s:g} s + 300)"),
+        ],
+        figures, as_json,
+    )
+    return figures
+
+
+def _ratio(ms: dict[str, float], baseline: dict[str, float]) -> float | None:
+    if not ms["count"] or not baseline["count"]:
+        return None
+    return round(ms["p50"] / max(baseline["p50"], 0.1), 1)
