@@ -59,6 +59,8 @@ class AlertService:
         self.consumer = GatewayMessageConsumer(
             CONSUMER, broker, self.apply_batch, dead_letters,
             shared_subscription=shared_subscription,
+            # what has queued up is applied together; nothing waits for more to arrive
+            max_batch=500, max_wait_s=0.0,
         )
 
     async def run(self) -> None:
@@ -72,57 +74,78 @@ class AlertService:
             "dead_letters": self.consumer.dead_letters.count,
         }
 
-    async def apply_batch(self, messages: list[ReadingBatch | DeviceEvent]) -> None:
-        for message in messages:
-            await self.apply(message)
-
     async def apply(self, message: ReadingBatch | DeviceEvent) -> None:
-        """Everything one message causes, in one transaction with the record of applying it."""
+        await self.apply_batch([message])
+
+    async def apply_batch(self, messages: list[ReadingBatch | DeviceEvent]) -> None:
+        """Everything these messages cause, in one transaction with the record of applying them.
+
+        One transaction and one read of each table for the whole batch, not per message: the
+        alert service must keep up with every gateway's polls, or a button press would wait
+        behind a queue of readings.  Messages are still applied one by one, in order.
+        """
         new_notices = False
         async with self.sessions.begin() as session:
-            if not await claim(session, CONSUMER, message):
-                return
-            device = await session.get(Device, message.device_id)
-            if device is None or message.device_id not in self.rules:
-                log.warning("message from unknown device %s ignored", message.device_id)
-                return
-            if device.last_seen is not None and message.ts < device.last_seen:
-                return  # an older message overtaken by a newer one: the state moved on
-            open_alarms = {
-                a.rule: a
-                for a in await session.scalars(
-                    select(Alarm).where(
-                        Alarm.device_id == device.id, Alarm.status.in_(ACTIVE_ALARM)
-                    )
-                )
-            }
-            if isinstance(message, ReadingBatch):
-                device.last_readings = dict(message.readings)
-                device.last_flags = dict(message.flags)
-                verdicts = await self._evaluate(session, device, message, set(open_alarms))
-            else:
-                verdicts = [Verdict(OFFLINE_RULE, message.event is EventType.OFFLINE, None, None)]
-            device.last_seen = message.ts
-            institution = await session.get_one(Institution, device.institution_id)
-            for verdict in verdicts:
-                alarm = open_alarms.get(verdict.rule.name)
-                if verdict.breached and alarm is None:
-                    alarm = await self._raise(session, device, institution, verdict, message)
-                    open_alarms[alarm.rule] = alarm
-                    new_notices = True
-                elif not verdict.breached and alarm is not None:
-                    await self._clear(session, device, institution, alarm, verdict)
-                    del open_alarms[alarm.rule]
-                    new_notices = True
-            offline = "offline" in open_alarms
-            state = device_state([a.severity for a in open_alarms.values()], offline)
-            device.state = state.value
-            device.state_reason = (
-                "；".join(a.title for a in open_alarms.values()) or "运行正常"
-            )
-            device.updated_at = utc_now()
+            fresh = await claim(session, CONSUMER, messages)
+            ids = {m.device_id for m in fresh if m.device_id in self.rules}
+            devices = {d.id: d for d in await session.scalars(
+                select(Device).where(Device.id.in_(ids)))}
+            open_alarms: dict[str, dict[str, Alarm]] = {i: {} for i in ids}
+            for alarm in await session.scalars(select(Alarm).where(
+                    Alarm.device_id.in_(ids), Alarm.status.in_(ACTIVE_ALARM))):
+                open_alarms[alarm.device_id][alarm.rule] = alarm
+            rule_states: dict[str, dict[str, RuleState]] = {i: {} for i in ids}
+            for row in await session.scalars(
+                    select(RuleState).where(RuleState.device_id.in_(ids))):
+                rule_states[row.device_id][row.rule] = row
+            for message in fresh:
+                device = devices.get(message.device_id)
+                if device is None or message.device_id not in self.rules:
+                    log.warning("message from unknown device %s ignored", message.device_id)
+                    continue
+                new_notices |= await self._apply_one(
+                    session, message, device, open_alarms[device.id], rule_states[device.id])
         if new_notices:
             self.notices_waiting.set()
+
+    async def _apply_one(
+        self,
+        session: AsyncSession,
+        message: ReadingBatch | DeviceEvent,
+        device: Device,
+        open_alarms: dict[str, Alarm],
+        rule_states: dict[str, RuleState],
+    ) -> bool:
+        """One message's effect on its device; True if it stored notices."""
+        if device.last_seen is not None and message.ts < device.last_seen:
+            return False  # an older message overtaken by a newer one: the state moved on
+        if isinstance(message, ReadingBatch):
+            device.last_readings = dict(message.readings)
+            device.last_flags = dict(message.flags)
+            verdicts = self._evaluate(session, device, message, set(open_alarms), rule_states)
+        else:
+            verdicts = [Verdict(OFFLINE_RULE, message.event is EventType.OFFLINE, None, None)]
+        device.last_seen = message.ts
+        new_notices = False
+        for verdict in verdicts:
+            alarm = open_alarms.get(verdict.rule.name)
+            if verdict.breached and alarm is None:
+                institution = await session.get_one(Institution, device.institution_id)
+                alarm = await self._raise(session, device, institution, verdict, message)
+                open_alarms[alarm.rule] = alarm
+                new_notices = True
+            elif not verdict.breached and alarm is not None:
+                institution = await session.get_one(Institution, device.institution_id)
+                await self._clear(session, device, institution, alarm, verdict)
+                del open_alarms[alarm.rule]
+                new_notices = True
+        offline = "offline" in open_alarms
+        state = device_state([a.severity for a in open_alarms.values()], offline).value
+        reason = "；".join(a.title for a in open_alarms.values()) or "运行正常"
+        if (device.state, device.state_reason) != (state, reason):
+            device.state, device.state_reason = state, reason
+            device.updated_at = utc_now()
+        return new_notices
 
     async def _raise(
         self,
@@ -173,12 +196,15 @@ class AlertService:
             institution, device, self.profiles[device.id], verdict.rule, verdict, alarm
         ))
 
-    async def _evaluate(
-        self, session: AsyncSession, device: Device, batch: ReadingBatch, in_alarm: set[str]
+    def _evaluate(
+        self,
+        session: AsyncSession,
+        device: Device,
+        batch: ReadingBatch,
+        in_alarm: set[str],
+        rows: dict[str, RuleState],
     ) -> list[Verdict]:
         """The rules' verdicts on ``batch``, their memory (delays, rates) kept in the database."""
-        stored = await session.scalars(select(RuleState).where(RuleState.device_id == device.id))
-        rows = {r.rule: r for r in stored}
         memory = {name: RuleMemory.from_json(r.memory) for name, r in rows.items()}
         verdicts = evaluate(
             self.rules[device.id], batch.readings, batch.flags, in_alarm, memory, batch.ts
@@ -189,7 +215,8 @@ class AlertService:
                 if rows[name].memory != state:
                     rows[name].memory = state
             elif mem != RuleMemory():
-                session.add(RuleState(device_id=device.id, rule=name, memory=state))
+                rows[name] = RuleState(device_id=device.id, rule=name, memory=state)
+                session.add(rows[name])
         return verdicts
 
     async def _record_hazard(

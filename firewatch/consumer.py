@@ -19,8 +19,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiomqtt
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import insert, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from firewatch.contract import (
@@ -40,18 +39,36 @@ log = logging.getLogger(__name__)
 Handler = Callable[[list[ReadingBatch | DeviceEvent]], Awaitable[None]]
 
 
-async def claim(session: AsyncSession, consumer: str, message: ReadingBatch | DeviceEvent) -> bool:
-    """Record that ``consumer`` applies this message; False if it already did (a redelivery).
+async def claim(
+    session: AsyncSession, consumer: str, messages: list[ReadingBatch | DeviceEvent]
+) -> list[ReadingBatch | DeviceEvent]:
+    """Record that ``consumer`` applies these messages; those it already applied are left out.
 
-    Call inside the transaction that applies the message, so the two commit together.
+    Call inside the transaction that applies them, so the two commit together.  Two replicas
+    claiming the same message at once collide on the primary key, and the loser's transaction
+    is retried, by which time the message shows as applied.
     """
-    insert = pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert
-    result = await session.execute(
-        insert(ProcessedMessage)
-        .values(consumer=consumer, gateway_id=message.gateway_id, seq=message.seq)
-        .on_conflict_do_nothing()
-    )
-    return result.rowcount == 1
+    keys = {(m.gateway_id, m.seq) for m in messages}
+    done = {
+        (gateway_id, seq)
+        for gateway_id, seq in await session.execute(
+            select(ProcessedMessage.gateway_id, ProcessedMessage.seq).where(
+                ProcessedMessage.consumer == consumer,
+                tuple_(ProcessedMessage.gateway_id, ProcessedMessage.seq).in_(keys),
+            )
+        )
+    }
+    fresh = []
+    for message in messages:
+        key = (message.gateway_id, message.seq)
+        if key not in done:
+            done.add(key)  # a message twice in one batch is applied once
+            fresh.append(message)
+    if fresh:
+        await session.execute(insert(ProcessedMessage), [
+            {"consumer": consumer, "gateway_id": m.gateway_id, "seq": m.seq} for m in fresh
+        ])
+    return fresh
 
 
 class DeadLetters:

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from itertools import count
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from alerts.notices import NoticeMessage, wecom_markdown
 from alerts.service import AlertService
@@ -90,6 +90,33 @@ async def test_a_redelivered_message_changes_nothing(service):
     await service.apply(message)
     assert len(await rows(service, db.Alarm)) == 1  # gas_high (no on-delay), once
     assert len(await rows(service, db.Notice)) == 1
+
+
+def button(svc, pressed: bool, device_id: str, gateway_id: str, institution_id: str):
+    svc.clock += timedelta(seconds=1)
+    return ReadingBatch(
+        gateway_id=gateway_id, seq=next(svc.seq), device_id=device_id,
+        institution_id=institution_id, kind="one_key_alarm", ts=svc.clock,
+        profile="generic-onekey-mqtt", readings={"battery_voltage": 3.0},
+        flags={"button_pressed": pressed, "tamper": False})
+
+
+async def test_a_press_among_a_queue_of_readings_is_one_alarm_and_each_device_keeps_its_state(
+    service,
+):
+    """What the broker had queued is applied in one go, one message after another."""
+    quiet = [gas(service, 5.0) for _ in range(50)]
+    press = button(service, True, "dq-btn-1", "gw-dingqiao", "dingqiao-eldercare")
+    again = quiet[10]  # a redelivery inside the same batch
+    await service.apply_batch([*quiet[:25], press, again, *quiet[25:], press])
+
+    [alarm] = await rows(service, db.Alarm)
+    assert (alarm.device_id, alarm.rule, alarm.status) == ("dq-btn-1", "one_key_alarm", "active")
+    assert len(await rows(service, db.Notice)) == 1
+    states = {d.id: d.state for d in await rows(service, db.Device)}
+    assert (states["dq-btn-1"], states["rc-gas-1"]) == ("alarm", "normal")
+    async with service.sessions() as session:
+        assert await session.scalar(select(func.count()).select_from(db.ProcessedMessage)) == 51
 
 
 async def test_a_reading_hovering_at_the_set_point_does_not_flap(service):
