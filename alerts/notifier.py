@@ -103,8 +103,16 @@ class Notifier:
                     .limit(100)
                 )
             )
-        loop = asyncio.get_running_loop()
+        # one robot, phone or account after another in order; different ones at the same time,
+        # so that a slow provider or a long queue for one institution holds up no one else
+        queues: dict[tuple[str, str], list[Notice]] = {}
         for notice in due:
+            queues.setdefault((notice.channel, notice.target), []).append(notice)
+        await asyncio.gather(*(self._send_in_order(http, queue) for queue in queues.values()))
+
+    async def _send_in_order(self, http: httpx.AsyncClient, notices: list[Notice]) -> None:
+        loop = asyncio.get_running_loop()
+        for notice in notices:
             channel = self.channels.get(notice.channel)
             if channel is None:
                 await self._update(notice.id, status="unconfigured",
