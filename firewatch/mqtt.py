@@ -56,10 +56,20 @@ class BrokerAddress:
         return client
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+def free_port(host: str = "127.0.0.1", taken: set[int] | None = None) -> int:
+    """A port nothing listens on; not one of ``taken``, which it joins.
+
+    Pass the same ``taken`` set when picking several ports before binding any: the system
+    hands a just-released port out again, and two servers would then be given the same one.
+    """
+    taken = set() if taken is None else taken
+    while True:
+        with socket.socket() as s:
+            s.bind((host, 0))
+            port = s.getsockname()[1]
+        if port not in taken:
+            taken.add(port)
+            return port
 
 
 class EmbeddedBroker:

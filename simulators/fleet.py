@@ -53,6 +53,7 @@ class SimulatorFleet:
             if d.simulated
         }
         self.endpoints: dict[str, SimulatedEndpoint] = {}
+        picked: set[int] = set()  # ports chosen here, none of them bound before start()
         for gateway in site.gateways:
             for endpoint in gateway.endpoints:
                 units = [u for u in self.devices.values() if u.device.endpoint == endpoint.id]
@@ -72,7 +73,7 @@ class SimulatorFleet:
                     continue
                 self.endpoints[endpoint.id] = SimulatedEndpoint(
                     endpoint.host,
-                    endpoint.port or free_port(endpoint.host),
+                    endpoint.port or free_port(endpoint.host, picked),
                     units,
                     framer=(  # as the gateway's poller frames it
                         FramerType.RTU
