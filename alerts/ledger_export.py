@@ -14,6 +14,7 @@ from datetime import datetime
 from io import BytesIO
 
 from openpyxl import Workbook
+from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
 from openpyxl.styles import Alignment, Border, Font, PatternFill, Side
 from openpyxl.utils import get_column_letter
 from sqlalchemy import select
@@ -140,8 +141,16 @@ def subtitle(where: LedgerFilter, now: datetime) -> str:
     return f"导出时间：{now.astimezone(CST):%Y-%m-%d %H:%M}　范围：{scope}"
 
 
+def _printable(value: object) -> object:
+    """Text without the control characters an .xlsx cannot hold (a filter or a report typed
+    by the public may carry them); openpyxl would refuse the whole workbook."""
+    return ILLEGAL_CHARACTERS_RE.sub("", value) if isinstance(value, str) else value
+
+
 def workbook(title: str, subtitle: str, rows: list[list]) -> bytes:
     """The .xlsx bytes: title, subtitle, header and ``rows`` (CPU work: run it off the loop)."""
+    title, subtitle = _printable(title), _printable(subtitle)
+    rows = [[_printable(v) for v in values] for values in rows]
     book = Workbook()
     sheet = book.active
     sheet.title = "隐患台账"
