@@ -7,7 +7,9 @@ to test-artifacts/console/.
 
 from __future__ import annotations
 
+import itertools
 import json
+import math
 import time
 from datetime import timedelta
 
@@ -16,7 +18,14 @@ import pytest
 from playwright.sync_api import expect
 
 from firewatch.contract import utc_now
-from tests.support.browser import ARTIFACTS, chromium, open_console, screenshot
+from tests.support.browser import (
+    ARTIFACTS,
+    PAINTED_DOT,
+    chromium,
+    open_console,
+    screenshot,
+    wait_for_dot_colour,
+)
 from tests.support.stack import Stack
 
 pytestmark = pytest.mark.timeout(180)
@@ -85,6 +94,40 @@ def test_a_button_press_turns_the_marker_red_by_push(stack, browser):
     screenshot(page, "map-alarm")
     ARTIFACTS.joinpath("map-alarm.json").write_text(json.dumps(
         {"command_to_red_marker_s": round(seen, 3), "apply_ms": stats["lastApplyMs"]}))
+    page.context.close()
+
+
+def test_zoomed_in_each_device_is_a_dot_around_its_institution_and_turns_red_by_push(
+        stack, browser):
+    page = open_console(browser, stack.url, "viewer")
+    colour = page.evaluate('async () => (await import("/static/js/vocab.js")).STATE_COLOR')
+    devices = {"cw-efm-1": "宿舍楼配电箱", "cw-gas-1": "食堂操作间", "cw-btn-1": "门卫室"}
+    assert page.evaluate(PAINTED_DOT, "cw-btn-1") is None  # county zoom: institutions only
+
+    marker(page, "county-child-welfare").click()
+    page.get_by_role("button", name="放大查看各设备位置").click()
+    dots = {d: wait_for_dot_colour(page, d, colour["normal"]) for d in devices}
+    centre = marker(page, "county-child-welfare").bounding_box()
+    centre_xy = (centre["x"] + centre["width"] / 2, centre["y"] + centre["height"] / 2)
+    for dot in dots.values():  # on a ring around the institution, clear of its marker
+        assert 20 <= math.dist((dot["x"], dot["y"]), centre_xy) <= 40
+    for a, b in itertools.combinations(dots.values(), 2):  # and of each other
+        assert math.dist((a["x"], a["y"]), (b["x"], b["y"])) > 12
+
+    page.mouse.move(dots["cw-btn-1"]["x"], dots["cw-btn-1"]["y"])
+    tip = page.locator('.fw-tooltip .fw-tip[data-device-id="cw-btn-1"]')
+    expect(tip).to_contain_text(devices["cw-btn-1"])  # the site file's location text
+    expect(tip).to_have_attribute("data-state", "normal")
+
+    assert stack.simulate("cw-btn-1", "button-press").returncode == 0
+    wait_for_dot_colour(page, "cw-btn-1", colour["alarm"], timeout=PUSH_TIMEOUT_MS)
+    expect(tip).to_have_attribute("data-state", "alarm")  # the open tooltip follows the push
+    for neighbour in ("cw-efm-1", "cw-gas-1"):
+        assert page.evaluate(PAINTED_DOT, neighbour)["colour"] == colour["normal"]
+    expect(marker(page, "county-child-welfare")).to_have_attribute("data-state", "alarm")
+    screenshot(page, "map-devices")
+    assert page.errors == []
+    assert stack.simulate("cw-btn-1", "normal").returncode == 0
     page.context.close()
 
 

@@ -47,3 +47,29 @@ def screenshot(page: Page, name: str) -> Path:
     path = ARTIFACTS / f"{name}.png"
     page.screenshot(path=path, full_page=True)
     return path
+
+
+# Where a device's circle is on the page and the colour the device canvas painted at its centre
+# (null while the device layer is not on the map).
+PAINTED_DOT = """(deviceId) => {
+    const map = window.firewatch.map;
+    const dot = window.firewatch.deviceMarkers.get(deviceId);
+    const canvas = document.querySelector(".leaflet-devices-pane canvas");
+    if (!dot || !canvas || !map.hasLayer(dot)) return null;
+    const at = map.latLngToContainerPoint(dot.getLatLng());
+    const box = map.getContainer().getBoundingClientRect();
+    const x = box.left + at.x, y = box.top + at.y;
+    const c = canvas.getBoundingClientRect();
+    const px = canvas.getContext("2d").getImageData(
+        Math.floor((x - c.left) * canvas.width / c.width),
+        Math.floor((y - c.top) * canvas.height / c.height), 1, 1).data;
+    const hex = [px[0], px[1], px[2]].map((v) => v.toString(16).padStart(2, "0"));
+    return {x, y, colour: "#" + hex.join("")};
+}"""
+
+
+def wait_for_dot_colour(page: Page, device_id: str, colour: str, timeout: float = 5_000) -> dict:
+    """Wait until the map paints a device's circle in ``colour``; where it is and its colour."""
+    page.wait_for_function(f"([id, colour]) => ({PAINTED_DOT})(id)?.colour === colour",
+                           arg=[device_id, colour], timeout=timeout)
+    return page.evaluate(PAINTED_DOT, device_id)

@@ -1,4 +1,5 @@
-/* The bureau's live map: one marker per institution, coloured by its devices' worst state.
+/* The bureau's live map: one marker per institution, coloured by its devices' worst state, and,
+ * zoomed in from DEVICE_ZOOM on, one small circle per device around it (map-devices.js).
  *
  * Loads a snapshot (institutions, devices, open alarms and ledger entries), then applies pushed
  * changes (/api/events) as they come; nothing polls. A device change touches only its institution's
@@ -6,14 +7,16 @@
  *
  * Hooks for browser tests:
  *   path[data-institution-id][data-state]   one circle marker per institution (SVG path)
+ *   .leaflet-devices-pane canvas            the device circles (one canvas)
  *   #count-normal #count-alarm #count-fault #count-offline, #township-body > tr[data-township]
  *   #alarm-list > li[data-alarm-id][data-status], #hazard-list > li[data-hazard-id][data-status]
  *   body[data-ready="true"] once the snapshot is drawn; body[data-connection="ok"|"down"]
- *   window.firewatch  { map, markers, stats }
+ *   window.firewatch  { map, markers, deviceMarkers, state, stats }
  */
 
 import { api } from "./api.js";
 import { projector } from "./coords.js";
+import { DEVICE_ZOOM, DeviceMarkers } from "./map-devices.js";
 import { Panels } from "./map-panels.js";
 import { subscribe } from "./push.js";
 import { showConnection, startPage, touched } from "./shell.js";
@@ -47,6 +50,7 @@ if (config.tile_url) {
   document.body.classList.add("has-tiles");
 }
 L.control.scale({ imperial: false, position: "bottomright" }).addTo(map);
+const deviceMarkers = new DeviceMarkers(map, state, (id) => markers.get(id)?.getLatLng());
 
 const Legend = L.Control.extend({
   options: { position: "bottomleft" },
@@ -55,7 +59,7 @@ const Legend = L.Control.extend({
     div.id = "map-legend";
     div.innerHTML = ["alarm", "fault", "offline", "normal", "none"]
       .map((s) => `<span><i class="dot" style="background:${STATE_COLOR[s]}"></i>${STATE_ZH[s]}</span>`)
-      .join("") + `<div class="en">机构标记颜色 = 其设备的最严重状态${config.tile_url ? ` · ${esc(config.note_zh)}` : ""}</div>`;
+      .join("") + `<div class="en">机构标记颜色 = 其设备的最严重状态；放大到 ${DEVICE_ZOOM} 级显示各设备${config.tile_url ? ` · ${esc(config.note_zh)}` : ""}</div>`;
     return div;
   },
 });
@@ -95,6 +99,13 @@ function addMarker(inst) {
   m.fwState = null;
   m.bindTooltip(() => tooltipHtml(inst.id), { direction: "top", offset: [0, -8], className: "fw-tooltip" });
   m.bindPopup(() => popupHtml(inst.id), { minWidth: 320, maxWidth: 520, className: "fw-popup-wrap" });
+  m.on("popupopen", (e) => {
+    e.popup.getElement().onclick = (ev) => {
+      if (!ev.target.closest("[data-zoom-devices]")) return;
+      m.closePopup();
+      deviceMarkers.zoomTo(m.getLatLng());
+    };
+  });
   m.addTo(map);
   const path = m.getElement();
   path.setAttribute("data-institution-id", inst.id);
@@ -178,7 +189,9 @@ function popupHtml(id) {
   const inst = state.institutions.get(id);
   return `<div class="fw-popup" data-institution-id="${esc(id)}">${instHeader(id)}` +
     (inst?.address ? `<div class="fw-inst-addr">${esc(inst.address)}</div>` : "") +
-    `<div class="fw-popup-counts">${countsLine(id)}</div>` +
+    `<div class="fw-popup-counts">${countsLine(id)}` +
+    (rows.length && map.getZoom() < DEVICE_ZOOM ? ' <button type="button" class="fw-zoom" data-zoom-devices>放大查看各设备位置</button>' : "") +
+    "</div>" +
     `<div class="fw-devs">${rows.join("") || '<div class="muted">该机构暂无接入设备</div>'}</div></div>`;
 }
 
@@ -209,6 +222,7 @@ function putDevice(d) {
   state.devices.set(d.id, d);
   if (!state.byInstitution.has(d.institution_id)) aggregate(d.institution_id);
   state.byInstitution.get(d.institution_id).devices.set(d.id, d);
+  deviceMarkers.put(d);
 }
 
 function onDevice(d) {
@@ -228,7 +242,7 @@ function onDevice(d) {
 let outlineBounds = null;
 async function load() {
   const t0 = performance.now();
-  const [outline, institutions, devices, alarms, hazards] = await Promise.all([
+  const [outline, institutions, deviceRows, alarms, hazards] = await Promise.all([
     outlineBounds ? null : api("/api/map/outline"),
     api("/api/institutions"),
     api("/api/devices"),
@@ -242,7 +256,9 @@ async function load() {
   }
   state.devices.clear();
   for (const agg of state.byInstitution.values()) agg.devices.clear();
-  for (const d of devices) putDevice(d);
+  for (const d of deviceRows) putDevice(d);
+  deviceMarkers.prune();
+  deviceMarkers.show();
   for (const id of new Set([...state.byInstitution.keys(), ...markers.keys()])) {
     aggregate(id);
     updateMarker(id);
@@ -275,4 +291,4 @@ panels.onFocus((id) => {
   if (m) { map.panTo(m.getLatLng()); m.openPopup(); }
 });
 
-window.firewatch = { map, markers, state, get stats() { return { ...stats, devices: state.devices.size }; } };
+window.firewatch = { map, markers, deviceMarkers: deviceMarkers.markers, state, get stats() { return { ...stats, devices: state.devices.size }; } };
