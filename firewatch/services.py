@@ -144,7 +144,8 @@ async def run_gateway(settings: Settings, gateway_ids: list[str]) -> None:
             stack.push_async_callback(fleet.stop)
         gateways = [
             GatewayService(g, own_site, profiles, broker,
-                           settings.data_dir / f"outbox-{g.id}.db", endpoint_ports(fleet))
+                           settings.data_dir / f"outbox-{g.id}.db", endpoint_ports(fleet),
+                           settings.gateway_outbox_max_messages)
             for g in chosen
         ]
 

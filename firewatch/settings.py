@@ -60,6 +60,10 @@ class Settings(BaseSettings):
     simulate: bool = Field(
         True, description="Run device simulators for the site's simulated endpoints (demo)."
     )
+    gateway_outbox_max_messages: int = Field(
+        1_000_000, ge=1,
+        description="Messages a gateway keeps for an absent broker; beyond, the oldest are dropped.",
+    )
 
     wecom_webhook_url: str | None = Field(
         None,

@@ -161,7 +161,8 @@ async def run_stack(settings: Settings) -> None:
         )
         gateways = [
             GatewayService(
-                g, site, profiles, broker, settings.data_dir / f"outbox-{g.id}.db", endpoint_port
+                g, site, profiles, broker, settings.data_dir / f"outbox-{g.id}.db", endpoint_port,
+                settings.gateway_outbox_max_messages,
             )
             for g in site.gateways
         ]

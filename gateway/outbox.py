@@ -6,7 +6,9 @@ never reuses an id, even after deletes and restarts, so sequence numbers increas
 of the outbox file and consumers can drop redeliveries by (gateway id, seq).
 
 The outbox is bounded.  At the bound the *oldest* messages are dropped, each drop counted and
-logged: after a long broker outage the freshest readings matter most to duty staff.
+logged: after a long broker outage the freshest readings matter most to duty staff.  Messages
+the publisher has in flight are not dropped (they may be acknowledged a moment later, and would
+then be counted dropped yet delivered), so the outbox can exceed its bound by one publish batch.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ class Outbox:
         self._db: aiosqlite.Connection | None = None
         self._next_seq = 1
         self._size = 0
+        self._in_flight_to = 0  # messages up to this seq are being published
         self._lock = asyncio.Lock()  # one statement sequence on the connection at a time
         self._has_messages = asyncio.Event()
         self._pending: list[tuple[int, str, bytes, asyncio.Future[None]]] = []
@@ -116,10 +119,14 @@ class Outbox:
             self._has_messages.set()
 
     async def _drop_oldest(self, count: int) -> None:
-        await self._db.execute(
-            "DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox ORDER BY seq LIMIT ?)",
-            (count,),
+        cur = await self._db.execute(
+            "DELETE FROM outbox WHERE seq IN"
+            " (SELECT seq FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?)",
+            (self._in_flight_to, count),
         )
+        count = cur.rowcount
+        if not count:
+            return
         self._size -= count
         self.dropped += count
         log.warning(
@@ -140,7 +147,13 @@ class Outbox:
                 rows = list(await cur.fetchall())
             if not rows:
                 self._has_messages.clear()
+            else:
+                self._in_flight_to = rows[-1][0]
             return rows
+
+    def publishing_stopped(self) -> None:
+        """The publisher lost the broker: what it had in flight may be dropped again."""
+        self._in_flight_to = 0
 
     async def acknowledge(self, up_to_seq: int) -> None:
         """The broker has acknowledged every message up to and including ``up_to_seq``."""

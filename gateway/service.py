@@ -37,10 +37,11 @@ class GatewayService:
         broker: BrokerAddress,
         outbox_path: Path,
         endpoint_port: Callable[[ModbusEndpoint], int] = lambda e: e.port,
+        outbox_max_messages: int = 1_000_000,
     ) -> None:
         self.gateway = gateway
         self.broker = broker
-        self.outbox = Outbox(outbox_path)
+        self.outbox = Outbox(outbox_path, outbox_max_messages)
         self.connected = False
         self.published = 0
         #: set once the uplinks of this gateway's MQTT devices are subscribed
@@ -126,6 +127,7 @@ class GatewayService:
                         tasks.create_task(self._receive(client, bridge))
             except* aiomqtt.MqttError as group:
                 self.connected = False
+                self.outbox.publishing_stopped()
                 log.warning(
                     "gateway %s: broker %s unreachable (%s); retrying in %.1f s, %d queued",
                     self.gateway.id, self.broker.url, group.exceptions[0], delay,

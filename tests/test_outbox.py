@@ -54,3 +54,21 @@ async def test_a_full_outbox_drops_the_oldest_messages_and_counts_them(tmp_path)
     assert outbox.size == 3
     assert [seq for seq, _, _ in await outbox.oldest(10)] == [3, 4, 5]
     await outbox.close()
+
+
+async def test_messages_being_published_are_not_dropped_and_counted_when_the_outbox_is_full(
+    tmp_path,
+):
+    outbox = Outbox(tmp_path / "outbox.db", max_messages=3)
+    await outbox.open()
+    for _ in range(3):
+        await outbox.put(event)
+    assert [seq for seq, _, _ in await outbox.oldest(10)] == [1, 2, 3]  # handed to the broker
+    await outbox.put(event)
+    assert (outbox.dropped, outbox.size) == (0, 4)
+
+    outbox.publishing_stopped()  # the broker went away before acknowledging them
+    await outbox.put(event)
+    assert (outbox.dropped, outbox.size) == (2, 3)
+    assert [seq for seq, _, _ in await outbox.oldest(10)] == [3, 4, 5]
+    await outbox.close()
