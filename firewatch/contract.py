@@ -26,6 +26,7 @@ from pydantic import (
     ConfigDict,
     Field,
     FiniteFloat,
+    StrictBool,
     TypeAdapter,
     ValidationError,
     model_validator,
@@ -43,6 +44,10 @@ MAX_SEQ = 2**63 - 1
 #: Identifier syntax for gateways, devices and institutions: safe inside an MQTT topic level.
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 Identifier = Annotated[str, Field(pattern=ID_PATTERN)]
+
+#: reading, flag and rule names: safe as SQL identifiers, InfluxDB fields and JSON keys
+FIELD_PATTERN = r"^[a-z][a-z0-9_]*$"
+FieldName = Annotated[str, Field(pattern=FIELD_PATTERN, max_length=64)]
 
 
 class DeviceKind(StrEnum):
@@ -102,8 +107,9 @@ class ReadingBatch(_Message):
     schema_: Literal["firewatch.readings/1"] = Field(default=READINGS_SCHEMA, alias="schema")
     profile: str
     # finite only: NaN compares false with every set point, and PostgreSQL's JSON refuses it
-    readings: dict[str, FiniteFloat] = Field(default_factory=dict)
-    flags: dict[str, bool] = Field(default_factory=dict)
+    readings: dict[FieldName, FiniteFloat] = Field(default_factory=dict)
+    # strict: "y" or 1 from a careless firmware is refused here, not guessed at downstream
+    flags: dict[FieldName, StrictBool] = Field(default_factory=dict)
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

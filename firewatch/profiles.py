@@ -18,7 +18,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from firewatch.contract import DeviceKind
+from firewatch.contract import FIELD_PATTERN, DeviceKind
 
 PROFILES_DIR = Path(__file__).resolve().parent.parent / "device_profiles"
 
@@ -70,8 +70,6 @@ _STRUCT = {
 }
 
 
-#: reading, flag and rule names: safe as SQL identifiers, InfluxDB fields and JSON keys
-FIELD_PATTERN = r"^[a-z][a-z0-9_]*$"
 
 
 class _Strict(BaseModel):

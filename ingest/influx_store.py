@@ -17,8 +17,7 @@ import httpx
 from influxdb_client import Point, WritePrecision
 from influxdb_client.client.influxdb_client_async import InfluxDBClientAsync
 
-from firewatch.contract import ID_PATTERN, ReadingBatch
-from firewatch.profiles import FIELD_PATTERN
+from firewatch.contract import FIELD_PATTERN, ID_PATTERN, ReadingBatch
 from ingest.store import HistoryPoint
 
 
@@ -67,7 +66,7 @@ def batch_to_line(batch: ReadingBatch, township: str = "") -> str:
 
     Formatted directly because it is seven times cheaper than building a ``Point``, and ingest
     spends much of its time here.  Ids need no escaping: the contract restricts them to
-    ``ID_PATTERN`` and profiles restrict field names to ``FIELD_PATTERN``, neither of which
+    ``ID_PATTERN`` and field names to ``FIELD_PATTERN``, neither of which
     admits the characters line protocol escapes.  Township names are free text, so their tag
     comes escaped from :func:`township_tag`.
     """

@@ -50,6 +50,11 @@ def test_a_payload_on_another_devices_topic_is_rejected():
     (batch().to_bytes().replace(b'"seq":7', b'"seq":0'), "seq"),
     (batch().to_bytes().replace(b'"gas_concentration":1.5', b'"gas_concentration":"high"'),
      "readings.gas_concentration"),
+    # a name that is no field name would break the line protocol ingest writes
+    (batch().to_bytes().replace(b'"gas_concentration":1.5', b'"gas level,x=1":1.5'),
+     "readings.gas level,x=1"),
+    (batch().to_bytes().replace(b'"sensor_fault":false', b'"sensor_fault":"y"'),
+     "flags.sensor_fault"),
 ])
 def test_a_broken_payload_is_rejected_with_a_reason_naming_the_field(payload, reason):
     with pytest.raises(InvalidPayload) as err:
