@@ -9,6 +9,9 @@ import pytest
 
 from tests.support.postgres import PostgresCluster
 
+# robot, broker and database for the tests that run Firewatch's services as processes
+pytest_plugins = ["tests.support.processes"]
+
 
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[PostgresCluster]:

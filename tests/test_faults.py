@@ -27,9 +27,9 @@ from alerts.escalation_scheduler import jobstore_url
 from firewatch.bench.servers import Mosquitto
 from firewatch.contract import parse_message
 from firewatch.mqtt import free_port
+from tests.support.processes import Service, press, until
 from tests.support.providers import Trouble
 from tests.support.wecom import WeComServer
-from tests.test_services import Service, press, until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -68,25 +68,6 @@ class AlertsRig:
             if service.process.poll() is None:
                 service.process.kill()
                 service.process.wait(10)
-
-
-@pytest.fixture(scope="module")
-def robot() -> Iterator[WeComServer]:
-    with WeComServer() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def broker(tmp_path_factory) -> Iterator[Mosquitto]:
-    server = Mosquitto(tmp_path_factory.mktemp("mosquitto"))
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def database(postgres) -> str:
-    return postgres.new_database()
 
 
 @pytest.fixture(scope="module")
