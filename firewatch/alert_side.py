@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from alerts.channels import configured_channels
-from alerts.escalation_scheduler import EscalationScheduler, jobstore_url
+from alerts.escalation_scheduler import EscalationScheduler
 from alerts.escalator import Escalator
 from alerts.notifier import Fallback, Notifier
 from alerts.outbox import Outbox, Routing, recipients_of
@@ -70,5 +70,5 @@ def alert_side(
     escalator = Escalator(site, profiles, sessions, routing,
                           default_webhook=settings.wecom_webhook_url,
                           notices_waiting=notices_waiting)
-    escalation = EscalationScheduler(escalator, jobstore_url(settings.effective_database_url))
+    escalation = EscalationScheduler(escalator)
     return AlertSide(alerts, notifier, escalation)

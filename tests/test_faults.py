@@ -23,10 +23,10 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Connection, Engine
 
-from alerts.escalation_scheduler import jobstore_url
 from firewatch.bench.servers import Mosquitto
 from firewatch.contract import parse_message
 from firewatch.mqtt import free_port
+from tests.support.postgres import PostgresCluster
 from tests.support.processes import Service, press, until
 from tests.support.providers import Trouble
 from tests.support.wecom import WeComServer
@@ -87,7 +87,7 @@ def rig(tmp_path_factory, broker, database, robot) -> Iterator[AlertsRig]:
 
 @pytest.fixture(scope="module")
 def sql(database) -> Iterator[Engine]:
-    engine = create_engine(jobstore_url(database))
+    engine = create_engine(PostgresCluster.synchronous(database))
     yield engine
     engine.dispose()
 

@@ -60,6 +60,12 @@ class PostgresCluster:
         self._run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "firewatch", name)
         return f"postgresql+asyncpg://firewatch@127.0.0.1:{self.port}/{name}"
 
+    @staticmethod
+    def synchronous(url: str) -> str:
+        """The same database for a synchronous SQLAlchemy engine (psycopg), for a test to hold
+        locks or count rows while the services under test run."""
+        return url.replace("postgresql+asyncpg://", "postgresql+psycopg://", 1)
+
     def stop(self) -> None:
         try:
             self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
