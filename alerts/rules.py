@@ -85,6 +85,23 @@ def rules_for(device: Device, profile: DeviceProfile, institution: Institution) 
     ]
 
 
+def may_raise_at_once(rules: list[AlarmRule], readings: dict[str, float],
+                      flags: dict[str, bool]) -> bool:
+    """Whether a rule without an on-delay sees its condition in this batch: a button pressed, a
+    reading at its set point.  A cheap look, without the rules' memory or the alarms already
+    raised, that lets the service apply such a batch ahead of the routine ones."""
+    for rule in rules:
+        if rule.on_delay_s:
+            continue
+        if rule.condition is Condition.FLAG and flags.get(rule.field) is True:
+            return True
+        if rule.condition is Condition.ABOVE and rule.set_point is not None:
+            value = readings.get(rule.field)
+            if value is not None and value >= rule.set_point:
+                return True
+    return False
+
+
 def evaluate(
     rules: list[AlarmRule],
     readings: dict[str, float],

@@ -14,12 +14,21 @@ from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import defer
 
 from alerts import lifecycle
 from alerts.ledger import OPEN, record_iot_entry
 from alerts.notices import clear_message, raise_message
 from alerts.outbox import Outbox
-from alerts.rules import OFFLINE_RULE, RuleMemory, Verdict, device_state, evaluate, rules_for
+from alerts.rules import (
+    OFFLINE_RULE,
+    RuleMemory,
+    Verdict,
+    device_state,
+    evaluate,
+    may_raise_at_once,
+    rules_for,
+)
 from firewatch.consumer import DeadLetters, GatewayMessageConsumer, claim
 from firewatch.contract import DeviceEvent, EventType, ReadingBatch, utc_now
 from firewatch.db import ACTIVE_ALARM, Alarm, Device, Hazard, Institution, RuleState
@@ -78,18 +87,40 @@ class AlertService:
         await self.apply_batch([message])
 
     async def apply_batch(self, messages: list[ReadingBatch | DeviceEvent]) -> None:
-        """Everything these messages cause, in one transaction with the record of applying them.
+        """Everything these messages cause, with the record of applying them.
 
-        One transaction and one read of each table for the whole batch, not per message: the
-        alert service must keep up with every gateway's polls, or a button press would wait
-        behind a queue of readings.  Messages are still applied one by one, in order.
+        A button pressed or a set point reached is applied first, in a small transaction of its
+        own whose notices go out while the routine readings queued with it are applied in a
+        second one: the one-key alarm must not wait for a thousand devices' polls.  Each
+        device's messages stay together and in order.
+        """
+        urgent = {m.device_id for m in messages if self._urgent(m)}
+        first = [m for m in messages if m.device_id in urgent]
+        for part in (first, [m for m in messages if m.device_id not in urgent]):
+            if part:
+                await self._apply_together(part)
+
+    def _urgent(self, message: ReadingBatch | DeviceEvent) -> bool:
+        if isinstance(message, DeviceEvent):
+            return True
+        rules = self.rules.get(message.device_id)
+        return rules is not None and may_raise_at_once(rules, message.readings, message.flags)
+
+    async def _apply_together(self, messages: list[ReadingBatch | DeviceEvent]) -> None:
+        """These messages' effects in one transaction, with the record of applying them.
+
+        One transaction and one read of each table for all of them, not per message, so that
+        the service keeps up with every gateway's polls.  Messages are still applied one by
+        one, in order.
         """
         new_notices = False
         async with self.sessions.begin() as session:
             fresh = await claim(session, CONSUMER, messages)
             ids = {m.device_id for m in fresh if m.device_id in self.rules}
+            # the last readings are only written here, never read: no JSON to decode
             devices = {d.id: d for d in await session.scalars(
-                select(Device).where(Device.id.in_(ids)))}
+                select(Device).where(Device.id.in_(ids))
+                .options(defer(Device.last_readings), defer(Device.last_flags)))}
             open_alarms: dict[str, dict[str, Alarm]] = {i: {} for i in ids}
             for alarm in await session.scalars(select(Alarm).where(
                     Alarm.device_id.in_(ids), Alarm.status.in_(ACTIVE_ALARM))):

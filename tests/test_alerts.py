@@ -119,6 +119,26 @@ async def test_a_press_among_a_queue_of_readings_is_one_alarm_and_each_device_ke
         assert await session.scalar(select(func.count()).select_from(db.ProcessedMessage)) == 51
 
 
+async def test_a_press_queued_behind_routine_readings_is_notified_before_they_are_applied(
+    service,
+):
+    """The notifier is woken once the press is committed, with the readings not yet in."""
+    quiet = [gas(service, 5.0) for _ in range(200)]
+    press = button(service, True, "dq-btn-1", "gw-dingqiao", "dingqiao-eldercare")
+
+    async def applied_when_woken() -> tuple[int, int]:
+        await service.notices_waiting.wait()
+        async with service.sessions() as session:
+            return (await session.scalar(select(func.count()).select_from(db.ProcessedMessage)),
+                    await session.scalar(select(func.count()).select_from(db.Notice)))
+
+    woken = asyncio.create_task(applied_when_woken())
+    await service.apply_batch([*quiet, press])
+    assert await woken == (1, 1)  # the press and its notice; none of the 200 readings yet
+    async with service.sessions() as session:
+        assert await session.scalar(select(func.count()).select_from(db.ProcessedMessage)) == 201
+
+
 async def test_a_reading_hovering_at_the_set_point_does_not_flap(service):
     await gas_for(service, 21, 2)
     for value in (19.5, 20.5, 18.5, 21) * 5:  # hysteresis 2 %LEL: clears only below 18
