@@ -79,36 +79,59 @@ class Notifier:
         self.timeout_s = timeout_s
         self.backoff_s = backoff_s
         self.limiter = RateLimiter()
+        self._in_flight: set[int] = set()  # notice ids handed to a sender, not yet recorded
+        self._senders: dict[tuple[str, str], asyncio.Task] = {}  # the last one per target
         self.sent = 0
         self.failures = 0
         self.fallbacks = 0
 
     async def run(self) -> None:
-        async with httpx.AsyncClient(timeout=self.timeout_s) as http:
+        async with httpx.AsyncClient(timeout=self.timeout_s) as http, \
+                asyncio.TaskGroup() as senders:
             while True:
                 try:
                     await asyncio.wait_for(self.waiting.wait(), timeout=1.0)
                 except TimeoutError:
                     pass  # also look again every second for retries that have come due
                 self.waiting.clear()
-                await self.send_due(http)
+                await self.send_due(http, senders)
 
-    async def send_due(self, http: httpx.AsyncClient) -> None:
+    async def send_due(self, http: httpx.AsyncClient, senders: asyncio.TaskGroup) -> None:
+        """Hand what is due to the senders and return at once.
+
+        Sending and recording the provider's answer go on in the background: a new alarm's
+        notice must not wait for the status writes of the last ones, which queue for the
+        database behind the alert service's transactions.  A notice is in flight from here
+        until its answer is recorded, and is not picked up again meanwhile.
+        """
         async with self.sessions() as session:
-            due = list(
-                await session.scalars(
-                    select(Notice)
-                    .where(Notice.status == "pending", Notice.next_attempt_at <= utc_now())
-                    .order_by(Notice.id)
-                    .limit(100)
-                )
-            )
+            due = [n for n in await session.scalars(
+                select(Notice)
+                .where(Notice.status == "pending", Notice.next_attempt_at <= utc_now())
+                .order_by(Notice.id)
+                .limit(100 + len(self._in_flight))
+            ) if n.id not in self._in_flight]
         # one robot, phone or account after another in order; different ones at the same time,
         # so that a slow provider or a long queue for one institution holds up no one else
         queues: dict[tuple[str, str], list[Notice]] = {}
         for notice in due:
             queues.setdefault((notice.channel, notice.target), []).append(notice)
-        await asyncio.gather(*(self._send_in_order(http, queue) for queue in queues.values()))
+        for key, queue in queues.items():
+            self._in_flight.update(n.id for n in queue)
+            self._senders[key] = senders.create_task(
+                self._send_after(self._senders.get(key), http, key, queue))
+
+    async def _send_after(self, previous: asyncio.Task | None, http: httpx.AsyncClient,
+                          key: tuple[str, str], notices: list[Notice]) -> None:
+        """``notices`` once the sends to the same target handed out before them are done."""
+        if previous is not None:
+            await previous
+        try:
+            await self._send_in_order(http, notices)
+        finally:
+            self._in_flight.difference_update(n.id for n in notices)
+            if self._senders.get(key) is asyncio.current_task():
+                del self._senders[key]
 
     async def _send_in_order(self, http: httpx.AsyncClient, notices: list[Notice]) -> None:
         loop = asyncio.get_running_loop()

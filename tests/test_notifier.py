@@ -187,3 +187,34 @@ async def test_a_throttled_provider_is_left_alone_for_a_minute(sessions, robot):
     assert (notice.id, notice.status, notice.attempts) == (notice_id, "pending", 1)
     assert "45009" in notice.last_error
     assert notice.next_attempt_at > utc_now() + timedelta(seconds=55)
+
+
+async def test_a_new_notice_goes_out_while_another_institutions_robot_is_slow_to_answer(sessions):
+    with WeComServer() as slow, WeComServer() as quick:
+        slow.robot.trouble, slow.robot.hang_s = Trouble.TIMEOUT, 3.0
+        routes = Routing("wecom_robot", None, frozenset({"wecom_robot"}),
+                         {"slow-home": {"wecom_robot": slow.url},
+                          "quick-home": {"wecom_robot": quick.url}})
+        waiting = asyncio.Event()
+        running = Notifier(sessions, waiting, {"wecom_robot": WeComRobot()}, routes,
+                           Fallback(99, 3600), timeout_s=5)
+        outbox = Outbox(routes, storm_window_s=0)
+
+        async def raise_at(institution: str) -> None:
+            async with sessions.begin() as session:
+                await outbox.add(session, institution, None, NoticeMessage(
+                    kind="raise", institution=institution, title="一键报警（人工火警）",
+                    location="1号楼", device="btn-1", time="2026-11-22 20:00:00"))
+            waiting.set()
+
+        async def quick_got_it() -> bool:
+            return sum(quick.robot.delivered().values()) == 1
+
+        await raise_at("slow-home")
+        task = asyncio.create_task(running.run())
+        try:
+            await asyncio.sleep(0.5)  # the slow robot has the first notice and keeps it 3 s
+            await raise_at("quick-home")
+            await eventually(quick_got_it, 1.5, "the quick robot's notice, not 3 s later")
+        finally:
+            task.cancel()
