@@ -74,7 +74,8 @@ def _bench(args: argparse.Namespace) -> int:
     elif args.benchmark == "alarms":
         from firewatch.bench import alarms
 
-        asyncio.run(alarms.run(args.devices, args.count, args.spacing, args.broker, args.json))
+        asyncio.run(alarms.run(args.devices, args.count, args.spacing, args.broker, args.shape,
+                               args.json))
     elif args.benchmark == "map":
         from firewatch.bench import map_load
 
@@ -253,6 +254,9 @@ def parser() -> argparse.ArgumentParser:
     alarm.add_argument("--count", type=int, help="presses and breaches each (default: max)")
     alarm.add_argument("--spacing", type=float, default=0.25, help="seconds between triggers")
     alarm.add_argument("--broker", choices=["mosquitto", "embedded"], default="mosquitto")
+    alarm.add_argument("--shape", choices=["services", "up"], default="services",
+                       help="services: each in a process of its own, as in production; "
+                       "up: everything in one `firewatch up` process")
     mp = bench_sub.add_parser("map", help="map data requests/s vs bare uvicorn, same JSON size")
     mp.add_argument("--devices", type=int, default=2000, help="one-key buttons, four each")
     mp.add_argument("--seconds", type=float, default=5, help="length of each timed run")

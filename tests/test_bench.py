@@ -34,15 +34,22 @@ def test_throughput_benchmarks_end_with_their_figures(name, args, keys):
     assert figures["benchmark"] == name and keys <= figures.keys()
 
 
-def test_alarm_latency_reports_percentiles_for_presses_and_breaches_against_an_mqtt_round_trip():
-    figures = bench("alarms", "--devices", "20")
+@pytest.mark.parametrize(("shape", "processes"), [
+    ("services", {"alerts", "ingest", "gateway"}), ("up", {"up"})])
+def test_alarm_latency_reports_percentiles_for_presses_and_breaches_against_an_mqtt_round_trip(
+    shape, processes,
+):
+    figures = bench("alarms", "--devices", "20", "--shape", shape)
     assert figures["benchmark"] == "alarms" and figures["institutions"] == 2
-    for kind in ("one_key_ms", "polled_ms", "mqtt_round_trip_ms"):
+    assert figures["shape"] == shape
+    for kind in ("one_key_ms", "one_key_to_broker_ms", "polled_ms", "polled_to_broker_ms",
+                 "mqtt_round_trip_ms"):
         assert figures[kind]["count"] >= 1, kind
         assert {"p50", "p95", "p99", "max"} <= figures[kind].keys()
     assert figures["one_key_missing"] == figures["polled_missing"] == 0
     assert figures["polled_goal_p99_ms"] == 1300 and figures["one_key_goal_p99_ms"] == 300
     assert figures["flow"]["published_per_s"] > 0
+    assert figures["flow"]["cores"].keys() == processes
 
 
 def test_map_load_reports_requests_per_second_against_bare_uvicorn_serving_the_same_bytes():

@@ -1,4 +1,10 @@
-"""`firewatch up` in a child process for the benchmarks, so its CPU is not the benchmark's."""
+"""The system under test in child processes, so its CPU is not the benchmark's.
+
+Two shapes: `firewatch up` (everything in one process, as on a laptop) and the production
+shape, `firewatch alerts`, `ingest` and `gateway` each in a process of its own on the shared
+broker, as docker-compose runs them.  Either way the benchmark reads the services' counts from
+their Prometheus ``/metrics``, as an operator would.
+"""
 
 from __future__ import annotations
 
@@ -9,13 +15,41 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 from firewatch.mqtt import free_port
 from firewatch.settings import Settings
+
+SERVICES = ("alerts", "ingest", "gateway")
+
+
+@contextlib.contextmanager
+def _child(args: list[str], env: dict[str, str], log_path: Path) -> Iterator[subprocess.Popen]:
+    """``firewatch <args>`` with its output in ``log_path``; SIGTERM (a clean stop) at the end."""
+    with log_path.open("ab") as log:
+        process = subprocess.Popen([sys.executable, "-m", "firewatch.cli", *args],
+                                   env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        yield process
+    finally:
+        process.terminate()
+        process.wait(60)
+
+
+def _until_up(process: subprocess.Popen, ready: Callable[[], bool], log_path: Path,
+              timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"{log_path.stem} did not start:\n{log_path.read_text()[-3000:]}")
+        with contextlib.suppress(httpx.HTTPError):
+            if ready():
+                return
+        time.sleep(0.1)
 
 
 @contextlib.contextmanager
@@ -28,31 +62,55 @@ def running_stack(site_file: Path, workdir: Path, env: dict[str, str],
     logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per API request
     port = free_port()
     log_path = workdir / "stack.log"
-    with log_path.open("ab") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "firewatch.cli", "up", "--port", str(port),
-             "--data-dir", str(workdir / "data"), "--site", str(site_file), "--no-simulate"],
-            env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT,
-        )
-    api = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
-    try:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the stack did not start:\n{log_path.read_text()[-3000:]}")
-            with contextlib.suppress(httpx.HTTPError):
-                if api.get("/api/health").json()["status"] == "ok":
-                    break
-            time.sleep(0.1)
+    args = ["up", "--port", str(port), "--data-dir", str(workdir / "data"),
+            "--site", str(site_file), "--no-simulate"]
+    with (_child(args, env, log_path) as process,
+          httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as api):
+        _until_up(process, lambda: api.get("/api/health").json()["status"] == "ok", log_path,
+                  timeout_s)
         reply = api.post("/api/auth/token",
                          data={"username": "admin", "password": Settings().demo_password})
         reply.raise_for_status()
         api.headers["Authorization"] = f"Bearer {reply.json()['access_token']}"
         yield api
-    finally:
-        api.close()
-        process.terminate()
-        process.wait(60)
+
+
+@contextlib.contextmanager
+def running_services(site_file: Path, workdir: Path, env: dict[str, str],
+                     timeout_s: float = 180) -> Iterator[dict[str, str]]:
+    """The production shape on ``site_file`` (no simulators, a broker in ``env``); yields each
+    service's ``/metrics`` URL by name once every one of them serves its metrics.
+
+    They share the data dir, so the alert service and ingest's dead letters share one SQLite
+    database, as they share PostgreSQL in production.
+    """
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    urls: dict[str, str] = {}
+    with contextlib.ExitStack() as stack:
+        for name in SERVICES:
+            port, log_path = free_port(), workdir / f"{name}.log"
+            process = stack.enter_context(_child([name], {
+                **env, "FIREWATCH_METRICS_PORT": str(port), "FIREWATCH_INSTANCE": f"bench-{name}",
+                "FIREWATCH_SITE_FILE": str(site_file), "FIREWATCH_DATA_DIR": str(workdir / "data"),
+                "FIREWATCH_SIMULATE": "false",
+            }, log_path))
+            url = f"http://127.0.0.1:{port}/metrics"
+            _until_up(process, lambda url=url: httpx.get(url).is_success, log_path, timeout_s)
+            urls[name] = url
+        yield urls
+
+
+Samples = dict[str, dict[tuple[tuple[str, str], ...], float]]
+
+
+def scrape(url: str) -> Samples:
+    """What one ``/metrics`` gives: each sample's value by name, then by its labels."""
+    samples: Samples = {}
+    for family in text_string_to_metric_families(httpx.get(url, timeout=30).text):
+        for sample in family.samples:
+            samples.setdefault(sample.name, {})[tuple(sorted(sample.labels.items()))] = \
+                sample.value
+    return samples
 
 
 async def wait_until_normal(api: httpx.Client, prefixes: tuple[str, ...],

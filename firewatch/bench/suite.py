@@ -63,7 +63,8 @@ async def run(sizes: Sizes, as_json: bool) -> dict[str, Any]:
     results = {
         "gateway": await gateway.run(sizes.gateway_devices, 50, sizes.seconds, False),
         "ingest": await ingest.run(sizes.ingest_messages, sizes.repeat, False),
-        "alarms": await alarms.run(sizes.alarm_devices, None, 0.25, "mosquitto", False),
+        "alarms": await alarms.run(sizes.alarm_devices, None, 0.25, "mosquitto", "services",
+                                   False),
         "map": await map_load.run(sizes.map_devices, sizes.seconds, 4, sizes.repeat, False),
     }
     table = [("what", "figure", "baseline", "ratio"), *summary_rows(results)]
