@@ -63,6 +63,7 @@ def alert_side(
         outbox=Outbox(routing, settings.notice_storm_window_s),
         hazard_deadline=timedelta(hours=settings.iot_hazard_deadline_hours),
         notices_waiting=notices_waiting,
+        keep_applied=timedelta(hours=settings.applied_keep_hours),
     )
     fallback = Fallback(settings.notice_fallback_after_attempts, settings.notice_fallback_after_s)
     notifier = Notifier(sessions, notices_waiting, channels, routing, fallback,

@@ -17,9 +17,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import datetime
 
 import aiomqtt
-from sqlalchemy import insert, select, tuple_
+from sqlalchemy import delete, insert, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from firewatch.contract import (
@@ -37,6 +38,33 @@ from firewatch.mqtt import BrokerAddress
 log = logging.getLogger(__name__)
 
 Handler = Callable[[list[ReadingBatch | DeviceEvent]], Awaitable[None]]
+
+
+async def forget_applied(sessions: async_sessionmaker, consumer: str, before: datetime,
+                         chunk: int = 2000) -> int:
+    """Drop the record of the messages ``consumer`` applied before ``before``; how many.
+
+    The record is there to recognise a redelivery, which comes when a consumer reconnects
+    (seconds) or its broker returns (minutes, hours).  Kept for ever it would grow by a row per
+    gateway message, 86 million a day at 1,000 devices polled every second, and slow every
+    claim.  Deleted in small transactions, so that the alarms written meanwhile never wait
+    long for the database.
+    """
+    forgotten = 0
+    while True:
+        old = (select(ProcessedMessage.consumer, ProcessedMessage.gateway_id,
+                      ProcessedMessage.seq)
+               .where(ProcessedMessage.consumer == consumer,
+                      ProcessedMessage.processed_at < before)
+               .limit(chunk))
+        async with sessions.begin() as session:
+            done = await session.execute(delete(ProcessedMessage).where(tuple_(
+                ProcessedMessage.consumer, ProcessedMessage.gateway_id, ProcessedMessage.seq,
+            ).in_(old)))
+        forgotten += done.rowcount
+        if done.rowcount < chunk:
+            return forgotten
+        await asyncio.sleep(0)
 
 
 async def claim(

@@ -114,6 +114,11 @@ class Settings(BaseSettings):
     iot_hazard_deadline_hours: float = Field(
         24, description="Rectification deadline given to ledger entries raised by IoT alarms."
     )
+    applied_keep_hours: float = Field(
+        24, gt=0, description="How long the alert service remembers which gateway messages it "
+        "applied, to recognise a redelivery (one row per message). A broker away longer than "
+        "this could redeliver a message it has forgotten.",
+    )
 
     log_format: Literal["text", "json"] = Field(
         "text", description="text: lines for a terminal; json: one JSON object per line."

@@ -14,8 +14,8 @@ from sqlalchemy import func, select
 from alerts.notices import NoticeMessage, wecom_markdown
 from alerts.service import AlertService
 from firewatch import db
-from firewatch.consumer import DeadLetters
-from firewatch.contract import DeviceEvent, EventType, ReadingBatch
+from firewatch.consumer import DeadLetters, forget_applied
+from firewatch.contract import DeviceEvent, EventType, ReadingBatch, utc_now
 from firewatch.mqtt import BrokerAddress
 from tests.support.alerts import robot_outbox
 from tests.support.ledger import demo_county
@@ -137,6 +137,21 @@ async def test_a_press_queued_behind_routine_readings_is_notified_before_they_ar
     assert await woken == (1, 1)  # the press and its notice; none of the 200 readings yet
     async with service.sessions() as session:
         assert await session.scalar(select(func.count()).select_from(db.ProcessedMessage)) == 201
+
+
+async def test_the_record_of_applied_messages_is_kept_for_its_window_then_forgotten(service):
+    old = [gas(service, 5.0) for _ in range(25)]
+    await service.apply_batch(old)
+    cutoff = utc_now()
+    recent = gas(service, 60.0)
+    await service.apply(recent)
+
+    assert await forget_applied(service.sessions, "alerts", cutoff, chunk=7) == 25
+    async with service.sessions() as session:
+        left = list(await session.scalars(select(db.ProcessedMessage.seq)))
+    assert left == [recent.seq]
+    await service.apply(recent)  # redelivered within the window: still recognised
+    assert len(await rows(service, db.Notice)) == 1
 
 
 async def test_a_reading_hovering_at_the_set_point_does_not_flap(service):
