@@ -19,8 +19,9 @@ from pymodbus import FramerType, ModbusException
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 
 from firewatch.contract import EventType
-from firewatch.profiles import DeviceProfile, Register, Table, Transport, read_blocks
+from firewatch.profiles import DeviceProfile, Table, Transport, read_blocks
 from firewatch.site import Device, ModbusEndpoint
+from gateway.block_decoder import BlockDecoder
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,18 @@ class PollStats:
     by_error: dict[str, int] = field(default_factory=dict)
 
 
+#: a poll's replies, each with the decoder of its block
+RawBlocks = list[tuple[BlockDecoder, list[int] | list[bool]]]
+
+
+def _decoded(blocks: RawBlocks) -> tuple[dict[str, float], dict[str, bool]]:
+    readings: dict[str, float] = {}
+    flags: dict[str, bool] = {}
+    for decoder, words in blocks:
+        decoder.decode(words, readings, flags)
+    return readings, flags
+
+
 class DeviceUnreachable(Exception):
     """No usable answer: timeout, closed connection or a frame that did not decode."""
 
@@ -58,23 +71,6 @@ _READERS = {
     Table.COIL: ("read_coils", "bits"),
     Table.DISCRETE_INPUT: ("read_discrete_inputs", "bits"),
 }
-
-
-def decode_registers(
-    registers: list[Register], start: int, words: list[int] | list[bool]
-) -> tuple[dict[str, float], dict[str, bool]]:
-    """One block's raw words -> physical readings and named flags, per the profile."""
-    readings: dict[str, float] = {}
-    flags: dict[str, bool] = {}
-    for reg in registers:
-        offset = reg.address - start
-        raw = reg.decode(list(words[offset : offset + reg.count]))
-        if reg.flags:
-            for bit, name in reg.flags.items():
-                flags[name] = bool(int(raw) >> bit & 1)
-        else:
-            readings[reg.name] = round(reg.to_physical(raw), 6)
-    return readings, flags
 
 
 def _client(
@@ -118,11 +114,20 @@ class EndpointPoller:
         self.stats: dict[str, PollStats] = {d.id: PollStats() for d, _ in devices}
         self.client = _client(endpoint, port, min(p.timeout_s for _, p in devices))
         self._where = endpoint.serial or f"{endpoint.host}:{port}"
+        #: per device, its merged reads: (client method, start, count, reply field, decoder)
         self._plans = {
-            d.id: read_blocks([r for r in p.registers]) for d, p in devices
+            d.id: [
+                (getattr(self.client, _READERS[table][0]), start, count, _READERS[table][1],
+                 BlockDecoder(table, start, count, registers))
+                for table, start, count, registers in read_blocks(p.registers)
+            ]
+            for d, p in devices
         }
         self._connect_lock = asyncio.Lock()
-        self._handing_over: set[asyncio.Task[None]] = set()
+        #: deliveries not yet in the outbox: future -> polls waiting on it (the outbox gives
+        #: every poll of one group commit the same future)
+        self._handing_over: dict[asyncio.Future[None], int] = {}
+        self._undelivered = 0
         self._max_handing_over = 2 * len(devices) + 16
         self._handover_error: BaseException | None = None
 
@@ -131,10 +136,11 @@ class EndpointPoller:
             await self._poll_in_turn()
         finally:
             self.client.close()
+            await asyncio.sleep(0)  # the last poll's delivery, scheduled, is made
             if self._handing_over:  # let what was read reach the outbox before it closes
                 await asyncio.wait(self._handing_over)
 
-    async def _ensure_connected(self) -> None:
+    async def _connect(self) -> None:
         async with self._connect_lock:
             if not self.client.connected and not await self.client.connect():
                 raise DeviceUnreachable(f"cannot connect to {self._where}")
@@ -169,58 +175,77 @@ class EndpointPoller:
     async def _hand_over(self, delivery: Awaitable[None], wait: bool) -> None:
         """Deliver a poll's result, or start delivering it and return (bounded)."""
         if wait:
-            await delivery
+            await asyncio.shield(delivery)  # a shared future is not cancelled for all
             return
-        while len(self._handing_over) >= self._max_handing_over:
-            await asyncio.wait(self._handing_over, return_when=asyncio.FIRST_COMPLETED)
-        task = asyncio.create_task(delivery)
-        self._handing_over.add(task)
-        task.add_done_callback(self._handed_over)
+        await self._make_room()
+        self._track(asyncio.ensure_future(delivery))  # the outbox's future as it is
 
-    def _handed_over(self, task: asyncio.Task[None]) -> None:
-        self._handing_over.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            self._handover_error = task.exception()  # the poll loop raises it: as if awaited
+    async def _make_room(self) -> None:
+        while self._undelivered >= self._max_handing_over:
+            await asyncio.wait(self._handing_over, return_when=asyncio.FIRST_COMPLETED)
+
+    def _track(self, future: asyncio.Future[None]) -> None:
+        if future in self._handing_over:
+            self._handing_over[future] += 1
+        else:
+            self._handing_over[future] = 1
+            future.add_done_callback(self._handed_over)
+        self._undelivered += 1
+
+    def _handed_over(self, future: asyncio.Future[None]) -> None:
+        self._undelivered -= self._handing_over.pop(future)
+        if not future.cancelled() and future.exception() is not None:
+            self._handover_error = future.exception()  # the poll loop raises it: as if awaited
+
+    def _deliver(self, device: Device, blocks: RawBlocks) -> None:
+        """Decode a poll's replies and hand them to the outbox: called soon after the poll,
+        when the next request is already on the wire, so that the work overlaps its round
+        trip rather than adding to it."""
+        try:
+            self._track(asyncio.ensure_future(self.on_readings(device, *_decoded(blocks))))
+        except Exception as exc:  # a batch that cannot be built: the poll loop raises it
+            self._handover_error = exc
 
     async def poll_once(self, device: Device, profile: DeviceProfile, wait: bool = True) -> None:
         """Poll one device; with ``wait`` off, return before its result is in the outbox."""
         stats = self.stats[device.id]
         stats.polls += 1
         try:
-            readings, flags = await self._read(device, profile)
+            blocks = await self._read(device, profile)
         except DeviceRefused as exc:
             stats.exceptions += 1
             self._count(stats, exc)
-            await self._answered(device, stats, wait)
+            if self._answered(stats):
+                await self._came_online(device, stats, wait)
             return
         except DeviceUnreachable as exc:
             await self._missed(device, profile, stats, exc, wait)
             return
-        await self._answered(device, stats, wait)
-        await self._hand_over(self.on_readings(device, readings, flags), wait)
+        if self._answered(stats):
+            await self._came_online(device, stats, wait)
+        if wait:
+            await self._hand_over(self.on_readings(device, *_decoded(blocks)), wait)
+        else:
+            await self._make_room()
+            asyncio.get_running_loop().call_soon(self._deliver, device, blocks)
 
-    async def _read(
-        self, device: Device, profile: DeviceProfile
-    ) -> tuple[dict[str, float], dict[str, bool]]:
-        readings: dict[str, float] = {}
-        flags: dict[str, bool] = {}
+    async def _read(self, device: Device, profile: DeviceProfile) -> RawBlocks:
+        """The device's merged reads, each reply checked for length (decoded later)."""
         for attempt in range(profile.retries + 1):
             try:
-                await self._ensure_connected()
-                for table, start, count, registers in self._plans[device.id]:
-                    method, attr = _READERS[table]
-                    reply = await getattr(self.client, method)(
-                        start, count=count, device_id=device.unit_id
-                    )
+                if not self.client.connected:
+                    await self._connect()
+                blocks: RawBlocks = []
+                for read, start, count, attr, decoder in self._plans[device.id]:
+                    reply = await read(start, count=count, device_id=device.unit_id)
                     if reply.isError():
                         code = getattr(reply, "exception_code", "?")
                         raise DeviceRefused(f"exception response code {code} at {start}")
-                    block_readings, block_flags = decode_registers(
-                        registers, start, getattr(reply, attr)
-                    )
-                    readings.update(block_readings)
-                    flags.update(block_flags)
-                return readings, flags
+                    words = getattr(reply, attr)
+                    if len(words) < count:
+                        raise ValueError(f"{len(words)} values in a reply to a read of {count}")
+                    blocks.append((decoder, words))
+                return blocks
             except (ModbusException, OSError, asyncio.TimeoutError) as exc:
                 error: Exception = exc
             except (IndexError, ValueError) as exc:  # a short or malformed frame
@@ -235,16 +260,19 @@ class EndpointPoller:
         key = str(exc).split(":")[0][:60]
         stats.by_error[key] = stats.by_error.get(key, 0) + 1
 
-    async def _answered(self, device: Device, stats: PollStats, wait: bool) -> None:
+    @staticmethod
+    def _answered(stats: PollStats) -> bool:
+        """Count an answer; True if the device was not known to be online until now."""
         stats.answered += 1
         stats.consecutive_misses = 0
-        if stats.online is not True:
-            was_known = stats.online is not None
-            stats.online = True
-            if was_known:
-                log.info("device %s answers again", device.id)
-            await self._hand_over(
-                self.on_event(device, EventType.ONLINE, "device answers polls"), wait)
+        return stats.online is not True
+
+    async def _came_online(self, device: Device, stats: PollStats, wait: bool) -> None:
+        if stats.online is not None:
+            log.info("device %s answers again", device.id)
+        stats.online = True
+        await self._hand_over(
+            self.on_event(device, EventType.ONLINE, "device answers polls"), wait)
 
     async def _missed(
         self, device: Device, profile: DeviceProfile, stats: PollStats, exc: Exception,

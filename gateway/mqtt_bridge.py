@@ -96,7 +96,8 @@ class MqttBridge:
         if watch.online is not True:
             watch.online = True
             await self.on_event(watch.device, EventType.ONLINE, "device reports again")
-        await self.on_readings(watch.device, readings, flags)
+        # shielded: the outbox's future is shared by a whole group commit
+        await asyncio.shield(self.on_readings(watch.device, readings, flags))
 
     async def watch_heartbeats(self) -> None:
         """Report devices whose reports stopped, at a tenth of the shortest interval."""

@@ -15,7 +15,7 @@ from typing import Any
 
 import aiomqtt
 
-from firewatch.contract import DeviceEvent, EventType, ReadingBatch, utc_now
+from firewatch.contract import DeviceEvent, EventType, ReadingBatchEncoder, utc_now
 from firewatch.mqtt import BrokerAddress
 from firewatch.profiles import DeviceProfile, Transport
 from firewatch.site import Device, Gateway, ModbusEndpoint, Site
@@ -60,6 +60,10 @@ class GatewayService:
         ]
         self._mqtt_devices = [(d, p) for d, p in devices if p.transport is Transport.MQTT]
         self._profiles = profiles
+        self._encoders = {
+            d.id: ReadingBatchEncoder(gateway.id, d.id, d.institution, p.kind, d.profile)
+            for d, p in devices
+        }
 
     async def run(self) -> None:
         await self.outbox.open()
@@ -74,22 +78,13 @@ class GatewayService:
         finally:
             await self.outbox.close()
 
-    async def _readings(
+    def _readings(
         self, device: Device, readings: dict[str, float], flags: dict[str, bool]
-    ) -> None:
-        ts = utc_now()
-        await self.outbox.put(
-            lambda seq: ReadingBatch(
-                gateway_id=self.gateway.id,
-                seq=seq,
-                device_id=device.id,
-                institution_id=device.institution,
-                kind=self._profiles[device.profile].kind,
-                ts=ts,
-                profile=device.profile,
-                readings=readings,
-                flags=flags,
-            )
+    ) -> asyncio.Future[None]:
+        """Queue a poll's batch; the future is done once it is on disk (see Outbox.submit)."""
+        encoder, ts = self._encoders[device.id], utc_now()
+        return self.outbox.submit(
+            lambda seq: (encoder.topic, encoder.encode(seq, ts, readings, flags))
         )
 
     async def _event(self, device: Device, event: EventType, reason: str) -> None:

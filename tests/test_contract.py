@@ -1,16 +1,20 @@
 """The wire contract: what every part accepts and rejects on the broker."""
 
-from datetime import UTC, datetime
+import json
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+from pydantic import ValidationError
 
 from firewatch.contract import (
     ChangeKind,
     ChangeNotice,
     DeviceEvent,
+    DeviceKind,
     EventType,
     InvalidPayload,
     ReadingBatch,
+    ReadingBatchEncoder,
     change_topic,
     parse_change,
     parse_message,
@@ -80,3 +84,46 @@ def test_a_resync_notice_has_a_topic_no_institution_can_have():
     with pytest.raises(InvalidPayload, match="names no institution"):
         parse_change("firewatch/v1/changes/inst-1", b'{"schema": "firewatch.change/1", '
                      b'"kind": "resync", "institution_id": "inst-1"}')
+
+
+def gas_encoder() -> ReadingBatchEncoder:
+    return ReadingBatchEncoder("gw-1", "dev-1", "inst-1", DeviceKind.GAS_DETECTOR,
+                               "generic-gas-lel")
+
+
+@pytest.mark.parametrize(("readings", "flags", "ts"), [
+    ({"gas_concentration": 1.5, "cable_temp_1": -12.3, "residual_current": 42.0},
+     {"sensor_fault": False, "low_alarm": True}, datetime(2026, 11, 22, 8, 30, 1, 250, UTC)),
+    ({"tiny": 1e-6, "huge": 1e17, "zero": -0.0, "whole": 3}, {}, datetime(2026, 1, 1, tzinfo=UTC)),
+    ({}, {}, datetime(2026, 11, 22, 16, 30, tzinfo=timezone(timedelta(hours=8)))),
+])
+def test_a_batch_the_gateway_builds_without_the_model_is_the_models_json(readings, flags, ts):
+    encoder = gas_encoder()
+    payload = encoder.encode(7, ts, readings, flags)
+    model = batch(readings=readings, flags=flags, ts=ts)
+    assert json.loads(payload) == json.loads(model.to_bytes())
+    assert parse_message(encoder.topic, payload) == model
+    assert encoder.topic == readings_topic("gw-1", "dev-1")
+
+
+def test_a_batch_of_plain_decimals_is_byte_for_byte_the_models():
+    readings, flags = {"gas_concentration": 12.5, "residual_current": 0.0}, {"sensor_fault": True}
+    ts = datetime(2026, 11, 22, 8, 30, 1, 123456, UTC)
+    assert gas_encoder().encode(9, ts, readings, flags) == batch(
+        seq=9, readings=readings, flags=flags, ts=ts).to_bytes()
+
+
+@pytest.mark.parametrize(("seq", "readings", "flags", "ts"), [
+    (7, {"gas_concentration": float("nan")}, {}, datetime.now(UTC)),
+    (7, {"gas_concentration": float("inf")}, {}, datetime.now(UTC)),
+    (7, {"gas_concentration": "twelve"}, {}, datetime.now(UTC)),
+    (7, {}, {"sensor_fault": 1}, datetime.now(UTC)),
+    (7, {"Gas": 1.0}, {}, datetime.now(UTC)),
+    (7, {}, {}, datetime(2026, 11, 22)),
+    (0, {}, {}, datetime.now(UTC)),
+])
+def test_the_gateways_batch_builder_refuses_what_the_model_refuses(seq, readings, flags, ts):
+    with pytest.raises(ValidationError):
+        batch(seq=seq, readings=readings, flags=flags, ts=ts)
+    with pytest.raises(ValueError):
+        gas_encoder().encode(seq, ts, readings, flags)

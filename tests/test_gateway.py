@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import random
 from collections import Counter
 
 import pytest
 
 from firewatch.consumer import GatewayMessageConsumer
-from firewatch.contract import DeviceEvent, EventType, ReadingBatch
+from firewatch.contract import DeviceEvent, EventType, ReadingBatch, parse_message
 from firewatch.mqtt import BrokerAddress
-from firewatch.profiles import Register, load_profiles
+from firewatch.profiles import DataType, Register, load_profiles, read_blocks
 from firewatch.settings import SITES_DIR
 from firewatch.site import load_site
+from gateway.block_decoder import BlockDecoder
 from gateway.modbus_poller import EndpointPoller
+from gateway.outbox import Outbox
 from gateway.service import GatewayService
 from simulators.fleet import SimulatorFleet
 from firewatch.bench.servers import Mosquitto
@@ -175,3 +178,84 @@ async def test_a_broker_restart_mid_stream_loses_and_duplicates_no_reading(
     duplicates = sum(n - 1 for n in seqs.values())
     print(f"\n{last} messages, {queued} queued during the outage, "
           f"{duplicates} redelivered (dropped downstream by seq)")
+
+
+def decoded_one_by_one(registers: list[Register], start: int, words: list) -> tuple[dict, dict]:
+    """The reference: each register through Register.decode and to_physical."""
+    readings, flags = {}, {}
+    for reg in registers:
+        raw = reg.decode(list(words[reg.address - start : reg.address - start + reg.count]))
+        if reg.flags:
+            flags.update({name: bool(int(raw) >> bit & 1) for bit, name in reg.flags.items()})
+        else:
+            readings[reg.name] = round(reg.to_physical(raw), 6)
+    return readings, flags
+
+
+ODD_LAYOUTS = [
+    Register(name="le_float", address=0, type=DataType.FLOAT32, byte_order="little",
+             word_order="little", scale=0.5),
+    Register(name="swapped_words", address=2, type=DataType.INT32, word_order="little"),
+    Register(name="le_int", address=4, type=DataType.INT16, byte_order="little", offset=-40),
+    Register(name="be_float", address=5, type=DataType.FLOAT32),
+    Register(name="alarm_word", address=7, flags={0: "first", 15: "last"}),
+]
+
+
+@pytest.mark.parametrize("model", [*sorted(load_profiles()), "odd layouts"])
+def test_the_gateways_block_decoder_reads_every_register_as_the_profile_defines_it(model):
+    profiles = load_profiles()
+    registers = ODD_LAYOUTS if model == "odd layouts" else profiles[model].registers
+    rng = random.Random(model)
+    for table, start, count, members in read_blocks(registers):
+        decoder = BlockDecoder(table, start, count, members)
+        for _ in range(200):
+            words = [0] * count
+            for reg in members:
+                if reg.type is DataType.BOOL:
+                    raw = rng.random() < 0.5
+                elif reg.type is DataType.FLOAT32:
+                    raw = rng.uniform(-1e4, 1e4)
+                else:
+                    raw = rng.randrange(-2**15, 2**15) if reg.type is DataType.INT16 else (
+                        rng.randrange(2**16) if reg.type is DataType.UINT16 else
+                        rng.randrange(-2**31, 2**31) if reg.type is DataType.INT32 else
+                        rng.randrange(2**32))
+                words[reg.address - start : reg.address - start + reg.count] = reg.encode(raw)
+            readings, flags = {}, {}
+            decoder.decode(words, readings, flags)
+            assert (readings, flags) == decoded_one_by_one(members, start, words)
+
+
+def test_a_reply_shorter_than_the_read_is_refused_as_a_garbled_frame():
+    [(table, start, count, members)] = read_blocks(load_profiles()["generic-efm-4t"].registers)
+    with pytest.raises(ValueError):
+        BlockDecoder(table, start, count, members).decode([0] * (count - 1), {}, {})
+
+
+async def test_while_the_broker_is_away_each_device_is_queued_online_first_then_its_polls_in_order(
+    site_and_profiles, fleet, tmp_path
+):
+    site, profiles = site_and_profiles
+    gateway = GatewayService(site.gateways[0], site, profiles, BrokerAddress("127.0.0.1", 1),
+                             tmp_path / "outbox.db", lambda e: fleet.endpoint_port(e.id))
+    running = asyncio.create_task(gateway.run())
+    await asyncio.sleep(2.5)
+    running.cancel()
+    [stopped] = await asyncio.gather(running, return_exceptions=True)
+    assert isinstance(stopped, asyncio.CancelledError)  # stopped cleanly, nothing raised
+
+    outbox = Outbox(tmp_path / "outbox.db")
+    await outbox.open()
+    rows = await outbox.oldest(10_000)
+    await outbox.close()
+    messages = [parse_message(topic, payload) for _, topic, payload in rows]
+    assert [m.seq for m in messages] == [seq for seq, _, _ in rows] == list(
+        range(1, len(rows) + 1))
+    polled = {d.id for d in site.devices
+              if d.gateway == gateway.gateway.id and profiles[d.profile].registers}
+    for device_id in polled:
+        mine = [m for m in messages if m.device_id == device_id]
+        assert isinstance(mine[0], DeviceEvent) and mine[0].event is EventType.ONLINE
+        readings = [m for m in mine[1:] if isinstance(m, ReadingBatch)]
+        assert len(readings) >= 2 and readings == sorted(readings, key=lambda m: m.ts)
