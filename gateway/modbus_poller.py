@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -49,11 +50,19 @@ class PollStats:
 RawBlocks = list[tuple[BlockDecoder, list[int] | list[bool]]]
 
 
-def _decoded(blocks: RawBlocks) -> tuple[dict[str, float], dict[str, bool]]:
+def _decoded(blocks: RawBlocks, stats: PollStats) -> tuple[dict[str, float], dict[str, bool]]:
+    """The poll's values.  A float register holding NaN or infinity (what many devices send
+    for "no value") is left out and counted: the batch carries the device's other values, and
+    the contract, which takes finite numbers only, is not broken by one register."""
     readings: dict[str, float] = {}
     flags: dict[str, bool] = {}
     for decoder, words in blocks:
         decoder.decode(words, readings, flags)
+    unusable = [name for name, value in readings.items() if not math.isfinite(value)]
+    if unusable:
+        for name in unusable:
+            del readings[name]
+        EndpointPoller._count(stats, ValueError(f"not a number: {', '.join(unusable)}"))
     return readings, flags
 
 
@@ -202,7 +211,8 @@ class EndpointPoller:
         when the next request is already on the wire, so that the work overlaps its round
         trip rather than adding to it."""
         try:
-            self._track(asyncio.ensure_future(self.on_readings(device, *_decoded(blocks))))
+            values = _decoded(blocks, self.stats[device.id])
+            self._track(asyncio.ensure_future(self.on_readings(device, *values)))
         except Exception as exc:  # a batch that cannot be built: the poll loop raises it
             self._handover_error = exc
 
@@ -224,7 +234,7 @@ class EndpointPoller:
         if self._answered(stats):
             await self._came_online(device, stats, wait)
         if wait:
-            await self._hand_over(self.on_readings(device, *_decoded(blocks)), wait)
+            await self._hand_over(self.on_readings(device, *_decoded(blocks, stats)), wait)
         else:
             await self._make_room()
             asyncio.get_running_loop().call_soon(self._deliver, device, blocks)

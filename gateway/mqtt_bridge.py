@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 from dataclasses import dataclass
 
 from firewatch.contract import EventType
@@ -39,8 +40,10 @@ def parse_uplink(
     for key, name in profile.mqtt.readings.items():
         if key in data:
             value = data[key]
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise UplinkError(f"{key!r} must be a number, got {value!r}")
+            # Python's json takes NaN and Infinity; the contract does not
+            if isinstance(value, bool) or not isinstance(value, int | float) \
+                    or not math.isfinite(value):
+                raise UplinkError(f"{key!r} must be a finite number, got {value!r}")
             readings[name] = float(value)
     for key, name in profile.mqtt.flags.items():
         if key in data:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 from collections import Counter
 
@@ -16,6 +17,7 @@ from firewatch.settings import SITES_DIR
 from firewatch.site import load_site
 from gateway.block_decoder import BlockDecoder
 from gateway.modbus_poller import EndpointPoller
+from gateway.mqtt_bridge import UplinkError, parse_uplink
 from gateway.outbox import Outbox
 from gateway.service import GatewayService
 from simulators.fleet import SimulatorFleet
@@ -112,6 +114,43 @@ async def test_garbled_replies_are_counted_as_misses_and_polling_goes_on(site_an
     assert poller.stats["dq-gas-1"].answered >= 1
     assert poller.stats["dq-efm-1"].answered == 3
     poller.client.close()
+
+
+async def test_a_float_register_holding_nan_is_left_out_counted_and_polling_goes_on(
+    site_and_profiles,
+):
+    """Many devices send NaN for "no value"; one such register must not stop the gateway."""
+    site, profiles = site_and_profiles
+    gas = profiles["generic-gas-lel"]
+    float_gas = gas.model_copy(update={"registers": [
+        gas.registers[0].model_copy(update={"type": DataType.FLOAT32, "scale": 1.0}),
+        gas.registers[1].model_copy(update={"address": 2}),
+    ]})
+    tuned = {**profiles, "generic-gas-lel": float_gas}
+    fleet = SimulatorFleet(site, tuned, BrokerAddress("127.0.0.1", 1), tick_s=3600, seed=1)
+    await fleet.start()
+    recorder = Recorder()
+    poller = poller_for(site_and_profiles, fleet, "rongcheng-rs485", recorder, tuned)
+    unit = fleet.devices["rc-gas-1"]
+    try:
+        for value in (math.nan, math.inf, 4.5):
+            unit.readings["gas_concentration"] = value
+            await fleet.endpoints["rongcheng-rs485"].write(unit)
+            await poll_all(poller)
+    finally:
+        poller.client.close()
+        await fleet.stop()
+    gas_batches = [(readings, flags) for d, readings, flags in recorder.readings if d == "rc-gas-1"]
+    assert [readings for readings, _ in gas_batches] == [{}, {}, {"gas_concentration": 4.5}]
+    assert all("sensor_fault" in flags for _, flags in gas_batches)  # the status word still read
+    assert poller.stats["rc-gas-1"].by_error == {"not a number": 2}
+    assert len([d for d, *_ in recorder.readings if d == "rc-efm-1"]) == 3
+
+
+def test_a_button_reporting_nan_is_refused_naming_the_key():
+    button = load_profiles()["generic-onekey-mqtt"]
+    with pytest.raises(UplinkError, match="'bat' must be a finite number, got nan"):
+        parse_uplink(button, b'{"alarm": 1, "bat": NaN}')
 
 
 async def test_a_register_the_device_does_not_have_is_refused_and_counted(site_and_profiles, fleet):
