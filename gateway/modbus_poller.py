@@ -13,6 +13,7 @@ import asyncio
 import heapq
 import logging
 import math
+import zlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -149,6 +150,15 @@ class EndpointPoller:
             if self._handing_over:  # let what was read reach the outbox before it closes
                 await asyncio.wait(self._handing_over)
 
+    @property
+    def phase_s(self) -> float:
+        """When in its first second this line starts polling: a fixed fraction taken from its
+        id.  Gateways that start together (one process running many, or a county's gateways
+        back from a power cut) would otherwise poll every line at the same instant, every
+        interval, and their readings would reach the broker and the alert service in bursts."""
+        shortest = min((p.poll_interval_s for _, p in self.devices), default=1.0)
+        return zlib.crc32(self.endpoint.id.encode()) / 2**32 * min(shortest, 1.0)
+
     async def _connect(self) -> None:
         async with self._connect_lock:
             if not self.client.connected and not await self.client.connect():
@@ -164,7 +174,8 @@ class EndpointPoller:
         """
         loop = asyncio.get_running_loop()
         this_task = asyncio.current_task()
-        due = [(loop.time(), i) for i in range(len(self.devices))]  # a heap already
+        start = loop.time() + self.phase_s
+        due = [(start, i) for i in range(len(self.devices))]  # a heap already
         while due:
             at, i = due[0]
             delay = at - loop.time()
