@@ -70,10 +70,11 @@ class AlertService:
         self.consumer = GatewayMessageConsumer(
             CONSUMER, broker, self.apply_batch, dead_letters,
             shared_subscription=shared_subscription,
-            # what has queued up is applied together; nothing waits for more to arrive.  At
-            # most 100 at a time: a press that arrives meanwhile waits for this transaction,
-            # and 100 messages cost ~15 ms of fixed work per transaction, not the whole queue
-            max_batch=100, max_wait_s=0.0,
+            # what has queued up is applied together; nothing waits for more to arrive.  While
+            # the service keeps up that is a few messages; up to 500 when it has fallen behind,
+            # where fewer, larger transactions catch up sooner (at 100, `firewatch up` with
+            # 1,000 devices took 140 batches/s instead of 340-780)
+            max_batch=500, max_wait_s=0.0,
         )
 
     async def run(self) -> None:
