@@ -14,7 +14,6 @@ from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from sqlalchemy.orm import defer
 
 from alerts import lifecycle
 from alerts.ledger import OPEN, record_iot_entry
@@ -131,10 +130,8 @@ class AlertService:
         async with self.sessions.begin() as session:
             fresh = await claim(session, CONSUMER, messages)
             ids = {m.device_id for m in fresh if m.device_id in self.rules}
-            # the last readings are only written here, never read: no JSON to decode
             devices = {d.id: d for d in await session.scalars(
-                select(Device).where(Device.id.in_(ids))
-                .options(defer(Device.last_readings), defer(Device.last_flags)))}
+                select(Device).where(Device.id.in_(ids)))}
             open_alarms: dict[str, dict[str, Alarm]] = {i: {} for i in ids}
             for alarm in await session.scalars(select(Alarm).where(
                     Alarm.device_id.in_(ids), Alarm.status.in_(ACTIVE_ALARM))):

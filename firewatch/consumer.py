@@ -20,7 +20,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
 
 import aiomqtt
-from sqlalchemy import delete, insert, select, tuple_
+from sqlalchemy import delete, select, tuple_
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from firewatch.contract import (
@@ -72,31 +73,22 @@ async def claim(
 ) -> list[ReadingBatch | DeviceEvent]:
     """Record that ``consumer`` applies these messages; those it already applied are left out.
 
-    Call inside the transaction that applies them, so the two commit together.  Two replicas
-    claiming the same message at once collide on the primary key, and the loser's transaction
-    is retried, by which time the message shows as applied.
+    Call inside the transaction that applies them, so the two commit together.  One statement:
+    the record of each message not applied yet goes in, and says which ones those were
+    (INSERT ... ON CONFLICT DO NOTHING RETURNING).  Two replicas claiming the same message at
+    once meet on the primary key: the second waits for the first's transaction, and takes the
+    message only if that one rolled back.
     """
-    keys = {(m.gateway_id, m.seq) for m in messages}
-    done = {
-        (gateway_id, seq)
-        for gateway_id, seq in await session.execute(
-            select(ProcessedMessage.gateway_id, ProcessedMessage.seq).where(
-                ProcessedMessage.consumer == consumer,
-                tuple_(ProcessedMessage.gateway_id, ProcessedMessage.seq).in_(keys),
-            )
-        )
-    }
-    fresh = []
-    for message in messages:
-        key = (message.gateway_id, message.seq)
-        if key not in done:
-            done.add(key)  # a message twice in one batch is applied once
-            fresh.append(message)
-    if fresh:
-        await session.execute(insert(ProcessedMessage), [
-            {"consumer": consumer, "gateway_id": m.gateway_id, "seq": m.seq} for m in fresh
-        ])
-    return fresh
+    unique: dict[tuple[str, int], ReadingBatch | DeviceEvent] = {}
+    for message in messages:  # a message twice in one batch is applied once
+        unique.setdefault((message.gateway_id, message.seq), message)
+    dialect = {"sqlite": sqlite, "postgresql": postgresql}[session.bind.dialect.name]
+    new = {(gateway_id, seq) for gateway_id, seq in await session.execute(
+        dialect.insert(ProcessedMessage).on_conflict_do_nothing()
+        .returning(ProcessedMessage.gateway_id, ProcessedMessage.seq),
+        [{"consumer": consumer, "gateway_id": g, "seq": s} for g, s in unique],
+    )}
+    return [m for key, m in unique.items() if key in new]
 
 
 class DeadLetters:

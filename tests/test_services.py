@@ -158,7 +158,10 @@ def test_every_log_line_of_every_service_is_a_json_object(services):
         lines = service.log.read_text().splitlines()
         assert lines, f"{service.name} logged nothing"
         for line in lines:
-            entry = json.loads(line)
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:
+                raise AssertionError(f"{service.name} logged a line that is not JSON: {line}")
             assert {"ts", "level", "logger", "message"} <= set(entry), line
 
 
