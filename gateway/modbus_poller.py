@@ -16,11 +16,12 @@ import math
 import zlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from pymodbus import FramerType, ModbusException
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 
-from firewatch.contract import EventType
+from firewatch.contract import EventType, utc_now
 from firewatch.profiles import DeviceProfile, Table, Transport, read_blocks
 from firewatch.site import Device, ModbusEndpoint
 from gateway.block_decoder import BlockDecoder
@@ -57,14 +58,48 @@ def _decoded(blocks: RawBlocks, stats: PollStats) -> tuple[dict[str, float], dic
     the contract, which takes finite numbers only, is not broken by one register."""
     readings: dict[str, float] = {}
     flags: dict[str, bool] = {}
+    may_be_unfinite = False
     for decoder, words in blocks:
         decoder.decode(words, readings, flags)
-    unusable = [name for name, value in readings.items() if not math.isfinite(value)]
-    if unusable:
+        may_be_unfinite = may_be_unfinite or decoder.may_be_unfinite
+    if may_be_unfinite and (
+        unusable := [name for name, value in readings.items() if not math.isfinite(value)]
+    ):
         for name in unusable:
             del readings[name]
         EndpointPoller._count(stats, ValueError(f"not a number: {', '.join(unusable)}"))
     return readings, flags
+
+
+class DeliveryTick:
+    """Polls read in one event-loop iteration, decoded and handed to the outbox by one callback.
+
+    Flat out, several lines' replies arrive in the same iteration; one callback per poll cost
+    a handle and a trip through the loop's ready queue each.  The pollers of a gateway share
+    one, so that the polls of all its lines that finished together are delivered together,
+    and stamped with one time (``read_at``), which the batch encoder then formats once.
+    """
+
+    def __init__(self) -> None:
+        self._read: list[tuple[Callable[[Device, RawBlocks], None], Device, RawBlocks]] = []
+        #: while polls are being delivered: when they were read (within microseconds)
+        self.read_at: datetime | None = None
+
+    def add(self, deliver: Callable[[Device, RawBlocks], None], device: Device,
+            blocks: RawBlocks) -> None:
+        """``deliver(device, blocks)`` soon: when the poll's next request is on the wire."""
+        if not self._read:
+            asyncio.get_running_loop().call_soon(self._deliver_all)
+        self._read.append((deliver, device, blocks))
+
+    def _deliver_all(self) -> None:
+        read, self._read = self._read, []
+        self.read_at = utc_now()
+        try:
+            for deliver, device, blocks in read:
+                deliver(device, blocks)
+        finally:
+            self.read_at = None
 
 
 class DeviceUnreachable(Exception):
@@ -116,23 +151,27 @@ class EndpointPoller:
         devices: list[tuple[Device, DeviceProfile]],
         on_readings: OnReadings,
         on_event: OnEvent,
+        deliveries: DeliveryTick | None = None,
     ) -> None:
         self.endpoint = endpoint
+        self.deliveries = deliveries or DeliveryTick()
         self.devices = devices
         self.on_readings = on_readings
         self.on_event = on_event
         self.stats: dict[str, PollStats] = {d.id: PollStats() for d, _ in devices}
         self.client = _client(endpoint, port, min(p.timeout_s for _, p in devices))
         self._where = endpoint.serial or f"{endpoint.host}:{port}"
-        #: per device, its merged reads: (client method, start, count, reply field, decoder)
-        self._plans = {
-            d.id: [
+        #: per profile, its merged reads: (client method, start, count, reply field, decoder);
+        #: one plan for all the devices sharing a profile keeps what a poll touches small and warm
+        plans = {
+            id(p): [
                 (getattr(self.client, _READERS[table][0]), start, count, _READERS[table][1],
                  BlockDecoder(table, start, count, registers))
                 for table, start, count, registers in read_blocks(p.registers)
             ]
-            for d, p in devices
+            for _, p in devices
         }
+        self._plans = {d.id: plans[id(p)] for d, p in devices}
         self._connect_lock = asyncio.Lock()
         #: deliveries not yet in the outbox: future -> polls waiting on it (the outbox gives
         #: every poll of one group commit the same future)
@@ -176,11 +215,11 @@ class EndpointPoller:
         this_task = asyncio.current_task()
         start = loop.time() + self.phase_s
         due = [(start, i) for i in range(len(self.devices))]  # a heap already
+        now = loop.time()
         while due:
             at, i = due[0]
-            delay = at - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
+            if at > now:
+                await asyncio.sleep(at - now)
             device, profile = self.devices[i]
             await self.poll_once(device, profile, wait=False)
             # Python 3.11's asyncio.wait_for (inside pymodbus) swallows a cancellation that
@@ -190,7 +229,8 @@ class EndpointPoller:
                 raise asyncio.CancelledError
             if self._handover_error is not None:
                 raise self._handover_error
-            heapq.heapreplace(due, (max(at + profile.poll_interval_s, loop.time()), i))
+            now = loop.time()
+            heapq.heapreplace(due, (max(at + profile.poll_interval_s, now), i))
 
     async def _hand_over(self, delivery: Awaitable[None], wait: bool) -> None:
         """Deliver a poll's result, or start delivering it and return (bounded)."""
@@ -222,8 +262,9 @@ class EndpointPoller:
         when the next request is already on the wire, so that the work overlaps its round
         trip rather than adding to it."""
         try:
-            values = _decoded(blocks, self.stats[device.id])
-            self._track(asyncio.ensure_future(self.on_readings(device, *values)))
+            delivery = self.on_readings(device, *_decoded(blocks, self.stats[device.id]))
+            self._track(delivery if isinstance(delivery, asyncio.Future)
+                        else asyncio.ensure_future(delivery))
         except Exception as exc:  # a batch that cannot be built: the poll loop raises it
             self._handover_error = exc
 
@@ -247,8 +288,9 @@ class EndpointPoller:
         if wait:
             await self._hand_over(self.on_readings(device, *_decoded(blocks, stats)), wait)
         else:
-            await self._make_room()
-            asyncio.get_running_loop().call_soon(self._deliver, device, blocks)
+            if self._undelivered >= self._max_handing_over:
+                await self._make_room()
+            self.deliveries.add(self._deliver, device, blocks)
 
     async def _read(self, device: Device, profile: DeviceProfile) -> RawBlocks:
         """The device's merged reads, each reply checked for length (decoded later)."""

@@ -68,7 +68,9 @@ class Outbox:
         self._in_flight_to = 0  # messages up to this seq are being published
         self._lock = asyncio.Lock()  # one statement sequence on the connection at a time
         self._has_messages = asyncio.Event()
-        self._pending: list[Row] = []
+        #: rows waiting for the next commit, flat (seq, topic, payload, seq, ...): the writer
+        #: thread binds them as they are, with no per-row list building while it holds the GIL
+        self._pending: list[int | str | bytes] = []
         self._pending_stored: asyncio.Future[None] | None = None  # one for the whole batch
         self._committer: asyncio.Task[None] | None = None
 
@@ -86,6 +88,9 @@ class Outbox:
 
     def _open(self) -> tuple[int, int]:
         db = self._db = sqlite3.connect(self.path, isolation_level=None)  # transactions: ours
+        # a new outbox only (an existing one keeps its pages): a 16 KiB page takes ~40 batches,
+        # and a group commit of 900 batches cost ~25% less CPU per batch than on 4 KiB pages
+        db.execute("PRAGMA page_size=16384")
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
         db.execute(
@@ -124,7 +129,7 @@ class Outbox:
         """
         assert self._thread is not None, "outbox not open"
         topic, payload = build(self._next_seq)  # what cannot be built takes no number
-        self._pending.append((self._next_seq, topic, payload))
+        self._pending += (self._next_seq, topic, payload)
         self._next_seq += 1
         if self._pending_stored is None:
             self._pending_stored = asyncio.get_running_loop().create_future()
@@ -149,16 +154,17 @@ class Outbox:
             batch, stored = self._pending, self._pending_stored
             self._pending, self._pending_stored = [], None
             assert stored is not None
+            rows = len(batch) // 3
             try:
                 async with self._lock:
-                    overflow = self._size + len(batch) - self.max_messages
+                    overflow = self._size + rows - self.max_messages
                     dropped = await self._in_thread(
                         self._insert, batch, max(overflow, 0), self._in_flight_to)
             except Exception as exc:
                 if not stored.done():  # done: cancelled by a waiter that did not shield it
                     stored.set_exception(exc)
                 continue
-            self._size += len(batch) - dropped
+            self._size += rows - dropped
             if dropped:
                 self.dropped += dropped
                 log.warning(
@@ -168,14 +174,15 @@ class Outbox:
             if not stored.done():
                 stored.set_result(None)
             self._has_messages.set()
-            if len(batch) >= BUSY_COMMIT_ROWS:
+            if rows >= BUSY_COMMIT_ROWS:
                 await asyncio.sleep(BUSY_COMMIT_WAIT_S)
 
-    def _insert(self, batch: list[Row], drop: int, in_flight_to: int) -> int:
-        """One transaction: drop the ``drop`` oldest messages not in flight, add ``batch``."""
+    def _insert(self, batch: list[int | str | bytes], drop: int, in_flight_to: int) -> int:
+        """One transaction: drop the ``drop`` oldest messages not in flight, add ``batch``
+        (rows flat: seq, topic, payload, seq, ...)."""
         assert self._db is not None
-        if not drop and len(batch) <= ROWS_PER_INSERT:  # one statement: its own transaction
-            self._db.execute(_insert_sql(len(batch)), [value for row in batch for value in row])
+        if not drop and len(batch) <= 3 * ROWS_PER_INSERT:  # one statement: its own transaction
+            self._db.execute(_insert_sql(len(batch) // 3), batch)
             return 0
         self._db.execute("BEGIN")
         try:
@@ -186,9 +193,9 @@ class Outbox:
                     " (SELECT seq FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?)",
                     (in_flight_to, drop),
                 ).rowcount
-            for at in range(0, len(batch), ROWS_PER_INSERT):
-                rows = batch[at : at + ROWS_PER_INSERT]
-                self._db.execute(_insert_sql(len(rows)), [value for row in rows for value in row])
+            for at in range(0, len(batch), 3 * ROWS_PER_INSERT):
+                values = batch[at : at + 3 * ROWS_PER_INSERT]
+                self._db.execute(_insert_sql(len(values) // 3), values)
             self._db.execute("COMMIT")
             return dropped
         except BaseException:

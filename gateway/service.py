@@ -19,7 +19,7 @@ from firewatch.contract import DeviceEvent, EventType, ReadingBatchEncoder, utc_
 from firewatch.mqtt import BrokerAddress
 from firewatch.profiles import DeviceProfile, Transport
 from firewatch.site import Device, Gateway, ModbusEndpoint, Site
-from gateway.modbus_poller import EndpointPoller
+from gateway.modbus_poller import DeliveryTick, EndpointPoller
 from gateway.mqtt_bridge import MqttBridge
 from gateway.outbox import Outbox
 
@@ -47,6 +47,7 @@ class GatewayService:
         #: set once the uplinks of this gateway's MQTT devices are subscribed
         self.listening = asyncio.Event()
         devices = [(d, profiles[d.profile]) for d in site.devices if d.gateway == gateway.id]
+        self._deliveries = deliveries = DeliveryTick()
         self.pollers = [
             EndpointPoller(
                 endpoint,
@@ -54,6 +55,7 @@ class GatewayService:
                 [(d, p) for d, p in devices if d.endpoint == endpoint.id],
                 self._readings,
                 self._event,
+                deliveries,
             )
             for endpoint in gateway.endpoints
             if any(d.endpoint == endpoint.id for d, _ in devices)
@@ -82,7 +84,8 @@ class GatewayService:
         self, device: Device, readings: dict[str, float], flags: dict[str, bool]
     ) -> asyncio.Future[None]:
         """Queue a poll's batch; the future is done once it is on disk (see Outbox.submit)."""
-        encoder, ts = self._encoders[device.id], utc_now()
+        # the polls delivered together share a time; an MQTT device's uplink has its own
+        encoder, ts = self._encoders[device.id], self._deliveries.read_at or utc_now()
         return self.outbox.submit(
             lambda seq: (encoder.topic, encoder.encode(seq, ts, readings, flags))
         )

@@ -127,3 +127,29 @@ def test_the_gateways_batch_builder_refuses_what_the_model_refuses(seq, readings
         batch(seq=seq, readings=readings, flags=flags, ts=ts)
     with pytest.raises(ValueError):
         gas_encoder().encode(seq, ts, readings, flags)
+
+
+def test_devices_of_one_model_at_one_institution_each_get_batches_naming_themselves():
+    """Their encoders share one layout; the device id is each batch's own."""
+    readings, flags = {"gas_concentration": 3.5}, {"sensor_fault": False}
+    ts = datetime(2026, 11, 22, 8, 30, 1, 5, UTC)
+    encoders = {device: ReadingBatchEncoder("gw-1", device, "inst-1", DeviceKind.GAS_DETECTOR,
+                                            "generic-gas-lel")
+                for device in ("dev-1", "dev-2", "gw-1")}
+    for seq, (device, encoder) in enumerate([*encoders.items(), *encoders.items()], start=1):
+        assert encoder.encode(seq, ts, readings, flags) == batch(
+            seq=seq, device_id=device, readings=readings, flags=flags, ts=ts).to_bytes()
+        assert encoder.topic == readings_topic("gw-1", device)
+
+
+def test_batches_stamped_one_after_another_each_carry_their_own_time():
+    """The last time formatted is reused only for that very time, not for an equal instant
+    written in another zone, nor for the next microsecond."""
+    readings, flags = {"gas_concentration": 1.0}, {}
+    utc = datetime(2026, 11, 22, 8, 30, 1, 999999, UTC)
+    in_beijing = utc.astimezone(timezone(timedelta(hours=8)))
+    times = [utc, utc, in_beijing, utc + timedelta(microseconds=1), utc]
+    encoder = gas_encoder()
+    for ts in times:
+        assert encoder.encode(7, ts, readings, flags) == batch(
+            readings=readings, flags=flags, ts=ts).to_bytes()

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from firewatch.contract import DeviceEvent, EventType
-from gateway.outbox import Outbox
+from gateway.outbox import ROWS_PER_INSERT, Outbox
 
 
 def event(seq: int) -> DeviceEvent:
@@ -108,6 +108,20 @@ async def test_polls_finishing_together_are_committed_together_in_the_order_they
     assert [(m["device"], m["poll"]) for m in stored] == [*order, (0, 10)]
     assert all(m["seq"] == seq for m, (seq, _, _) in zip(stored, rows))
     assert rows[3][1] == "firewatch/v1/readings/gw-1/dev-3"
+
+
+async def test_more_polls_than_one_statement_takes_are_committed_at_once_and_in_order(tmp_path):
+    outbox = Outbox(tmp_path / "outbox.db")
+    await outbox.open()
+    order = [(device, poll) for poll in range(5) for device in range(ROWS_PER_INSERT // 2 + 7)]
+    futures = [outbox.submit(reading(device, poll)) for device, poll in order]
+    assert len(set(futures)) == 1
+    await futures[0]
+    rows = await outbox.oldest(len(order) + 1)
+    await outbox.close()
+    assert [seq for seq, _, _ in rows] == list(range(1, len(order) + 1))
+    assert [(m["device"], m["poll"]) for m in map(json.loads, (p for _, _, p in rows))] == order
+    assert rows[-1][1] == f"firewatch/v1/readings/gw-1/dev-{order[-1][0]}"
 
 
 KILLED_GATEWAY = textwrap.dedent("""
