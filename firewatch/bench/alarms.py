@@ -166,7 +166,9 @@ def health_totals(metrics: dict[str, str]) -> dict[str, float]:
                    for labels, v in values("firewatch_consumer_messages_applied_total"))
     return {"published": sum(published),
             "gateways_publishing": sum(1 for v in published if v > 0),
-            "alerts_applied": applied[ALERTS], "ingest_written": sum(
+            "alerts_applied": applied[ALERTS],
+            "notices_failed": sum(v for _, v in values("firewatch_notices_failed_total")),
+            "ingest_written": sum(
                 v for _, v in values("firewatch_ingest_written_total")),
             **{f"cpu:{name}": samples["process_cpu_seconds_total"][()]
                for name, samples in scraped.items()}}
@@ -280,6 +282,8 @@ async def run(devices: int, count: int | None, spacing_s: float, broker_kind: st
                     await asyncio.sleep(0.1)
                 for watcher in watchers:
                     watcher.cancel()
+                notices_failed = (await asyncio.to_thread(health_totals, metrics))[
+                    "notices_failed"]
         finally:
             await fleet.stop()
             if mosquitto is not None:
@@ -313,7 +317,7 @@ async def run(devices: int, count: int | None, spacing_s: float, broker_kind: st
         "polled_ms": polled_ms, "polled_missing": count - len(polled_s),
         "polled_goal_p99_ms": polled_goal_ms,
         "polled_p50_vs_mqtt_round_trip": _ratio(polled_ms, rtt_ms),
-        "robot_throttled": robot.throttled,
+        "robot_throttled": robot.throttled, "notice_sends_failed": notices_failed,
         "versions": versions("aiomqtt", "pymodbus", "httpx"),
     }
 

@@ -30,6 +30,14 @@ class Arrival:
     at: float  # time.perf_counter() when the request was handled
 
 
+class _Server(ThreadingHTTPServer):
+    #: socketserver listens with a backlog of 5: a burst of notices to a hundred robots, each
+    #: on a connection of its own, overflowed it, and the kernel dropped connection requests
+    #: that the notifier then retried a second or more later, which was timed as alarm latency
+    request_queue_size = 1024
+    daemon_threads = True
+
+
 class WebhookRecorder:
     """Run with ``with WebhookRecorder() as robot:``; ``robot.webhook(key)`` is a robot's URL."""
 
@@ -57,8 +65,7 @@ class WebhookRecorder:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
+        self._server = _Server(("127.0.0.1", 0), Handler)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     def take(self, key: str, raw: bytes, at: float) -> dict[str, Any]:
