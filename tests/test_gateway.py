@@ -186,8 +186,11 @@ async def test_a_broker_restart_mid_stream_loses_and_duplicates_no_reading(
         async def put(self, topic, payload, reason):
             raise AssertionError(f"dead letter on {topic}: {reason}")
 
+    # a plain subscription, as the README advises for one replica on Mosquitto: a `$share/`
+    # one is not restored after a broker restart (Mosquitto 2.0.11), and what a gateway
+    # replays before the consumer has subscribed again is dropped (seen here in 1 of 5 runs)
     consumer = GatewayMessageConsumer("test", broker, collect, NoDeadLetters(),
-                                      shared_subscription=True)
+                                      shared_subscription=False)
     gateway = GatewayService(site.gateways[0], site, profiles, broker, tmp_path / "outbox.db",
                              lambda e: fleet.endpoint_port(e.id))
     tasks = [asyncio.create_task(consumer.run())]
