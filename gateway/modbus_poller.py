@@ -28,8 +28,8 @@ from gateway.block_decoder import BlockDecoder
 
 log = logging.getLogger(__name__)
 
-#: called with (device, readings, flags) after a good poll
-OnReadings = Callable[[Device, dict[str, float], dict[str, bool]], Awaitable[None]]
+#: called with (device, readings, flags, when they were read) after a good poll
+OnReadings = Callable[[Device, dict[str, float], dict[str, bool], datetime], Awaitable[None]]
 #: called with (device, online|offline, reason) when reachability changes
 OnEvent = Callable[[Device, EventType, str], Awaitable[None]]
 
@@ -47,9 +47,16 @@ class PollStats:
     last_error: str = ""
     by_error: dict[str, int] = field(default_factory=dict)
 
+    def count_error(self, exc: Exception) -> None:
+        self.last_error = str(exc)
+        key = self.last_error.split(":")[0][:60]
+        self.by_error[key] = self.by_error.get(key, 0) + 1
+
 
 #: a poll's replies, each with the decoder of its block
 RawBlocks = list[tuple[BlockDecoder, list[int] | list[bool]]]
+#: decodes a poll's replies and hands them to the outbox: (device, replies, when read)
+Deliver = Callable[[Device, RawBlocks, datetime], None]
 
 
 def _decoded(blocks: RawBlocks, stats: PollStats) -> tuple[dict[str, float], dict[str, bool]]:
@@ -67,7 +74,7 @@ def _decoded(blocks: RawBlocks, stats: PollStats) -> tuple[dict[str, float], dic
     ):
         for name in unusable:
             del readings[name]
-        EndpointPoller._count(stats, ValueError(f"not a number: {', '.join(unusable)}"))
+        stats.count_error(ValueError(f"not a number: {', '.join(unusable)}"))
     return readings, flags
 
 
@@ -77,29 +84,25 @@ class DeliveryTick:
     Flat out, several lines' replies arrive in the same iteration; one callback per poll cost
     a handle and a trip through the loop's ready queue each.  The pollers of a gateway share
     one, so that the polls of all its lines that finished together are delivered together,
-    and stamped with one time (``read_at``), which the batch encoder then formats once.
+    and stamped with one time (read within microseconds of each other), which the batch
+    encoder then formats once.
     """
 
     def __init__(self) -> None:
-        self._read: list[tuple[Callable[[Device, RawBlocks], None], Device, RawBlocks]] = []
-        #: while polls are being delivered: when they were read (within microseconds)
-        self.read_at: datetime | None = None
+        self._read: list[tuple[Deliver, Device, RawBlocks]] = []
 
-    def add(self, deliver: Callable[[Device, RawBlocks], None], device: Device,
-            blocks: RawBlocks) -> None:
-        """``deliver(device, blocks)`` soon: when the poll's next request is on the wire."""
+    def add(self, deliver: Deliver, device: Device, blocks: RawBlocks) -> None:
+        """``deliver(device, blocks, read_at)`` soon: when the poll's next request is on the
+        wire."""
         if not self._read:
             asyncio.get_running_loop().call_soon(self._deliver_all)
         self._read.append((deliver, device, blocks))
 
     def _deliver_all(self) -> None:
         read, self._read = self._read, []
-        self.read_at = utc_now()
-        try:
-            for deliver, device, blocks in read:
-                deliver(device, blocks)
-        finally:
-            self.read_at = None
+        read_at = utc_now()
+        for deliver, device, blocks in read:
+            deliver(device, blocks, read_at)
 
 
 class DeviceUnreachable(Exception):
@@ -257,12 +260,13 @@ class EndpointPoller:
         if not future.cancelled() and future.exception() is not None:
             self._handover_error = future.exception()  # the poll loop raises it: as if awaited
 
-    def _deliver(self, device: Device, blocks: RawBlocks) -> None:
+    def _deliver(self, device: Device, blocks: RawBlocks, read_at: datetime) -> None:
         """Decode a poll's replies and hand them to the outbox: called soon after the poll,
         when the next request is already on the wire, so that the work overlaps its round
         trip rather than adding to it."""
         try:
-            delivery = self.on_readings(device, *_decoded(blocks, self.stats[device.id]))
+            delivery = self.on_readings(
+                device, *_decoded(blocks, self.stats[device.id]), read_at)
             self._track(delivery if isinstance(delivery, asyncio.Future)
                         else asyncio.ensure_future(delivery))
         except Exception as exc:  # a batch that cannot be built: the poll loop raises it
@@ -276,7 +280,7 @@ class EndpointPoller:
             blocks = await self._read(device, profile)
         except DeviceRefused as exc:
             stats.exceptions += 1
-            self._count(stats, exc)
+            stats.count_error(exc)
             if self._answered(stats):
                 await self._came_online(device, stats, wait)
             return
@@ -286,7 +290,8 @@ class EndpointPoller:
         if self._answered(stats):
             await self._came_online(device, stats, wait)
         if wait:
-            await self._hand_over(self.on_readings(device, *_decoded(blocks, stats)), wait)
+            await self._hand_over(
+                self.on_readings(device, *_decoded(blocks, stats), utc_now()), wait)
         else:
             if self._undelivered >= self._max_handing_over:
                 await self._make_room()
@@ -318,12 +323,6 @@ class EndpointPoller:
         raise DeviceUnreachable(f"{type(error).__name__}: {error}".strip(": "))
 
     @staticmethod
-    def _count(stats: PollStats, exc: Exception) -> None:
-        stats.last_error = str(exc)
-        key = str(exc).split(":")[0][:60]
-        stats.by_error[key] = stats.by_error.get(key, 0) + 1
-
-    @staticmethod
     def _answered(stats: PollStats) -> bool:
         """Count an answer; True if the device was not known to be online until now."""
         stats.answered += 1
@@ -343,7 +342,7 @@ class EndpointPoller:
     ) -> None:
         stats.missed += 1
         stats.consecutive_misses += 1
-        self._count(stats, exc)
+        stats.count_error(exc)
         if stats.consecutive_misses >= profile.offline_after_misses and stats.online is not False:
             stats.online = False
             reason = (

@@ -13,7 +13,7 @@ import logging
 import math
 from dataclasses import dataclass
 
-from firewatch.contract import EventType
+from firewatch.contract import EventType, utc_now
 from firewatch.profiles import DeviceProfile
 from firewatch.site import Device
 from gateway.modbus_poller import OnEvent, OnReadings
@@ -100,7 +100,7 @@ class MqttBridge:
             watch.online = True
             await self.on_event(watch.device, EventType.ONLINE, "device reports again")
         # shielded: the outbox's future is shared by a whole group commit
-        await asyncio.shield(self.on_readings(watch.device, readings, flags))
+        await asyncio.shield(self.on_readings(watch.device, readings, flags, utc_now()))
 
     async def watch_heartbeats(self) -> None:
         """Report devices whose reports stopped, at a tenth of the shortest interval."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +48,7 @@ class GatewayService:
         #: set once the uplinks of this gateway's MQTT devices are subscribed
         self.listening = asyncio.Event()
         devices = [(d, profiles[d.profile]) for d in site.devices if d.gateway == gateway.id]
-        self._deliveries = deliveries = DeliveryTick()
+        deliveries = DeliveryTick()
         self.pollers = [
             EndpointPoller(
                 endpoint,
@@ -81,11 +82,10 @@ class GatewayService:
             await self.outbox.close()
 
     def _readings(
-        self, device: Device, readings: dict[str, float], flags: dict[str, bool]
+        self, device: Device, readings: dict[str, float], flags: dict[str, bool], ts: datetime
     ) -> asyncio.Future[None]:
         """Queue a poll's batch; the future is done once it is on disk (see Outbox.submit)."""
-        # the polls delivered together share a time; an MQTT device's uplink has its own
-        encoder, ts = self._encoders[device.id], self._deliveries.read_at or utc_now()
+        encoder = self._encoders[device.id]
         return self.outbox.submit(
             lambda seq: (encoder.topic, encoder.encode(seq, ts, readings, flags))
         )

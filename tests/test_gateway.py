@@ -46,7 +46,7 @@ class Recorder:
         self.readings: list[tuple[str, dict, dict]] = []
         self.events: list[tuple[str, EventType, str]] = []
 
-    async def on_readings(self, device, readings, flags) -> None:
+    async def on_readings(self, device, readings, flags, read_at) -> None:
         self.readings.append((device.id, readings, flags))
 
     async def on_event(self, device, event, reason) -> None:

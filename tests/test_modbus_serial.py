@@ -83,7 +83,7 @@ class Polled:
         self.latest: dict[str, tuple[dict[str, float], dict[str, bool]]] = {}
         self.events: list[tuple[str, EventType, str]] = []
 
-    async def on_readings(self, device: Device, readings, flags) -> None:
+    async def on_readings(self, device: Device, readings, flags, read_at) -> None:
         self.latest[device.id] = (readings, flags)
 
     async def on_event(self, device: Device, event: EventType, reason: str) -> None:
@@ -163,7 +163,7 @@ async def test_pressing_a_wired_one_key_button_raises_the_alarm_in_the_same_poll
         seq = count(1)
         polled_at = {}
 
-        async def to_alert_service(device: Device, readings, flags) -> None:
+        async def to_alert_service(device: Device, readings, flags, read_at) -> None:
             polled_at[device.id] = ts = utc_now()
             await service.apply(ReadingBatch(
                 gateway_id=device.gateway, seq=next(seq), device_id=device.id,

@@ -26,7 +26,7 @@ async def test_a_vigipact_rhu_reports_the_leakage_it_measures_and_raises_its_ala
     await fleet.start()
     polled: list[tuple[dict[str, float], dict[str, bool]]] = []
 
-    async def on_readings(device, readings, flags) -> None:
+    async def on_readings(device, readings, flags, read_at) -> None:
         polled.append((readings, flags))
 
     async def on_event(*_) -> None:
