@@ -159,7 +159,7 @@ def health_totals(metrics: dict[str, str]) -> dict[str, float]:
 
     def values(metric: str) -> list[tuple[dict[str, str], float]]:
         return [(dict(labels), value) for samples in scraped.values()
-                for labels, value in samples.get(metric, {}).items()]
+                for (name, labels), value in samples.items() if name == metric]
 
     published = [v for _, v in values("firewatch_gateway_published_total")]
     applied = dict((labels["consumer"], v)
@@ -170,7 +170,7 @@ def health_totals(metrics: dict[str, str]) -> dict[str, float]:
             "notices_failed": sum(v for _, v in values("firewatch_notices_failed_total")),
             "ingest_written": sum(
                 v for _, v in values("firewatch_ingest_written_total")),
-            **{f"cpu:{name}": samples["process_cpu_seconds_total"][()]
+            **{f"cpu:{name}": samples[("process_cpu_seconds_total", ())]
                for name, samples in scraped.items()}}
 
 

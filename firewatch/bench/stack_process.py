@@ -100,17 +100,18 @@ def running_services(site_file: Path, workdir: Path, env: dict[str, str],
         yield urls
 
 
-Samples = dict[str, dict[tuple[tuple[str, str], ...], float]]
+#: a ``/metrics`` page: each sample's value by (name, its labels sorted)
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
-def scrape(url: str) -> Samples:
-    """What one ``/metrics`` gives: each sample's value by name, then by its labels."""
-    samples: Samples = {}
-    for family in text_string_to_metric_families(httpx.get(url, timeout=30).text):
-        for sample in family.samples:
-            samples.setdefault(sample.name, {})[tuple(sorted(sample.labels.items()))] = \
-                sample.value
-    return samples
+def scrape(url: str, timeout_s: float = 30) -> Samples:
+    """What one ``/metrics`` gives, for the benchmarks and the tests that read a service as an
+    operator would."""
+    reply = httpx.get(url, timeout=timeout_s)
+    reply.raise_for_status()
+    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(reply.text)
+            for sample in family.samples}
 
 
 async def wait_until_normal(api: httpx.Client, prefixes: tuple[str, ...],

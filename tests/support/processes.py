@@ -15,13 +15,11 @@ from pathlib import Path
 import httpx
 import paho.mqtt.publish
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from firewatch.bench.servers import Mosquitto
+from firewatch.bench.stack_process import Samples, scrape
 from firewatch.mqtt import free_port
 from tests.support.wecom import WeComServer
-
-Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
 class Service:
@@ -39,11 +37,7 @@ class Service:
                                             env=env, stdout=out, stderr=log)
 
     def metrics(self) -> Samples:
-        reply = httpx.get(f"http://127.0.0.1:{self.port}/metrics", timeout=5)
-        reply.raise_for_status()
-        return {(s.name, tuple(sorted(s.labels.items()))): s.value
-                for family in text_string_to_metric_families(reply.text)
-                for s in family.samples}
+        return scrape(f"http://127.0.0.1:{self.port}/metrics", timeout_s=5)
 
     def total(self, name: str, **labels: str) -> float:
         return sum(value for (metric, pairs), value in self.metrics().items()
