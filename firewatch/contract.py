@@ -51,10 +51,6 @@ Identifier = Annotated[str, Field(pattern=ID_PATTERN)]
 FIELD_PATTERN = r"^[a-z][a-z0-9_]*$"
 FieldName = Annotated[str, Field(pattern=FIELD_PATTERN, max_length=64)]
 _FIELD_RE = re.compile(FIELD_PATTERN)
-_JSON_BOOL = {False: "false", True: "true"}
-_BOOL = frozenset({bool})
-#: a batch's layout (the whole payload, values left open) by its (reading names, flag names)
-_Layouts = dict[tuple[tuple[str, ...], tuple[str, ...]], str]
 
 
 class DeviceKind(StrEnum):
@@ -129,11 +125,15 @@ class ReadingBatchEncoder:
 
     A gateway sends a batch per poll, thousands a second, and validating what it built itself
     through pydantic cost it as much as the Modbus request.  What never changes for a device
-    (ids, kind, profile) is validated once here, by building the model, and so is each set of
-    reading and flag names; per batch only what varies is checked: every reading a finite
-    number, every flag a real bool, the time zone-aware.  The JSON is the model's own, key for
-    key and value for value (only a float's exponent may be spelt ``1e-06`` for ``1e-6``;
-    tests/test_contract.py holds the two side by side); the model stays the one definition.
+    (ids, kind, profile) is validated once here, by building the model.  The readings and flags
+    come as the members of their JSON objects (``"name":value``, comma-separated), each made and
+    checked by :meth:`reading_member` and :meth:`flag_member` as the model checks it: a field
+    name, a finite number, a real bool.  Why members rather than dicts: the gateway's decoder
+    remembers the member each raw register word makes (see gateway/block_decoder.py), so a poll
+    is formatted by a lookup per register, with no dict built, walked, checked and formatted
+    again per batch.  The JSON is the model's own, key for key and value for value (only a
+    float's exponent may be spelt ``1e-06`` for ``1e-6``; tests/test_contract.py holds the two
+    side by side); the model stays the one definition.
 
     Formatting the time was a fifth of a batch: the last time formatted is kept, shared by
     every device's encoder, so the batches of one poll round stamped with one ``datetime``
@@ -142,8 +142,7 @@ class ReadingBatchEncoder:
 
     #: the last time formatted, and its text
     _last_stamp: ClassVar[tuple[datetime | None, str]] = (None, "")
-    #: per head (everything but seq, device id and time): its layouts, see ``_layouts``
-    _layouts_by_head: ClassVar[dict[str, _Layouts]] = {}
+    _layouts: ClassVar[dict[str, str]] = {}
 
     def __init__(
         self, gateway_id: str, device_id: str, institution_id: str, kind: DeviceKind, profile: str
@@ -153,40 +152,52 @@ class ReadingBatchEncoder:
             kind=kind, ts=datetime(2000, 1, 1, tzinfo=UTC), profile=profile,
         )
         self.topic = message_topic(template)
-        # the model's own JSON, '%' escaped, with seq, device id and ts left open for
-        # %-formatting (an identifier is JSON as it is: it has no character to escape)
+        # the model's own JSON, '%' escaped, with seq, device id, ts and the members of
+        # readings and flags left open for %-formatting (an identifier is JSON as it is: it
+        # has no character to escape)
         static = template.to_bytes().decode().replace("%", "%%")
-        device = f'"device_id":"{device_id}",'
-        assert static.count(device) == 1, static
-        self._head = static.replace('"seq":1,', '"seq":%d,').replace(
-            device, '"device_id":"%s",').replace('"2000-01-01T00:00:00Z"', '"%s"').partition(
-            ',"readings":')[0] + ',"readings":'
+        device, empty = f'"device_id":"{device_id}",', ',"readings":{},"flags":{}}'
+        assert static.count(device) == 1 and static.endswith(empty), static
+        layout = static.replace('"seq":1,', '"seq":%d,').replace(
+            device, '"device_id":"%s",').replace('"2000-01-01T00:00:00Z"', '"%s"').removesuffix(
+            empty) + ',"readings":{%s},"flags":{%s}}'
+        #: one layout shared by the encoders of one model's devices at an institution, so
+        #: that what a batch touches stays small and warm however many devices a gateway polls
+        self._layout = self._layouts.setdefault(layout, layout)
         self._device_id = device_id
-        #: per (reading names, flag names): the whole payload, every value left open; shared
-        #: by the encoders of one head (one model's devices at an institution), so that what
-        #: a batch touches stays small and warm however many devices a gateway polls
-        self._layouts = self._layouts_by_head.setdefault(self._head, {})
 
-    def encode(
-        self, seq: int, ts: datetime, readings: dict[str, float], flags: dict[str, bool]
-    ) -> bytes:
+    def encode(self, seq: int, ts: datetime, readings: str, flags: str) -> bytes:
+        """The batch whose readings and flags objects hold these members (see
+        :meth:`members`)."""
         if not 1 <= seq <= MAX_SEQ:
             raise ValueError(f"seq {seq} is outside 1..{MAX_SEQ}")
         last, stamp = ReadingBatchEncoder._last_stamp
         if ts is not last:  # a datetime is immutable: the same object, the same text
             stamp = self._stamp(ts)
             ReadingBatchEncoder._last_stamp = (ts, stamp)
-        values = tuple(map(float, readings.values()))  # float() refuses what is no number
-        if not all(map(math.isfinite, values)):
-            raise ValueError(f"readings must be finite, got {readings}")
-        if not _BOOL.issuperset(map(type, flags.values())):
-            raise ValueError(f"flags must be booleans, got {flags}")
-        names = (tuple(readings), tuple(flags))
-        layout = self._layouts.get(names)
-        if layout is None:
-            layout = self._layouts[names] = self._head + self._values_layout(*names)
-        return (layout % (seq, self._device_id, stamp, *values,
-                          *map(_JSON_BOOL.__getitem__, flags.values()))).encode()
+        return (self._layout % (seq, self._device_id, stamp, readings, flags)).encode()
+
+    @classmethod
+    def members(cls, readings: dict[str, float], flags: dict[str, bool]) -> tuple[str, str]:
+        """The members of a batch's readings and flags objects, each checked."""
+        return (",".join(map(cls.reading_member, readings, readings.values())),
+                ",".join(map(cls.flag_member, flags, flags.values())))
+
+    @staticmethod
+    def reading_member(name: str, value: float) -> str:
+        """``"name":value``; float() refuses what is no number, and NaN and infinity are
+        refused as the model refuses them."""
+        value = float(value)
+        if not math.isfinite(value):
+            raise ValueError(f"reading {name!r} must be finite, got {value}")
+        # %r of a float is its shortest repr, as JSON wants it
+        return f"{_member_name(name)}{value!r}"
+
+    @staticmethod
+    def flag_member(name: str, value: bool) -> str:
+        if type(value) is not bool:
+            raise ValueError(f"flag {name!r} must be a boolean, got {value!r}")
+        return _member_name(name) + ("true" if value else "false")
 
     @staticmethod
     def _stamp(ts: datetime) -> str:
@@ -196,14 +207,12 @@ class ReadingBatchEncoder:
         stamp = ts.isoformat()
         return stamp[:-6] + "Z" if not offset else stamp  # +00:00
 
-    @staticmethod
-    def _values_layout(readings: tuple[str, ...], flags: tuple[str, ...]) -> str:
-        for name in (*readings, *flags):
-            if _FIELD_RE.fullmatch(name) is None or len(name) > 64:
-                raise ValueError(f"{name!r} is not a field name")
-        # %r of a float is its shortest repr, as JSON wants it; the names need no escaping
-        return ("{" + ",".join(f'"{name}":%r' for name in readings) + '},"flags":{'
-                + ",".join(f'"{name}":%s' for name in flags) + "}}")
+
+def _member_name(name: str) -> str:
+    """``"name":``, once ``name`` is known to be a field name (which needs no escaping)."""
+    if _FIELD_RE.fullmatch(name) is None or len(name) > 64:
+        raise ValueError(f"{name!r} is not a field name")
+    return f'"{name}":'
 
 
 class DeviceEvent(_Message):

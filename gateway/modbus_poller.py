@@ -11,25 +11,63 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+import json
 import logging
-import math
 import zlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TypeVar
 
 from pymodbus import FramerType, ModbusException
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 
 from firewatch.contract import EventType, utc_now
-from firewatch.profiles import DeviceProfile, Table, Transport, read_blocks
+from firewatch.profiles import DeviceProfile, Table, Transport
 from firewatch.site import Device, ModbusEndpoint
-from gateway.block_decoder import BlockDecoder
+from gateway.block_decoder import BlockDecoder, block_decoders
 
 log = logging.getLogger(__name__)
 
-#: called with (device, readings, flags, when they were read) after a good poll
-OnReadings = Callable[[Device, dict[str, float], dict[str, bool], datetime], Awaitable[None]]
+V = TypeVar("V", float, bool)
+
+
+class BatchValues(Mapping[str, V]):
+    """A poll's readings (or flags) as the members of their JSON object in its batch, ``json``
+    (``"name":value,...``, made by ReadingBatchEncoder.members or gateway/block_decoder.py);
+    read as a mapping, the values are parsed from it on first use.
+
+    Why not a dict: the gateway itself needs only the JSON, which the decoder makes straight
+    from the words read (see BlockDecoder); a dict built on every poll for whoever reads the
+    values one by one (a test, a tool) would cost every poll what only they need.
+    """
+
+    __slots__ = ("json", "_parsed")
+
+    def __init__(self, json_members: str) -> None:
+        self.json = json_members
+        self._parsed: dict[str, V] | None = None
+
+    def _values(self) -> dict[str, V]:
+        if self._parsed is None:
+            self._parsed = json.loads(f"{{{self.json}}}")
+        return self._parsed
+
+    def __getitem__(self, name: str) -> V:
+        return self._values()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values())
+
+    def __len__(self) -> int:
+        return len(self._values())
+
+    def __repr__(self) -> str:
+        return f"BatchValues({{{self.json}}})"
+
+
+#: called after a good poll with (device, readings, flags, when they were read)
+OnReadings = Callable[[Device, BatchValues[float], BatchValues[bool], datetime], Awaitable[None]]
 #: called with (device, online|offline, reason) when reachability changes
 OnEvent = Callable[[Device, EventType, str], Awaitable[None]]
 
@@ -59,23 +97,20 @@ RawBlocks = list[tuple[BlockDecoder, list[int] | list[bool]]]
 Deliver = Callable[[Device, RawBlocks, datetime], None]
 
 
-def _decoded(blocks: RawBlocks, stats: PollStats) -> tuple[dict[str, float], dict[str, bool]]:
-    """The poll's values.  A float register holding NaN or infinity (what many devices send
-    for "no value") is left out and counted: the batch carries the device's other values, and
-    the contract, which takes finite numbers only, is not broken by one register."""
-    readings: dict[str, float] = {}
-    flags: dict[str, bool] = {}
-    may_be_unfinite = False
+def _decoded(
+    blocks: RawBlocks, stats: PollStats
+) -> tuple[BatchValues[float], BatchValues[bool]]:
+    """The poll's readings and flags.  A float register holding NaN or infinity (what many
+    devices send for "no value") is left out and counted: the batch carries the device's other
+    values, and the contract, which takes finite numbers only, is not broken by one register."""
+    readings: list[str] = []
+    flags: list[str] = []
+    unusable: list[str] = []
     for decoder, words in blocks:
-        decoder.decode(words, readings, flags)
-        may_be_unfinite = may_be_unfinite or decoder.may_be_unfinite
-    if may_be_unfinite and (
-        unusable := [name for name, value in readings.items() if not math.isfinite(value)]
-    ):
-        for name in unusable:
-            del readings[name]
+        unusable += decoder.decode(words, readings, flags)
+    if unusable:
         stats.count_error(ValueError(f"not a number: {', '.join(unusable)}"))
-    return readings, flags
+    return BatchValues(",".join(readings)), BatchValues(",".join(flags))
 
 
 class DeliveryTick:
@@ -169,8 +204,8 @@ class EndpointPoller:
         plans = {
             id(p): [
                 (getattr(self.client, _READERS[table][0]), start, count, _READERS[table][1],
-                 BlockDecoder(table, start, count, registers))
-                for table, start, count, registers in read_blocks(p.registers)
+                 decoder)
+                for table, start, count, decoder in block_decoders(p.registers)
             ]
             for _, p in devices
         }

@@ -13,10 +13,10 @@ import logging
 import math
 from dataclasses import dataclass
 
-from firewatch.contract import EventType, utc_now
+from firewatch.contract import EventType, ReadingBatchEncoder, utc_now
 from firewatch.profiles import DeviceProfile
 from firewatch.site import Device
-from gateway.modbus_poller import OnEvent, OnReadings
+from gateway.modbus_poller import BatchValues, OnEvent, OnReadings
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +100,9 @@ class MqttBridge:
             watch.online = True
             await self.on_event(watch.device, EventType.ONLINE, "device reports again")
         # shielded: the outbox's future is shared by a whole group commit
-        await asyncio.shield(self.on_readings(watch.device, readings, flags, utc_now()))
+        readings_json, flags_json = ReadingBatchEncoder.members(readings, flags)
+        await asyncio.shield(self.on_readings(
+            watch.device, BatchValues(readings_json), BatchValues(flags_json), utc_now()))
 
     async def watch_heartbeats(self) -> None:
         """Report devices whose reports stopped, at a tenth of the shortest interval."""

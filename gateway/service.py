@@ -20,7 +20,7 @@ from firewatch.contract import DeviceEvent, EventType, ReadingBatchEncoder, utc_
 from firewatch.mqtt import BrokerAddress
 from firewatch.profiles import DeviceProfile, Transport
 from firewatch.site import Device, Gateway, ModbusEndpoint, Site
-from gateway.modbus_poller import DeliveryTick, EndpointPoller
+from gateway.modbus_poller import BatchValues, DeliveryTick, EndpointPoller
 from gateway.mqtt_bridge import MqttBridge
 from gateway.outbox import Outbox
 
@@ -82,12 +82,13 @@ class GatewayService:
             await self.outbox.close()
 
     def _readings(
-        self, device: Device, readings: dict[str, float], flags: dict[str, bool], ts: datetime
+        self, device: Device, readings: BatchValues[float], flags: BatchValues[bool],
+        ts: datetime,
     ) -> asyncio.Future[None]:
         """Queue a poll's batch; the future is done once it is on disk (see Outbox.submit)."""
         encoder = self._encoders[device.id]
         return self.outbox.submit(
-            lambda seq: (encoder.topic, encoder.encode(seq, ts, readings, flags))
+            lambda seq: (encoder.topic, encoder.encode(seq, ts, readings.json, flags.json))
         )
 
     async def _event(self, device: Device, event: EventType, reason: str) -> None:

@@ -3,19 +3,29 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import random
 from collections import Counter
+from collections.abc import Callable
+from datetime import UTC, datetime
 
 import pytest
 
 from firewatch.consumer import GatewayMessageConsumer
-from firewatch.contract import DeviceEvent, EventType, ReadingBatch, parse_message
+from firewatch.contract import (
+    DeviceEvent,
+    DeviceKind,
+    EventType,
+    ReadingBatch,
+    ReadingBatchEncoder,
+    parse_message,
+)
 from firewatch.mqtt import BrokerAddress
 from firewatch.profiles import DataType, Register, load_profiles, read_blocks
 from firewatch.settings import SITES_DIR
 from firewatch.site import load_site
-from gateway.block_decoder import BlockDecoder
+from gateway.block_decoder import block_decoders
 from gateway.modbus_poller import EndpointPoller
 from gateway.mqtt_bridge import UplinkError, parse_uplink
 from gateway.outbox import Outbox
@@ -222,16 +232,21 @@ async def test_a_broker_restart_mid_stream_loses_and_duplicates_no_reading(
           f"{duplicates} redelivered (dropped downstream by seq)")
 
 
-def decoded_one_by_one(registers: list[Register], start: int, words: list) -> tuple[dict, dict]:
-    """The reference: each register through Register.decode and to_physical."""
-    readings, flags = {}, {}
+def decoded_one_by_one(
+    registers: list[Register], words_of: Callable[[Register], list]
+) -> tuple[dict, dict, list]:
+    """The reference: each register through Register.decode and to_physical, readings that are
+    not finite left out (and named), a flag listed twice set by the bit decoded last."""
+    readings, flags, left_out = {}, {}, []
     for reg in registers:
-        raw = reg.decode(list(words[reg.address - start : reg.address - start + reg.count]))
+        raw = reg.decode(words_of(reg))
         if reg.flags:
             flags.update({name: bool(int(raw) >> bit & 1) for bit, name in reg.flags.items()})
+        elif math.isfinite(value := round(reg.to_physical(raw), 6)):
+            readings[reg.name] = value
         else:
-            readings[reg.name] = round(reg.to_physical(raw), 6)
-    return readings, flags
+            left_out.append(reg.name)
+    return readings, flags, left_out
 
 
 ODD_LAYOUTS = [
@@ -240,43 +255,67 @@ ODD_LAYOUTS = [
     Register(name="swapped_words", address=2, type=DataType.INT32, word_order="little"),
     Register(name="le_int", address=4, type=DataType.INT16, byte_order="little", offset=-40),
     Register(name="be_float", address=5, type=DataType.FLOAT32),
-    Register(name="alarm_word", address=7, flags={0: "first", 15: "last"}),
+    Register(name="alarm_word", address=7, flags={0: "first", 15: "last", 3: "third"}),
+    Register(name="wide_alarm_word", address=8, type=DataType.UINT32,
+             flags={20: "wide", 2: "third"}),
+    # another read: its flag "first" is the one a dict of the poll's flags would keep
+    Register(name="second_alarm_word", address=30, flags={3: "first", 4: "second"}),
+    Register(name="absurd_scale", address=31, scale=1e305),
 ]
 
 
+def random_words(registers: list[Register], start: int, count: int, rng: random.Random) -> list:
+    words = [0] * count
+    for reg in registers:
+        if reg.type is DataType.BOOL:
+            raw = rng.random() < 0.5
+        elif reg.type is DataType.FLOAT32:
+            raw = rng.choice([math.nan, math.inf]) if rng.random() < 0.1 else rng.uniform(-1e4, 1e4)
+        else:
+            raw = rng.randrange(-2**15, 2**15) if reg.type is DataType.INT16 else (
+                rng.randrange(2**16) if reg.type is DataType.UINT16 else
+                rng.randrange(-2**31, 2**31) if reg.type is DataType.INT32 else
+                rng.randrange(2**32))
+        words[reg.address - start : reg.address - start + reg.count] = reg.encode(raw)
+    return words
+
+
 @pytest.mark.parametrize("model", [*sorted(load_profiles()), "odd layouts"])
-def test_the_gateways_block_decoder_reads_every_register_as_the_profile_defines_it(model):
+def test_the_gateways_block_decoders_make_the_batch_the_model_makes_of_the_registers(model):
+    """Every register as the profile defines it, NaN and infinity left out, the JSON of the
+    batch byte for byte the model's."""
     profiles = load_profiles()
     registers = ODD_LAYOUTS if model == "odd layouts" else profiles[model].registers
+    blocks = read_blocks(registers)
+    in_decoding_order = [reg for *_, members in blocks
+                         for reg in sorted(members, key=lambda r: r.address)]
+    encoder = ReadingBatchEncoder("gw-1", "dev-1", "inst-1", DeviceKind.GAS_DETECTOR, model)
+    ts = datetime(2026, 11, 22, 8, 30, 1, 250, UTC)
     rng = random.Random(model)
-    for table, start, count, members in read_blocks(registers):
-        decoder = BlockDecoder(table, start, count, members)
+    # a second set of decoders (another device of the model) reads the members the first one
+    # remembered, and gets them right as well
+    for decoders in (block_decoders(registers), block_decoders(registers)):
         for _ in range(200):
-            words = [0] * count
-            for reg in members:
-                if reg.type is DataType.BOOL:
-                    raw = rng.random() < 0.5
-                elif reg.type is DataType.FLOAT32:
-                    raw = rng.uniform(-1e4, 1e4)
-                else:
-                    raw = rng.randrange(-2**15, 2**15) if reg.type is DataType.INT16 else (
-                        rng.randrange(2**16) if reg.type is DataType.UINT16 else
-                        rng.randrange(-2**31, 2**31) if reg.type is DataType.INT32 else
-                        rng.randrange(2**32))
-                words[reg.address - start : reg.address - start + reg.count] = reg.encode(raw)
-            expected = decoded_one_by_one(members, start, words)
-            # a second decoder of the block (another device of the model) reads the values
-            # the first one remembered for scaled registers, and gets them right as well
-            for reader in (decoder, BlockDecoder(table, start, count, members)):
-                readings, flags = {}, {}
-                reader.decode(words, readings, flags)
-                assert (readings, flags) == expected
+            readings, flags, left_out, words_of = [], [], [], {}
+            for (_, start, count, members), (*_, decoder) in zip(blocks, decoders):
+                words = random_words(members, start, count, rng)
+                left_out += decoder.decode(words, readings, flags)
+                words_of.update({reg.name: words[reg.address - start:][:reg.count]
+                                 for reg in members})
+            expected = decoded_one_by_one(in_decoding_order, lambda reg: words_of[reg.name])
+            members = ",".join(readings), ",".join(flags)
+            as_decoded = json.loads(f"{{{members[0]}}}"), json.loads(f"{{{members[1]}}}")
+            assert (*as_decoded, left_out) == expected
+            assert encoder.encode(7, ts, *members) == ReadingBatch(
+                gateway_id="gw-1", seq=7, device_id="dev-1", institution_id="inst-1",
+                kind=DeviceKind.GAS_DETECTOR, ts=ts, profile=model, readings=as_decoded[0],
+                flags=as_decoded[1]).to_bytes()
 
 
 def test_a_reply_shorter_than_the_read_is_refused_as_a_garbled_frame():
-    [(table, start, count, members)] = read_blocks(load_profiles()["generic-efm-4t"].registers)
+    [(_, start, count, decoder)] = block_decoders(load_profiles()["generic-efm-4t"].registers)
     with pytest.raises(ValueError):
-        BlockDecoder(table, start, count, members).decode([0] * (count - 1), {}, {})
+        decoder.decode([0] * (count - 1), [], [])
 
 
 async def test_while_the_broker_is_away_each_device_is_queued_online_first_then_its_polls_in_order(
