@@ -29,15 +29,23 @@ SERVICES = ("alerts", "ingest", "gateway")
 
 @contextlib.contextmanager
 def _child(args: list[str], env: dict[str, str], log_path: Path) -> Iterator[subprocess.Popen]:
-    """``firewatch <args>`` with its output in ``log_path``; SIGTERM (a clean stop) at the end."""
+    """``firewatch <args>`` with its output in ``log_path``; SIGTERM (a clean stop) at the end.
+
+    One that stopped by itself meanwhile is reported with the end of its output, which the
+    benchmark's temporary directory would otherwise take with it.
+    """
     with log_path.open("ab") as log:
         process = subprocess.Popen([sys.executable, "-m", "firewatch.cli", *args],
                                    env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT)
     try:
         yield process
     finally:
+        stopped = process.poll()
         process.terminate()
         process.wait(60)
+        if stopped is not None:
+            raise RuntimeError(f"firewatch {args[0]} stopped by itself (exit code {stopped}):\n"
+                               f"{log_path.read_text(errors='replace')[-3000:]}")
 
 
 def _until_up(process: subprocess.Popen, ready: Callable[[], bool], log_path: Path,
