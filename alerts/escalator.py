@@ -19,9 +19,11 @@ import asyncio
 import logging
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 
 from sqlalchemy import and_, func, not_, or_, select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlalchemy.orm import Session
 
 from alerts import escalation_notices as say
 from alerts.escalation import Plan, Step, Taken, plan_alarm, plan_overdue, plan_recheck
@@ -29,7 +31,15 @@ from alerts.ledger import UNDER_RECTIFICATION, Status
 from alerts.notices import NoticeMessage
 from alerts.outbox import Routing
 from alerts.rules import OFFLINE_RULE
-from firewatch.db import Alarm, EscalationStep, Hazard, HazardEvent, Institution, Notice
+from firewatch.db import (
+    Alarm,
+    EscalationStep,
+    Hazard,
+    HazardEvent,
+    Institution,
+    Notice,
+    Writer,
+)
 from firewatch.escalation_policy import EscalationPolicy
 from firewatch.profiles import DeviceProfile, HazardCategory, Severity
 from firewatch.site import Contact, Site
@@ -72,6 +82,7 @@ class Escalator:
         site: Site,
         profiles: dict[str, DeviceProfile],
         sessions: async_sessionmaker,
+        writer: Writer,
         routing: Routing,
         *,
         default_webhook: str | None,
@@ -79,6 +90,7 @@ class Escalator:
         policy: EscalationPolicy | None = None,
     ) -> None:
         self.sessions = sessions
+        self.writer = writer  # the steps are written with the alert service's transactions
         self.routing = routing
         self.notices_waiting = notices_waiting
         self.policy = policy or site.escalation
@@ -92,14 +104,11 @@ class Escalator:
             for d in site.devices for rule in [*profiles[d.profile].alarms, OFFLINE_RULE]
         }
         self.steps_taken = 0
-        # a scheduled step and a sweep may reach one subject together: one reads, takes and
-        # commits before the other reads (across replicas, the unique step row decides)
-        self._one_at_a_time = asyncio.Lock()
 
     async def sweep(self, now: datetime) -> dict[str, datetime | None]:
         """Take every step due at ``now``; return each subject's next step time (None: no more)."""
         async with self.sessions() as session:
-            subjects = await self._subjects(session)
+            subjects = await session.run_sync(self._subjects)
         schedule: dict[str, datetime | None] = {}
         for key, subject in subjects.items():
             plan = self._plan(subject, now)
@@ -109,23 +118,31 @@ class Escalator:
         return schedule
 
     async def advance(self, key: str, now: datetime) -> Plan:
-        """Take the steps of one subject due at ``now``; nothing if it needs none any more."""
-        async with self._one_at_a_time, self.sessions.begin() as session:
-            subject = (await self._subjects(session, key)).get(key)
-            if subject is None:
-                return Plan()
-            plan = self._plan(subject, now)
-            institution = await session.get_one(Institution, subject.row.institution_id)
-            for due in plan.due:
-                session.add(EscalationStep(subject=key.partition(":")[0],
-                                           subject_id=subject.row.id, step=due.step.value,
-                                           round=due.round, due_at=due.at, taken_at=now))
-                person, group, message = self._notice(due.step, subject, institution, now)
-                session.add(self._stored(institution.id, subject.row, person, group, message))
-                log.info("escalation %s: %s (round %d) taken", key, due.step, due.round)
+        """Take the steps of one subject due at ``now``; nothing if it needs none any more.
+
+        A scheduled step and a sweep may reach one subject together: on the one writer, one
+        reads, takes and commits before the other reads (across replicas, the unique step row
+        decides).
+        """
+        plan = await self.writer.run(partial(self._take, key=key, now=now))
         if plan.due:
             self.steps_taken += len(plan.due)
             self.notices_waiting.set()
+        return plan
+
+    def _take(self, session: Session, key: str, now: datetime) -> Plan:
+        subject = self._subjects(session, key).get(key)
+        if subject is None:
+            return Plan()
+        plan = self._plan(subject, now)
+        institution = session.get_one(Institution, subject.row.institution_id)
+        for due in plan.due:
+            session.add(EscalationStep(subject=key.partition(":")[0],
+                                       subject_id=subject.row.id, step=due.step.value,
+                                       round=due.round, due_at=due.at, taken_at=now))
+            person, group, message = self._notice(due.step, subject, institution, now)
+            session.add(self._stored(institution.id, subject.row, person, group, message))
+            log.info("escalation %s: %s (round %d) taken", key, due.step, due.round)
         return plan
 
     def _plan(self, subject: _Subject, now: datetime) -> Plan:
@@ -175,7 +192,7 @@ class Escalator:
             last_error=None if address else f"no address on {channel} for {whom}",
         )
 
-    async def _subjects(self, session: AsyncSession, key: str | None = None) -> dict[str, _Subject]:
+    def _subjects(self, session: Session, key: str | None = None) -> dict[str, _Subject]:
         """Subjects that may still need a step (or just ``key``, if it does), with steps taken."""
         kind, _, number = (key or "").partition(":")
         subjects: dict[str, _Subject] = {}
@@ -187,8 +204,8 @@ class Escalator:
                                         not_(bureau_told.exists()))
             if number:
                 query = query.where(Alarm.id == int(number))
-            alarms = list(await session.scalars(query))
-            taken = await _taken(session, "alarm", [a.id for a in alarms])
+            alarms = list(session.scalars(query))
+            taken = _taken(session, "alarm", [a.id for a in alarms])
             subjects |= {f"alarm:{a.id}": _Subject(a, taken.get(a.id, frozenset()))
                          for a in alarms}
         if kind in ("", "hazard"):
@@ -203,8 +220,8 @@ class Escalator:
             )
             if number:
                 query = query.where(Hazard.id == int(number))
-            rows = list((await session.execute(query)).all())
-            taken = await _taken(session, "hazard", [h.id for h, _ in rows])
+            rows = list(session.execute(query).all())
+            taken = _taken(session, "hazard", [h.id for h, _ in rows])
             subjects |= {
                 f"hazard:{h.id}": _Subject(h, taken.get(h.id, frozenset()),
                                            event if h.status == Status.CLOSED else None)
@@ -213,10 +230,10 @@ class Escalator:
         return subjects
 
 
-async def _taken(session: AsyncSession, subject: str, ids: list[int]) -> dict[int, Taken]:
+def _taken(session: Session, subject: str, ids: list[int]) -> dict[int, Taken]:
     if not ids:
         return {}
-    rows = await session.execute(
+    rows = session.execute(
         select(EscalationStep.subject_id, EscalationStep.step, EscalationStep.round).where(
             EscalationStep.subject == subject, EscalationStep.subject_id.in_(ids)))
     taken: dict[int, set[tuple[str, int]]] = {}

@@ -20,6 +20,7 @@ from enum import StrEnum
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from firewatch.contract import utc_now
 from firewatch.db import Hazard, HazardEvent, Institution
@@ -110,7 +111,7 @@ class NewEntry:
     responsible_unit: str | None = None
 
 
-def _record(session: AsyncSession, hazard: Hazard, action: str, actor: str, note: str,
+def _record(session: Session | AsyncSession, hazard: Hazard, action: str, actor: str, note: str,
             before: str | None) -> None:
     session.add(HazardEvent(hazard_id=hazard.id, action=action, actor=actor, note=note,
                             from_status=before, to_status=hazard.status, at=utc_now()))
@@ -139,10 +140,11 @@ async def file_entry(session: AsyncSession, entry: NewEntry, actor: str) -> Haza
     return hazard
 
 
-async def record_iot_entry(session: AsyncSession, hazard: Hazard) -> None:
-    """Audit the creation of an entry an IoT alarm raised."""
+def record_iot_entry(session: Session, hazard: Hazard) -> None:
+    """Audit the creation of an entry an IoT alarm raised (in the alert service's transaction,
+    on its writer's synchronous session)."""
     session.add(hazard)
-    await session.flush()
+    session.flush()
     _record(session, hazard, "file", "iot", hazard.description, None)
 
 

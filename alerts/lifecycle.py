@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from firewatch.contract import utc_now
 from firewatch.db import Alarm, AlarmEvent
@@ -22,13 +23,13 @@ class AlarmTransitionError(ValueError):
     """A step the alarm's current state does not allow; the message says why."""
 
 
-def record(session: AsyncSession, alarm: Alarm, action: str, actor: str, note: str,
+def record(session: Session | AsyncSession, alarm: Alarm, action: str, actor: str, note: str,
            from_status: str | None) -> None:
     session.add(AlarmEvent(alarm_id=alarm.id, action=action, actor=actor, note=note,
                            from_status=from_status, to_status=alarm.status, at=utc_now()))
 
 
-def clear(session: AsyncSession, alarm: Alarm, note: str) -> None:
+def clear(session: Session, alarm: Alarm, note: str) -> None:
     """The condition is gone (the service decides, after hysteresis and off-delay)."""
     before = alarm.status
     alarm.status = "cleared"

@@ -18,23 +18,28 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict, deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 import httpx
 from sqlalchemy import select
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlalchemy.orm import Session
 
 from alerts.channels import Channel, SendFailed
 from alerts.notices import NoticeMessage
 from alerts.outbox import Routing
 from firewatch.contract import utc_now
-from firewatch.db import Notice
+from firewatch.db import Notice, Writer
 
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF_S = 300
+T = TypeVar("T")
 
 
 class RateLimiter:
@@ -63,6 +68,7 @@ class Notifier:
     def __init__(
         self,
         sessions: async_sessionmaker,
+        writer: Writer,
         waiting: asyncio.Event,
         channels: dict[str, Channel],
         routing: Routing,
@@ -72,6 +78,7 @@ class Notifier:
         backoff_s: float = 1,
     ) -> None:
         self.sessions = sessions
+        self.writer = writer  # the status writes queue with the alert service's transactions
         self.waiting = waiting
         self.channels = channels
         self.routing = routing
@@ -94,7 +101,10 @@ class Notifier:
                 except TimeoutError:
                     pass  # also look again every second for retries that have come due
                 self.waiting.clear()
-                await self.send_due(http, senders)
+                try:
+                    await self.send_due(http, senders)
+                except DBAPIError as exc:  # the database away: what is due waits for it
+                    log.warning("notices due not read (%s); trying again", exc.orig)
 
     async def send_due(self, http: httpx.AsyncClient, senders: asyncio.TaskGroup) -> None:
         """Hand what is due to the senders and return at once.
@@ -159,36 +169,59 @@ class Notifier:
             self.sent += 1
 
     async def _update(self, notice_id: int, **values: Any) -> None:
-        async with self.sessions.begin() as session:
-            row = await session.get_one(Notice, notice_id)
+        def update(session: Session) -> None:
+            row = session.get_one(Notice, notice_id)
             for name, value in values.items():
                 setattr(row, name, value)
+        await self._store(update)
 
     async def _failed(self, notice_id: int, exc: SendFailed) -> None:
-        async with self.sessions.begin() as session:
-            row = await session.get_one(Notice, notice_id)
-            row.attempts += 1
-            row.last_error = str(exc)
-            now = utc_now()
-            fallback = self.routing.fallback
-            target = self.routing.target(row.institution_id, fallback)
-            keeps_failing = (row.attempts >= self.fallback.after_attempts
-                             or now - row.created_at >= timedelta(seconds=self.fallback.after_s))
-            if keeps_failing and target is not None and fallback != row.channel:
-                log.warning("notice %d: %s failed %d times (%s); handing it to %s",
-                            row.id, row.channel, row.attempts, exc, fallback)
-                row.last_error = (
-                    f"{row.channel} failed {row.attempts} times ({exc}); sent on {fallback}"
-                )
-                row.channel, row.target, row.attempts = fallback, target, 0
-                row.next_attempt_at = now
-                self.fallbacks += 1
-                self.waiting.set()
-                return
-            backoff = min(self.backoff_s * 2 ** row.attempts, MAX_BACKOFF_S)
-            wait = max(backoff, exc.retry_after or 0)
-            log.warning("notice %d not sent (%s); retrying in %g s", row.id, exc, wait)
-            row.next_attempt_at = now + timedelta(seconds=wait)
+        if await self._store(partial(self._record_failure, notice_id=notice_id, exc=exc)):
+            self.waiting.set()
+
+    async def _store(self, write: Callable[[Session], T]) -> T:
+        """A notice's new status, stored however long the database takes to take it.
+
+        A notice the provider accepted must be recorded as sent, or it goes out again; one
+        that failed, or it is retried at once.  A database that is locked for longer than
+        its busy timeout (another process's long write) or briefly away is waited for; the
+        notice stays in flight meanwhile, and the notifier goes on sending the others.
+        """
+        delay = 0.1
+        while True:
+            try:
+                return await self.writer.run(write)
+            except DBAPIError as exc:
+                log.warning("a notice's status not stored (%s); retrying in %.1f s",
+                            exc.orig, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10)
+
+    def _record_failure(self, session: Session, notice_id: int, exc: SendFailed) -> bool:
+        """Back off, or hand the notice to the fallback channel: True if it was handed."""
+        row = session.get_one(Notice, notice_id)
+        row.attempts += 1
+        row.last_error = str(exc)
+        now = utc_now()
+        fallback = self.routing.fallback
+        target = self.routing.target(row.institution_id, fallback)
+        keeps_failing = (row.attempts >= self.fallback.after_attempts
+                         or now - row.created_at >= timedelta(seconds=self.fallback.after_s))
+        if keeps_failing and target is not None and fallback != row.channel:
+            log.warning("notice %d: %s failed %d times (%s); handing it to %s",
+                        row.id, row.channel, row.attempts, exc, fallback)
+            row.last_error = (
+                f"{row.channel} failed {row.attempts} times ({exc}); sent on {fallback}"
+            )
+            row.channel, row.target, row.attempts = fallback, target, 0
+            row.next_attempt_at = now
+            self.fallbacks += 1
+            return True
+        backoff = min(self.backoff_s * 2 ** row.attempts, MAX_BACKOFF_S)
+        wait = max(backoff, exc.retry_after or 0)
+        log.warning("notice %d not sent (%s); retrying in %g s", row.id, exc, wait)
+        row.next_attempt_at = now + timedelta(seconds=wait)
+        return False
 
     def status(self) -> dict[str, Any]:
         return {"notices_sent": self.sent, "send_failures": self.failures,

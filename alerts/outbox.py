@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from alerts.notices import NoticeMessage, summary_line, summary_message
 from firewatch.contract import utc_now
@@ -72,14 +72,14 @@ class Outbox:
         self.routing = routing
         self.storm_window = timedelta(seconds=storm_window_s)
 
-    async def add(self, session: AsyncSession, institution_id: str, alarm_id: int | None,
-                  message: NoticeMessage) -> None:
+    def add(self, session: Session, institution_id: str, alarm_id: int | None,
+            message: NoticeMessage) -> None:
         if not message.immediate and self.storm_window:
-            if await self._fold(session, institution_id, message):
+            if self._fold(session, institution_id, message):
                 return
         self._store(session, institution_id, alarm_id, message, utc_now())
 
-    def _store(self, session: AsyncSession, institution_id: str, alarm_id: int | None,
+    def _store(self, session: Session, institution_id: str, alarm_id: int | None,
                message: NoticeMessage, due: datetime) -> None:
         channel, target = self.routing.first_choice(institution_id)
         session.add(Notice(
@@ -90,11 +90,10 @@ class Outbox:
             next_attempt_at=due,
         ))
 
-    async def _fold(self, session: AsyncSession, institution_id: str,
-                    message: NoticeMessage) -> bool:
+    def _fold(self, session: Session, institution_id: str, message: NoticeMessage) -> bool:
         """Fold ``message`` into the institution's storm window; False: none is open."""
         now = utc_now()
-        latest = await session.scalars(
+        latest = session.scalars(
             select(Notice).where(Notice.institution_id == institution_id)
             .order_by(Notice.id.desc()).limit(LOOKBACK)
         )

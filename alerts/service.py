@@ -2,7 +2,10 @@
 
 Everything one message causes is written in one transaction together with the record that the
 message was applied, so a crash or a redelivery neither loses nor repeats an alarm.  Notices are
-only *stored* here; the notifier sends them (see ``alerts.notifier``).
+only *stored* here; the notifier sends them (see ``alerts.notifier``).  The transactions run on
+a writer thread of their own with a synchronous session (``firewatch.db.Writer``): the service
+applies every gateway's polls, and through the async driver the hand-offs of each database call
+cost it more than the work.
 """
 
 from __future__ import annotations
@@ -10,10 +13,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlalchemy.orm import Session
 
 from alerts import lifecycle
 from alerts.ledger import OPEN, record_iot_entry
@@ -30,7 +35,7 @@ from alerts.rules import (
 )
 from firewatch.consumer import DeadLetters, GatewayMessageConsumer, claim, forget_applied
 from firewatch.contract import DeviceEvent, EventType, ReadingBatch, utc_now
-from firewatch.db import ACTIVE_ALARM, Alarm, Device, Hazard, Institution, RuleState
+from firewatch.db import ACTIVE_ALARM, Alarm, Device, Hazard, Institution, RuleState, Writer
 from firewatch.mqtt import BrokerAddress
 from firewatch.profiles import AlarmRule, DeviceProfile, Severity
 from firewatch.site import Site
@@ -47,15 +52,16 @@ class AlertService:
         profiles: dict[str, DeviceProfile],
         sessions: async_sessionmaker,
         broker: BrokerAddress,
-        dead_letters: DeadLetters,
         *,
         shared_subscription: bool,
         outbox: Outbox,
         hazard_deadline: timedelta,
         notices_waiting: asyncio.Event,
+        writer: Writer,
         keep_applied: timedelta = timedelta(hours=24),
     ) -> None:
-        self.sessions = sessions
+        self.sessions = sessions  # reads, dead letters; what messages cause goes by the writer
+        self.writer = writer
         self.keep_applied = keep_applied
         self.outbox = outbox
         self.hazard_deadline = hazard_deadline
@@ -67,7 +73,7 @@ class AlertService:
         self.profiles = {d.id: profiles[d.profile] for d in site.devices}
         self.raised = 0
         self.consumer = GatewayMessageConsumer(
-            CONSUMER, broker, self.apply_batch, dead_letters,
+            CONSUMER, broker, self.apply_batch, DeadLetters(sessions, CONSUMER),
             shared_subscription=shared_subscription,
             # what has queued up is applied together; nothing waits for more to arrive.  While
             # the service keeps up that is a few messages; up to 500 when it has fallen behind,
@@ -86,7 +92,7 @@ class AlertService:
         any redelivery, not a row per message for ever."""
         while True:
             await asyncio.sleep(every_s)
-            await forget_applied(self.sessions, CONSUMER, utc_now() - self.keep_applied)
+            await forget_applied(self.writer, CONSUMER, utc_now() - self.keep_applied)
 
     def status(self) -> dict[str, Any]:
         return {
@@ -110,8 +116,8 @@ class AlertService:
         urgent = {m.device_id for m in messages if self._urgent(m)}
         first = [m for m in messages if m.device_id in urgent]
         for part in (first, [m for m in messages if m.device_id not in urgent]):
-            if part:
-                await self._apply_together(part)
+            if part and await self.writer.run(partial(self._apply_together, messages=part)):
+                self.notices_waiting.set()
 
     def _urgent(self, message: ReadingBatch | DeviceEvent) -> bool:
         if isinstance(message, DeviceEvent):
@@ -119,40 +125,39 @@ class AlertService:
         rules = self.rules.get(message.device_id)
         return rules is not None and may_raise_at_once(rules, message.readings, message.flags)
 
-    async def _apply_together(self, messages: list[ReadingBatch | DeviceEvent]) -> None:
-        """These messages' effects in one transaction, with the record of applying them.
+    def _apply_together(
+        self, session: Session, messages: list[ReadingBatch | DeviceEvent]
+    ) -> bool:
+        """These messages' effects in one transaction, with the record of applying them; True
+        if notices were stored.
 
         One transaction and one read of each table for all of them, not per message, so that
         the service keeps up with every gateway's polls.  Messages are still applied one by
         one, in order.
         """
         new_notices = False
-        async with self.sessions.begin() as session:
-            fresh = await claim(session, CONSUMER, messages)
-            ids = {m.device_id for m in fresh if m.device_id in self.rules}
-            devices = {d.id: d for d in await session.scalars(
-                select(Device).where(Device.id.in_(ids)))}
-            open_alarms: dict[str, dict[str, Alarm]] = {i: {} for i in ids}
-            for alarm in await session.scalars(select(Alarm).where(
-                    Alarm.device_id.in_(ids), Alarm.status.in_(ACTIVE_ALARM))):
-                open_alarms[alarm.device_id][alarm.rule] = alarm
-            rule_states: dict[str, dict[str, RuleState]] = {i: {} for i in ids}
-            for row in await session.scalars(
-                    select(RuleState).where(RuleState.device_id.in_(ids))):
-                rule_states[row.device_id][row.rule] = row
-            for message in fresh:
-                device = devices.get(message.device_id)
-                if device is None or message.device_id not in self.rules:
-                    log.warning("message from unknown device %s ignored", message.device_id)
-                    continue
-                new_notices |= await self._apply_one(
-                    session, message, device, open_alarms[device.id], rule_states[device.id])
-        if new_notices:
-            self.notices_waiting.set()
+        fresh = claim(session, CONSUMER, messages)
+        ids = {m.device_id for m in fresh if m.device_id in self.rules}
+        devices = {d.id: d for d in session.scalars(select(Device).where(Device.id.in_(ids)))}
+        open_alarms: dict[str, dict[str, Alarm]] = {i: {} for i in ids}
+        for alarm in session.scalars(select(Alarm).where(
+                Alarm.device_id.in_(ids), Alarm.status.in_(ACTIVE_ALARM))):
+            open_alarms[alarm.device_id][alarm.rule] = alarm
+        rule_states: dict[str, dict[str, RuleState]] = {i: {} for i in ids}
+        for row in session.scalars(select(RuleState).where(RuleState.device_id.in_(ids))):
+            rule_states[row.device_id][row.rule] = row
+        for message in fresh:
+            device = devices.get(message.device_id)
+            if device is None or message.device_id not in self.rules:
+                log.warning("message from unknown device %s ignored", message.device_id)
+                continue
+            new_notices |= self._apply_one(
+                session, message, device, open_alarms[device.id], rule_states[device.id])
+        return new_notices
 
-    async def _apply_one(
+    def _apply_one(
         self,
-        session: AsyncSession,
+        session: Session,
         message: ReadingBatch | DeviceEvent,
         device: Device,
         open_alarms: dict[str, Alarm],
@@ -172,13 +177,13 @@ class AlertService:
         for verdict in verdicts:
             alarm = open_alarms.get(verdict.rule.name)
             if verdict.breached and alarm is None:
-                institution = await session.get_one(Institution, device.institution_id)
-                alarm = await self._raise(session, device, institution, verdict, message)
+                institution = session.get_one(Institution, device.institution_id)
+                alarm = self._raise(session, device, institution, verdict, message)
                 open_alarms[alarm.rule] = alarm
                 new_notices = True
             elif not verdict.breached and alarm is not None:
-                institution = await session.get_one(Institution, device.institution_id)
-                await self._clear(session, device, institution, alarm, verdict)
+                institution = session.get_one(Institution, device.institution_id)
+                self._clear(session, device, institution, alarm, verdict)
                 del open_alarms[alarm.rule]
                 new_notices = True
         offline = "offline" in open_alarms
@@ -189,9 +194,9 @@ class AlertService:
             device.updated_at = utc_now()
         return new_notices
 
-    async def _raise(
+    def _raise(
         self,
-        session: AsyncSession,
+        session: Session,
         device: Device,
         institution: Institution,
         verdict: Verdict,
@@ -211,22 +216,22 @@ class AlertService:
             raised_at=message.ts,
         )
         session.add(alarm)
-        await session.flush()
+        session.flush()
         self.raised += 1
         log.warning("alarm %d raised: %s %s (%s)", alarm.id, device.id, rule.name, institution.name)
         reason = message.reason if isinstance(message, DeviceEvent) else ""
         lifecycle.record(session, alarm, "raise", lifecycle.SYSTEM, _reading(verdict) or reason,
                          None)
-        await self.outbox.add(session, institution.id, alarm.id, raise_message(
+        self.outbox.add(session, institution.id, alarm.id, raise_message(
             institution, device, self.profiles[device.id], rule, verdict, reason, message.ts
         ))
         if rule.major_hazard and rule.severity is Severity.ALARM:
-            await self._record_hazard(session, device, institution, rule, alarm)
+            self._record_hazard(session, device, institution, rule, alarm)
         return alarm
 
-    async def _clear(
+    def _clear(
         self,
-        session: AsyncSession,
+        session: Session,
         device: Device,
         institution: Institution,
         alarm: Alarm,
@@ -234,13 +239,13 @@ class AlertService:
     ) -> None:
         lifecycle.clear(session, alarm, _reading(verdict))
         log.info("alarm %d cleared: %s %s", alarm.id, device.id, alarm.rule)
-        await self.outbox.add(session, institution.id, alarm.id, clear_message(
+        self.outbox.add(session, institution.id, alarm.id, clear_message(
             institution, device, self.profiles[device.id], verdict.rule, verdict, alarm
         ))
 
     def _evaluate(
         self,
-        session: AsyncSession,
+        session: Session,
         device: Device,
         batch: ReadingBatch,
         in_alarm: set[str],
@@ -261,16 +266,16 @@ class AlertService:
                 session.add(rows[name])
         return verdicts
 
-    async def _record_hazard(
+    def _record_hazard(
         self,
-        session: AsyncSession,
+        session: Session,
         device: Device,
         institution: Institution,
         rule: AlarmRule,
         alarm: Alarm,
     ) -> None:
         """One ledger entry per ongoing condition: a repeat updates the open entry."""
-        entry = await session.scalar(
+        entry = session.scalar(
             select(Hazard).where(
                 Hazard.device_id == device.id,
                 Hazard.rule == rule.name,
@@ -281,7 +286,7 @@ class AlertService:
             entry.alarm_id = alarm.id
             entry.updated_at = utc_now()
             return
-        await record_iot_entry(
+        record_iot_entry(
             session,
             Hazard(
                 institution_id=institution.id,

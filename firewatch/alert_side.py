@@ -23,7 +23,7 @@ from alerts.escalator import Escalator
 from alerts.notifier import Fallback, Notifier
 from alerts.outbox import Outbox, Routing, recipients_of
 from alerts.service import AlertService
-from firewatch.consumer import DeadLetters
+from firewatch.db import Writer
 from firewatch.mqtt import BrokerAddress
 from firewatch.profiles import DeviceProfile
 from firewatch.settings import Settings
@@ -35,6 +35,7 @@ class AlertSide:
     alerts: AlertService
     notifier: Notifier
     escalation: EscalationScheduler
+    writer: Writer  # the alert service's and the notifier's writes, on a thread of their own
 
     def services(self) -> dict[str, Coroutine[Any, Any, None]]:
         """What to run, by task name."""
@@ -46,30 +47,36 @@ class AlertSide:
         return {"alerts": self.alerts.status, "notifier": self.notifier.status,
                 "escalation": self.escalation.status}
 
+    async def close(self) -> None:
+        """After the services have stopped: the writer's connection and thread."""
+        await self.writer.close()
+
 
 def alert_side(
     settings: Settings, site: Site, profiles: dict[str, DeviceProfile],
     sessions: async_sessionmaker, broker: BrokerAddress, shared: bool,
 ) -> AlertSide:
     notices_waiting = asyncio.Event()
+    writer = Writer(sessions, "alerts-writer")
     channels = configured_channels(settings)
     routing = Routing(
         settings.notice_channel, settings.notice_fallback_channel, frozenset(channels),
         recipients_of(site, settings.wecom_webhook_url),
     )
     alerts = AlertService(
-        site, profiles, sessions, broker, DeadLetters(sessions, "alerts"),
+        site, profiles, sessions, broker,
         shared_subscription=shared,
         outbox=Outbox(routing, settings.notice_storm_window_s),
         hazard_deadline=timedelta(hours=settings.iot_hazard_deadline_hours),
         notices_waiting=notices_waiting,
+        writer=writer,
         keep_applied=timedelta(hours=settings.applied_keep_hours),
     )
     fallback = Fallback(settings.notice_fallback_after_attempts, settings.notice_fallback_after_s)
-    notifier = Notifier(sessions, notices_waiting, channels, routing, fallback,
+    notifier = Notifier(sessions, writer, notices_waiting, channels, routing, fallback,
                         timeout_s=settings.notice_timeout_s)
-    escalator = Escalator(site, profiles, sessions, routing,
+    escalator = Escalator(site, profiles, sessions, writer, routing,
                           default_webhook=settings.wecom_webhook_url,
                           notices_waiting=notices_waiting)
     escalation = EscalationScheduler(escalator)
-    return AlertSide(alerts, notifier, escalation)
+    return AlertSide(alerts, notifier, escalation, writer)

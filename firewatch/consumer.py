@@ -18,11 +18,13 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
+from functools import partial
 
 import aiomqtt
 from sqlalchemy import delete, select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlalchemy.orm import Session
 
 from firewatch.contract import (
     EVENTS_FILTER,
@@ -33,7 +35,7 @@ from firewatch.contract import (
     parse_message,
     shared,
 )
-from firewatch.db import DeadLetter, ProcessedMessage
+from firewatch.db import DeadLetter, ProcessedMessage, Writer
 from firewatch.mqtt import BrokerAddress
 
 log = logging.getLogger(__name__)
@@ -41,35 +43,37 @@ log = logging.getLogger(__name__)
 Handler = Callable[[list[ReadingBatch | DeviceEvent]], Awaitable[None]]
 
 
-async def forget_applied(sessions: async_sessionmaker, consumer: str, before: datetime,
+async def forget_applied(writer: Writer, consumer: str, before: datetime,
                          chunk: int = 2000) -> int:
     """Drop the record of the messages ``consumer`` applied before ``before``; how many.
 
     The record is there to recognise a redelivery, which comes when a consumer reconnects
     (seconds) or its broker returns (minutes, hours).  Kept for ever it would grow by a row per
     gateway message, 86 million a day at 1,000 devices polled every second, and slow every
-    claim.  Deleted in small transactions, so that the alarms written meanwhile never wait
-    long for the database.
+    claim.  Deleted in small transactions, on the consumer's writer between its other
+    transactions, so that the alarms written meanwhile never wait long for the database.
     """
     forgotten = 0
     while True:
-        old = (select(ProcessedMessage.consumer, ProcessedMessage.gateway_id,
-                      ProcessedMessage.seq)
-               .where(ProcessedMessage.consumer == consumer,
-                      ProcessedMessage.processed_at < before)
-               .limit(chunk))
-        async with sessions.begin() as session:
-            done = await session.execute(delete(ProcessedMessage).where(tuple_(
-                ProcessedMessage.consumer, ProcessedMessage.gateway_id, ProcessedMessage.seq,
-            ).in_(old)))
-        forgotten += done.rowcount
-        if done.rowcount < chunk:
+        done = await writer.run(partial(_forget_some, consumer=consumer, before=before,
+                                        chunk=chunk))
+        forgotten += done
+        if done < chunk:
             return forgotten
         await asyncio.sleep(0)
 
 
-async def claim(
-    session: AsyncSession, consumer: str, messages: list[ReadingBatch | DeviceEvent]
+def _forget_some(session: Session, consumer: str, before: datetime, chunk: int) -> int:
+    old = (select(ProcessedMessage.consumer, ProcessedMessage.gateway_id, ProcessedMessage.seq)
+           .where(ProcessedMessage.consumer == consumer, ProcessedMessage.processed_at < before)
+           .limit(chunk))
+    return session.execute(delete(ProcessedMessage).where(tuple_(
+        ProcessedMessage.consumer, ProcessedMessage.gateway_id, ProcessedMessage.seq,
+    ).in_(old))).rowcount
+
+
+def claim(
+    session: Session, consumer: str, messages: list[ReadingBatch | DeviceEvent]
 ) -> list[ReadingBatch | DeviceEvent]:
     """Record that ``consumer`` applies these messages; those it already applied are left out.
 
@@ -83,7 +87,7 @@ async def claim(
     for message in messages:  # a message twice in one batch is applied once
         unique.setdefault((message.gateway_id, message.seq), message)
     dialect = {"sqlite": sqlite, "postgresql": postgresql}[session.bind.dialect.name]
-    new = {(gateway_id, seq) for gateway_id, seq in await session.execute(
+    new = {(gateway_id, seq) for gateway_id, seq in session.execute(
         dialect.insert(ProcessedMessage).on_conflict_do_nothing()
         .returning(ProcessedMessage.gateway_id, ProcessedMessage.seq),
         [{"consumer": consumer, "gateway_id": g, "seq": s} for g, s in unique],

@@ -67,9 +67,13 @@ class ChangeHub:
         self.subscribers: set[Subscription] = set()
         self.closed = False
         self.published = 0
+        #: where the subscribers' queues live; sessions may commit on other threads
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def watch(self, sessions: async_sessionmaker) -> None:
         """Publish what every session of ``sessions`` commits (a Session subclass per hub)."""
+        with contextlib.suppress(RuntimeError):
+            self._loop = asyncio.get_running_loop()
         session_class = type("HubSession", (Session,), {})
         event.listen(session_class, "after_flush", _collect)
         event.listen(session_class, "after_commit", self._after_commit)
@@ -83,6 +87,7 @@ class ChangeHub:
 
     @contextlib.asynccontextmanager
     async def subscribe(self) -> AsyncIterator[Subscription]:
+        self._loop = asyncio.get_running_loop()
         subscription = Subscription(self.queue_size)
         if self.closed:
             subscription.offer(None)
@@ -99,9 +104,24 @@ class ChangeHub:
             subscriber.offer(None)
 
     def _after_commit(self, session: Session) -> None:
-        for row in session.info.pop(_CHANGES, {}).values():
-            columns = {c.key: getattr(row, c.key) for c in row.__table__.columns}
-            self.publish(Change(KINDS[type(row)], row.institution_id, columns))
+        changes = [
+            Change(KINDS[type(row)], row.institution_id,
+                   {c.key: getattr(row, c.key) for c in row.__table__.columns})
+            for row in session.info.pop(_CHANGES, {}).values()
+        ]
+        if not changes:
+            return
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:  # committed on a thread of its own (firewatch.db.Writer)
+            if self._loop is not None:
+                self._loop.call_soon_threadsafe(self._publish_all, changes)
+                return
+        self._publish_all(changes)
+
+    def _publish_all(self, changes: list[Change]) -> None:
+        for change in changes:
+            self.publish(change)
 
 
 def _collect(session: Session, _flush_context: Any) -> None:

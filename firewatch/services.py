@@ -194,11 +194,14 @@ async def run_alerts(settings: Settings) -> None:
         changes = ChangePublisher(hub, broker, f"fw-alerts-changes-{settings.instance}")
         alert = alert_side(settings, site, profiles, sessions, broker, shared)
         log.info("alerts: consuming from %s", broker.url)
-        await serve_until_signalled(
-            {**alert.services(), "changes": changes.run()},
-            [metrics_server(settings, FirewatchCollector(
-                alerts=alert.alerts, notifier=alert.notifier, escalation=alert.escalation,
-                changes=changes))])
+        try:
+            await serve_until_signalled(
+                {**alert.services(), "changes": changes.run()},
+                [metrics_server(settings, FirewatchCollector(
+                    alerts=alert.alerts, notifier=alert.notifier, escalation=alert.escalation,
+                    changes=changes))])
+        finally:
+            await alert.close()
 
 
 async def run_web(settings: Settings) -> None:

@@ -154,6 +154,7 @@ async def run_stack(settings: Settings) -> None:
 
         endpoint_port = endpoint_ports(fleet)
         alert = alert_side(settings, site, profiles, sessions, broker, shared)
+        stack.push_async_callback(alert.close)
         ingest = IngestService(
             store, Spool(settings.data_dir / "ingest-spool.db"), broker,
             DeadLetters(sessions, "ingest"), shared_subscription=shared,

@@ -12,12 +12,10 @@ import pytest
 from sqlalchemy import func, select
 
 from alerts.notices import NoticeMessage, wecom_markdown
-from alerts.service import AlertService
 from firewatch import db
-from firewatch.consumer import DeadLetters, forget_applied
+from firewatch.consumer import forget_applied
 from firewatch.contract import DeviceEvent, EventType, ReadingBatch, utc_now
-from firewatch.mqtt import BrokerAddress
-from tests.support.alerts import robot_outbox
+from tests.support.alerts import alert_service, robot_outbox
 from tests.support.ledger import demo_county
 
 WEBHOOK = "http://127.0.0.1:9/cgi-bin/webhook/send?key=k"
@@ -26,12 +24,7 @@ WEBHOOK = "http://127.0.0.1:9/cgi-bin/webhook/send?key=k"
 @pytest.fixture
 async def service(database_url):
     async with demo_county(database_url) as county:
-        svc = AlertService(
-            county.site, county.profiles, county.sessions, BrokerAddress("127.0.0.1", 1),
-            DeadLetters(county.sessions, "alerts"), shared_subscription=False,
-            outbox=robot_outbox(WEBHOOK), hazard_deadline=timedelta(hours=24),
-            notices_waiting=asyncio.Event(),
-        )
+        svc = alert_service(county.sessions, robot_outbox(WEBHOOK))
         svc.seq = count(1)
         svc.clock = datetime(2026, 11, 22, 12, tzinfo=UTC)
         yield svc
@@ -146,7 +139,7 @@ async def test_the_record_of_applied_messages_is_kept_for_its_window_then_forgot
     recent = gas(service, 60.0)
     await service.apply(recent)
 
-    assert await forget_applied(service.sessions, "alerts", cutoff, chunk=7) == 25
+    assert await forget_applied(service.writer, "alerts", cutoff, chunk=7) == 25
     async with service.sessions() as session:
         left = list(await session.scalars(select(db.ProcessedMessage.seq)))
     assert left == [recent.seq]

@@ -198,8 +198,9 @@ async def consumers(mosquitto, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("consumers")
     async with demo_county(f"sqlite+aiosqlite:///{workdir}/fw.db") as county:
         sessions = county.sessions
-        alerts = alert_side(Settings(wecom_webhook_url=None), county.site,
-                            county.profiles, sessions, mosquitto, shared=True).alerts
+        side = alert_side(Settings(wecom_webhook_url=None), county.site,
+                          county.profiles, sessions, mosquitto, shared=True)
+        alerts = side.alerts
         store = SqliteTimeSeries(workdir / "ts.db")
         await store.open()
         ingest = IngestService(store, Spool(workdir / "spool.db"), mosquitto,
@@ -211,6 +212,7 @@ async def consumers(mosquitto, tmp_path_factory):
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await side.close()
         await store.close()
 
 

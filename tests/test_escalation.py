@@ -38,7 +38,7 @@ def escalator(county: County, *channels: str, policy: EscalationPolicy | None = 
     primary, *fallback = channels or ("wecom_robot",)
     routing = Routing(primary, fallback[0] if fallback else None, frozenset(channels or [primary]),
                       recipients_of(county.site, WEBHOOK))
-    return Escalator(county.site, county.profiles, county.sessions, routing,
+    return Escalator(county.site, county.profiles, county.sessions, county.writer, routing,
                      default_webhook=WEBHOOK, notices_waiting=asyncio.Event(), policy=policy)
 
 

@@ -49,7 +49,7 @@ async def eventually(check: Callable[[], Awaitable[bool]], timeout: float, what:
 async def scheduler(county: County, webhook: str, sweep_every_s: float):
     routing = Routing("wecom_robot", None, frozenset({"wecom_robot"}),
                       recipients_of(county.site, webhook))
-    escalator = Escalator(county.site, county.profiles, county.sessions, routing,
+    escalator = Escalator(county.site, county.profiles, county.sessions, county.writer, routing,
                           default_webhook=webhook, notices_waiting=asyncio.Event(), policy=FAST)
     running = EscalationScheduler(escalator, sweep_every_s=sweep_every_s)
     task = asyncio.create_task(running.run())
@@ -81,7 +81,8 @@ async def test_the_head_then_the_bureau_get_an_unacknowledged_alarm_on_time(coun
         routing = Routing("wecom_robot", None, frozenset({"wecom_robot"}),
                           recipients_of(county.site, robot.url))
         waiting = asyncio.Event()
-        notifier = Notifier(county.sessions, waiting, {"wecom_robot": WeComRobotChannel()},
+        notifier = Notifier(county.sessions, county.writer, waiting,
+                            {"wecom_robot": WeComRobotChannel()},
                             routing, Fallback(3, 60))
         sending = asyncio.create_task(notifier.run())
         raised = utc_now()

@@ -60,7 +60,7 @@ async def fill_ledger(county: County) -> dict[str, int]:
                         responsible_unit="丁桥镇敬老院（演示）", responsible_person="赵强",
                         responsible_phone="13800000202", deadline=now - DAY, status="reported",
                         device_id="dq-gas-1", rule="gas_low")
-        await ledger.record_iot_entry(session, gas)
+        await session.run_sync(ledger.record_iot_entry, gas)
         ids["iot"] = gas.id
     return ids
 

@@ -7,6 +7,7 @@ database, and sent by a running notifier; each fake counts what arrived by notic
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
 from datetime import timedelta
 
@@ -37,6 +38,12 @@ async def sessions(tmp_path):
 
 
 @pytest.fixture
+async def writer(sessions):
+    async with db.Writer(sessions, "test-writer") as writer:
+        yield writer
+
+
+@pytest.fixture
 def robot():
     with WeComServer() as server:
         yield server
@@ -54,13 +61,13 @@ def routing(robot: WeComServer, sms: ProviderServer | None = None) -> Routing:
     return Routing("wecom_robot", "aliyun_sms" if sms else None, frozenset(channels), recipients)
 
 
-def notifier(sessions, robot: WeComServer, sms: ProviderServer | None = None,
+def notifier(sessions, writer: db.Writer, robot: WeComServer, sms: ProviderServer | None = None,
              fallback_after: int = 99) -> Notifier:
     channels = {"wecom_robot": WeComRobot()}
     if sms:
         channels["aliyun_sms"] = AliyunSms("LTAI-test-id", "test-secret", "青阳民政", "SMS_000001",
                                            sms.base_url)
-    return Notifier(sessions, asyncio.Event(), channels, routing(robot, sms),
+    return Notifier(sessions, writer, asyncio.Event(), channels, routing(robot, sms),
                     Fallback(fallback_after, 3600), timeout_s=1, backoff_s=0.1)
 
 
@@ -68,7 +75,7 @@ async def store(sessions, robot: WeComServer, count: int) -> list[int]:
     outbox = Outbox(routing(robot), storm_window_s=0)
     async with sessions.begin() as session:
         for n in range(count):
-            await outbox.add(session, INSTITUTION, None, NoticeMessage(
+            await session.run_sync(outbox.add, INSTITUTION, None, NoticeMessage(
                 kind="raise", institution="蓉城镇敬老院（演示）", title=f"测试报警 {n}",
                 location="蓉城镇 · 厨房", device="rc-gas-1", time="2026-11-22 20:00:00"))
     return [n.id for n in await notices(sessions)][-count:]
@@ -96,10 +103,10 @@ async def all_failed_at_least(sessions, attempts: int) -> bool:
     return all(n.attempts >= attempts for n in await notices(sessions))
 
 
-async def test_after_a_provider_outage_every_notice_arrives_exactly_once(sessions, robot):
+async def test_after_a_provider_outage_every_notice_arrives_exactly_once(sessions, writer, robot):
     ids = await store(sessions, robot, 3)
     robot.robot.trouble = Trouble.DOWN
-    running = notifier(sessions, robot)
+    running = notifier(sessions, writer, robot)
     task = asyncio.create_task(running.run())
     try:
         await eventually(lambda: all_failed_at_least(sessions, 2), 15, "failed attempts")
@@ -114,9 +121,37 @@ async def test_after_a_provider_outage_every_notice_arrives_exactly_once(session
     assert running.failures >= 9
 
 
-async def test_a_restarted_notifier_sends_what_is_pending_once_and_nothing_again(sessions, robot):
+async def test_a_notice_sent_while_another_process_locks_the_database_is_recorded_once(
+    sessions, writer, robot, tmp_path
+):
+    [notice_id] = await store(sessions, robot, 1)
+    # another process's write transaction, held past SQLite's 5 s busy timeout: the status
+    # write after the send fails, and is retried until the lock is gone
+    locker = sqlite3.connect(tmp_path / "fw.db", isolation_level=None)
+    locker.execute("BEGIN IMMEDIATE")
+    task = asyncio.create_task(notifier(sessions, writer, robot).run())
+    try:
+        await eventually(lambda: _robot_got(robot, 1), 10, "the notice at the robot")
+        await asyncio.sleep(6)
+        assert not task.done()  # a status not stored yet is no reason to stop
+        locker.rollback()
+        await eventually(lambda: all_sent(sessions), 15, "the notice recorded as sent")
+        await asyncio.sleep(1.5)  # rounds of the notifier that could have sent it again
+    finally:
+        locker.close()
+        task.cancel()
+    assert robot.robot.delivered() == {str(notice_id): 1}
+
+
+async def _robot_got(robot: WeComServer, count: int) -> bool:
+    return len(robot.robot.accepted) >= count
+
+
+async def test_a_restarted_notifier_sends_what_is_pending_once_and_nothing_again(
+    sessions, writer, robot
+):
     before = await store(sessions, robot, 2)
-    first = asyncio.create_task(notifier(sessions, robot).run())
+    first = asyncio.create_task(notifier(sessions, writer, robot).run())
     await eventually(lambda: all_sent(sessions), 10, "the first notices sent")
     robot.robot.trouble = Trouble.DOWN
     during = await store(sessions, robot, 3)
@@ -124,7 +159,7 @@ async def test_a_restarted_notifier_sends_what_is_pending_once_and_nothing_again
     first.cancel()  # the notifier stops mid-outage
 
     robot.robot.trouble = Trouble.NONE
-    second = asyncio.create_task(notifier(sessions, robot).run())
+    second = asyncio.create_task(notifier(sessions, writer, robot).run())
     try:
         await eventually(lambda: all_sent(sessions), 15, "the pending notices sent")
         await asyncio.sleep(1.5)  # a round or two more: nothing is sent twice
@@ -138,10 +173,10 @@ async def all_failed_at_least_where(sessions, ids: list[int], attempts: int) -> 
 
 
 async def test_a_channel_that_keeps_failing_hands_its_notices_to_the_fallback_once(
-        sessions, robot, sms):
+        sessions, writer, robot, sms):
     robot.robot.trouble = Trouble.DOWN
     ids = await store(sessions, robot, 1)  # one: a mobile number takes one SMS a minute
-    task = asyncio.create_task(notifier(sessions, robot, sms, fallback_after=3).run())
+    task = asyncio.create_task(notifier(sessions, writer, robot, sms, fallback_after=3).run())
     try:
         await eventually(lambda: all_sent(sessions), 15, "notices sent on the fallback")
         await asyncio.sleep(1.0)
@@ -154,9 +189,9 @@ async def test_a_channel_that_keeps_failing_hands_its_notices_to_the_fallback_on
         assert "wecom_robot failed 3 times" in notice.last_error
 
 
-async def test_a_robot_is_sent_at_most_20_notices_a_minute(sessions, robot):
+async def test_a_robot_is_sent_at_most_20_notices_a_minute(sessions, writer, robot):
     ids = await store(sessions, robot, 25)
-    running = notifier(sessions, robot)
+    running = notifier(sessions, writer, robot)
     task = asyncio.create_task(running.run())
     try:
         await eventually(lambda: _count_sent(sessions, 20), 10, "20 notices sent")
@@ -174,10 +209,10 @@ async def _count_sent(sessions, count: int) -> bool:
     return sum(n.status == "sent" for n in await notices(sessions)) >= count
 
 
-async def test_a_throttled_provider_is_left_alone_for_a_minute(sessions, robot):
+async def test_a_throttled_provider_is_left_alone_for_a_minute(sessions, writer, robot):
     robot.robot.trouble = Trouble.THROTTLE
     [notice_id] = await store(sessions, robot, 1)
-    task = asyncio.create_task(notifier(sessions, robot).run())
+    task = asyncio.create_task(notifier(sessions, writer, robot).run())
     try:
         await eventually(lambda: all_failed_at_least(sessions, 1), 10, "the throttled attempt")
         await asyncio.sleep(1.5)
@@ -189,20 +224,22 @@ async def test_a_throttled_provider_is_left_alone_for_a_minute(sessions, robot):
     assert notice.next_attempt_at > utc_now() + timedelta(seconds=55)
 
 
-async def test_a_new_notice_goes_out_while_another_institutions_robot_is_slow_to_answer(sessions):
+async def test_a_new_notice_goes_out_while_another_institutions_robot_is_slow_to_answer(
+    sessions, writer
+):
     with WeComServer() as slow, WeComServer() as quick:
         slow.robot.trouble, slow.robot.hang_s = Trouble.TIMEOUT, 3.0
         routes = Routing("wecom_robot", None, frozenset({"wecom_robot"}),
                          {"slow-home": {"wecom_robot": slow.url},
                           "quick-home": {"wecom_robot": quick.url}})
         waiting = asyncio.Event()
-        running = Notifier(sessions, waiting, {"wecom_robot": WeComRobot()}, routes,
+        running = Notifier(sessions, writer, waiting, {"wecom_robot": WeComRobot()}, routes,
                            Fallback(99, 3600), timeout_s=5)
         outbox = Outbox(routes, storm_window_s=0)
 
         async def raise_at(institution: str) -> None:
             async with sessions.begin() as session:
-                await outbox.add(session, institution, None, NoticeMessage(
+                await session.run_sync(outbox.add, institution, None, NoticeMessage(
                     kind="raise", institution=institution, title="一键报警（人工火警）",
                     location="1号楼", device="btn-1", time="2026-11-22 20:00:00"))
             waiting.set()

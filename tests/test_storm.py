@@ -17,7 +17,7 @@ from alerts.notices import NoticeMessage
 from alerts.notifier import Fallback, Notifier
 from firewatch import db
 from firewatch.contract import utc_now
-from tests.support.alerts import Feed, alert_service, database, robot_outbox
+from tests.support.alerts import Feed, alert_service, database, robot_outbox, writer
 from tests.support.wecom import WeComServer
 
 
@@ -82,7 +82,8 @@ async def test_alarms_at_another_institution_are_not_folded_into_this_storm(sess
 async def test_the_summary_reaches_the_robot_when_the_window_ends_and_the_first_before(sessions):
     with WeComServer() as robot:
         outbox = robot_outbox(robot.url, storm_window_s=3)
-        notifier = Notifier(sessions, asyncio.Event(), {"wecom_robot": WeComRobot()},
+        notifier = Notifier(sessions, writer(sessions), asyncio.Event(),
+                            {"wecom_robot": WeComRobot()},
                             outbox.routing, Fallback(3, 3600), timeout_s=2)
         sending = asyncio.create_task(notifier.run())
         try:

@@ -17,7 +17,6 @@ from itertools import count
 from alerts.outbox import Outbox, Routing
 from alerts.service import AlertService
 from firewatch import db
-from firewatch.consumer import DeadLetters
 from firewatch.contract import ReadingBatch
 from firewatch.mqtt import BrokerAddress
 from firewatch.profiles import load_profiles
@@ -39,26 +38,39 @@ def robot_outbox(webhook: str = WEBHOOK, storm_window_s: float = 0) -> Outbox:
                   storm_window_s)
 
 
+#: a writer per database made by :func:`database`, closed with it
+_writers: dict[int, db.Writer] = {}
+
+
 def alert_service(sessions, outbox: Outbox, site: Site = SITE) -> AlertService:
+    """An alert service on a database from :func:`database` (sharing its writer)."""
     return AlertService(
-        site, PROFILES, sessions, BrokerAddress("127.0.0.1", 1), DeadLetters(sessions, "alerts"),
-        shared_subscription=False, outbox=outbox,
-        hazard_deadline=timedelta(hours=24), notices_waiting=asyncio.Event(),
+        site, PROFILES, sessions, BrokerAddress("127.0.0.1", 1), shared_subscription=False,
+        outbox=outbox, hazard_deadline=timedelta(hours=24), notices_waiting=asyncio.Event(),
+        writer=_writers[id(sessions)],
     )
 
 
 @asynccontextmanager
 async def database(url: str, site: Site = SITE) -> AsyncIterator:
     """The site's (by default the demo's) institutions and devices in an empty database;
-    yields a sessionmaker."""
+    yields a sessionmaker.  The alert services and notifiers on it share one writer (see
+    :func:`writer`), as in a process of the alert side."""
     engine = db.create_engine(url)
     await db.create_schema(engine)
     sessions = db.sessionmaker(engine)
     await sync_site(sessions, site, PROFILES)
     try:
-        yield sessions
+        async with db.Writer(sessions, "test-writer") as _writers[id(sessions)]:
+            yield sessions
     finally:
+        _writers.pop(id(sessions), None)
         await engine.dispose()
+
+
+def writer(sessions) -> db.Writer:
+    """The writer of a database from :func:`database`."""
+    return _writers[id(sessions)]
 
 
 class Feed:

@@ -17,10 +17,9 @@ from alerts import ledger
 from alerts.ledger import NewEntry, Source
 from firewatch import db
 from firewatch.contract import utc_now
-from firewatch.profiles import DeviceProfile, HazardCategory, load_profiles
-from firewatch.settings import SITES_DIR
-from firewatch.site import Site, load_site
-from firewatch.stack import sync_site
+from firewatch.profiles import DeviceProfile, HazardCategory
+from firewatch.site import Site
+from tests.support.alerts import PROFILES, SITE, database, writer
 
 
 @dataclass
@@ -29,6 +28,7 @@ class County:
     site: Site
     profiles: dict[str, DeviceProfile]
     sessions: async_sessionmaker
+    writer: db.Writer  # the alert side's, which the alert service and notifier share
     ids: dict[str, int] = field(default_factory=dict)  # a test's entries, by a name it gives
 
     async def raise_alarm(self, device_id: str, rule: str, at: datetime) -> int:
@@ -73,13 +73,5 @@ class County:
 
 @asynccontextmanager
 async def demo_county(database_url: str):
-    profiles = load_profiles()
-    site = load_site(SITES_DIR / "demo-county.yaml", profiles)
-    engine = db.create_engine(database_url)
-    await db.create_schema(engine)
-    sessions = db.sessionmaker(engine)
-    await sync_site(sessions, site, profiles)
-    try:
-        yield County(database_url, site, profiles, sessions)
-    finally:
-        await engine.dispose()
+    async with database(database_url) as sessions:
+        yield County(database_url, SITE, PROFILES, sessions, writer(sessions))
