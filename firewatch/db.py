@@ -1,7 +1,8 @@
 """The relational store: institutions, device state, alarms, the hazard ledger, notices.
 
 SQLite by default (one file under the data dir), PostgreSQL in production; SQLAlchemy's async
-engine either way.  Time series do not live here (see ``ingest``).
+engine either way, and for the alert side's writes a synchronous one on a thread of its own
+(:class:`Writer`).  Time series do not live here (see ``ingest``).
 """
 
 from __future__ import annotations
