@@ -7,15 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.postgres import PostgresCluster
+from firewatch.bench.servers import PostgreSQL
 
 # robot, broker and database for the tests that run Firewatch's services as processes
 pytest_plugins = ["tests.support.processes"]
 
 
 @pytest.fixture(scope="session")
-def postgres() -> Iterator[PostgresCluster]:
-    cluster = PostgresCluster()
+def postgres() -> Iterator[PostgreSQL]:
+    cluster = PostgreSQL()
     cluster.start()
     yield cluster
     cluster.stop()

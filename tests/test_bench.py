@@ -34,14 +34,19 @@ def test_throughput_benchmarks_end_with_their_figures(name, args, keys):
     assert figures["benchmark"] == name and keys <= figures.keys()
 
 
-@pytest.mark.parametrize(("shape", "processes"), [
-    ("services", {"alerts", "ingest", "gateway"}), ("up", {"up"})])
+@pytest.mark.parametrize(("shape", "database", "processes"), [
+    ("services", "sqlite", {"alerts", "ingest", "gateway"}),
+    ("up", "sqlite", {"up"}),
+    ("services", "postgresql", {"alerts", "ingest", "gateway"}),
+])
 def test_alarm_latency_reports_percentiles_for_presses_and_breaches_against_an_mqtt_round_trip(
-    shape, processes,
+    shape, database, processes,
 ):
-    figures = bench("alarms", "--devices", "20", "--shape", shape)
+    figures = bench("alarms", "--devices", "20", "--shape", shape, "--database", database)
     assert figures["benchmark"] == "alarms" and figures["institutions"] == 2
     assert figures["shape"] == shape
+    assert figures["database"].lower().startswith({"sqlite": "sqlite", "postgresql": "postgres"}[
+        database])
     for kind in ("one_key_ms", "one_key_to_broker_ms", "polled_ms", "polled_to_broker_ms",
                  "mqtt_round_trip_ms"):
         assert figures[kind]["count"] >= 1, kind

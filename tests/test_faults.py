@@ -23,10 +23,9 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Connection, Engine
 
-from firewatch.bench.servers import Mosquitto
+from firewatch.bench.servers import Mosquitto, PostgreSQL
 from firewatch.contract import parse_message
 from firewatch.mqtt import free_port
-from tests.support.postgres import PostgresCluster
 from tests.support.processes import Service, press, until
 from tests.support.providers import Trouble
 from tests.support.wecom import WeComServer
@@ -87,7 +86,7 @@ def rig(tmp_path_factory, broker, database, robot) -> Iterator[AlertsRig]:
 
 @pytest.fixture(scope="module")
 def sql(database) -> Iterator[Engine]:
-    engine = create_engine(PostgresCluster.synchronous(database))
+    engine = create_engine(PostgreSQL.synchronous(database))
     yield engine
     engine.dispose()
 

@@ -1,10 +1,12 @@
 """`firewatch bench alarms`: from a simulator event to the notice arriving at the robot endpoint.
 
 A synthetic county (one institution per ten devices: four electrical fire monitors and four gas
-detectors on one Modbus TCP line, two one-key alarm buttons on MQTT) runs in `firewatch up` (a
-child process) on a real Mosquitto, or on the stack's embedded amqtt broker.  The devices are
-simulated in this process, as in the field they are apart from the gateway, so the benchmark
-knows the instant of each event:
+detectors on one Modbus TCP line, two one-key alarm buttons on MQTT) runs as production runs it,
+`firewatch alerts`, `ingest` and `gateway` in processes of their own on a real Mosquitto (or,
+``--shape up``, in one `firewatch up` process), on SQLite or, ``--database postgresql``, on a
+PostgreSQL of its own with the server's default durability.  The devices are simulated in this
+process, as in the field they are apart from the gateway, so the benchmark knows the instant of
+each event:
 
 * a one-key press: when the simulated button's state changes (its uplink goes out at once);
 * a polled breach (``gas-leak``): when the detector's registers first hold a concentration at
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 import subprocess
 import tempfile
 import time
@@ -34,7 +37,7 @@ import yaml
 from alerts.service import CONSUMER as ALERTS
 from firewatch.bench.common import percentiles_ms, report, versions
 from firewatch.bench.recorder import WebhookRecorder
-from firewatch.bench.servers import Mosquitto
+from firewatch.bench.servers import Mosquitto, PostgreSQL
 from firewatch.bench.stack_process import running_services, running_stack, scrape
 from firewatch.contract import ReadingBatch, parse_message, readings_topic
 from firewatch.mqtt import BrokerAddress, free_port
@@ -218,7 +221,7 @@ def broker_version(mosquitto: Mosquitto | None) -> str:
 
 
 async def run(devices: int, count: int | None, spacing_s: float, broker_kind: str,
-              shape: str, as_json: bool) -> dict[str, Any]:
+              shape: str, as_json: bool, database: str = "sqlite") -> dict[str, Any]:
     if shape == "services" and broker_kind == "embedded":
         raise SystemExit("firewatch bench alarms: the services shape needs a broker between "
                          "processes: --broker mosquitto")
@@ -236,6 +239,7 @@ async def run(devices: int, count: int | None, spacing_s: float, broker_kind: st
 
         mosquitto = Mosquitto(workdir) if broker_kind == "mosquitto" else None
         env = {"FIREWATCH_NOTICE_STORM_WINDOW_S": "0"}
+        postgresql = PostgreSQL(durable=True) if database == "postgresql" else None
         if mosquitto is not None:
             broker = BrokerAddress.from_url(mosquitto.url)
             env["FIREWATCH_MQTT_URL"] = mosquitto.url
@@ -247,6 +251,11 @@ async def run(devices: int, count: int | None, spacing_s: float, broker_kind: st
         try:
             if mosquitto is not None:
                 mosquitto.start()
+            if postgresql is not None:
+                postgresql.start()
+                env["FIREWATCH_DATABASE_URL"] = postgresql.new_database()
+            database_version = postgresql.version if postgresql else (
+                f"SQLite {sqlite3.sqlite_version}")
             for gateway in site["gateways"]:  # the stack's gateways poll the servers started here
                 line = gateway["endpoints"][0]
                 line.update(simulated=False, port=fleet.endpoint_port(line["id"]))
@@ -288,6 +297,8 @@ async def run(devices: int, count: int | None, spacing_s: float, broker_kind: st
             await fleet.stop()
             if mosquitto is not None:
                 mosquitto.stop()
+            if postgresql is not None:
+                postgresql.stop()
 
     def latencies(items: list[Measured]) -> list[float]:
         arrived = [(m, robot.first(m.institution, m.title)) for m in items]
@@ -306,7 +317,7 @@ async def run(devices: int, count: int | None, spacing_s: float, broker_kind: st
         "institutions": institutions, "modbus_devices": institutions * (EFMS_EACH + GAS_EACH),
         "buttons": institutions * BUTTONS_EACH, "poll_interval_s": poll_s,
         "presses": count, "breaches": count, "spacing_s": spacing_s,
-        "broker": broker_version(mosquitto), "storm_window_s": 0,
+        "broker": broker_version(mosquitto), "database": database_version, "storm_window_s": 0,
         "flow": flow, "alerts_keeps_up": round(flow["alerts_applied_per_s"]
                                                / max(flow["published_per_s"], 0.1), 3),
         "mqtt_round_trip_ms": rtt_ms,
@@ -330,7 +341,7 @@ async def run(devices: int, count: int | None, spacing_s: float, broker_kind: st
     report(
         f"alarms: {institutions * DEVICES_EACH} devices in {institutions} institutions, "
         f"{count} presses and {count} gas breaches, {figures['broker']}, "
-        f"{SHAPES[shape]}",
+        f"{database_version}, {SHAPES[shape]}",
         [
             ("alerts takes", f"{flow['alerts_applied_per_s']:,.0f} batches/s",
              (f"of {flow['published_per_s']:,.0f}/s published "

@@ -1,31 +1,36 @@
 """Real servers from Debian's packages on free loopback ports, for tests and benchmarks.
 
-Mosquitto (MQTT broker), VictoriaMetrics (takes InfluxDB v2 writes) and InfluxDB 1.6 (answers
-InfluxQL on /query): between them every broker and InfluxDB code path meets a real server
-(there is no InfluxDB 2 package).  scripts/test.sh installs them.
+Mosquitto (MQTT broker), VictoriaMetrics (takes InfluxDB v2 writes), InfluxDB 1.6 (answers
+InfluxQL on /query) and PostgreSQL: between them every broker, InfluxDB and database code path
+meets a real server (there is no InfluxDB 2 package).  scripts/test.sh installs them.
 """
 
 from __future__ import annotations
 
 import getpass
+import glob
+import itertools
 import json
+import os
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
 import httpx
 
+from firewatch.db import SYNCHRONOUS_DRIVERS
 from firewatch.mqtt import free_port
+
 
 class Mosquitto:
     def __init__(self, workdir: Path) -> None:
         binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
         if not Path(binary).exists():
-            raise RuntimeError(
-                "mosquitto is not installed: scripts/test.sh installs it (apt-get install mosquitto)"
-            )
+            raise RuntimeError("mosquitto is not installed: scripts/test.sh installs it "
+                               "(apt-get install mosquitto)")
         self.binary = binary
         self.port = free_port()
         self.config = workdir / "mosquitto.conf"
@@ -146,3 +151,75 @@ class InfluxDB1(_Server):
     def write_lines(self, database: str, lines: list[str]) -> None:
         httpx.post(f"{self.url}/write", params={"db": database, "precision": "ms"},
                    content="\n".join(lines), timeout=10).raise_for_status()
+
+
+def _postgresql_bin_dir() -> Path:
+    """Debian keeps the server programs under /usr/lib/postgresql/<version>/bin, off PATH."""
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"),
+                   key=lambda p: int(Path(p).parts[4]))
+    if not found:
+        raise RuntimeError("PostgreSQL is not installed: scripts/test.sh installs it "
+                           "(apt-get install postgresql)")
+    return Path(found[-1]).parent
+
+
+class PostgreSQL:
+    """A throwaway PostgreSQL cluster on a free port; a database of its own for each user.
+
+    ``initdb`` and ``postgres`` refuse to run as root, and the tests (like CI) run as root here,
+    so as root every server command runs as the ``postgres`` system user that Debian's package
+    creates, in a temporary directory that user owns.
+
+    ``durable=False`` (the tests) turns fsync off, which halves their run time: a test database
+    need not survive a power cut.  A benchmark keeps PostgreSQL's defaults, as production does.
+    """
+
+    def __init__(self, durable: bool = False) -> None:
+        self.bin = _postgresql_bin_dir()
+        self.durable = durable
+        self.dir = Path(tempfile.mkdtemp(prefix="firewatch-pg-"))
+        self.data = self.dir / "data"
+        self.port = free_port()
+        self.as_postgres = os.geteuid() == 0
+        self._names = itertools.count(1)
+
+    def _run(self, program: str, *args: str) -> str:
+        command = [str(self.bin / program), *args]
+        if self.as_postgres:
+            command = ["runuser", "-u", "postgres", "--", *command]
+        return subprocess.run(command, check=True, capture_output=True, text=True,
+                              timeout=60).stdout
+
+    @property
+    def version(self) -> str:
+        return self._run("postgres", "--version").strip()
+
+    def start(self) -> None:
+        if self.as_postgres:
+            shutil.chown(self.dir, "postgres", "postgres")
+        self._run("initdb", "-D", str(self.data), "-U", "firewatch", "--auth=trust",
+                  "-E", "UTF8", "--locale=C.UTF-8", "--no-sync")
+        options = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1"
+        if not self.durable:
+            options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+        self._run("pg_ctl", "-D", str(self.data), "-o", options, "-l",
+                  str(self.dir / "server.log"), "-w", "start")
+
+    def new_database(self) -> str:
+        """A fresh empty database; returns its SQLAlchemy async URL."""
+        name = f"firewatch_{next(self._names)}"
+        self._run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "firewatch", name)
+        return f"postgresql+asyncpg://firewatch@127.0.0.1:{self.port}/{name}"
+
+    @staticmethod
+    def synchronous(url: str) -> str:
+        """The same database for a synchronous SQLAlchemy engine (psycopg), for a test to hold
+        locks or count rows while the services under test run."""
+        driver, _, rest = url.partition("://")
+        return f"{SYNCHRONOUS_DRIVERS[driver]}://{rest}"
+
+    def stop(self) -> None:
+        try:
+            self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
+        finally:
+            shutil.rmtree(self.dir, ignore_errors=True)
