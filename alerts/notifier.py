@@ -182,10 +182,10 @@ class Notifier:
     async def _store(self, write: Callable[[Session], T]) -> T:
         """A notice's new status, stored however long the database takes to take it.
 
-        A notice the provider accepted must be recorded as sent, or it goes out again; one
-        that failed, or it is retried at once.  A database that is locked for longer than
-        its busy timeout (another process's long write) or briefly away is waited for; the
-        notice stays in flight meanwhile, and the notifier goes on sending the others.
+        A notice the provider accepted must be recorded as sent, or it would go out again, and
+        a failure must be recorded, or the notice would be retried at once.  A database locked
+        for longer than its busy timeout (another process's long write) or briefly away is
+        waited for; the notice stays in flight meanwhile, and the others are still sent.
         """
         delay = 0.1
         while True:

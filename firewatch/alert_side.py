@@ -35,7 +35,7 @@ class AlertSide:
     alerts: AlertService
     notifier: Notifier
     escalation: EscalationScheduler
-    writer: Writer  # the alert service's and the notifier's writes, on a thread of their own
+    writer: Writer  # every write of the three, on a thread of its own (firewatch.db.Writer)
 
     def services(self) -> dict[str, Coroutine[Any, Any, None]]:
         """What to run, by task name."""
