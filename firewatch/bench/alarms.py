@@ -241,16 +241,15 @@ async def run(devices: int, count: int | None, spacing_s: float, broker_kind: st
         env = {"FIREWATCH_NOTICE_STORM_WINDOW_S": "0"}
         postgresql = PostgreSQL(durable=True) if database == "postgresql" else None
         if mosquitto is not None:
+            mosquitto.start()  # before the simulators take ports: its own is chosen already
             broker = BrokerAddress.from_url(mosquitto.url)
             env["FIREWATCH_MQTT_URL"] = mosquitto.url
         else:
             broker = BrokerAddress("127.0.0.1", free_port())
             env["FIREWATCH_MQTT_EMBEDDED_PORT"] = str(broker.port)
         fleet = SimulatorFleet(load_site(fleet_file, profiles), profiles, broker, seed=1)
-        await fleet.start()
         try:
-            if mosquitto is not None:
-                mosquitto.start()
+            await fleet.start()
             if postgresql is not None:
                 postgresql.start()
                 env["FIREWATCH_DATABASE_URL"] = postgresql.new_database()

@@ -41,9 +41,10 @@ class Mosquitto:
             f"user {getpass.getuser()}\n"
             f"persistence true\npersistence_location {workdir}/\n"
             "log_dest stderr\nlog_type error\nlog_type warning\n"
-            # as in production: the defaults (1,000 queued, 20 in flight per client) drop
-            # messages for a consumer that falls behind, and cap its batches at 20
-            "max_queued_messages 1000000\nmax_inflight_messages 1000\n"
+            # as in production (deploy/mosquitto/mosquitto.conf): the defaults (1,000 queued,
+            # 20 in flight per client) drop messages for a consumer that falls behind, and cap
+            # its batches at 20; and small messages go out at once, not after a delayed ACK
+            "max_queued_messages 1000000\nmax_inflight_messages 1000\nset_tcp_nodelay true\n"
         )
         self.process: subprocess.Popen | None = None
 
@@ -55,6 +56,9 @@ class Mosquitto:
         self.process = subprocess.Popen([self.binary, "-c", str(self.config)])
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
+            if self.process.poll() is not None:  # e.g. the port taken since it was chosen
+                raise RuntimeError(f"mosquitto exited ({self.process.returncode}) on port "
+                                   f"{self.port}")
             try:
                 socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
                 return
