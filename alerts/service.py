@@ -60,7 +60,7 @@ class AlertService:
         writer: Writer,
         keep_applied: timedelta = timedelta(hours=24),
     ) -> None:
-        self.sessions = sessions  # reads, dead letters; what messages cause goes by the writer
+        self.sessions = sessions  # to read back what the writer wrote
         self.writer = writer
         self.keep_applied = keep_applied
         self.outbox = outbox

@@ -60,11 +60,6 @@ class DataType(StrEnum):
         """Registers (or bits, for BOOL) one value occupies."""
         return 2 if self in (DataType.INT32, DataType.UINT32, DataType.FLOAT32) else 1
 
-    @property
-    def struct_char(self) -> str:
-        """The ``struct`` format character of one value (not BOOL)."""
-        return _STRUCT[self]
-
 
 _STRUCT = {
     DataType.INT16: "h",
