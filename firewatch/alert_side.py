@@ -10,7 +10,7 @@ alerts service once ran without escalation).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -28,6 +28,7 @@ from firewatch.mqtt import BrokerAddress
 from firewatch.profiles import DeviceProfile
 from firewatch.settings import Settings
 from firewatch.site import Site
+from firewatch.supervise import Job
 
 
 @dataclass(frozen=True)
@@ -37,10 +38,10 @@ class AlertSide:
     escalation: EscalationScheduler
     writer: Writer  # every write of the three, on a thread of its own (firewatch.db.Writer)
 
-    def services(self) -> dict[str, Coroutine[Any, Any, None]]:
-        """What to run, by task name."""
-        return {"alerts": self.alerts.run(), "notifier": self.notifier.run(),
-                "escalation": self.escalation.run()}
+    def services(self) -> dict[str, Job]:
+        """What to run, by task name: each supervised on its own (firewatch.supervise)."""
+        return {"alerts": self.alerts.run, "notifier": self.notifier.run,
+                "escalation": self.escalation.run}
 
     def statuses(self) -> dict[str, Callable[[], dict[str, Any]]]:
         """What /api/health reports of each, by the same names."""
@@ -71,6 +72,7 @@ def alert_side(
         notices_waiting=notices_waiting,
         writer=writer,
         keep_applied=timedelta(hours=settings.applied_keep_hours),
+        keep_dead_letters=settings.dead_letter_keep,
     )
     fallback = Fallback(settings.notice_fallback_after_attempts, settings.notice_fallback_after_s)
     notifier = Notifier(sessions, writer, notices_waiting, channels, routing, fallback,

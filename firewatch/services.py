@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import uvicorn
@@ -35,8 +35,10 @@ from firewatch.mqtt import BrokerAddress
 from firewatch.profiles import DeviceProfile, load_profiles
 from firewatch.settings import Settings
 from firewatch.site import Site, load_site
+from firewatch.supervise import Job, Supervisor
 from firewatch.stack import (
     endpoint_ports,
+    gateway_jobs,
     http_server,
     sync_site,
     timeseries_store,
@@ -87,19 +89,21 @@ async def timeseries(settings: Settings, site: Site) -> AsyncIterator[TimeSeries
 
 
 async def serve_until_signalled(
-    services: dict[str, Coroutine[Any, Any, None]], servers: list[uvicorn.Server],
+    supervisor: Supervisor, services: dict[str, Job], servers: list[uvicorn.Server],
     on_stop: Callable[[], None] = lambda: None,
 ) -> None:
-    """Run services and HTTP servers until SIGINT/SIGTERM; a service that fails stops all.
+    """Run services, each supervised on its own, and HTTP servers until SIGINT/SIGTERM.
 
-    ``on_stop`` runs when the signal arrives, before the servers wait for open requests.
+    A service that raises is restarted (firewatch.supervise), never the end of the others;
+    ``supervisor`` is the one whose status the health and metrics report.  ``on_stop`` runs
+    when the signal arrives, before the servers wait for open requests.
     """
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     async with asyncio.TaskGroup() as group:
-        running = [group.create_task(coro, name=name) for name, coro in services.items()]
+        running = group.create_task(supervisor.run(services), name="services")
         for server in servers:
             group.create_task(server.serve())
         await stop.wait()
@@ -107,8 +111,7 @@ async def serve_until_signalled(
         on_stop()
         for server in servers:
             server.should_exit = True
-        for task in running:
-            task.cancel()
+        running.cancel()
 
 
 def metrics_server(settings: Settings, collector: FirewatchCollector) -> uvicorn.Server:
@@ -148,19 +151,11 @@ async def run_gateway(settings: Settings, gateway_ids: list[str]) -> None:
                            settings.gateway_outbox_max_messages)
             for g in chosen
         ]
-
-        async def devices_after_gateways() -> None:
-            if fleet is not None:
-                for g in gateways:
-                    await g.listening.wait()
-                fleet.start_mqtt()
-
-        services = {f"gateway:{g.gateway.id}": g.run() for g in gateways}
-        services["simulated MQTT devices"] = devices_after_gateways()
         log.info("gateways %s publishing to %s%s", [g.id for g in chosen], broker.url,
                  " with simulated devices" if fleet else "")
-        await serve_until_signalled(
-            services, [metrics_server(settings, FirewatchCollector(gateways=gateways))])
+        supervisor = Supervisor()
+        await serve_until_signalled(supervisor, gateway_jobs(gateways, fleet), [metrics_server(
+            settings, FirewatchCollector(gateways=gateways, tasks=supervisor))])
 
 
 async def run_ingest(settings: Settings) -> None:
@@ -170,13 +165,14 @@ async def run_ingest(settings: Settings) -> None:
     async with timeseries(settings, site) as store, database(settings) as sessions:
         ingest = IngestService(
             store, Spool(settings.data_dir / f"ingest-spool-{settings.instance}.db"), broker,
-            DeadLetters(sessions, "ingest"), shared_subscription=shared,
+            DeadLetters(sessions, "ingest", settings.dead_letter_keep), shared_subscription=shared,
             instance=settings.instance, compactor=compactor_for(store, settings),
         )
         log.info("ingest %s: %s -> %s", settings.instance, broker.url, store.name)
+        supervisor = Supervisor()
         await serve_until_signalled(
-            {"ingest": ingest.run()},
-            [metrics_server(settings, FirewatchCollector(ingest=ingest))])
+            supervisor, {"ingest": ingest.run},
+            [metrics_server(settings, FirewatchCollector(ingest=ingest, tasks=supervisor))])
 
 
 async def run_alerts(settings: Settings) -> None:
@@ -194,12 +190,13 @@ async def run_alerts(settings: Settings) -> None:
         changes = ChangePublisher(hub, broker, f"fw-alerts-changes-{settings.instance}")
         alert = alert_side(settings, site, profiles, sessions, broker, shared)
         log.info("alerts: consuming from %s", broker.url)
+        supervisor = Supervisor()
         try:
             await serve_until_signalled(
-                {**alert.services(), "changes": changes.run()},
+                supervisor, {**alert.services(), "changes": changes.run},
                 [metrics_server(settings, FirewatchCollector(
                     alerts=alert.alerts, notifier=alert.notifier, escalation=alert.escalation,
-                    changes=changes))])
+                    changes=changes, tasks=supervisor))])
         finally:
             await alert.close()
 
@@ -215,20 +212,24 @@ async def run_web(settings: Settings) -> None:
         await prepare_accounts(settings, sessions)
         hub = ChangeHub()
         changes: ChangeListener | None = None
-        services: dict[str, Coroutine[Any, Any, None]] = {}
-        statuses: dict[str, Callable[[], dict[str, Any]]] = {}
+        supervisor = Supervisor()
+        services: dict[str, Job] = {}
+        statuses: dict[str, Callable[[], dict[str, Any]]] = {"tasks": supervisor.status}
         if settings.mqtt_url:
+            letters = DeadLetters(sessions, "web", settings.dead_letter_keep)
             changes = ChangeListener(hub, BrokerAddress.from_url(settings.mqtt_url),
-                                     f"fw-web-{settings.instance}", DeadLetters(sessions, "web"))
-            services["changes"], statuses["changes"] = changes.run(), changes.status
+                                     f"fw-web-{settings.instance}", letters)
+            services["changes"], statuses["changes"] = changes.run, changes.status
+            services["dead-letter-retention"] = letters.expire
         else:
             log.warning("web: no FIREWATCH_MQTT_URL: the live pages show only changes made "
                         "through this web app, not alarms the alert service raises")
         app = create_app(AppContext(
             sessions=sessions, timeseries=store, site=site,
             site_dir=settings.site_file.parent, statuses=statuses, settings=settings,
-            metrics=registry_for(FirewatchCollector(changes=changes)), hub=hub,
+            metrics=registry_for(FirewatchCollector(changes=changes, tasks=supervisor)), hub=hub,
         ))
         log.info("web: http://%s:%d", settings.host, settings.port)
-        await serve_until_signalled(services, [http_server(app, settings.host, settings.port)],
+        await serve_until_signalled(supervisor, services,
+                                    [http_server(app, settings.host, settings.port)],
                                     on_stop=hub.close)

@@ -28,6 +28,7 @@ from firewatch.mqtt import BrokerAddress, EmbeddedBroker
 from firewatch.profiles import DeviceProfile, load_profiles
 from firewatch.settings import Settings
 from firewatch.site import ModbusEndpoint, Site, load_site
+from firewatch.supervise import Job, Supervisor, supervise
 from firewatch.web.app import AppContext, create_app
 from gateway.service import GatewayService
 from ingest.influx_store import InfluxTimeSeries
@@ -116,6 +117,20 @@ def endpoint_ports(fleet: SimulatorFleet | None) -> Callable[[ModbusEndpoint], i
     return endpoint_port
 
 
+def gateway_jobs(gateways: list[GatewayService], fleet: SimulatorFleet | None) -> dict[str, Job]:
+    """Each gateway supervised on its own, and the simulated MQTT devices started once every
+    gateway listens for their reports."""
+    jobs: dict[str, Job] = {f"gateway:{g.gateway.id}": g.run for g in gateways}
+    if fleet is not None:
+        async def devices_after_gateways() -> None:
+            for g in gateways:
+                await g.listening.wait()
+            fleet.start_mqtt()
+
+        jobs["simulated MQTT devices"] = devices_after_gateways
+    return jobs
+
+
 def http_server(app: ASGIApp, host: str, port: int) -> uvicorn.Server:
     """uvicorn for the web app or a metrics listener; its logs go through ours (text or JSON)."""
     return _Server(uvicorn.Config(
@@ -157,7 +172,7 @@ async def run_stack(settings: Settings) -> None:
         stack.push_async_callback(alert.close)
         ingest = IngestService(
             store, Spool(settings.data_dir / "ingest-spool.db"), broker,
-            DeadLetters(sessions, "ingest"), shared_subscription=shared,
+            DeadLetters(sessions, "ingest", settings.dead_letter_keep), shared_subscription=shared,
             compactor=compactor_for(store, settings),
         )
         gateways = [
@@ -167,7 +182,9 @@ async def run_stack(settings: Settings) -> None:
             )
             for g in site.gateways
         ]
+        supervisor = Supervisor()
         statuses = {
+            "tasks": supervisor.status,
             **alert.statuses(),
             "ingest": ingest.status,
             **{f"gateway:{g.gateway.id}": g.status for g in gateways},
@@ -179,7 +196,8 @@ async def run_stack(settings: Settings) -> None:
             site_dir=settings.site_file.parent, statuses=statuses, simulators=fleet,
             settings=settings,
             metrics=registry_for(FirewatchCollector(
-                gateways, ingest, alert.alerts, alert.notifier, alert.escalation)),
+                gateways, ingest, alert.alerts, alert.notifier, alert.escalation,
+                tasks=supervisor)),
         ))
         server = http_server(app, settings.host, settings.port)
 
@@ -196,20 +214,11 @@ async def run_stack(settings: Settings) -> None:
             listen before the simulated MQTT devices send their first report."""
             await alert.alerts.consumer.ready.wait()
             await ingest.consumer.ready.wait()
-            async with asyncio.TaskGroup() as group:
-                for g in gateways:
-                    group.create_task(g.run(), name=f"gateway:{g.gateway.id}")
-                if fleet is not None:
-                    for g in gateways:
-                        await g.listening.wait()
-                    fleet.start_mqtt()
+            await supervise(gateway_jobs(gateways, fleet))
 
         async with asyncio.TaskGroup() as tasks:
-            services = [
-                *(tasks.create_task(coro, name=name) for name, coro in alert.services().items()),
-                tasks.create_task(ingest.run(), name="ingest"),
-                tasks.create_task(gateways_and_devices(), name="gateways"),
-            ]
+            services = tasks.create_task(supervisor.run(
+                {**alert.services(), "ingest": ingest.run, "gateways": gateways_and_devices}))
             log.info(
                 "Firewatch is up: http://%s:%d  (broker %s%s, store %s, data in %s)",
                 settings.host, settings.port, broker.url,
@@ -217,5 +226,4 @@ async def run_stack(settings: Settings) -> None:
             )
             await server.serve()
             log.info("stopping")
-            for task in services:
-                task.cancel()
+            services.cancel()

@@ -11,6 +11,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from firewatch.contract import DeviceEvent, EventType, ReadingBatchEncoder, utc_
 from firewatch.mqtt import BrokerAddress
 from firewatch.profiles import DeviceProfile, Transport
 from firewatch.site import Device, Gateway, ModbusEndpoint, Site
+from firewatch.supervise import Job, supervise
 from gateway.modbus_poller import BatchValues, DeliveryTick, EndpointPoller
 from gateway.mqtt_bridge import MqttBridge
 from gateway.outbox import Outbox
@@ -72,12 +74,12 @@ class GatewayService:
         await self.outbox.open()
         try:
             bridge = MqttBridge(self._mqtt_devices, self._readings, self._event)
-            async with asyncio.TaskGroup() as tasks:
-                for poller in self.pollers:
-                    tasks.create_task(poller.run())
-                if bridge.topics:
-                    tasks.create_task(bridge.watch_heartbeats())
-                tasks.create_task(self._stay_connected(bridge))
+            # each line on its own: a line that fails must not stop its neighbours' polls
+            jobs: dict[str, Job] = {f"line:{p.endpoint.id}": p.run for p in self.pollers}
+            if bridge.topics:
+                jobs["mqtt-heartbeats"] = bridge.watch_heartbeats
+            jobs["broker"] = partial(self._stay_connected, bridge)
+            await supervise(jobs)
         finally:
             await self.outbox.close()
 
