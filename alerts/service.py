@@ -33,12 +33,19 @@ from alerts.rules import (
     may_raise_at_once,
     rules_for,
 )
-from firewatch.consumer import DeadLetters, GatewayMessageConsumer, claim, forget_applied
+from firewatch.consumer import (
+    DEAD_LETTER_KEEP,
+    DeadLetters,
+    GatewayMessageConsumer,
+    claim,
+    forget_applied,
+)
 from firewatch.contract import DeviceEvent, EventType, ReadingBatch, utc_now
 from firewatch.db import ACTIVE_ALARM, Alarm, Device, Hazard, Institution, RuleState, Writer
 from firewatch.mqtt import BrokerAddress
 from firewatch.profiles import AlarmRule, DeviceProfile, Severity
 from firewatch.site import Site
+from firewatch.supervise import supervise
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +66,7 @@ class AlertService:
         notices_waiting: asyncio.Event,
         writer: Writer,
         keep_applied: timedelta = timedelta(hours=24),
+        keep_dead_letters: timedelta = DEAD_LETTER_KEEP,
     ) -> None:
         self.sessions = sessions  # to read back what the writer wrote
         self.writer = writer
@@ -73,7 +81,7 @@ class AlertService:
         self.profiles = {d.id: profiles[d.profile] for d in site.devices}
         self.raised = 0
         self.consumer = GatewayMessageConsumer(
-            CONSUMER, broker, self.apply_batch, DeadLetters(sessions, CONSUMER),
+            CONSUMER, broker, self.apply_batch, DeadLetters(sessions, CONSUMER, keep_dead_letters),
             shared_subscription=shared_subscription,
             # what has queued up is applied together; nothing waits for more to arrive.  While
             # the service keeps up that is a few messages; up to 500 when it has fallen behind,
@@ -83,9 +91,8 @@ class AlertService:
         )
 
     async def run(self) -> None:
-        async with asyncio.TaskGroup() as tasks:
-            tasks.create_task(self.consumer.run())
-            tasks.create_task(self._forget_old_applied())
+        await supervise({"consumer": self.consumer.run, "forget-applied": self._forget_old_applied,
+                         "dead-letter-retention": self.consumer.dead_letters.expire})
 
     async def _forget_old_applied(self, every_s: float = 10) -> None:
         """Keep the record of applied messages to ``keep_applied``: long enough to recognise

@@ -8,16 +8,19 @@ Ingest and alerts both consume the gateways' messages.  This module is what they
   effect durable, so a crash in between means redelivery, never loss;
 * a shared subscription (``$share/<group>/...``) where the broker has them, so replicas split
   the stream;
-* payloads that break the contract go to the dead-letter store with the reason, and the
-  consumer carries on.
+* payloads that break the contract, and messages whose own content makes the handler fail,
+  go to the dead-letter store with the reason, and the consumer carries on; only a database
+  or store away is waited for (``firewatch.faults``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from functools import partial
 
 import aiomqtt
@@ -34,8 +37,10 @@ from firewatch.contract import (
     ReadingBatch,
     parse_message,
     shared,
+    utc_now,
 )
 from firewatch.db import DeadLetter, ProcessedMessage, Writer
+from firewatch.faults import Fault, classify, reason_of, storable
 from firewatch.mqtt import BrokerAddress
 
 log = logging.getLogger(__name__)
@@ -95,18 +100,83 @@ def claim(
     return [m for key, m in unique.items() if key in new]
 
 
+#: what a dead letter keeps of a payload; its original length is kept beside it
+MAX_STORED_PAYLOAD = 64 * 1024
+#: tries of a message whose handler fails with an error neither transient nor of its content,
+#: before it is dead-lettered: a bug that fails one message must not hold up the stream
+MAX_ATTEMPTS = 5
+#: how long a dead letter is kept by default (FIREWATCH_DEAD_LETTER_KEEP_DAYS)
+DEAD_LETTER_KEEP = timedelta(days=30)
+
+
 class DeadLetters:
-    def __init__(self, sessions: async_sessionmaker, consumer: str) -> None:
+    """The messages one consumer set aside, each with its reason, counted by reason class.
+
+    A letter keeps the first ``MAX_STORED_PAYLOAD`` bytes of its payload (an 8 MiB payload
+    must not become 8 MiB rows) and the original length.  ``expire`` keeps them ``keep``.
+    """
+
+    def __init__(self, sessions: async_sessionmaker, consumer: str,
+                 keep: timedelta = DEAD_LETTER_KEEP) -> None:
         self.sessions = sessions
         self.consumer = consumer
-        self.count = 0
+        self.keep = keep
+        #: letters stored, by reason class: "contract" or the exception type
+        self.by_reason: Counter[str] = Counter()
 
-    async def put(self, topic: str, payload: bytes, reason: str) -> None:
-        async with self.sessions.begin() as session:
-            session.add(DeadLetter(consumer=self.consumer, topic=topic, payload=payload,
-                                   reason=reason))
-        self.count += 1
+    @property
+    def count(self) -> int:
+        return self.by_reason.total()
+
+    async def put(self, topic: str, payload: bytes, reason: str,
+                  reason_class: str = "contract") -> None:
+        """Store the letter; a database away is waited for, so that the message is acknowledged
+        only once its letter is stored."""
+        topic, reason = storable(topic), storable(reason)
+        delay = 0.1
+        while True:
+            try:
+                async with self.sessions.begin() as session:
+                    session.add(DeadLetter(
+                        consumer=self.consumer, topic=topic,
+                        payload=payload[:MAX_STORED_PAYLOAD], payload_size=len(payload),
+                        reason=reason, reason_class=reason_class[:32]))
+                break
+            except Exception as exc:
+                if classify(exc) is not Fault.TRANSIENT:
+                    raise  # bounded and cleaned above: a bug, for the supervisor
+                log.warning("%s: a dead letter not stored (%s); retrying in %.1f s",
+                            self.consumer, reason_of(exc), delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10)
+        self.by_reason[reason_class] += 1
         log.warning("%s: dead-lettered a message on %s: %s", self.consumer, topic, reason)
+
+    async def expire(self, every_s: float = 3600, chunk: int = 500) -> None:
+        """Forget letters older than ``keep``, every ``every_s``, ``chunk`` rows a transaction
+        (a flood of hostile messages must not become one long delete)."""
+        while True:
+            before = utc_now() - self.keep
+            while True:
+                async with self.sessions.begin() as session:
+                    old = (select(DeadLetter.id).where(DeadLetter.consumer == self.consumer,
+                                                       DeadLetter.received_at < before)
+                           .limit(chunk))
+                    done = (await session.execute(
+                        delete(DeadLetter).where(DeadLetter.id.in_(old)))).rowcount
+                if done < chunk:
+                    break
+                await asyncio.sleep(0)
+            await asyncio.sleep(every_s)
+
+
+@dataclass
+class _Item:
+    """A valid message with what its dead letter would keep."""
+
+    message: ReadingBatch | DeviceEvent
+    topic: str
+    payload: bytes
 
 
 class GatewayMessageConsumer:
@@ -139,6 +209,8 @@ class GatewayMessageConsumer:
         self.connected = False
         self.handled = 0
         self.ready = asyncio.Event()
+        #: failed tries of a message with an unknown error, by (topic, payload)
+        self._attempts: dict[tuple[str, bytes], int] = {}
 
     @property
     def filters(self) -> list[str]:
@@ -198,25 +270,72 @@ class GatewayMessageConsumer:
         return batch
 
     async def _handle(self, batch: list[aiomqtt.Message]) -> None:
+        """Apply or dead-letter every message of ``batch``; return only when each is one or the
+        other, so that the caller may acknowledge them all.
+
+        A payload that does not parse, whatever the parser raises, is dead-lettered with the
+        reason.  The valid ones go to the handler together (see :meth:`_apply`).
+        """
         valid = []
         for raw in batch:
             topic, payload = str(raw.topic), bytes(raw.payload)
             try:
-                valid.append(parse_message(topic, payload))
+                valid.append(_Item(parse_message(topic, payload), topic, payload))
             except InvalidPayload as exc:
                 await self.dead_letters.put(topic, payload, exc.reason)
-        if not valid:
+            except Exception as exc:  # hostile input the parser did not foresee
+                await self.dead_letters.put(topic, payload, f"unreadable payload: "
+                                            f"{reason_of(exc)}", type(exc).__name__)
+        await self._apply(valid)
+
+    async def _apply(self, items: list[_Item]) -> None:
+        """Hand ``items`` to the handler until each is applied or dead-lettered.
+
+        The handler applies a batch all or nothing (its effects and their record commit
+        together), so a batch may be tried again and again.  A transient error (database or
+        store away) is retried, unacknowledged, for as long as it lasts: no message is lost to a
+        bad day.  Any other error splits the batch in halves to find the message(s) it comes
+        from: a message that fails alone with an error of its content is dead-lettered at once,
+        one that fails with an unknown error after ``MAX_ATTEMPTS`` tries; the others are
+        applied.
+        """
+        if not items:
             return
         delay = 0.1
         while True:
             try:
-                await self.handler(valid)
-            except Exception:
-                # the store is down or busy: keep the messages unacknowledged and try again
-                log.exception("%s: could not apply %d messages; retrying in %.1f s",
-                              self.name, len(valid), delay)
+                await self.handler([item.message for item in items])
+            except Exception as exc:
+                fault = classify(exc)
+                if fault is Fault.TRANSIENT:
+                    log.warning("%s: could not apply %d messages (%s); retrying in %.1f s",
+                                self.name, len(items), reason_of(exc), delay)
+                elif len(items) > 1:
+                    half = len(items) // 2
+                    await self._apply(items[:half])
+                    await self._apply(items[half:])
+                    return
+                else:
+                    [item] = items
+                    key = (item.topic, item.payload)
+                    tries = self._attempts.pop(key, 0) + 1
+                    if fault is Fault.CONTENT or tries >= MAX_ATTEMPTS:
+                        log.error("%s: a message on %s fails to apply after %d tries",
+                                  self.name, item.topic, tries, exc_info=exc)
+                        await self.dead_letters.put(
+                            item.topic, item.payload, f"not applied after {tries} tries: "
+                            f"{reason_of(exc)}", type(exc).__name__)
+                        return
+                    if len(self._attempts) >= 10_000:  # tries of messages never seen again
+                        self._attempts.clear()
+                    self._attempts[key] = tries
+                    log.warning("%s: a message on %s failed (%s); try %d of %d in %.1f s",
+                                self.name, item.topic, reason_of(exc), tries, MAX_ATTEMPTS,
+                                delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10)
                 continue
-            self.handled += len(valid)
+            for item in items:
+                self._attempts.pop((item.topic, item.payload), None)
+            self.handled += len(items)
             return

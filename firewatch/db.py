@@ -248,9 +248,15 @@ class DeadLetter(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     consumer: Mapped[str] = mapped_column(String(32))
     topic: Mapped[str] = mapped_column(Text)
+    #: the first 64 KiB of the payload (firewatch.consumer.MAX_STORED_PAYLOAD)
     payload: Mapped[bytes] = mapped_column(LargeBinary)
+    #: the payload's length as received; more than ``len(payload)`` when it was cut
+    payload_size: Mapped[int] = mapped_column(Integer, default=0)
     reason: Mapped[str] = mapped_column(Text)
-    received_at: Mapped[datetime] = mapped_column(default=utc_now)
+    #: "contract" for a payload refused at the door, else the exception type that set it aside
+    reason_class: Mapped[str] = mapped_column(String(32), default="contract")
+    # indexed for the retention's chunked deletes
+    received_at: Mapped[datetime] = mapped_column(default=utc_now, index=True)
 
 
 class User(Base):

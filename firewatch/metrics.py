@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from alerts.service import AlertService
     from firewatch.change_relay import ChangeListener, ChangePublisher
     from firewatch.consumer import GatewayMessageConsumer
+    from firewatch.supervise import Supervisor
     from gateway.service import GatewayService
     from ingest.service import IngestService
 
@@ -40,8 +41,11 @@ class FirewatchCollector(Collector):
     notifier: Notifier | None = None
     escalation: EscalationScheduler | None = None
     changes: ChangePublisher | ChangeListener | None = None
+    tasks: Supervisor | None = None  # the process's supervised tasks (firewatch.supervise)
 
     def collect(self) -> Iterator[Metric]:
+        if self.tasks is not None:
+            yield from self._tasks(self.tasks)
         yield from self._gateways()
         consumers = [s.consumer for s in (self.ingest, self.alerts) if s is not None]
         yield from self._consumers(consumers)
@@ -68,6 +72,20 @@ class FirewatchCollector(Collector):
                 value=self.escalation.jobs_scheduled)
         if self.changes is not None:
             yield from self._changes(self.changes)
+
+    @staticmethod
+    def _tasks(supervisor: Supervisor) -> Iterator[Metric]:
+        restarts = CounterMetricFamily(
+            "firewatch_task_restarts",
+            "Restarts of a long-running task after it raised (its last error is in "
+            "/api/health).", labels=["task"])
+        running = GaugeMetricFamily(
+            "firewatch_task_running", "1 while the task runs, 0 while it waits to restart "
+            "or after it finished.", labels=["task"])
+        for name, record in list(supervisor.tasks.items()):
+            restarts.add_metric([name], record.restarts)
+            running.add_metric([name], int(record.state == "running"))
+        yield from (restarts, running)
 
     def _gateways(self) -> Iterator[Metric]:
         if not self.gateways:
@@ -114,14 +132,16 @@ class FirewatchCollector(Collector):
             labels=["consumer"])
         dead = CounterMetricFamily(
             "firewatch_dead_letters",
-            "Messages refused for breaking the contract, kept with the reason in the "
-            "dead-letter store.", labels=["consumer"])
+            "Messages set aside with the reason in the dead-letter store, by reason class: "
+            "contract (refused at the door) or the exception type that failed them.",
+            labels=["consumer", "reason"])
         connected = GaugeMetricFamily(
             "firewatch_consumer_broker_connected", "1 while subscribed on the broker.",
             labels=["consumer"])
         for consumer in consumers:
             applied.add_metric([consumer.name], consumer.handled)
-            dead.add_metric([consumer.name], consumer.dead_letters.count)
+            for reason, count in list(consumer.dead_letters.by_reason.items()):
+                dead.add_metric([consumer.name, reason], count)
             connected.add_metric([consumer.name], int(consumer.connected))
         yield from (applied, dead, connected)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from datetime import timedelta
 from pathlib import Path
 from typing import Literal
 
@@ -119,6 +120,11 @@ class Settings(BaseSettings):
         "applied, to recognise a redelivery (one row per message). A broker away longer than "
         "this could redeliver a message it has forgotten.",
     )
+    dead_letter_keep_days: float = Field(
+        30, gt=0, le=3650, allow_inf_nan=False,
+        description="How long a consumer keeps the messages it set aside (dead letters) before "
+        "forgetting them; each consumer prunes its own every hour.",
+    )
 
     log_format: Literal["text", "json"] = Field(
         "text", description="text: lines for a terminal; json: one JSON object per line."
@@ -156,6 +162,10 @@ class Settings(BaseSettings):
         "wgs84 for Tianditu (CGCS2000) and OpenStreetMap-style tiles.",
     )
     map_tile_attribution: str = Field("", description="Attribution shown under the tiles.")
+
+    @property
+    def dead_letter_keep(self) -> timedelta:
+        return timedelta(days=self.dead_letter_keep_days)
 
     @property
     def sqlite_path(self) -> Path:

@@ -15,6 +15,7 @@ from typing import Any
 from firewatch.consumer import DeadLetters, GatewayMessageConsumer
 from firewatch.contract import DeviceEvent, ReadingBatch
 from firewatch.mqtt import BrokerAddress
+from firewatch.supervise import Job, supervise
 from ingest.retention import SqliteCompactor
 from ingest.spool import Spool
 from ingest.store import TimeSeriesStore
@@ -98,12 +99,12 @@ class IngestService:
 
     async def run(self) -> None:
         await self.spool.open()
+        jobs: dict[str, Job] = {"consumer": self.consumer.run, "drain": self._drain,
+                                "dead-letter-retention": self.consumer.dead_letters.expire}
+        if self.compactor is not None:
+            jobs["compaction"] = self.compactor.run
         try:
-            async with asyncio.TaskGroup() as tasks:
-                tasks.create_task(self.consumer.run())
-                tasks.create_task(self._drain())
-                if self.compactor is not None:
-                    tasks.create_task(self.compactor.run())
+            await supervise(jobs)
         finally:
             await self.spool.close()
 

@@ -147,8 +147,8 @@ def test_a_broken_payload_goes_to_the_dead_letter_store_with_the_reason(stack):
         if "FIREWATCH_MQTT_URL" in stack.env else int(stack.env["FIREWATCH_MQTT_EMBEDDED_PORT"])
     paho.mqtt.publish.single("firewatch/v1/readings/gw-rongcheng/rc-gas-1", b'{"seq": "x"}',
                              qos=1, hostname="127.0.0.1", port=port)
-    stack.wait_until(lambda: len(stack.get("/api/dead-letters")) >= 2, 15, "dead letters")
-    letters = stack.get("/api/dead-letters")
+    stack.wait_until(lambda: stack.get("/api/dead-letters")["total"] >= 2, 15, "dead letters")
+    letters = stack.get("/api/dead-letters")["items"]
     assert {d["consumer"] for d in letters} == {"alerts", "ingest"}
     assert all("does not match the v1 contract" in d["reason"] for d in letters)
     assert letters[0]["payload"] == '{"seq": "x"}'

@@ -19,7 +19,7 @@ from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pydantic import TypeAdapter
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from alerts import ledger, lifecycle
@@ -131,10 +131,12 @@ def create_app(ctx: AppContext) -> FastAPI:
         except Exception as exc:  # report, don't fail: health must answer when parts are down
             database = f"error: {exc}"
         services = {name: status() for name, status in ctx.statuses.items()}
-        ok = database == "ok"
+        problems = ([] if database == "ok" else [f"database unreachable ({database})"])
+        problems += [p for name, status in services.items() for p in _problems(name, status)]
         return {
-            "status": "ok" if ok else "degraded",
+            "status": "degraded" if problems else "ok",
             "version": __version__,
+            "problems": problems,
             "database": database,
             "timeseries": ctx.timeseries.name,
             "services": services,
@@ -312,16 +314,30 @@ def create_app(ctx: AppContext) -> FastAPI:
             return list(await session.scalars(query))
 
     @app.get("/api/dead-letters", dependencies=[Depends(require_roles(*OPERATORS))])
-    async def dead_letters(limit: int = Query(100, ge=1, le=1000)) -> list[dict[str, Any]]:
+    async def dead_letters(
+        limit: int = Query(100, ge=1, le=1000),
+        before: int | None = Query(None, ge=1, le=2**31 - 1,
+                                   description="Letters older than this id: the next page."),
+    ) -> dict[str, Any]:
+        """The newest dead letters first, a page at a time: ``next_before`` is the ``before``
+        of the next page (none after the last), ``total`` counts them all."""
+        query = select(DeadLetter).order_by(DeadLetter.id.desc()).limit(limit)
+        if before is not None:
+            query = query.where(DeadLetter.id < before)
         async with ctx.sessions() as session:
-            rows = await session.scalars(
-                select(DeadLetter).order_by(DeadLetter.id.desc()).limit(limit))
-            return [
+            rows = list(await session.scalars(query))
+            total = await session.scalar(select(func.count()).select_from(DeadLetter))
+        return {
+            "total": total,
+            "next_before": rows[-1].id if len(rows) == limit else None,
+            "items": [
                 {"id": d.id, "consumer": d.consumer, "topic": d.topic, "reason": d.reason,
-                 "received_at": d.received_at,
+                 "reason_class": d.reason_class, "received_at": d.received_at,
+                 "payload_size": d.payload_size,
                  "payload": d.payload.decode("utf-8", errors="replace")}
                 for d in rows
-            ]
+            ],
+        }
 
     @app.get("/api/map/outline")
     async def outline(_user: CurrentUser) -> dict[str, Any]:
@@ -350,6 +366,16 @@ def create_app(ctx: AppContext) -> FastAPI:
         return {"device_id": device_id, "scenario": request.scenario}
 
     return app
+
+
+def _problems(name: str, status: dict[str, Any]) -> list[str]:
+    """Why the service ``name`` cannot do its whole job, from what its status says."""
+    problems = list(status.get("problems", []))  # the supervisor's restarting tasks
+    if status.get("broker_connected") is False:
+        problems.append(f"{name}: broker unreachable, not connected")
+    if status.get("store_available") is False:
+        problems.append(f"{name}: time-series store unavailable (spooling)")
+    return problems
 
 
 def _simulators(ctx: AppContext) -> Simulators:
