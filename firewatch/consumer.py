@@ -18,10 +18,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
+from typing import Generic, TypeVar
 
 import aiomqtt
 from sqlalchemy import delete, select, tuple_
@@ -45,6 +46,7 @@ from firewatch.mqtt import BrokerAddress
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
 Handler = Callable[[list[ReadingBatch | DeviceEvent]], Awaitable[None]]
 
 
@@ -170,6 +172,71 @@ class DeadLetters:
             await asyncio.sleep(every_s)
 
 
+class Isolation(Generic[T]):
+    """Applies items in batches until each is applied or set aside: a poison item found and
+    set aside with its reason, a bad day waited out.
+
+    A transient error (database or store away) is retried with backoff, the items held, for as
+    long as it lasts: nothing is lost to a bad day.  Any other error splits the batch in halves
+    to find the item(s) it comes from: an item that fails alone with an error of its content
+    is set aside at once, one that fails with an unknown error after ``MAX_ATTEMPTS`` tries;
+    the others are applied.  ``apply`` must apply a batch all or nothing, or be idempotent.
+    """
+
+    def __init__(self, name: str, apply: Callable[[list[T]], Awaitable[None]],
+                 set_aside: Callable[[T, str, str], Awaitable[None]],
+                 key: Callable[[T], Hashable]) -> None:
+        self.name = name
+        self.apply = apply
+        self.set_aside = set_aside  # (item, reason, reason class)
+        self.key = key
+        #: failed tries of an item with an unknown error
+        self._attempts: dict[Hashable, int] = {}
+
+    async def __call__(self, items: list[T]) -> None:
+        if not items:
+            return
+        delay = 0.1
+        while True:
+            try:
+                await self.apply(items)
+            except Exception as exc:
+                fault = classify(exc)
+                if fault is Fault.TRANSIENT:
+                    log.warning("%s: could not apply %d items (%s); retrying in %.1f s",
+                                self.name, len(items), reason_of(exc), delay)
+                elif len(items) > 1:
+                    half = len(items) // 2
+                    await self(items[:half])
+                    await self(items[half:])
+                    return
+                elif await self._gave_up(items[0], fault, exc):
+                    return
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10)
+                continue
+            for item in items:
+                self._attempts.pop(self.key(item), None)
+            return
+
+    async def _gave_up(self, item: T, fault: Fault, exc: Exception) -> bool:
+        """Count a failed try of ``item`` alone; set it aside if that was its last."""
+        key = self.key(item)
+        tries = self._attempts.pop(key, 0) + 1
+        if fault is Fault.CONTENT or tries >= MAX_ATTEMPTS:
+            log.error("%s: an item fails to apply after %d tries; set aside", self.name, tries,
+                      exc_info=exc)
+            await self.set_aside(item, f"not applied after {tries} tries: {reason_of(exc)}",
+                                 type(exc).__name__)
+            return True
+        if len(self._attempts) >= 10_000:  # tries of items never seen again
+            self._attempts.clear()
+        self._attempts[key] = tries
+        log.warning("%s: an item failed alone (%s); try %d of %d", self.name, reason_of(exc),
+                    tries, MAX_ATTEMPTS)
+        return False
+
+
 @dataclass
 class _Item:
     """A valid message with what its dead letter would keep."""
@@ -209,8 +276,8 @@ class GatewayMessageConsumer:
         self.connected = False
         self.handled = 0
         self.ready = asyncio.Event()
-        #: failed tries of a message with an unknown error, by (topic, payload)
-        self._attempts: dict[tuple[str, bytes], int] = {}
+        self._isolation = Isolation(name, self._apply, self._dead_letter,
+                                    key=lambda item: (item.topic, item.payload))
 
     @property
     def filters(self) -> list[str]:
@@ -286,56 +353,11 @@ class GatewayMessageConsumer:
             except Exception as exc:  # hostile input the parser did not foresee
                 await self.dead_letters.put(topic, payload, f"unreadable payload: "
                                             f"{reason_of(exc)}", type(exc).__name__)
-        await self._apply(valid)
+        await self._isolation(valid)
 
     async def _apply(self, items: list[_Item]) -> None:
-        """Hand ``items`` to the handler until each is applied or dead-lettered.
+        await self.handler([item.message for item in items])
+        self.handled += len(items)
 
-        The handler applies a batch all or nothing (its effects and their record commit
-        together), so a batch may be tried again and again.  A transient error (database or
-        store away) is retried, unacknowledged, for as long as it lasts: no message is lost to a
-        bad day.  Any other error splits the batch in halves to find the message(s) it comes
-        from: a message that fails alone with an error of its content is dead-lettered at once,
-        one that fails with an unknown error after ``MAX_ATTEMPTS`` tries; the others are
-        applied.
-        """
-        if not items:
-            return
-        delay = 0.1
-        while True:
-            try:
-                await self.handler([item.message for item in items])
-            except Exception as exc:
-                fault = classify(exc)
-                if fault is Fault.TRANSIENT:
-                    log.warning("%s: could not apply %d messages (%s); retrying in %.1f s",
-                                self.name, len(items), reason_of(exc), delay)
-                elif len(items) > 1:
-                    half = len(items) // 2
-                    await self._apply(items[:half])
-                    await self._apply(items[half:])
-                    return
-                else:
-                    [item] = items
-                    key = (item.topic, item.payload)
-                    tries = self._attempts.pop(key, 0) + 1
-                    if fault is Fault.CONTENT or tries >= MAX_ATTEMPTS:
-                        log.error("%s: a message on %s fails to apply after %d tries",
-                                  self.name, item.topic, tries, exc_info=exc)
-                        await self.dead_letters.put(
-                            item.topic, item.payload, f"not applied after {tries} tries: "
-                            f"{reason_of(exc)}", type(exc).__name__)
-                        return
-                    if len(self._attempts) >= 10_000:  # tries of messages never seen again
-                        self._attempts.clear()
-                    self._attempts[key] = tries
-                    log.warning("%s: a message on %s failed (%s); try %d of %d in %.1f s",
-                                self.name, item.topic, reason_of(exc), tries, MAX_ATTEMPTS,
-                                delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10)
-                continue
-            for item in items:
-                self._attempts.pop((item.topic, item.payload), None)
-            self.handled += len(items)
-            return
+    async def _dead_letter(self, item: _Item, reason: str, reason_class: str) -> None:
+        await self.dead_letters.put(item.topic, item.payload, reason, reason_class)

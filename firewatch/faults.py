@@ -9,6 +9,7 @@ bounded number of times, then set aside (see ``firewatch.consumer``).
 
 from __future__ import annotations
 
+import sqlite3
 from enum import Enum
 
 from sqlalchemy.exc import (
@@ -21,6 +22,15 @@ from sqlalchemy.exc import (
 )
 
 
+class Refused(Exception):
+    """A server refused the item for good, for its content (an HTTP 4xx such as InfluxDB's
+    "points beyond retention policy"): sending it again gets the same answer."""
+
+
+class Unavailable(Exception):
+    """A server could not take the item now (an HTTP 5xx, a refused login): try again."""
+
+
 class Fault(Enum):
     TRANSIENT = "transient"  # the world: retry the same item, unacknowledged
     CONTENT = "content"  # the item itself: set it aside
@@ -31,12 +41,14 @@ def classify(exc: BaseException) -> Fault:
     # OperationalError: connection refused or lost, "database is locked", a server shutting
     # down; InterfaceError: a closed connection; a DBAPIError marked connection_invalidated: the
     # pool's connection went away under the statement
-    if isinstance(exc, OperationalError | InterfaceError | OSError | TimeoutError):
+    if isinstance(exc, OperationalError | InterfaceError | OSError | TimeoutError | Unavailable
+                  | sqlite3.OperationalError):
         return Fault.TRANSIENT
     if isinstance(exc, DBAPIError) and exc.connection_invalidated:
         return Fault.TRANSIENT
     # an integrity or data error is the row's own: the same values fail again
-    if isinstance(exc, IntegrityError | DataError):
+    if isinstance(exc, IntegrityError | DataError | Refused | sqlite3.IntegrityError
+                  | sqlite3.DataError):
         return Fault.CONTENT
     if isinstance(exc, StatementError) and exc.orig is not None and not isinstance(
             exc.orig, DBAPIError):

@@ -13,11 +13,14 @@ import re
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 
+import aiohttp
 import httpx
 from influxdb_client import Point, WritePrecision
 from influxdb_client.client.influxdb_client_async import InfluxDBClientAsync
+from influxdb_client.rest import ApiException
 
 from firewatch.contract import FIELD_PATTERN, ID_PATTERN, ReadingBatch
+from firewatch.faults import Refused, Unavailable
 from ingest.store import HistoryPoint
 
 
@@ -105,13 +108,27 @@ class InfluxTimeSeries:
             await self._http.aclose()
 
     async def write(self, batches: list[ReadingBatch]) -> int:
+        """One request for all; raises on any non-2xx answer, so nothing is acknowledged.
+
+        As Telegraf's InfluxDB output tells them apart: a refusal for the points' content (400
+        bad line, 413 too large, 422 or a partial write "points beyond retention policy") is
+        ``Refused``, which ingest sets aside with the reason; a server error, a refused token or
+        a missing bucket (401, 403, 404), throttling (429) and a broken connection are
+        ``Unavailable``, which stays spooled and is tried again.
+        """
         assert self._client is not None, "store not open"
-        # one request for all; raises on any non-2xx answer, so nothing is acknowledged
-        await self._client.write_api().write(
-            bucket=self.bucket, record=[batch_to_line(b, self._township_tags.get(b.institution_id, ""))
-                                       for b in batches],
-            write_precision=WritePrecision.MS,
-        )
+        lines = [batch_to_line(b, self._township_tags.get(b.institution_id, "")) for b in batches]
+        try:
+            await self._client.write_api().write(
+                bucket=self.bucket, record=lines, write_precision=WritePrecision.MS)
+        except ApiException as exc:
+            answer = f"{self.name} answered {exc.status}: {exc.message or exc.reason}"
+            if exc.status is not None and 400 <= exc.status < 500 and exc.status not in (
+                    401, 403, 404, 408, 429):
+                raise Refused(answer) from exc
+            raise Unavailable(answer) from exc
+        except aiohttp.ClientError as exc:
+            raise Unavailable(f"{self.name} unreachable: {exc!r}") from exc
         return len(batches)
 
     async def history(

@@ -12,8 +12,9 @@ import asyncio
 import logging
 from typing import Any
 
-from firewatch.consumer import DeadLetters, GatewayMessageConsumer
-from firewatch.contract import DeviceEvent, ReadingBatch
+from firewatch.consumer import DeadLetters, GatewayMessageConsumer, Isolation
+from firewatch.contract import DeviceEvent, ReadingBatch, readings_topic
+from firewatch.faults import Fault, classify, reason_of
 from firewatch.mqtt import BrokerAddress
 from firewatch.supervise import Job, supervise
 from ingest.retention import SqliteCompactor
@@ -46,6 +47,8 @@ class IngestService:
         self.duplicates = 0
         self.store_available = True
         self._spooled = asyncio.Event()
+        self._from_spool = Isolation(f"ingest spool -> {store.name}", self._write_spooled,
+                                     self._set_aside, key=lambda row: row[0])
         self.consumer = GatewayMessageConsumer(
             "ingest", broker, self._apply, dead_letters,
             shared_subscription=shared_subscription, instance=instance,
@@ -62,9 +65,11 @@ class IngestService:
                 self._count(len(batches), await self.store.write(batches))
                 return
             except Exception as exc:
+                if classify(exc) is not Fault.TRANSIENT:
+                    raise  # a batch refused for its content: the consumer finds and sets it aside
                 self.store_available = False
                 log.warning("time-series store %s failed (%s): spooling to disk",
-                            self.store.name, exc)
+                            self.store.name, reason_of(exc))
         await self.spool.put(batches)
         self._spooled.set()
 
@@ -73,7 +78,12 @@ class IngestService:
         self.duplicates += offered - new
 
     async def _drain(self) -> None:
-        delay = 0.5
+        """Write the spool into the store, oldest first, once it answers again.
+
+        The store away keeps the rows spooled and tried again; a batch it refuses for good (a
+        4xx, an overflowing value) is dead-lettered with the reason, so that it does not hold
+        up the batches after it (see ``firewatch.consumer.Isolation``).
+        """
         if self.spool.size:
             self._spooled.set()  # left over from before a restart
         while True:
@@ -82,20 +92,20 @@ class IngestService:
             if not rows:
                 self._spooled.clear()
                 continue
-            try:
-                new = await self.store.write([batch for _, batch in rows])
-            except Exception as exc:
-                log.info("store still failing (%s); %d batches spooled, retry in %.1f s",
-                         exc, self.spool.size, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 30)
-                continue
+            await self._from_spool(rows)
             await self.spool.remove_through(rows[-1][0])
-            self._count(len(rows), new)
             if not self.store_available:
                 self.store_available = True
                 log.info("time-series store %s is back; catching up", self.store.name)
-            delay = 0.5
+
+    async def _write_spooled(self, rows: list[tuple[int, ReadingBatch]]) -> None:
+        self._count(len(rows), await self.store.write([batch for _, batch in rows]))
+
+    async def _set_aside(self, row: tuple[int, ReadingBatch], reason: str, kind: str) -> None:
+        batch = row[1]
+        await self.consumer.dead_letters.put(
+            readings_topic(batch.gateway_id, batch.device_id), batch.to_bytes(),
+            f"refused by the time-series store {self.store.name}: {reason}", kind)
 
     async def run(self) -> None:
         await self.spool.open()

@@ -32,8 +32,11 @@ def batch(seq: int, start: datetime = T0) -> ReadingBatch:
 class Recorded:
     count = 0
 
-    async def put(self, topic, payload, reason):
+    async def put(self, topic, payload, reason, reason_class="contract"):
         raise AssertionError(f"unexpected dead letter: {reason}")
+
+    async def expire(self):
+        """Nothing to forget."""
 
 
 @pytest.fixture
