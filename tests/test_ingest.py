@@ -6,7 +6,10 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy import select
 
+from firewatch import db
+from firewatch.consumer import DeadLetters
 from firewatch.contract import ReadingBatch
 from firewatch.mqtt import BrokerAddress
 from firewatch.settings import Settings
@@ -17,6 +20,8 @@ from ingest.spool import Spool
 from ingest.sqlite_store import SqliteTimeSeries
 from firewatch.bench.servers import Mosquitto
 from firewatch.bench.servers import VictoriaMetrics
+from tests.support.influx_standin import InfluxStandIn
+from tests.support.ledger import demo_county
 
 pytestmark = pytest.mark.timeout(120)
 T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=30)
@@ -145,3 +150,36 @@ async def test_readings_sent_while_the_database_is_down_are_spooled_and_caught_u
     stored = victoria.export('{__name__="gas_detector_gas_concentration"}')
     assert sum(len(series["values"]) for series in stored) == 2200
     victoria.stop()
+
+
+async def test_a_batch_the_store_refuses_for_good_does_not_hold_up_the_spooled_ones_after_it(
+    mosquitto, tmp_path
+):
+    """Left spooled by an outage: a batch older than the server's retention, between two that
+    are not.  The server refuses it for good; it is dead-lettered and the others written."""
+    now = datetime.now(UTC)
+    left_over = Spool(tmp_path / "spool.db")
+    await left_over.open()
+    await left_over.put([batch(1, now), batch(2, now - timedelta(days=40)), batch(3, now)])
+    await left_over.close()
+    with InfluxStandIn(retention_s=30 * 86400) as server:
+        async with demo_county(f"sqlite+aiosqlite:///{tmp_path}/fw.db") as county:
+            store = InfluxTimeSeries(server.url, token="", org="o", bucket="b")
+            await store.open()
+            ingest = IngestService(store, Spool(tmp_path / "spool.db"), mosquitto,
+                                   DeadLetters(county.sessions, "ingest"),
+                                   shared_subscription=True)
+            task = asyncio.create_task(ingest.run())
+            try:
+                await until(lambda: _true(ingest.written == 2 and ingest.spool.size == 0))
+            finally:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+                await store.close()
+            async with county.sessions() as session:
+                [letter] = await session.scalars(select(db.DeadLetter))
+    assert {line.split(" ", 2)[1] for line in server.points} == {
+        "gas_concentration=0.1,sensor_fault=false", "gas_concentration=0.3,sensor_fault=false"}
+    assert ReadingBatch.model_validate_json(letter.payload).seq == 2
+    assert letter.reason_class == "Refused"
+    assert "422" in letter.reason and "beyond retention policy" in letter.reason
