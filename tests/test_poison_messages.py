@@ -7,6 +7,7 @@ the alert service fail is dead-lettered, and the alarms of every other instituti
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from datetime import UTC, datetime
 
 import pytest
@@ -114,3 +115,32 @@ async def test_a_handler_error_that_keeps_repeating_ends_as_a_dead_letter_and_th
         finally:
             running.cancel()
             await asyncio.gather(running, return_exceptions=True)
+
+
+async def test_a_database_that_is_away_for_a_moment_loses_no_message(mosquitto, tmp_path, caplog):
+    """Another process holds the database past SQLite's busy timeout while a press arrives: a
+    bad day, not the press's fault.  The press waits, and becomes its alarm once."""
+    async with demo_county(f"sqlite+aiosqlite:///{tmp_path}/fw.db") as county:
+        side = alert_side(Settings(wecom_webhook_url=None), county.site, county.profiles,
+                          county.sessions, mosquitto, shared=False)
+        running = asyncio.create_task(side.alerts.run())
+        locker = sqlite3.connect(tmp_path / "fw.db", isolation_level=None)
+        try:
+            await side.alerts.consumer.ready.wait()
+            locker.execute("BEGIN IMMEDIATE")
+            await publish(mosquitto, press("gw-dingqiao", "dq-btn-1", "dingqiao-eldercare", 1,
+                                           datetime.now(UTC)))
+            while not any("database is locked" in r.getMessage() for r in caplog.records):
+                await asyncio.sleep(0.05)
+            locker.rollback()
+            while side.alerts.consumer.handled < 1:
+                await asyncio.sleep(0.05)
+            async with county.sessions() as session:
+                alarms = list(await session.scalars(select(db.Alarm.device_id)))
+            assert alarms == ["dq-btn-1"]
+            assert await dead_letters(county.sessions) == []
+        finally:
+            locker.close()
+            running.cancel()
+            await asyncio.gather(running, return_exceptions=True)
+            await side.close()

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 
 import pytest
 
 from firewatch.supervise import Backoff, Supervisor, supervise
+from tests.support.stack import Stack
 
-pytestmark = pytest.mark.timeout(30)
+pytestmark = pytest.mark.timeout(120)
 
 
 async def test_a_task_that_raises_is_restarted_and_its_neighbour_runs_on():
@@ -72,3 +74,26 @@ async def test_a_task_that_returns_is_done_and_not_restarted():
     assert calls == 1
     assert supervisor.status() == {
         "tasks": {"once": {"state": "done", "restarts": 0, "last_error": None}}, "problems": []}
+
+
+def test_a_task_that_raises_in_firewatch_up_is_restarted_and_the_alarms_still_come(tmp_path):
+    """A ledger entry whose deadline is in year 9999 makes the escalation sweep overflow.  The
+    escalation task is restarted, health says so, and a button press is still an alarm."""
+    stack = Stack(tmp_path)
+    stack.start()
+    try:
+        reply = stack.api.post("/api/hazards", json={
+            "institution_id": "rongcheng-eldercare", "category": "fire_facilities",
+            "source": "self-check", "description": "消防通道堆放杂物",
+            "responsible_person": "张三", "responsible_phone": "13800000000",
+            "deadline": "9999-12-31T00:00:00+00:00"})
+        assert reply.status_code == 201, reply.text
+        stack.wait_until(lambda: any(p.startswith("task escalation restarting") for p in
+                                     stack.get("/api/health")["problems"]),
+                         60, "the escalation task to fail and be restarted")
+        assert stack.get("/api/health")["status"] == "degraded"
+        assert stack.simulate("dq-btn-1", "button-press").returncode == 0
+        stack.wait_until(lambda: any(a["device_id"] == "dq-btn-1"
+                                     for a in stack.get("/api/alarms")), 30, "the press's alarm")
+    finally:
+        assert stack.stop(signal.SIGTERM) == 0
