@@ -50,6 +50,8 @@ from firewatch.supervise import supervise
 log = logging.getLogger(__name__)
 
 CONSUMER = "alerts"
+#: where a transaction keeps the alarms it raised, counted once it commits
+_RAISED = "alarms raised"
 
 
 class AlertService:
@@ -123,7 +125,16 @@ class AlertService:
         urgent = {m.device_id for m in messages if self._urgent(m)}
         first = [m for m in messages if m.device_id in urgent]
         for part in (first, [m for m in messages if m.device_id not in urgent]):
-            if part and await self.writer.run(partial(self._apply_together, messages=part)):
+            if not part:
+                continue
+            new_notices, raised = await self.writer.run(
+                partial(self._apply_together, messages=part))
+            # counted and logged once committed: a batch rolled back and tried again (the
+            # database away, a poison message beside it) raised nothing the first time
+            for alarm_id, device_id, rule, institution in raised:
+                log.warning("alarm %d raised: %s %s (%s)", alarm_id, device_id, rule, institution)
+            self.raised += len(raised)
+            if new_notices:
                 self.notices_waiting.set()
 
     def _urgent(self, message: ReadingBatch | DeviceEvent) -> bool:
@@ -134,9 +145,9 @@ class AlertService:
 
     def _apply_together(
         self, session: Session, messages: list[ReadingBatch | DeviceEvent]
-    ) -> bool:
-        """These messages' effects in one transaction, with the record of applying them; True
-        if notices were stored.
+    ) -> tuple[bool, list[tuple[int, str, str, str]]]:
+        """These messages' effects in one transaction, with the record of applying them:
+        whether notices were stored, and the alarms raised (id, device, rule, institution).
 
         One transaction and one read of each table for all of them, not per message, so that
         the service keeps up with every gateway's polls.  Messages are still applied one by
@@ -160,7 +171,7 @@ class AlertService:
                 continue
             new_notices |= self._apply_one(
                 session, message, device, open_alarms[device.id], rule_states[device.id])
-        return new_notices
+        return new_notices, session.info.pop(_RAISED, [])
 
     def _apply_one(
         self,
@@ -224,8 +235,8 @@ class AlertService:
         )
         session.add(alarm)
         session.flush()
-        self.raised += 1
-        log.warning("alarm %d raised: %s %s (%s)", alarm.id, device.id, rule.name, institution.name)
+        session.info.setdefault(_RAISED, []).append(
+            (alarm.id, device.id, rule.name, institution.name))
         reason = message.reason if isinstance(message, DeviceEvent) else ""
         lifecycle.record(session, alarm, "raise", lifecycle.SYSTEM, _reading(verdict) or reason,
                          None)

@@ -74,6 +74,7 @@ async def test_a_batch_stamped_in_year_9999_is_dead_lettered_and_the_next_press_
                     break
                 await asyncio.sleep(0.05)
             assert [a.device_id for a in alarms] == ["dq-btn-1"]
+            assert side.alerts.raised == 1  # not the attempts rolled back beside the culprit
             [letter] = await dead_letters(county.sessions)
             assert letter.consumer == "alerts"
             assert letter.topic == readings_topic("gw-rongcheng", "rc-btn-1")
