@@ -11,7 +11,6 @@ import asyncio
 import logging
 from collections.abc import Callable
 from datetime import datetime
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -78,7 +77,17 @@ class GatewayService:
             jobs: dict[str, Job] = {f"line:{p.endpoint.id}": p.run for p in self.pollers}
             if bridge.topics:
                 jobs["mqtt-heartbeats"] = bridge.watch_heartbeats
-            jobs["broker"] = partial(self._stay_connected, bridge)
+
+            async def broker() -> None:
+                try:
+                    await self._stay_connected(bridge)
+                finally:
+                    # restarted after any error, the publisher starts again from what the
+                    # broker has not acknowledged, as after a lost connection
+                    self.connected = False
+                    self.outbox.publishing_stopped()
+
+            jobs["broker"] = broker
             await supervise(jobs)
         finally:
             await self.outbox.close()

@@ -6,6 +6,7 @@ import asyncio
 import signal
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from firewatch.supervise import Backoff, Supervisor, supervise
 from tests.support.stack import Stack
@@ -92,6 +93,10 @@ def test_a_task_that_raises_in_firewatch_up_is_restarted_and_the_alarms_still_co
                                      stack.get("/api/health")["problems"]),
                          60, "the escalation task to fail and be restarted")
         assert stack.get("/api/health")["status"] == "degraded"
+        restarts = {(s.labels["task"], s.value) for family in text_string_to_metric_families(
+            stack.api.get("/metrics").text) for s in family.samples
+            if s.name == "firewatch_task_restarts_total"}
+        assert any(task == "escalation" and count >= 1 for task, count in restarts)
         assert stack.simulate("dq-btn-1", "button-press").returncode == 0
         stack.wait_until(lambda: any(a["device_id"] == "dq-btn-1"
                                      for a in stack.get("/api/alarms")), 30, "the press's alarm")
