@@ -4,7 +4,9 @@
 same settings, and share one broker (``FIREWATCH_MQTT_URL``; there is no embedded broker between
 processes) and one relational database.  Each serves its Prometheus metrics (on
 ``FIREWATCH_METRICS_PORT``; the web app on its own port at ``/metrics``) and stops cleanly on
-SIGTERM, which is what ``docker stop`` sends.
+SIGTERM, which is what ``docker stop`` sends.  Each task of a service is supervised
+(``firewatch.supervise``): one that raises is restarted with backoff, so no data error ends a
+service, and its restarts show in ``/metrics`` (and in the web app's ``/api/health``).
 
 The alert service owns the relational schema's contents: it creates the tables and writes the
 site's institutions and devices.  The others create tables too (idempotent, serialised on

@@ -18,7 +18,6 @@ from ingest.retention import compactor_for
 from ingest.service import IngestService
 from ingest.spool import Spool
 from ingest.sqlite_store import SqliteTimeSeries
-from firewatch.bench.servers import Mosquitto
 from firewatch.bench.servers import VictoriaMetrics
 from tests.support.influx_standin import InfluxStandIn
 from tests.support.ledger import demo_county
@@ -42,14 +41,6 @@ class Recorded:
 
     async def expire(self):
         """Nothing to forget."""
-
-
-@pytest.fixture
-def mosquitto(tmp_path):
-    broker = Mosquitto(tmp_path)
-    broker.start()
-    yield BrokerAddress.from_url(broker.url)
-    broker.stop()
 
 
 async def publish(broker: BrokerAddress, seqs, start: datetime = T0) -> None:

@@ -15,7 +15,6 @@ from sqlalchemy import select
 
 from firewatch import db
 from firewatch.alert_side import alert_side
-from firewatch.bench.servers import Mosquitto
 from firewatch.consumer import MAX_ATTEMPTS, DeadLetters, GatewayMessageConsumer
 from firewatch.contract import DeviceEvent, ReadingBatch, readings_topic
 from firewatch.mqtt import BrokerAddress
@@ -31,14 +30,6 @@ def press(gateway: str, device: str, institution: str, seq: int, ts: datetime) -
         gateway_id=gateway, seq=seq, device_id=device, institution_id=institution,
         kind="one_key_alarm", ts=ts, profile="generic-onekey-mqtt",
         readings={"battery_voltage": 3.6}, flags={"button_pressed": True, "tamper": False})
-
-
-@pytest.fixture
-def mosquitto(tmp_path):
-    broker = Mosquitto(tmp_path)
-    broker.start()
-    yield BrokerAddress.from_url(broker.url)
-    broker.stop()
 
 
 async def publish(broker: BrokerAddress, *messages: ReadingBatch) -> None:
