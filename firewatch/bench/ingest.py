@@ -106,8 +106,12 @@ async def through_ingest(broker: BrokerAddress, store: TimeSeriesStore, workdir:
 class _NoDeadLetters:
     count = 0
 
-    async def put(self, topic: str, payload: bytes, reason: str) -> None:
+    async def put(self, topic: str, payload: bytes, reason: str,
+                  reason_class: str = "contract") -> None:
         raise RuntimeError(f"benchmark payload dead-lettered: {reason}")
+
+    async def expire(self) -> None:
+        """A benchmark keeps no letters to forget."""
 
 
 async def run(messages: int, repeat: int, as_json: bool) -> dict[str, Any]:
