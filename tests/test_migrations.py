@@ -36,10 +36,12 @@ CST = timezone(timedelta(hours=8))
 
 @pytest.fixture(scope="module")
 def old_models(tmp_path_factory) -> Iterator[ModuleType]:
-    """firewatch/db.py as of :data:`BEFORE_MIGRATIONS`, imported as a module of its own."""
+    """firewatch/db.py as of :data:`BEFORE_MIGRATIONS`, imported as a module of its own.
+
+    Needs the repository's history (a clone, not a shallow one or an unpacked sdist)."""
     source = subprocess.run(
         ["git", "show", f"{BEFORE_MIGRATIONS}:firewatch/db.py"], cwd=ROOT, check=True,
-        capture_output=True, text=True).stdout
+        stdout=subprocess.PIPE, text=True).stdout  # git's complaint, if any, on stderr
     path = tmp_path_factory.mktemp("old") / "db_before_migrations.py"
     path.write_text(source)
     spec = importlib.util.spec_from_file_location("db_before_migrations", path)
