@@ -36,6 +36,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
+from firewatch import migrations
 from firewatch.contract import utc_now
 
 T = TypeVar("T")
@@ -388,17 +389,13 @@ class Writer:
         await self.close()
 
 
-#: any constant; PostgreSQL advisory locks are named by a number
-SCHEMA_LOCK = 0x46697265
-
-
 async def create_schema(engine: AsyncEngine) -> None:
-    async with engine.begin() as conn:
-        if conn.dialect.name == "postgresql":
-            # services started together would each find a table missing and race to create it;
-            # DDL is transactional in PostgreSQL, so the lock holds until the tables exist
-            await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK})
-        await conn.run_sync(Base.metadata.create_all)
+    """The database of ``engine`` upgraded to the models' schema by its migrations.
+
+    Every process runs this before it uses the database: serialised between processes and in
+    one transaction (see :mod:`firewatch.migrations`), so start order does not matter.
+    """
+    await migrations.upgrade(engine.url)
 
 
 def sessionmaker(engine: AsyncEngine) -> async_sessionmaker:

@@ -6,9 +6,9 @@ processes) and one relational database.  Each serves its Prometheus metrics (on
 ``FIREWATCH_METRICS_PORT``; the web app on its own port at ``/metrics``) and stops cleanly on
 SIGTERM, which is what ``docker stop`` sends.
 
-The alert service owns the relational schema's contents: it creates the tables and writes the
-site's institutions and devices.  The others create tables too (idempotent, serialised on
-PostgreSQL) so that start order does not matter, but never write the site.
+The alert service owns the relational schema's contents: it writes the site's institutions and
+devices.  Every service upgrades the schema on start (firewatch.migrations: serialised between
+processes, a no-op once done) so that start order does not matter, but only alerts writes the site.
 """
 
 from __future__ import annotations
