@@ -75,7 +75,7 @@ def _bench(args: argparse.Namespace) -> int:
         from firewatch.bench import alarms
 
         asyncio.run(alarms.run(args.devices, args.count, args.spacing, args.broker, args.shape,
-                               args.json, args.database))
+                               args.json, args.database, args.hostile_rate))
     elif args.benchmark == "map":
         from firewatch.bench import map_load
 
@@ -260,6 +260,9 @@ def parser() -> argparse.ArgumentParser:
     alarm.add_argument("--database", choices=["sqlite", "postgresql"], default="sqlite",
                        help="the relational store: SQLite in the data dir, or a PostgreSQL "
                        "cluster started for the run (Debian's package)")
+    alarm.add_argument("--hostile-rate", type=float, default=0.0, metavar="N",
+                       help="beside the load, N hostile messages a second (forged devices, far "
+                       "times, huge numbers, broken JSON): alarms must get past them")
     mp = bench_sub.add_parser("map", help="map data requests/s vs bare uvicorn, same JSON size")
     mp.add_argument("--devices", type=int, default=2000, help="one-key buttons, four each")
     mp.add_argument("--seconds", type=float, default=5, help="length of each timed run")
