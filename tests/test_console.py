@@ -146,7 +146,7 @@ def test_duty_staff_acknowledge_and_close_an_alarm_with_notes_and_the_bureau_see
         .to_have_attribute("data-status", "acknowledged")
     row = staff.locator(f'#history-body tr[data-alarm-id="{alarm_id}"]')
     expect(row).to_contain_text("已到场确认：老人误按，无火情")
-    expect(row).to_contain_text("丁桥镇敬老院（演示）值班员")
+    expect(row).to_contain_text("duty-dingqiao-eldercare")  # the account, as audited
     # the bureau's map learns of it by push
     expect(bureau.locator(f'#alarm-list li[data-alarm-id="{alarm_id}"]')) \
         .to_have_attribute("data-status", "acknowledged")

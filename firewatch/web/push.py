@@ -3,13 +3,16 @@
 Each event is one row as the JSON API shows it (``event: device|alarm|hazard``), filtered to
 what the user may see; ``event: resync`` tells a page that fell behind to reload.  A comment
 line every ``HEARTBEAT_S`` keeps proxies from closing an idle stream and lets the server notice
-a client that went away.
+a client that went away.  The stream ends (``event: expired``) when the login token does: a
+stream must not outlive the login that opened it, and the page's reconnection then meets the
+login page.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -47,9 +50,9 @@ def events_router(
         async with hub.subscribe() as subscription:
             yield _frame("ready", {"user": user.username})
             changes = aiter(subscription)
-            while True:
+            while (left_s := user.expires_at - time.time()) > 0:
                 try:
-                    change = await asyncio.wait_for(anext(changes), HEARTBEAT_S)
+                    change = await asyncio.wait_for(anext(changes), min(HEARTBEAT_S, left_s))
                 except TimeoutError:
                     yield b": ping\n\n"
                     continue
@@ -57,6 +60,7 @@ def events_router(
                     return
                 if change.kind == "resync" or user.sees(change.institution_id):
                     yield encode(change)
+            yield _frame("expired", {})
 
     @router.get(
         "/api/events",
