@@ -12,12 +12,14 @@ import json
 import math
 import time
 from datetime import timedelta
+from urllib.parse import quote
 
 import openpyxl
 import pytest
 from playwright.sync_api import expect
 
 from firewatch.contract import utc_now
+from tests.support.auth import DEMO_PASSWORD
 from tests.support.browser import (
     ARTIFACTS,
     PAINTED_DOT,
@@ -60,6 +62,21 @@ def test_a_wrong_password_is_refused_on_the_login_page(stack, browser):
     page.click("#login-submit")
     expect(page.locator("#login-error")).to_have_text("用户名或密码错误")
     screenshot(page, "login-refused")
+    page.close()
+
+
+def test_next_evil_example_goes_to_the_map_after_login_and_a_page_of_the_site_is_kept(
+        stack, browser):
+    page = browser.new_page(base_url=stack.url)
+    for next_path, landing in [("//evil.example/", "/"), ("/\\evil.example/", "/"),
+                               ("https://evil.example/", "/"), ("/\t/evil.example/", "/"),
+                               ("/alarms?status=active", "/alarms?status=active")]:
+        page.goto(f"/login?next={quote(next_path, safe='')}")
+        page.fill("#username", "viewer")
+        page.fill("#password", DEMO_PASSWORD)
+        page.click("#login-submit")
+        page.wait_for_url(lambda url: "/login" not in url, timeout=10_000)
+        assert page.url == stack.url + landing, next_path
     page.close()
 
 
