@@ -221,6 +221,8 @@ async def prepare_accounts(settings: Settings, sessions: async_sessionmaker) -> 
         return
     accounts = await ensure_demo_accounts(sessions, settings.demo_password)
     if not accounts:
+        print("Demo accounts: removed for good (`firewatch user remove-demo`); log in with the "
+              "accounts made by `firewatch user add`.", flush=True)
         return
     lines = [f"Demo accounts (password: {settings.demo_password}; "
              "production mode refuses them):"]

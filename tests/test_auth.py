@@ -6,11 +6,13 @@ requests go through the full FastAPI stack (httpx's ASGI transport).
 
 from __future__ import annotations
 
+import asyncio
 import io
 import os
 import re
 import subprocess
 import sys
+import threading
 from datetime import timedelta
 
 import httpx
@@ -23,6 +25,8 @@ from sqlalchemy import select
 from alerts import ledger
 from alerts.ledger import NewEntry, Source
 from firewatch.accounts import (
+    HashingBusy,
+    PasswordWork,
     StartupRefused,
     prepare_accounts,
     refuse_default_secrets,
@@ -327,3 +331,15 @@ async def test_anonymous_metrics_answers_401_and_health_only_the_status(tmp_path
             assert (await viewer.get("/metrics")).status_code == 401
             admin = await login_async(viewer, "admin")
             assert (await admin.get("/metrics")).status_code == 200
+
+
+async def test_password_checks_run_on_their_own_pool_and_a_flood_beyond_its_queue_is_refused():
+    work = PasswordWork(workers=1, waiting=1)
+    assert (await work.run(lambda: threading.current_thread().name)).startswith("argon2")
+    release = threading.Event()
+    held = [asyncio.ensure_future(work.run(release.wait)) for _ in range(2)]
+    await asyncio.sleep(0)  # one check running, one waiting: the pool is full
+    with pytest.raises(HashingBusy):
+        await work.run(release.wait)
+    release.set()
+    assert await asyncio.gather(*held) == [True, True]
