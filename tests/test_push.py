@@ -16,8 +16,10 @@ import httpx
 import pytest
 import uvicorn
 
+from firewatch.accounts import set_disabled
 from firewatch.mqtt import free_port
 from firewatch.settings import Settings
+from firewatch.web import push
 from tests.support.auth import login_async
 from tests.support.webapp import DemoApp, demo_app
 
@@ -112,3 +114,14 @@ async def test_the_event_stream_ends_when_its_token_expires(tmp_path):
         await asyncio.wait_for(next_event(stream, "expired"), 10)  # heartbeats come every 15 s
         assert [kind async for kind, _ in stream] == []  # and then the stream is over
         assert (await viewer.get("/api/events")).status_code == 401  # a reconnection is refused
+
+
+async def test_the_event_stream_of_an_account_disabled_meanwhile_ends_at_the_next_heartbeat(
+        served, monkeypatch):
+    monkeypatch.setattr(push, "HEARTBEAT_S", 0.2)
+    async with httpx.AsyncClient(base_url=served.url, timeout=10) as viewer:
+        await login_async(viewer, "viewer")
+        stream = events(viewer)
+        await next_event(stream, "ready")
+        await set_disabled(served.sessions, "viewer", True)
+        await asyncio.wait_for(next_event(stream, "expired"), 5)
