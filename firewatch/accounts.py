@@ -150,11 +150,13 @@ async def set_disabled(sessions: async_sessionmaker, username: str, disabled: bo
 
 
 async def set_password(sessions: async_sessionmaker, username: str, password: str) -> None:
-    """A new password; a demo account given one is no longer a demo account."""
+    """A new password, which ends every login made with the old one (a leaked password's
+    sessions too); a demo account given one is no longer a demo account."""
     _check_password(password)
     async with sessions.begin() as session:
         user = await _existing(session, username)
         user.password_hash, user.demo = PASSWORDS.hash(password), False
+        user.token_generation += 1
 
 
 async def set_role(sessions: async_sessionmaker, username: str, role: Role,

@@ -258,7 +258,8 @@ class User(Base):
 
     ``demo`` marks the accounts `firewatch up` creates with the published demo password, which
     production mode refuses to run with.  A ``disabled`` account cannot log in, and the tokens
-    it was given stop working (every request reads the account).
+    it was given stop working (every request reads the account), as do those given before
+    its password last changed (``token_generation``).
     """
 
     __tablename__ = "users"
@@ -270,6 +271,8 @@ class User(Base):
     password_hash: Mapped[str] = mapped_column(String(256))
     demo: Mapped[bool] = mapped_column(Boolean, default=False)
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    # carried by each login token; a new password moves it on, which ends the older logins
+    token_generation: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(default=utc_now)
 
 

@@ -303,7 +303,9 @@ async def test_a_disabled_account_cannot_log_in_and_its_token_stops_working(demo
 
 
 async def test_an_account_is_given_a_new_password_and_role_from_the_command_line(demo, client):
+    before = await client("viewer")
     assert user_command(demo, "passwd", "viewer").returncode == 0
+    assert (await before.get("/api/alarms")).status_code == 401  # logins with the old one end
     assert user_command(demo, "role", "viewer", "--role", "staff",
                         "--institution", DINGQIAO).returncode == 0
     refused = user_command(demo, "role", "tester", "--role", "staff")

@@ -83,9 +83,10 @@ class Principal:
         return self.institution_id is None or institution_id == self.institution_id
 
 
-def issue_token(config: AuthConfig, username: str) -> str:
+def issue_token(config: AuthConfig, user: User) -> str:
     now = utc_now()
-    claims = {"sub": username, "iat": now, "exp": now + timedelta(hours=config.token_hours)}
+    claims = {"sub": user.username, "gen": user.token_generation, "iat": now,
+              "exp": now + timedelta(hours=config.token_hours)}
     return jwt.encode(claims, config.secret_key, algorithm=ALGORITHM)
 
 
@@ -106,6 +107,8 @@ async def current_user(request: Request, token: Annotated[str, Depends(oauth2_sc
         raise HTTPException(detail="账号不存在 (no such account)", **_UNAUTHORIZED)
     if user.disabled:  # disabled since the token was issued
         raise HTTPException(detail="账号已停用 (account disabled)", **_UNAUTHORIZED)
+    if claims.get("gen", 0) != user.token_generation:  # a new password since
+        raise HTTPException(detail="密码已更改，请重新登录 (password changed)", **_UNAUTHORIZED)
     return Principal(user.username, user.display_name, Role(user.role), user.institution_id,
                      claims["exp"])
 
@@ -211,7 +214,7 @@ async def login(request: Request,
         raise HTTPException(detail="用户名或密码错误 (wrong user name or password)",
                             **_UNAUTHORIZED)
     config.throttle.succeeded(form.username)
-    return TokenOut(access_token=issue_token(config, user.username))
+    return TokenOut(access_token=issue_token(config, user))
 
 
 @router.get("/api/me", response_model=MeOut)
