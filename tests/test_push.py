@@ -88,7 +88,8 @@ async def test_an_acknowledgement_reaches_the_bureau_and_the_institution_but_no_
         await rongcheng.post(f"/api/alarms/{rongcheng_alarm}/acknowledge", json={"note": "误按"})
         # events arrive in commit order: the first the staff stream sees is their own alarm
         seen = await asyncio.wait_for(next_event(staff_stream, "alarm"), 5)
-        assert (seen["id"], seen["acknowledged_by"]) == (rongcheng_alarm, "duty-rongcheng-eldercare")
+        assert (seen["id"], seen["acknowledged_by"]) == (rongcheng_alarm,
+                                                          "duty-rongcheng-eldercare")
         await admin_stream.aclose()
         await staff_stream.aclose()
 
