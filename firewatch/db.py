@@ -258,7 +258,9 @@ class User(Base):
     """A person who logs in to the console; duty staff belong to one institution.
 
     ``demo`` marks the accounts `firewatch up` creates with the published demo password, which
-    production mode refuses to run with.
+    production mode refuses to run with.  A ``disabled`` account cannot log in, and the tokens
+    it was given stop working (every request reads the account), as do those given before
+    its password last changed (``token_generation``).
     """
 
     __tablename__ = "users"
@@ -269,7 +271,21 @@ class User(Base):
     institution_id: Mapped[str | None] = mapped_column(ForeignKey("institutions.id"), default=None)
     password_hash: Mapped[str] = mapped_column(String(256))
     demo: Mapped[bool] = mapped_column(Boolean, default=False)
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    # carried by each login token; a new password moves it on, which ends the older logins
+    token_generation: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(default=utc_now)
+
+
+class Marker(Base):
+    """A decision about this installation that must outlive restarts, by name: e.g.
+    ``demo-accounts-removed``, so that `firewatch up` never creates them again."""
+
+    __tablename__ = "markers"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    at: Mapped[datetime] = mapped_column(default=utc_now)
+
 
 class ProcessedMessage(Base):
     """(gateway, seq) pairs a consumer has applied: what makes redelivery harmless.

@@ -139,7 +139,21 @@ class Settings(BaseSettings):
     secret_key: str = Field(
         DEFAULT_SECRET_KEY, description="Signs login tokens (HS256); 32+ random characters."
     )
-    token_hours: float = Field(12, description="How long a console login lasts.")
+    token_hours: float = Field(12, gt=0, le=24 * 31, description="How long a console login "
+                               "lasts; a live-update stream ends with it.")
+    # failed logins, counted in each web process: beyond either limit within the window, a
+    # login answers 429 with Retry-After, whatever the password
+    login_failures_per_account: int = Field(5, ge=1, le=1000,
+                                            description="Failed logins of one account allowed.")
+    login_failures_per_address: int = Field(20, ge=1, le=100_000,
+                                            description="Failed logins from one address allowed.")
+    login_failure_window_s: float = Field(300, gt=0, le=86_400,
+                                          description="The window the failures are counted in.")
+    # Prometheus's credentials for the web port's /metrics (bearer token); logged-in admins
+    # may read it too, anonymous readers never
+    metrics_token: str | None = Field(
+        None, min_length=32, description="Bearer token a Prometheus scrape of the web app's "
+        "/metrics and the detailed /api/health may give instead of an admin login.")
     demo_password: str = Field(
         "firewatch-demo",
         description="Password of the demo accounts `firewatch up` creates outside production.",
