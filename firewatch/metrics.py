@@ -58,6 +58,7 @@ class FirewatchCollector(Collector):
             yield CounterMetricFamily(
                 "firewatch_notices_failed", "Notice sends that failed and will be retried.",
                 value=self.notifier.failures)
+            yield from self._notifier_errors(self.notifier)
         if self.escalation is not None:
             yield CounterMetricFamily(
                 "firewatch_escalation_steps", "Escalation steps and ledger reminders taken.",
@@ -104,6 +105,23 @@ class FirewatchCollector(Collector):
             acked.add_metric([gateway], service.published)
             connected.add_metric([gateway], int(service.connected))
         yield from (polls, errors, depth, dropped, acked, connected)
+
+    @staticmethod
+    def _notifier_errors(notifier: Notifier) -> Iterator[Metric]:
+        unsendable = CounterMetricFamily(
+            "firewatch_notices_unsendable",
+            "Notices whose send raised an error no retry mends (the notice's own content, its "
+            "address, a channel's bug), by channel and error class: each was handed to the "
+            "fallback channel or marked failed.", labels=["channel", "reason"])
+        for (channel, reason), count in list(notifier.errors.items()):
+            unsendable.add_metric([channel, reason], count)
+        rounds = CounterMetricFamily(
+            "firewatch_notifier_errors",
+            "Notifier rounds that failed for no one notice's reason, by error class; the "
+            "notifier went on.", labels=["reason"])
+        for reason, count in list(notifier.round_errors.items()):
+            rounds.add_metric([reason], count)
+        yield from (unsendable, rounds)
 
     @staticmethod
     def _consumers(consumers: list[GatewayMessageConsumer]) -> Iterator[Metric]:
