@@ -67,6 +67,7 @@ class FirewatchCollector(Collector):
                 "firewatch_escalation_jobs_scheduled",
                 "Alarms and ledger entries with a step ahead, each a scheduled job.",
                 value=self.escalation.jobs_scheduled)
+            yield from self._escalation_errors(self.escalation)
         if self.changes is not None:
             yield from self._changes(self.changes)
 
@@ -122,6 +123,22 @@ class FirewatchCollector(Collector):
         for reason, count in list(notifier.round_errors.items()):
             rounds.add_metric([reason], count)
         yield from (unsendable, rounds)
+
+    @staticmethod
+    def _escalation_errors(escalation: EscalationScheduler) -> Iterator[Metric]:
+        subjects = CounterMetricFamily(
+            "firewatch_escalation_set_aside",
+            "Alarms and ledger entries whose escalation raised, by error class: each was "
+            "logged and skipped, the others escalated.", labels=["reason"])
+        for reason, count in list(escalation.escalator.errors.items()):
+            subjects.add_metric([reason], count)
+        sweeps = CounterMetricFamily(
+            "firewatch_escalation_sweep_errors",
+            "Escalation sweeps that failed as a whole (the database away), by error class; the "
+            "next sweep ran.", labels=["reason"])
+        for reason, count in list(escalation.sweep_errors.items()):
+            sweeps.add_metric([reason], count)
+        yield from (subjects, sweeps)
 
     @staticmethod
     def _consumers(consumers: list[GatewayMessageConsumer]) -> Iterator[Metric]:

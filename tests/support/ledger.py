@@ -59,6 +59,12 @@ class County:
         async with self.sessions.begin() as session:
             return (await ledger.file_entry(session, entry, by)).id
 
+    async def set_deadline(self, entry_id: int, deadline: datetime) -> None:
+        """A deadline as it may already be stored (by duty staff, before the forms checked
+        dates, or by hand): whatever the ledger's forms would now accept."""
+        async with self.sessions.begin() as session:
+            (await session.get_one(db.Hazard, entry_id)).deadline = deadline
+
     async def move(self, entry_id: int, *actions: str, by: str = "县民政局 张科长",
                    note: str = "") -> None:
         for action in actions:
