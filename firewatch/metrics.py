@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from alerts.service import AlertService
     from firewatch.change_relay import ChangeListener, ChangePublisher
     from firewatch.consumer import GatewayMessageConsumer
+    from firewatch.hub import ChangeHub
     from gateway.service import GatewayService
     from ingest.service import IngestService
 
@@ -40,6 +41,8 @@ class FirewatchCollector(Collector):
     notifier: Notifier | None = None
     escalation: EscalationScheduler | None = None
     changes: ChangePublisher | ChangeListener | None = None
+    #: the hub whose change notices' errors to report, if not the relay's (``firewatch up``)
+    hub: ChangeHub | None = None
 
     def collect(self) -> Iterator[Metric]:
         yield from self._gateways()
@@ -70,6 +73,15 @@ class FirewatchCollector(Collector):
             yield from self._escalation_errors(self.escalation)
         if self.changes is not None:
             yield from self._changes(self.changes)
+        hub = self.hub or (self.changes.hub if self.changes is not None else None)
+        if hub is not None:
+            errors = CounterMetricFamily(
+                "firewatch_change_notice_errors",
+                "Change notices for the live pages set aside, by stage (collect after a commit, "
+                "publish, receive, push to a page); the others went on.", labels=["stage"])
+            for stage, count in list(hub.errors.items()):
+                errors.add_metric([stage], count)
+            yield errors
 
     def _gateways(self) -> Iterator[Metric]:
         if not self.gateways:

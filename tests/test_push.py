@@ -14,6 +14,7 @@ import httpx
 import pytest
 import uvicorn
 
+from firewatch.hub import Change, ChangeHub
 from firewatch.mqtt import free_port
 from tests.support.auth import login_async
 from tests.support.webapp import demo_app
@@ -91,3 +92,19 @@ async def test_a_device_turning_to_alarm_is_pushed_with_its_alarm(served):
         assert (pushed["device"]["id"], pushed["device"]["state"]) == ("cw-gas-1", "alarm")
         assert (pushed["alarm"]["device_id"], pushed["alarm"]["status"]) == ("cw-gas-1", "active")
         await stream.aclose()
+
+
+async def test_a_change_the_page_cannot_be_shown_has_it_reload_and_the_next_change_arrives(served):
+    hub: ChangeHub = served.app.state.hub
+    async with httpx.AsyncClient(base_url=served.url, timeout=10) as viewer:
+        await login_async(viewer, "viewer")
+        stream = events(viewer)
+        await next_event(stream, "ready")
+        # relayed by an alert service of another version: no row the alarm route can show
+        hub.publish(Change("alarm", "county-child-welfare", {"id": "第一号"}))
+        assert await asyncio.wait_for(anext(stream), 5) == ("resync", {})
+        await served.raise_alarm("cw-gas-1")
+        pushed = dict([await asyncio.wait_for(anext(stream), 5) for _ in range(2)])
+        assert (pushed["alarm"]["device_id"], pushed["alarm"]["status"]) == ("cw-gas-1", "active")
+        await stream.aclose()
+    assert hub.errors == {"push": 1}

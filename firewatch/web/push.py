@@ -4,6 +4,10 @@ Each event is one row as the JSON API shows it (``event: device|alarm|hazard``),
 what the user may see; ``event: resync`` tells a page that fell behind to reload.  A comment
 line every ``HEARTBEAT_S`` keeps proxies from closing an idle stream and lets the server notice
 a client that went away.
+
+A change that cannot be shown as its JSON route shows it (a row the response model refuses, a
+notice relayed by another version) is set aside (``ChangeHub.failed``) and the page is told
+to reload, which reads the rows afresh; the stream goes on with the next change.
 """
 
 from __future__ import annotations
@@ -56,7 +60,12 @@ def events_router(
                 except StopAsyncIteration:
                     return
                 if change.kind == "resync" or user.sees(change.institution_id):
-                    yield encode(change)
+                    try:
+                        frame = encode(change)
+                    except Exception as exc:
+                        hub.failed("push", exc)
+                        frame = _frame("resync", {})
+                    yield frame
 
     @router.get(
         "/api/events",
