@@ -188,7 +188,7 @@ async def test_a_public_report_goes_round_the_whole_loop_with_a_failed_recheck(c
 YEAR_9999 = datetime(9999, 12, 31, 23, tzinfo=UTC)
 
 
-async def test_a_ledger_entry_due_in_9999_does_not_stop_the_escalation_of_another_institutions_alarm(
+async def test_an_entry_due_in_9999_does_not_stop_the_escalation_of_another_institutions_alarm(
     county,
 ):
     self_check = await county.file(T0 + DAY, institution_id="dingqiao-eldercare",
