@@ -163,3 +163,24 @@ async def test_a_ledger_entry_due_in_9999_neither_ends_the_scheduler_nor_holds_u
         assert await _has_job(running, f"hazard:{self_check}")  # flagged in year 9999
         assert running.escalator.set_aside == {}
     assert {n.alarm_id for n in await county.rows(db.Notice)} == {alarm}
+
+
+async def test_an_alarm_whose_step_raises_in_its_job_is_set_aside_and_escalated_once_mended(
+    county,
+):
+    alarm = await county.raise_alarm("rc-gas-1", "gas_low", utc_now())
+    async with scheduler(county, "", 60) as running:  # no sweep comes before the job fires
+        await eventually(lambda: _has_job(running, f"alarm:{alarm}"), 5, "the head step's job")
+        await county.set_severity(alarm, "critical")  # by hand, or by another version
+        await eventually(lambda: _set_aside(running, f"alarm:{alarm}"), 5, "the job's failure")
+        assert running.scheduler.running and running.escalator.errors == {"ValueError": 1}
+        assert await county.rows(db.Notice) == []
+
+        await county.set_severity(alarm, "alarm")
+        await running.sweep()
+        assert await labels(county) == ["报警升级"]
+        assert running.escalator.set_aside == {}
+
+
+async def _set_aside(running: EscalationScheduler, key: str) -> bool:
+    return key in running.escalator.set_aside

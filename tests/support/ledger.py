@@ -42,6 +42,11 @@ class County:
             await session.flush()
             return alarm.id
 
+    async def set_severity(self, alarm_id: int, severity: str) -> None:
+        """Change a stored alarm's severity as a hand-made fix or another version might."""
+        async with self.sessions.begin() as session:
+            (await session.get_one(db.Alarm, alarm_id)).severity = severity
+
     async def acknowledge(self, alarm_id: int, by: str = "值班员 李明") -> None:
         """What the console's acknowledge does to the alarm."""
         async with self.sessions.begin() as session:
