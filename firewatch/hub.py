@@ -75,7 +75,7 @@ class ChangeHub:
         self.subscribers: set[Subscription] = set()
         self.closed = False
         self.published = 0
-        #: change notices set aside, by stage: collect, publish, receive, push
+        #: change notices set aside, by stage: collect, publish, receive, dead-letter, push
         self.errors: Counter[str] = Counter()
         self._last_error: dict[str, str] = {}  # per stage: logged once until it changes
         #: where the subscribers' queues live; sessions may commit on other threads
