@@ -11,17 +11,24 @@ from) and its ``escalation_steps`` row, whose uniqueness makes the step happen o
 goes to a person (the head, the bureau's duty officer, the responsible person) on the first
 configured channel that has an address for them: their phone for SMS, their openid for template
 messages, or on the group robot the group they answer in (the institution's, the bureau's).
+
+One subject never stops the others: a subject whose plan or step raises (a stored value no
+code expected, a bug) is set aside with its reason, counted and logged once, and the sweep goes
+on with the next; the next sweep looks at it again, since someone may have mended it.  Only the
+database being away ends a sweep: no subject could be escalated then.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
 
 from sqlalchemy import and_, func, not_, or_, select
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlalchemy.orm import Session
 
@@ -104,18 +111,46 @@ class Escalator:
             for d in site.devices for rule in [*profiles[d.profile].alarms, OFFLINE_RULE]
         }
         self.steps_taken = 0
+        #: subjects whose last look failed, with the error: logged when it first (or newly) fails
+        self.set_aside: dict[str, str] = {}
+        #: subjects set aside, by error class (a subject again only when its error changes)
+        self.errors: Counter[str] = Counter()
 
     async def sweep(self, now: datetime) -> dict[str, datetime | None]:
-        """Take every step due at ``now``; return each subject's next step time (None: no more)."""
+        """Take every step due at ``now``; return each subject's next step time (None: no more).
+
+        A subject set aside has no entry: it has no job until a sweep gets through it.
+        """
         async with self.sessions() as session:
             subjects = await session.run_sync(self._subjects)
+        self.set_aside = {k: v for k, v in self.set_aside.items() if k in subjects}
         schedule: dict[str, datetime | None] = {}
         for key, subject in subjects.items():
-            plan = self._plan(subject, now)
-            if plan.due:
-                plan = await self.advance(key, now)  # re-read and take, in one transaction
+            try:
+                plan = self._plan(subject, now)
+                if plan.due:
+                    plan = await self.advance(key, now)  # re-read and take, in one transaction
+            except (OperationalError, InterfaceError):
+                raise  # the database away: the next sweep tries every subject again
+            except Exception as exc:
+                self.put_aside(key, exc)
+                continue
+            self._looked_at(key)
             schedule[key] = plan.next_at
         return schedule
+
+    def put_aside(self, key: str, exc: Exception) -> None:
+        """``key`` failed for a reason of its own: counted and logged once per new reason."""
+        reason = f"{type(exc).__name__}: {exc}"
+        if self.set_aside.get(key) != reason:
+            self.errors[type(exc).__name__] += 1
+            log.error("escalation %s set aside (%s); the others go on", key, reason,
+                      exc_info=exc)
+        self.set_aside[key] = reason
+
+    def _looked_at(self, key: str) -> None:
+        if self.set_aside.pop(key, None) is not None:
+            log.info("escalation %s is escalated again", key)
 
     async def advance(self, key: str, now: datetime) -> Plan:
         """Take the steps of one subject due at ``now``; nothing if it needs none any more.

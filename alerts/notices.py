@@ -9,7 +9,7 @@ carries the notice number, which is what providers and people quote back.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, Literal
 
 from pydantic import BaseModel
@@ -27,7 +27,12 @@ SMS_VARIABLE_LIMIT = 35
 
 
 def local_time(ts: datetime) -> str:
-    return ts.astimezone(CST).strftime("%Y-%m-%d %H:%M:%S")
+    """China time; an instant in the last hours of the calendar (a deadline of "never", in year
+    9999) has no China time datetime can hold, and is shown in UTC."""
+    try:
+        return ts.astimezone(CST).strftime("%Y-%m-%d %H:%M:%S")
+    except OverflowError:
+        return ts.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 class NoticeMessage(BaseModel):

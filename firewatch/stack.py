@@ -23,6 +23,7 @@ from firewatch import db
 from firewatch.accounts import prepare_accounts
 from firewatch.alert_side import alert_side
 from firewatch.consumer import DeadLetters
+from firewatch.hub import ChangeHub
 from firewatch.metrics import FirewatchCollector, registry_for
 from firewatch.mqtt import BrokerAddress, EmbeddedBroker
 from firewatch.profiles import DeviceProfile, load_profiles
@@ -174,12 +175,13 @@ async def run_stack(settings: Settings) -> None:
         }
         # the web app's hub watches these sessions: the alert side's changes reach the pages
         # without the broker
+        hub = ChangeHub()
         app = create_app(AppContext(
             sessions=sessions, timeseries=store, site=site,
             site_dir=settings.site_file.parent, statuses=statuses, simulators=fleet,
-            settings=settings,
+            settings=settings, hub=hub,
             metrics=registry_for(FirewatchCollector(
-                gateways, ingest, alert.alerts, alert.notifier, alert.escalation)),
+                gateways, ingest, alert.alerts, alert.notifier, alert.escalation, hub=hub)),
         ))
         server = http_server(app, settings.host, settings.port)
 

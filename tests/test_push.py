@@ -17,6 +17,7 @@ import pytest
 import uvicorn
 
 from firewatch.accounts import set_disabled
+from firewatch.hub import Change, ChangeHub
 from firewatch.mqtt import free_port
 from firewatch.settings import Settings
 from firewatch.web import push
@@ -126,3 +127,19 @@ async def test_the_event_stream_of_an_account_disabled_meanwhile_ends_at_the_nex
         await next_event(stream, "ready")
         await set_disabled(served.sessions, "viewer", True)
         await asyncio.wait_for(next_event(stream, "expired"), 5)
+
+
+async def test_a_change_the_page_cannot_be_shown_has_it_reload_and_the_next_change_arrives(served):
+    hub: ChangeHub = served.app.state.hub
+    async with httpx.AsyncClient(base_url=served.url, timeout=10) as viewer:
+        await login_async(viewer, "viewer")
+        stream = events(viewer)
+        await next_event(stream, "ready")
+        # relayed by an alert service of another version: no row the alarm route can show
+        hub.publish(Change("alarm", "county-child-welfare", {"id": "第一号"}))
+        assert await asyncio.wait_for(anext(stream), 5) == ("resync", {})
+        await served.raise_alarm("cw-gas-1")
+        pushed = dict([await asyncio.wait_for(anext(stream), 5) for _ in range(2)])
+        assert (pushed["alarm"]["device_id"], pushed["alarm"]["status"]) == ("cw-gas-1", "active")
+        await stream.aclose()
+    assert hub.errors == {"push": 1}

@@ -6,6 +6,10 @@ line every ``HEARTBEAT_S`` keeps proxies from closing an idle stream and lets th
 a client that went away.  The stream ends (``event: expired``) when the login token does, or
 at the next heartbeat once the account is disabled or removed: a stream must not outlive the
 login that opened it, and the page's reconnection then meets the login page.
+
+A change that cannot be shown as its JSON route shows it (a row the response model refuses, a
+notice relayed by another version) is set aside (``ChangeHub.failed``) and the page is told
+to reload, which reads the rows afresh; the stream goes on with the next change.
 """
 
 from __future__ import annotations
@@ -73,7 +77,12 @@ def events_router(
                 except StopAsyncIteration:
                     return
                 if change.kind == "resync" or user.sees(change.institution_id):
-                    yield encode(change)
+                    try:
+                        frame = encode(change)
+                    except Exception as exc:
+                        hub.failed("push", exc)
+                        frame = _frame("resync", {})
+                    yield frame
             yield _frame("expired", {})
 
     @router.get(
