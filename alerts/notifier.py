@@ -20,7 +20,7 @@ import logging
 from collections import defaultdict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import partial
 from typing import Any, TypeVar
 
@@ -91,6 +91,8 @@ class Notifier:
         self.sent = 0
         self.failures = 0
         self.fallbacks = 0
+        #: when it last looked for notices due: the alert service's pulse reports it
+        self.looked_at: datetime | None = None
 
     async def run(self) -> None:
         async with httpx.AsyncClient(timeout=self.timeout_s) as http, \
@@ -103,6 +105,7 @@ class Notifier:
                 self.waiting.clear()
                 try:
                     await self.send_due(http, senders)
+                    self.looked_at = utc_now()
                 except DBAPIError as exc:  # the database away: what is due waits for it
                     log.warning("notices due not read (%s); trying again", exc.orig)
 
