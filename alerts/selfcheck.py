@@ -11,7 +11,9 @@ gateway has one period to be heard before it is called silent.
 
 Each replica merges what it heard into ``gateway_links`` (latest wins), so replicas that split
 a gateway's messages between them agree on it; the table is also what an operator reads: last
-heartbeat, the gateway's clock offset, its outbox depth.
+heartbeat, the gateway's clock offset, its outbox depth.  A live gateway's row is rewritten
+once a quarter of its setting at most (15 s), not at every look: the looks run on the alert
+service's writer, between the alarms' transactions, every few seconds for every gateway.
 
 Pulse: the alert side records in ``service_heartbeats`` that it is alive, when it last applied
 a message and when its notifier last looked for notices; the web process watches it
@@ -76,6 +78,8 @@ class LinkWatch:
             g.id: timedelta(seconds=g.silent_after_s) if g.silent_after_s else silent_after
             for g in site.gateways
         }
+        self.persist_every = {g: min(timedelta(seconds=15), s / 4)
+                              for g, s in self.silent_after.items()}
         self.started = utc_now()
         self.heard: dict[str, _Heard] = {}
         self.down = 0
@@ -106,48 +110,57 @@ class LinkWatch:
         """Record what was heard; raise or clear link faults; True if notices were stored."""
         rows = {r.gateway_id: r for r in session.scalars(select(GatewayLink))}
         faults = {a.gateway_id: a for a in session.scalars(select(Alarm).where(
-            Alarm.rule == LINK_RULE.name, Alarm.status.in_(ACTIVE_ALARM)))}
+            Alarm.gateway_id.is_not(None), Alarm.rule == LINK_RULE.name,
+            Alarm.status.in_(ACTIVE_ALARM)))}
         offsets = self.clocks.offsets()
         told, down = False, 0
         for gateway in self.gateways:
             row = rows.get(gateway.id)
             if row is None:
-                row = GatewayLink(gateway_id=gateway.id, institution_id=gateway.institution)
+                row = GatewayLink(gateway_id=gateway.id)
                 session.add(row)
-            self._merge(row, self.heard.get(gateway.id), offsets.get(gateway.id))
-            quiet_since = max(row.last_heard_at or self.started, self.started)
+            row.institution_id = gateway.institution
+            heard = self.heard.get(gateway.id)
+            self._merge(row, heard, offsets.get(gateway.id), self.persist_every[gateway.id])
+            last = max([t for t in (row.last_heard_at, heard and heard.at) if t], default=None)
+            quiet_since = max(last or self.started, self.started)  # a period's grace at start
             silent = now - quiet_since > self.silent_after[gateway.id]
             fault = faults.get(gateway.id)
             if silent and fault is None:
-                self._lost(session, gateway, row, now)
+                self._lost(session, gateway, row, last, now)
                 told = True
             elif not silent and fault is not None:
-                self._back(session, gateway, row, fault)
+                assert last is not None
+                self._back(session, gateway, row, last, fault)
                 told = True
             elif silent:
                 row.state = "down"
             else:
-                row.state = "up" if row.last_heard_at else "unknown"
+                row.state = "up" if last else "unknown"
             down += row.state == "down"
         self.down = down
         return told
 
     @staticmethod
-    def _merge(row: GatewayLink, heard: _Heard | None, offset: float | None) -> None:
-        if heard is not None:
-            if row.last_heard_at is None or heard.at > row.last_heard_at:
-                row.last_heard_at = heard.at
-            if heard.heartbeat_at is not None and (
-                    row.last_heartbeat_at is None or heard.heartbeat_at > row.last_heartbeat_at):
-                row.last_heartbeat_at, row.last_ts = heard.heartbeat_at, heard.ts
-                row.outbox = heard.outbox
+    def _merge(row: GatewayLink, heard: _Heard | None, offset: float | None,
+               every: timedelta) -> None:
+        """What this replica heard into the row, if it is news of ``every`` or more."""
+        if heard is None or (row.last_heard_at is not None
+                             and heard.at - row.last_heard_at < every):
+            return
+        row.last_heard_at = heard.at
+        if heard.heartbeat_at is not None and (
+                row.last_heartbeat_at is None or heard.heartbeat_at > row.last_heartbeat_at):
+            row.last_heartbeat_at, row.last_ts = heard.heartbeat_at, heard.ts
+            row.outbox = heard.outbox
         if offset is not None:
             row.clock_offset_s = round(offset, 3)
 
-    def _lost(self, session: Session, gateway: Gateway, row: GatewayLink, now: datetime) -> None:
-        since = row.last_heard_at or self.started
+    def _lost(self, session: Session, gateway: Gateway, row: GatewayLink,
+              last: datetime | None, now: datetime) -> None:
+        since = last or self.started
         limit = self.silent_after[gateway.id].total_seconds()
-        heard = "无任何消息" if row.last_heard_at else "未收到任何消息（自报警服务启动）"
+        heard = "无任何消息" if last else "未收到任何消息（自报警服务启动）"
         reason = f"网关 {gateway.id} 自 {local_time(since)} 起{heard}，超过 {limit:g} 秒"
         institution = session.get_one(Institution, gateway.institution)
         verdict = Verdict(LINK_RULE, True, None, None)
@@ -160,13 +173,13 @@ class LinkWatch:
         self._settle_devices(session, gateway.id,
                              f"{LINK_RULE.title_zh}（{gateway.id}，自 {local_time(since)}）")
 
-    def _back(self, session: Session, gateway: Gateway, row: GatewayLink, fault: Alarm) -> None:
-        assert row.last_heard_at is not None
+    def _back(self, session: Session, gateway: Gateway, row: GatewayLink, last: datetime,
+              fault: Alarm) -> None:
         institution = session.get_one(Institution, gateway.institution)
         verdict = Verdict(LINK_RULE, False, None, None)
         where, what = gateway_names(gateway.id)
         self.alarms.close_alarm(
-            session, institution, fault, f"网关 {gateway.id} 于 {local_time(row.last_heard_at)} "
+            session, institution, fault, f"网关 {gateway.id} 于 {local_time(last)} "
             "恢复通信", clear_message(institution, where, what, LINK_RULE, verdict, fault))
         row.state, row.down_since = "up", None
         self._settle_devices(session, gateway.id, "")

@@ -48,15 +48,7 @@ from firewatch.contract import (
     ReadingBatch,
     utc_now,
 )
-from firewatch.db import (
-    ACTIVE_ALARM,
-    Alarm,
-    Device,
-    Hazard,
-    Institution,
-    RuleState,
-    Writer,
-)
+from firewatch.db import ACTIVE_ALARM, Alarm, Device, Hazard, Institution, RuleState, Writer
 from firewatch.mqtt import BrokerAddress
 from firewatch.profiles import AlarmRule, DeviceProfile, Severity
 from firewatch.site import Site
@@ -109,7 +101,7 @@ class AlertService:
             # where fewer, larger transactions catch up sooner (at 100, `firewatch up` with
             # 1,000 devices took 140 batches/s instead of 340-780)
             max_batch=500, max_wait_s=0.0, admit=self.admission,
-            # until gateways' heartbeats are subscribed to by every consumer (issue 13)
+            # and the gateways' heartbeats, which the link watch hears (alerts.selfcheck)
             topics=(READINGS_FILTER, EVENTS_FILTER, HEARTBEATS_FILTER),
         )
 

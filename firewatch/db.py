@@ -135,7 +135,7 @@ class Alarm(Base):
     # a device's alarm names the device; a link fault (alerts.links) names its gateway instead
     device_id: Mapped[str | None] = mapped_column(ForeignKey("devices.id"), index=True,
                                                   default=None)
-    gateway_id: Mapped[str | None] = mapped_column(String(64), default=None)
+    gateway_id: Mapped[str | None] = mapped_column(String(64), index=True, default=None)
     institution_id: Mapped[str] = mapped_column(ForeignKey("institutions.id"), index=True)
     rule: Mapped[str] = mapped_column(String(64))
     title: Mapped[str] = mapped_column(String(200))

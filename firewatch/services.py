@@ -36,13 +36,13 @@ from firewatch.mqtt import BrokerAddress
 from firewatch.profiles import DeviceProfile, load_profiles
 from firewatch.settings import Settings
 from firewatch.site import Site, load_site
-from firewatch.watchdog import MonitorWatch
 from firewatch.stack import (
     endpoint_ports,
     http_server,
     sync_site,
     timeseries_store,
 )
+from firewatch.watchdog import MonitorWatch
 from firewatch.web.app import AppContext, create_app
 from gateway.service import GatewayService
 from ingest.retention import compactor_for
