@@ -35,9 +35,9 @@ from sqlalchemy.orm import Session
 from alerts import escalation_notices as say
 from alerts.escalation import Plan, Step, Taken, plan_alarm, plan_overdue, plan_recheck
 from alerts.ledger import UNDER_RECTIFICATION, Status
-from alerts.notices import NoticeMessage
+from alerts.notices import NoticeMessage, gateway_names
 from alerts.outbox import Routing
-from alerts.rules import OFFLINE_RULE
+from alerts.rules import LINK_RULE, OFFLINE_RULE
 from firewatch.db import (
     Alarm,
     EscalationStep,
@@ -104,12 +104,15 @@ class Escalator:
         self.bureau = site.bureau
         self.bureau_group = (site.bureau and site.bureau.wecom_webhook_url) or default_webhook
         self.heads = {i.id: i.head for i in site.institutions}
+        # what an alarm is about: a device, or (a link fault) a gateway
         self.locations = {d.id: d.location for d in site.devices}
         self.devices = {d.id: f"{profiles[d.profile].title_zh}（{d.id}）" for d in site.devices}
+        for g in site.gateways:
+            self.locations[g.id], self.devices[g.id] = gateway_names(g.id)
         self.categories = {
             (d.id, rule.name): rule.category
             for d in site.devices for rule in [*profiles[d.profile].alarms, OFFLINE_RULE]
-        }
+        } | {(g.id, LINK_RULE.name): LINK_RULE.category for g in site.gateways}
         self.steps_taken = 0
         #: subjects whose last look failed, with the error: logged when it first (or newly) fails
         self.set_aside: dict[str, str] = {}
@@ -183,7 +186,7 @@ class Escalator:
     def _plan(self, subject: _Subject, now: datetime) -> Plan:
         row = subject.row
         if isinstance(row, Alarm):
-            category = self.categories.get((row.device_id, row.rule), HazardCategory.OTHER)
+            category = self.categories.get((_about(row), row.rule), HazardCategory.OTHER)
             timing = self.policy.for_alarm(category, Severity(row.severity))
             return plan_alarm(now, row.raised_at, row.acknowledged_at is not None, timing,
                               subject.taken)
@@ -201,8 +204,8 @@ class Escalator:
         own_group = self.routing.recipients.get(institution.id, {}).get(GROUP_CHANNEL)
         duty = self.bureau.duty if self.bureau else None
         if isinstance(row, Alarm):
-            where = self.locations.get(row.device_id, row.device_id)
-            device = self.devices.get(row.device_id, row.device_id)
+            where = self.locations.get(_about(row), _about(row))
+            device = self.devices.get(_about(row), _about(row))
             if step is Step.HEAD:
                 return (self.heads.get(institution.id), own_group,
                         say.alarm_to_head(institution, row, where, device, now))
@@ -263,6 +266,11 @@ class Escalator:
                 for h, event in rows
             }
         return subjects
+
+
+def _about(alarm: Alarm) -> str:
+    """The device an alarm is about or, for a link fault, the gateway."""
+    return alarm.device_id or alarm.gateway_id or ""
 
 
 def _taken(session: Session, subject: str, ids: list[int]) -> dict[int, Taken]:

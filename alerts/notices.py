@@ -15,8 +15,8 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 from alerts.rules import Verdict
-from firewatch.db import Alarm, Device, Institution
-from firewatch.profiles import AlarmRule, DeviceProfile, Severity
+from firewatch.db import Alarm, Institution
+from firewatch.profiles import AlarmRule, Severity
 
 #: China Standard Time; China keeps no daylight saving, so a fixed offset is exact
 CST = timezone(timedelta(hours=8), "CST")
@@ -64,13 +64,14 @@ def _figure(value: float | None, unit: str) -> str:
 
 
 def raise_message(
-    institution: Institution, device: Device, profile: DeviceProfile, rule: AlarmRule,
-    verdict: Verdict, reason: str, ts: datetime,
+    institution: Institution, where: str, what: str, rule: AlarmRule, verdict: Verdict,
+    reason: str, ts: datetime,
 ) -> NoticeMessage:
+    """An alarm raised on ``what`` (a device, a gateway: 名称（id）) hanging at ``where``."""
     return NoticeMessage(
         kind="raise", severity=rule.severity.value, institution=institution.name,
-        title=rule.title_zh, location=f"{institution.township} · {device.location}",
-        device=f"{profile.title_zh}（{device.id}）", time=local_time(ts),
+        title=rule.title_zh, location=f"{institution.township} · {where}",
+        device=what, time=local_time(ts),
         reading=_figure(verdict.value, rule.unit), set_point=_figure(verdict.set_point, rule.unit),
         reason=reason, advice=rule.advice_zh, immediate=rule.immediate,
         contact=f"{institution.safety_officer_name} {institution.safety_officer_phone}",
@@ -78,15 +79,20 @@ def raise_message(
 
 
 def clear_message(
-    institution: Institution, device: Device, profile: DeviceProfile, rule: AlarmRule,
-    verdict: Verdict, alarm: Alarm,
+    institution: Institution, where: str, what: str, rule: AlarmRule, verdict: Verdict,
+    alarm: Alarm,
 ) -> NoticeMessage:
     return NoticeMessage(
         kind="clear", institution=institution.name, title=f"{rule.title_zh}已恢复",
-        location=f"{institution.township} · {device.location}",
-        device=f"{profile.title_zh}（{device.id}）", time=local_time(alarm.raised_at),
+        location=f"{institution.township} · {where}",
+        device=what, time=local_time(alarm.raised_at),
         reading=_figure(verdict.value, rule.unit), immediate=rule.immediate,
     )
+
+
+def gateway_names(gateway_id: str) -> tuple[str, str]:
+    """Where a gateway's link fault is and what, as a device's alarm names its device."""
+    return f"网关 {gateway_id}", f"物联网网关（{gateway_id}）"
 
 
 def summary_line(message: NoticeMessage) -> str:

@@ -25,7 +25,7 @@ import logging
 from collections import Counter, defaultdict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import partial
 from typing import Any, TypeVar
 
@@ -110,6 +110,8 @@ class Notifier:
         #: rounds that failed for a reason of no one notice, by error class
         self.round_errors: Counter[str] = Counter()
         self._last_round_error = ""  # logged once until a round goes through again
+        #: when it last looked for notices due: the alert service's pulse reports it
+        self.looked_at: datetime | None = None
 
     async def run(self) -> None:
         async with httpx.AsyncClient(timeout=self.timeout_s) as http, \
@@ -122,6 +124,7 @@ class Notifier:
                 self.waiting.clear()
                 try:
                     await self.send_due(http, senders)
+                    self.looked_at = utc_now()
                 except DBAPIError as exc:  # the database away: what is due waits for it
                     log.warning("notices due not read (%s); trying again", exc.orig)
                 except Exception as exc:  # a bug: logged, counted, and the next round runs

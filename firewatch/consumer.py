@@ -8,8 +8,9 @@ Ingest and alerts both consume the gateways' messages.  This module is what they
   effect durable, so a crash in between means redelivery, never loss;
 * a shared subscription (``$share/<group>/...``) where the broker has them, so replicas split
   the stream;
-* payloads that break the contract go to the dead-letter store with the reason, and the
-  consumer carries on.
+* payloads that break the contract, or that the consumer's admission check refuses (another
+  gateway's device, a time far off: see ``firewatch.admission``), go to the dead-letter store
+  with the reason, and the consumer carries on.
 """
 
 from __future__ import annotations
@@ -30,17 +31,21 @@ from firewatch.contract import (
     EVENTS_FILTER,
     READINGS_FILTER,
     DeviceEvent,
+    GatewayMessage,
     InvalidPayload,
     ReadingBatch,
     parse_message,
     shared,
+    utc_now,
 )
 from firewatch.db import DeadLetter, ProcessedMessage, Writer
 from firewatch.mqtt import BrokerAddress
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[list[ReadingBatch | DeviceEvent]], Awaitable[None]]
+Handler = Callable[[list[GatewayMessage]], Awaitable[None]]
+#: ``admit(message, received_at)``: the message to apply, or InvalidPayload with the reason
+Admit = Callable[[GatewayMessage, datetime], GatewayMessage]
 
 
 async def forget_applied(writer: Writer, consumer: str, before: datetime,
@@ -127,6 +132,8 @@ class GatewayMessageConsumer:
         instance: str = "0",
         max_batch: int = 1,
         max_wait_s: float = 0.0,
+        admit: Admit | None = None,
+        topics: tuple[str, ...] = (READINGS_FILTER, EVENTS_FILTER),
     ) -> None:
         self.name = name
         self.broker = broker
@@ -136,16 +143,17 @@ class GatewayMessageConsumer:
         self.instance = instance
         self.max_batch = max_batch
         self.max_wait_s = max_wait_s
+        self.admit = admit
+        self.topics = topics
         self.connected = False
         self.handled = 0
         self.ready = asyncio.Event()
 
     @property
     def filters(self) -> list[str]:
-        topics = [READINGS_FILTER, EVENTS_FILTER]
         if self.shared_subscription:
-            return [shared(self.name, t) for t in topics]
-        return topics
+            return [shared(self.name, t) for t in self.topics]
+        return list(self.topics)
 
     async def run(self) -> None:
         delay = 0.2
@@ -199,10 +207,12 @@ class GatewayMessageConsumer:
 
     async def _handle(self, batch: list[aiomqtt.Message]) -> None:
         valid = []
+        received_at = utc_now()
         for raw in batch:
             topic, payload = str(raw.topic), bytes(raw.payload)
             try:
-                valid.append(parse_message(topic, payload))
+                message = parse_message(topic, payload)
+                valid.append(message if self.admit is None else self.admit(message, received_at))
             except InvalidPayload as exc:
                 await self.dead_letters.put(topic, payload, exc.reason)
         if not valid:

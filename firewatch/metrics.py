@@ -20,6 +20,8 @@ from prometheus_client import CollectorRegistry, PlatformCollector, ProcessColle
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from firewatch.admission import Admission
+
 if TYPE_CHECKING:
     from alerts.escalation_scheduler import EscalationScheduler
     from alerts.notifier import Notifier
@@ -27,6 +29,7 @@ if TYPE_CHECKING:
     from firewatch.change_relay import ChangeListener, ChangePublisher
     from firewatch.consumer import GatewayMessageConsumer
     from firewatch.hub import ChangeHub
+    from firewatch.watchdog import MonitorWatch
     from gateway.service import GatewayService
     from ingest.service import IngestService
 
@@ -43,6 +46,7 @@ class FirewatchCollector(Collector):
     changes: ChangePublisher | ChangeListener | None = None
     #: the hub whose change notices' errors to report, if not the relay's (``firewatch up``)
     hub: ChangeHub | None = None
+    watch: MonitorWatch | None = None
 
     def collect(self) -> Iterator[Metric]:
         yield from self._gateways()
@@ -54,6 +58,15 @@ class FirewatchCollector(Collector):
             yield CounterMetricFamily(
                 "firewatch_alerts_alarms_raised",
                 "Alarms raised (breaches, faults, button presses).", value=self.alerts.raised)
+            yield GaugeMetricFamily(
+                "firewatch_gateway_links_down",
+                "Gateways not heard of for longer than their setting: open link faults.",
+                value=self.alerts.links.down)
+        if self.watch is not None:
+            yield GaugeMetricFamily(
+                "firewatch_monitoring_interrupted",
+                "1 while the alert service has stopped reporting (the bureau is told).",
+                value=int(bool(self.watch.problem)))
         if self.notifier is not None:
             yield CounterMetricFamily(
                 "firewatch_notices_sent", "Notices the provider accepted.",
@@ -147,11 +160,23 @@ class FirewatchCollector(Collector):
         connected = GaugeMetricFamily(
             "firewatch_consumer_broker_connected", "1 while subscribed on the broker.",
             labels=["consumer"])
+        offsets = GaugeMetricFamily(
+            "firewatch_gateway_clock_offset_seconds",
+            "How far a gateway's clock is off as a consumer sees it: received - ts, the least "
+            "over a minute (positive: behind, negative: ahead).", labels=["consumer", "gateway"])
+        restamped = CounterMetricFamily(
+            "firewatch_gateway_messages_restamped",
+            "Presses and device events whose time could not be believed, applied as read when "
+            "received.", labels=["consumer"])
         for consumer in consumers:
             applied.add_metric([consumer.name], consumer.handled)
             dead.add_metric([consumer.name], consumer.dead_letters.count)
             connected.add_metric([consumer.name], int(consumer.connected))
-        yield from (applied, dead, connected)
+            if isinstance(consumer.admit, Admission):
+                for gateway, offset in consumer.admit.clocks.offsets().items():
+                    offsets.add_metric([consumer.name, gateway], offset)
+                restamped.add_metric([consumer.name], consumer.admit.restamped)
+        yield from (applied, dead, connected, offsets, restamped)
 
     @staticmethod
     def _changes(relay: ChangePublisher | ChangeListener) -> Iterator[Metric]:

@@ -114,6 +114,28 @@ class Settings(BaseSettings):
     iot_hazard_deadline_hours: float = Field(
         24, description="Rectification deadline given to ledger entries raised by IoT alarms."
     )
+    # what a gateway says is checked (firewatch.admission) and its link watched (alerts.links)
+    gateway_clock_max_ahead_s: float = Field(
+        300, gt=0, le=86400, allow_inf_nan=False,
+        description="A gateway message stamped more than this ahead of its receipt is "
+        "dead-lettered (a press or device event is applied as received instead).",
+    )
+    gateway_max_age_days: float = Field(
+        30, gt=0, le=3650, allow_inf_nan=False,
+        description="A gateway message stamped more than this before its receipt is "
+        "dead-lettered: older than any outbox backlog (a press is applied as received).",
+    )
+    gateway_silent_after_s: float = Field(
+        60, gt=0, le=86400, allow_inf_nan=False,
+        description="A gateway heard of for this long (no heartbeat, no message) is a link "
+        "fault alarm for its institution; a gateway's silent_after_s in the site file wins.",
+    )
+    monitor_silent_after_s: float = Field(
+        60, gt=0, le=86400, allow_inf_nan=False,
+        description="The web process tells the bureau that monitoring is interrupted when the "
+        "alert service has not recorded its own heartbeat (every quarter of this, at most 5 s) "
+        "for this long.",
+    )
     applied_keep_hours: float = Field(
         24, gt=0, description="How long the alert service remembers which gateway messages it "
         "applied, to recognise a redelivery (one row per message). A broker away longer than "

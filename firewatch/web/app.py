@@ -138,11 +138,17 @@ def create_app(ctx: AppContext) -> FastAPI:
         except Exception as exc:  # report, don't fail: health must answer when parts are down
             database = f"error: {exc}"
         services = {name: status() for name, status in ctx.statuses.items()}
-        status = "ok" if database == "ok" else "degraded"
+        # a service's status may say why it cannot do its job (e.g. monitoring interrupted)
+        reasons = [f"{name}: {s['degraded']}" for name, s in services.items()
+                   if s.get("degraded")]
+        if database != "ok":
+            reasons.insert(0, f"database: {database}")
+        status = "degraded" if reasons else "ok"
         if not operator:
             return {"status": status}
         return {
             "status": status,
+            "reasons": reasons,
             "version": __version__,
             "database": database,
             "timeseries": ctx.timeseries.name,
