@@ -12,17 +12,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import event, select
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlalchemy.orm import Session
 
 from alerts import lifecycle
 from alerts.ledger import OPEN, record_iot_entry
-from alerts.notices import clear_message, raise_message
+from alerts.notices import NoticeMessage, clear_message, raise_message
 from alerts.outbox import Outbox
 from alerts.rules import (
     OFFLINE_RULE,
@@ -32,7 +32,10 @@ from alerts.rules import (
     evaluate,
     may_raise_at_once,
     rules_for,
+    settle_state,
 )
+from alerts.selfcheck import LinkWatch
+from firewatch.admission import Admission
 from firewatch.consumer import (
     DEAD_LETTER_KEEP,
     DeadLetters,
@@ -40,7 +43,17 @@ from firewatch.consumer import (
     claim,
     forget_applied,
 )
-from firewatch.contract import DeviceEvent, EventType, ReadingBatch, utc_now
+from firewatch.contract import (
+    EVENTS_FILTER,
+    HEARTBEATS_FILTER,
+    READINGS_FILTER,
+    DeviceEvent,
+    EventType,
+    GatewayHeartbeat,
+    GatewayMessage,
+    ReadingBatch,
+    utc_now,
+)
 from firewatch.db import ACTIVE_ALARM, Alarm, Device, Hazard, Institution, RuleState, Writer
 from firewatch.mqtt import BrokerAddress
 from firewatch.profiles import AlarmRule, DeviceProfile, Severity
@@ -50,7 +63,7 @@ from firewatch.supervise import supervise
 log = logging.getLogger(__name__)
 
 CONSUMER = "alerts"
-#: where a transaction keeps the alarms it raised, counted once it commits
+#: where a transaction keeps the alarms it raised until it commits
 _RAISED = "alarms raised"
 
 
@@ -68,6 +81,8 @@ class AlertService:
         notices_waiting: asyncio.Event,
         writer: Writer,
         keep_applied: timedelta = timedelta(hours=24),
+        admission: Admission | None = None,
+        silent_after: timedelta = timedelta(seconds=60),
         keep_dead_letters: timedelta = DEAD_LETTER_KEEP,
     ) -> None:
         self.sessions = sessions  # to read back what the writer wrote
@@ -82,6 +97,12 @@ class AlertService:
         }
         self.profiles = {d.id: profiles[d.profile] for d in site.devices}
         self.raised = 0
+        self.last_applied_at: datetime | None = None
+        # what a gateway says is checked (default: the settings' default bounds)
+        self.admission = admission or Admission(
+            site, profiles, CONSUMER, max_ahead=timedelta(minutes=5), max_age=timedelta(days=30),
+            restamp=True)
+        self.links = LinkWatch(site, self, silent_after, self.admission.clocks)
         self.consumer = GatewayMessageConsumer(
             CONSUMER, broker, self.apply_batch, DeadLetters(sessions, CONSUMER, keep_dead_letters),
             shared_subscription=shared_subscription,
@@ -89,12 +110,17 @@ class AlertService:
             # the service keeps up that is a few messages; up to 500 when it has fallen behind,
             # where fewer, larger transactions catch up sooner (at 100, `firewatch up` with
             # 1,000 devices took 140 batches/s instead of 340-780)
-            max_batch=500, max_wait_s=0.0,
+            max_batch=500, max_wait_s=0.0, admit=self.admission,
+            # and the gateways' heartbeats, which the link watch hears (alerts.selfcheck)
+            topics=(READINGS_FILTER, EVENTS_FILTER, HEARTBEATS_FILTER),
         )
 
     async def run(self) -> None:
-        await supervise({"consumer": self.consumer.run, "forget-applied": self._forget_old_applied,
-                         "dead-letter-retention": self.consumer.dead_letters.expire})
+        await supervise({
+            "consumer": self.consumer.run, "forget-applied": self._forget_old_applied,
+            "link-watch": partial(self.links.run, self.writer, self.notices_waiting),
+            "dead-letter-retention": self.consumer.dead_letters.expire,
+        })
 
     async def _forget_old_applied(self, every_s: float = 10) -> None:
         """Keep the record of applied messages to ``keep_applied``: long enough to recognise
@@ -109,33 +135,29 @@ class AlertService:
             "messages_applied": self.consumer.handled,
             "alarms_raised": self.raised,
             "dead_letters": self.consumer.dead_letters.count,
+            "links_down": self.links.down,
         }
 
     async def apply(self, message: ReadingBatch | DeviceEvent) -> None:
         await self.apply_batch([message])
 
-    async def apply_batch(self, messages: list[ReadingBatch | DeviceEvent]) -> None:
+    async def apply_batch(self, messages: list[GatewayMessage]) -> None:
         """Everything these messages cause, with the record of applying them.
 
         A button pressed or a set point reached is applied first, in a small transaction of its
         own whose notices go out while the routine readings queued with it are applied in a
         second one: the one-key alarm must not wait for a thousand devices' polls.  Each
-        device's messages stay together and in order.
+        device's messages stay together and in order.  Every message, a heartbeat among them,
+        tells the link watch that its gateway is heard (alerts.selfcheck).
         """
+        self.links.hear(messages, utc_now())
+        messages = [m for m in messages if not isinstance(m, GatewayHeartbeat)]
         urgent = {m.device_id for m in messages if self._urgent(m)}
         first = [m for m in messages if m.device_id in urgent]
         for part in (first, [m for m in messages if m.device_id not in urgent]):
-            if not part:
-                continue
-            new_notices, raised = await self.writer.run(
-                partial(self._apply_together, messages=part))
-            # counted and logged once committed: a batch rolled back and tried again (the
-            # database away, a poison message beside it) raised nothing the first time
-            for alarm_id, device_id, rule, institution in raised:
-                log.warning("alarm %d raised: %s %s (%s)", alarm_id, device_id, rule, institution)
-            self.raised += len(raised)
-            if new_notices:
+            if part and await self.writer.run(partial(self._apply_together, messages=part)):
                 self.notices_waiting.set()
+        self.last_applied_at = utc_now()
 
     def _urgent(self, message: ReadingBatch | DeviceEvent) -> bool:
         if isinstance(message, DeviceEvent):
@@ -145,9 +167,9 @@ class AlertService:
 
     def _apply_together(
         self, session: Session, messages: list[ReadingBatch | DeviceEvent]
-    ) -> tuple[bool, list[tuple[int, str, str, str]]]:
-        """These messages' effects in one transaction, with the record of applying them:
-        whether notices were stored, and the alarms raised (id, device, rule, institution).
+    ) -> bool:
+        """These messages' effects in one transaction, with the record of applying them; True
+        if notices were stored.
 
         One transaction and one read of each table for all of them, not per message, so that
         the service keeps up with every gateway's polls.  Messages are still applied one by
@@ -171,7 +193,7 @@ class AlertService:
                 continue
             new_notices |= self._apply_one(
                 session, message, device, open_alarms[device.id], rule_states[device.id])
-        return new_notices, session.info.pop(_RAISED, [])
+        return new_notices
 
     def _apply_one(
         self,
@@ -181,16 +203,28 @@ class AlertService:
         open_alarms: dict[str, Alarm],
         rule_states: dict[str, RuleState],
     ) -> bool:
-        """One message's effect on its device; True if it stored notices."""
-        if device.last_seen is not None and message.ts < device.last_seen:
-            return False  # an older message overtaken by a newer one: the state moved on
-        if isinstance(message, ReadingBatch):
-            device.last_readings = dict(message.readings)
-            device.last_flags = dict(message.flags)
-            verdicts = self._evaluate(session, device, message, set(open_alarms), rule_states)
+        """One message's effect on its device; True if it stored notices.
+
+        Messages are ordered by their place in the gateway's stream (incarnation, seq), which
+        the gateway guarantees, not by its clock, which can step back: a reading stamped in
+        the future must not make the real ones after it look old.
+        """
+        stream = f"{message.gateway_id}/{message.incarnation}"
+        if stream == device.last_stream and device.last_seq is not None \
+                and message.seq < device.last_seq:
+            # overtaken by a newer message: the state moved on, but a press it carries happened
+            verdicts = self._late_presses(device, message)
         else:
-            verdicts = [Verdict(OFFLINE_RULE, message.event is EventType.OFFLINE, None, None)]
-        device.last_seen = message.ts
+            if isinstance(message, ReadingBatch):
+                device.last_readings = dict(message.readings)
+                device.last_flags = dict(message.flags)
+                verdicts = self._evaluate(session, device, message, set(open_alarms),
+                                          rule_states)
+            else:
+                verdicts = [Verdict(OFFLINE_RULE, message.event is EventType.OFFLINE, None,
+                                    None)]
+            device.last_seen = message.ts
+            device.last_stream, device.last_seq = stream, message.seq
         new_notices = False
         for verdict in verdicts:
             alarm = open_alarms.get(verdict.rule.name)
@@ -204,13 +238,15 @@ class AlertService:
                 self._clear(session, device, institution, alarm, verdict)
                 del open_alarms[alarm.rule]
                 new_notices = True
-        offline = "offline" in open_alarms
-        state = device_state([a.severity for a in open_alarms.values()], offline).value
-        reason = "；".join(a.title for a in open_alarms.values()) or "运行正常"
-        if (device.state, device.state_reason) != (state, reason):
-            device.state, device.state_reason = state, reason
-            device.updated_at = utc_now()
+        settle_state(device, open_alarms.values())
         return new_notices
+
+    def _late_presses(self, device: Device, message: ReadingBatch | DeviceEvent) -> list[Verdict]:
+        """The immediate flag rules (a button pressed) an overtaken batch breaches."""
+        if not isinstance(message, ReadingBatch):
+            return []
+        return [Verdict(rule, True, None, None) for rule in self.rules[device.id]
+                if rule.immediate and message.flags.get(rule.field) is True]
 
     def _raise(
         self,
@@ -221,8 +257,26 @@ class AlertService:
         message: ReadingBatch | DeviceEvent,
     ) -> Alarm:
         rule = verdict.rule
+        reason = message.reason if isinstance(message, DeviceEvent) else ""
+        alarm = self.open_alarm(
+            session, institution, verdict, message.ts, _reading(verdict) or reason,
+            raise_message(institution, device.location, self._what(device), rule, verdict,
+                          reason, message.ts),
+            device_id=device.id)
+        if rule.major_hazard and rule.severity is Severity.ALARM:
+            self._record_hazard(session, device, institution, rule, alarm)
+        return alarm
+
+    def open_alarm(
+        self, session: Session, institution: Institution, verdict: Verdict, at: datetime,
+        note: str, notice: NoticeMessage, *, device_id: str | None = None,
+        gateway_id: str | None = None,
+    ) -> Alarm:
+        """An alarm of a device or (a link fault) of a gateway: raised, recorded, told."""
+        rule = verdict.rule
         alarm = Alarm(
-            device_id=device.id,
+            device_id=device_id,
+            gateway_id=gateway_id,
             institution_id=institution.id,
             rule=rule.name,
             title=rule.title_zh,
@@ -231,20 +285,17 @@ class AlertService:
             value=verdict.value,
             set_point=verdict.set_point,
             unit=rule.unit,
-            raised_at=message.ts,
+            raised_at=at,
         )
         session.add(alarm)
         session.flush()
-        session.info.setdefault(_RAISED, []).append(
-            (alarm.id, device.id, rule.name, institution.name))
-        reason = message.reason if isinstance(message, DeviceEvent) else ""
-        lifecycle.record(session, alarm, "raise", lifecycle.SYSTEM, _reading(verdict) or reason,
-                         None)
-        self.outbox.add(session, institution.id, alarm.id, raise_message(
-            institution, device, self.profiles[device.id], rule, verdict, reason, message.ts
-        ))
-        if rule.major_hazard and rule.severity is Severity.ALARM:
-            self._record_hazard(session, device, institution, rule, alarm)
+        if _RAISED not in session.info:
+            session.info[_RAISED] = []
+            event.listen(session, "after_commit", self._raised_committed)
+        session.info[_RAISED].append((alarm.id, device_id or gateway_id, rule.name,
+                                      institution.name))
+        lifecycle.record(session, alarm, "raise", lifecycle.SYSTEM, note, None)
+        self.outbox.add(session, institution.id, alarm.id, notice)
         return alarm
 
     def _clear(
@@ -255,11 +306,26 @@ class AlertService:
         alarm: Alarm,
         verdict: Verdict,
     ) -> None:
-        lifecycle.clear(session, alarm, _reading(verdict))
-        log.info("alarm %d cleared: %s %s", alarm.id, device.id, alarm.rule)
-        self.outbox.add(session, institution.id, alarm.id, clear_message(
-            institution, device, self.profiles[device.id], verdict.rule, verdict, alarm
-        ))
+        self.close_alarm(session, institution, alarm, _reading(verdict), clear_message(
+            institution, device.location, self._what(device), verdict.rule, verdict, alarm))
+
+    def _raised_committed(self, session: Session) -> None:
+        """Count and log the alarms a transaction raised once it commits: a batch rolled back
+        and tried again (the database away, a poison message beside it) raised nothing."""
+        for alarm_id, subject, rule, institution in session.info.pop(_RAISED, []):
+            self.raised += 1
+            log.warning("alarm %d raised: %s %s (%s)", alarm_id, subject, rule, institution)
+
+    def close_alarm(self, session: Session, institution: Institution, alarm: Alarm, note: str,
+                    notice: NoticeMessage) -> None:
+        """An alarm's condition gone: cleared, recorded, told."""
+        lifecycle.clear(session, alarm, note)
+        log.info("alarm %d cleared: %s %s", alarm.id, alarm.device_id or alarm.gateway_id,
+                 alarm.rule)
+        self.outbox.add(session, institution.id, alarm.id, notice)
+
+    def _what(self, device: Device) -> str:
+        return f"{self.profiles[device.id].title_zh}（{device.id}）"
 
     def _evaluate(
         self,

@@ -13,6 +13,7 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 from sqlalchemy.ext.asyncio import async_sessionmaker
@@ -22,7 +23,9 @@ from alerts.escalation_scheduler import EscalationScheduler
 from alerts.escalator import Escalator
 from alerts.notifier import Fallback, Notifier
 from alerts.outbox import Outbox, Routing, recipients_of
+from alerts.selfcheck import pulse
 from alerts.service import AlertService
+from firewatch.admission import admission_for
 from firewatch.db import Writer
 from firewatch.mqtt import BrokerAddress
 from firewatch.profiles import DeviceProfile
@@ -37,11 +40,16 @@ class AlertSide:
     notifier: Notifier
     escalation: EscalationScheduler
     writer: Writer  # every write of the three, on a thread of its own (firewatch.db.Writer)
+    instance: str
+    pulse_every_s: float
 
     def services(self) -> dict[str, Job]:
-        """What to run, by task name: each supervised on its own (firewatch.supervise)."""
+        """What to run, by task name, each supervised on its own (firewatch.supervise); the
+        pulse tells the web process the three are alive."""
         return {"alerts": self.alerts.run, "notifier": self.notifier.run,
-                "escalation": self.escalation.run}
+                "escalation": self.escalation.run,
+                "pulse": partial(pulse, self.writer, self.instance, self.alerts, self.notifier,
+                                 self.pulse_every_s)}
 
     def statuses(self) -> dict[str, Callable[[], dict[str, Any]]]:
         """What /api/health reports of each, by the same names."""
@@ -72,6 +80,8 @@ def alert_side(
         notices_waiting=notices_waiting,
         writer=writer,
         keep_applied=timedelta(hours=settings.applied_keep_hours),
+        admission=admission_for(settings, site, profiles, "alerts", restamp=True),
+        silent_after=timedelta(seconds=settings.gateway_silent_after_s),
         keep_dead_letters=settings.dead_letter_keep,
     )
     fallback = Fallback(settings.notice_fallback_after_attempts, settings.notice_fallback_after_s)
@@ -81,4 +91,5 @@ def alert_side(
                           default_webhook=settings.wecom_webhook_url,
                           notices_waiting=notices_waiting)
     escalation = EscalationScheduler(escalator)
-    return AlertSide(alerts, notifier, escalation, writer)
+    return AlertSide(alerts, notifier, escalation, writer, settings.instance,
+                     min(5.0, settings.monitor_silent_after_s / 4))

@@ -8,9 +8,10 @@ Ingest and alerts both consume the gateways' messages.  This module is what they
   effect durable, so a crash in between means redelivery, never loss;
 * a shared subscription (``$share/<group>/...``) where the broker has them, so replicas split
   the stream;
-* payloads that break the contract, and messages whose own content makes the handler fail,
-  go to the dead-letter store with the reason, and the consumer carries on; only a database
-  or store away is waited for (``firewatch.faults``).
+* payloads that break the contract, or that the consumer's admission check refuses (another
+  gateway's device, a time far off: see ``firewatch.admission``), and messages whose own
+  content makes the handler fail go to the dead-letter store with the reason, and the
+  consumer carries on; only a database or store away is waited for (``firewatch.faults``).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from firewatch.contract import (
     EVENTS_FILTER,
     READINGS_FILTER,
     DeviceEvent,
+    GatewayMessage,
     InvalidPayload,
     ReadingBatch,
     parse_message,
@@ -47,7 +49,9 @@ from firewatch.mqtt import BrokerAddress
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-Handler = Callable[[list[ReadingBatch | DeviceEvent]], Awaitable[None]]
+Handler = Callable[[list[GatewayMessage]], Awaitable[None]]
+#: ``admit(message, received_at)``: the message to apply, or InvalidPayload with the reason
+Admit = Callable[[GatewayMessage, datetime], GatewayMessage]
 
 
 async def forget_applied(writer: Writer, consumer: str, before: datetime,
@@ -241,7 +245,7 @@ class Isolation(Generic[T]):
 class _Item:
     """A valid message with what its dead letter would keep."""
 
-    message: ReadingBatch | DeviceEvent
+    message: GatewayMessage
     topic: str
     payload: bytes
 
@@ -264,6 +268,8 @@ class GatewayMessageConsumer:
         instance: str = "0",
         max_batch: int = 1,
         max_wait_s: float = 0.0,
+        admit: Admit | None = None,
+        topics: tuple[str, ...] = (READINGS_FILTER, EVENTS_FILTER),
     ) -> None:
         self.name = name
         self.broker = broker
@@ -273,6 +279,8 @@ class GatewayMessageConsumer:
         self.instance = instance
         self.max_batch = max_batch
         self.max_wait_s = max_wait_s
+        self.admit = admit
+        self.topics = topics
         self.connected = False
         self.handled = 0
         self.ready = asyncio.Event()
@@ -281,10 +289,9 @@ class GatewayMessageConsumer:
 
     @property
     def filters(self) -> list[str]:
-        topics = [READINGS_FILTER, EVENTS_FILTER]
         if self.shared_subscription:
-            return [shared(self.name, t) for t in topics]
-        return topics
+            return [shared(self.name, t) for t in self.topics]
+        return list(self.topics)
 
     async def run(self) -> None:
         delay = 0.2
@@ -344,15 +351,19 @@ class GatewayMessageConsumer:
         reason.  The valid ones go to the handler together (see :meth:`_apply`).
         """
         valid = []
+        received_at = utc_now()
         for raw in batch:
             topic, payload = str(raw.topic), bytes(raw.payload)
             try:
-                valid.append(_Item(parse_message(topic, payload), topic, payload))
+                message = parse_message(topic, payload)
+                if self.admit is not None:
+                    message = self.admit(message, received_at)
+                valid.append(_Item(message, topic, payload))
             except InvalidPayload as exc:
                 await self.dead_letters.put(topic, payload, exc.reason)
-            except Exception as exc:  # hostile input the parser did not foresee
-                await self.dead_letters.put(topic, payload, f"unreadable payload: "
-                                            f"{reason_of(exc)}", type(exc).__name__)
+            except Exception as exc:  # hostile input the parser or the check did not foresee
+                await self.dead_letters.put(topic, payload, f"payload not readable or not "
+                                            f"checkable: {reason_of(exc)}", type(exc).__name__)
         await self._isolation(valid)
 
     async def _apply(self, items: list[_Item]) -> None:

@@ -92,6 +92,11 @@ class Gateway(_Strict):
     id: Identifier
     institution: Identifier
     endpoints: list[ModbusEndpoint] = Field(default_factory=list)
+    silent_after_s: float | None = Field(
+        None, gt=0, le=86400, allow_inf_nan=False,
+        description="heard of for this long, the gateway is a link fault (巡检); unset: the "
+        "FIREWATCH_GATEWAY_SILENT_AFTER_S setting",
+    )
 
 
 class Device(_Strict):

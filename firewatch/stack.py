@@ -21,14 +21,17 @@ from starlette.types import ASGIApp
 
 from firewatch import db
 from firewatch.accounts import prepare_accounts
+from firewatch.admission import admission_for
 from firewatch.alert_side import alert_side
 from firewatch.consumer import DeadLetters
+from firewatch.hub import ChangeHub
 from firewatch.metrics import FirewatchCollector, registry_for
 from firewatch.mqtt import BrokerAddress, EmbeddedBroker
 from firewatch.profiles import DeviceProfile, load_profiles
 from firewatch.settings import Settings
 from firewatch.site import ModbusEndpoint, Site, load_site
 from firewatch.supervise import Job, Supervisor, supervise
+from firewatch.watchdog import MonitorWatch
 from firewatch.web.app import AppContext, create_app
 from gateway.service import GatewayService
 from ingest.influx_store import InfluxTimeSeries
@@ -174,6 +177,7 @@ async def run_stack(settings: Settings) -> None:
             store, Spool(settings.data_dir / "ingest-spool.db"), broker,
             DeadLetters(sessions, "ingest", settings.dead_letter_keep), shared_subscription=shared,
             compactor=compactor_for(store, settings),
+            admit=admission_for(settings, site, profiles, "ingest", restamp=False),
         )
         gateways = [
             GatewayService(
@@ -183,21 +187,24 @@ async def run_stack(settings: Settings) -> None:
             for g in site.gateways
         ]
         supervisor = Supervisor()
+        watch = MonitorWatch(sessions, site, settings)
         statuses = {
             "tasks": supervisor.status,
             **alert.statuses(),
+            "monitor": watch.status,
             "ingest": ingest.status,
             **{f"gateway:{g.gateway.id}": g.status for g in gateways},
         }
         # the web app's hub watches these sessions: the alert side's changes reach the pages
         # without the broker
+        hub = ChangeHub()
         app = create_app(AppContext(
             sessions=sessions, timeseries=store, site=site,
             site_dir=settings.site_file.parent, statuses=statuses, simulators=fleet,
-            settings=settings,
+            settings=settings, hub=hub,
             metrics=registry_for(FirewatchCollector(
-                gateways, ingest, alert.alerts, alert.notifier, alert.escalation,
-                tasks=supervisor)),
+                gateways, ingest, alert.alerts, alert.notifier, alert.escalation, hub=hub,
+                watch=watch, tasks=supervisor)),
         ))
         server = http_server(app, settings.host, settings.port)
 
@@ -217,8 +224,9 @@ async def run_stack(settings: Settings) -> None:
             await supervise(gateway_jobs(gateways, fleet))
 
         async with asyncio.TaskGroup() as tasks:
-            services = tasks.create_task(supervisor.run(
-                {**alert.services(), "ingest": ingest.run, "gateways": gateways_and_devices}))
+            services = tasks.create_task(supervisor.run({
+                **alert.services(), "ingest": ingest.run, "monitor": watch.run,
+                "gateways": gateways_and_devices}))
             log.info(
                 "Firewatch is up: http://%s:%d  (broker %s%s, store %s, data in %s)",
                 settings.host, settings.port, broker.url,

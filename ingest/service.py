@@ -12,8 +12,8 @@ import asyncio
 import logging
 from typing import Any
 
-from firewatch.consumer import DeadLetters, GatewayMessageConsumer, Isolation
-from firewatch.contract import DeviceEvent, ReadingBatch, readings_topic
+from firewatch.consumer import Admit, DeadLetters, GatewayMessageConsumer, Isolation
+from firewatch.contract import GatewayMessage, ReadingBatch, readings_topic
 from firewatch.faults import Fault, classify, reason_of
 from firewatch.mqtt import BrokerAddress
 from firewatch.supervise import Job, supervise
@@ -39,6 +39,7 @@ class IngestService:
         max_batch: int = 5000,
         max_wait_s: float = 0.05,
         compactor: SqliteCompactor | None = None,
+        admit: Admit | None = None,
     ) -> None:
         self.store = store
         self.spool = spool
@@ -52,10 +53,10 @@ class IngestService:
         self.consumer = GatewayMessageConsumer(
             "ingest", broker, self._apply, dead_letters,
             shared_subscription=shared_subscription, instance=instance,
-            max_batch=max_batch, max_wait_s=max_wait_s,
+            max_batch=max_batch, max_wait_s=max_wait_s, admit=admit,
         )
 
-    async def _apply(self, messages: list[ReadingBatch | DeviceEvent]) -> None:
+    async def _apply(self, messages: list[GatewayMessage]) -> None:
         # reachability events are the alert service's business
         batches = [m for m in messages if isinstance(m, ReadingBatch)]
         if not batches:
