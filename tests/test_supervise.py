@@ -77,28 +77,25 @@ async def test_a_task_that_returns_is_done_and_not_restarted():
         "tasks": {"once": {"state": "done", "restarts": 0, "last_error": None}}, "problems": []}
 
 
-def test_a_task_that_raises_in_firewatch_up_is_restarted_and_the_alarms_still_come(tmp_path):
-    """A ledger entry whose deadline is in year 9999 makes the escalation sweep overflow.  The
-    escalation task is restarted, health says so, and a button press is still an alarm."""
+def test_a_gateway_whose_outbox_is_unreadable_is_restarted_and_firewatch_up_runs_on(tmp_path):
+    """One gateway's outbox file is not a database (a corrupt SD card): that gateway's task
+    fails at every start.  It is restarted with backoff, health and /metrics say so, and a gas
+    leak at another institution is still an alarm."""
+    (tmp_path / "outbox-gw-rongcheng.db").write_bytes(b"not a database, " * 512)
     stack = Stack(tmp_path)
-    stack.start()
+    stack.start(status="degraded")
     try:
-        reply = stack.api.post("/api/hazards", json={
-            "institution_id": "rongcheng-eldercare", "category": "fire_facilities",
-            "source": "self-check", "description": "消防通道堆放杂物",
-            "responsible_person": "张三", "responsible_phone": "13800000000",
-            "deadline": "9999-12-31T00:00:00+00:00"})
-        assert reply.status_code == 201, reply.text
-        stack.wait_until(lambda: any(p.startswith("task escalation restarting") for p in
-                                     stack.get("/api/health")["problems"]),
-                         60, "the escalation task to fail and be restarted")
-        assert stack.get("/api/health")["status"] == "degraded"
+        failing = "task gateways/gateway:gw-rongcheng restarting"
+        stack.wait_until(lambda: any(r.startswith(failing) for r in
+                                     stack.get("/api/health")["reasons"]),
+                         30, "the gateway's task to fail and be restarted")
         restarts = {(s.labels["task"], s.value) for family in text_string_to_metric_families(
             stack.api.get("/metrics").text) for s in family.samples
             if s.name == "firewatch_task_restarts_total"}
-        assert any(task == "escalation" and count >= 1 for task, count in restarts)
-        assert stack.simulate("dq-btn-1", "button-press").returncode == 0
-        stack.wait_until(lambda: any(a["device_id"] == "dq-btn-1"
-                                     for a in stack.get("/api/alarms")), 30, "the press's alarm")
+        assert any(task == "gateways/gateway:gw-rongcheng" and count >= 1
+                   for task, count in restarts)
+        assert stack.simulate("dq-gas-1", "gas-leak").returncode == 0
+        stack.wait_until(lambda: any(a["device_id"] == "dq-gas-1"
+                                     for a in stack.get("/api/alarms")), 30, "the leak's alarm")
     finally:
         assert stack.stop(signal.SIGTERM) == 0

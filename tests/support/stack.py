@@ -27,7 +27,9 @@ class Stack:
         self.log = data_dir / "stack.log"
         self.api = httpx.Client(base_url=self.url, timeout=10)
 
-    def start(self, timeout: float = 60) -> None:
+    def start(self, timeout: float = 60, status: str = "ok") -> None:
+        """Start ``firewatch up`` and wait until its health says ``status`` (``degraded``: a
+        stack started with a part broken on purpose)."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
@@ -35,7 +37,7 @@ class Stack:
                  "--data-dir", str(self.data_dir), *self.args],
                 env=self.env, stdout=log, stderr=subprocess.STDOUT,
             )
-        self.wait_until(lambda: self.get("/api/health")["status"] == "ok", timeout,
+        self.wait_until(lambda: self.get("/api/health")["status"] == status, timeout,
                         "the stack to answer /api/health")
         login(self.api, "admin")
 
