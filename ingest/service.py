@@ -93,11 +93,23 @@ class IngestService:
             if not rows:
                 self._spooled.clear()
                 continue
-            await self._from_spool(rows)
+            await self._from_spool(await self._readable(rows))
             await self.spool.remove_through(rows[-1][0])
             if not self.store_available:
                 self.store_available = True
                 log.info("time-series store %s is back; catching up", self.store.name)
+
+    async def _readable(self, rows: list[tuple[int, bytes]]) -> list[tuple[int, ReadingBatch]]:
+        """The spooled batches that still read; a row that does not is dead-lettered."""
+        readable = []
+        for row_id, data in rows:
+            try:
+                readable.append((row_id, ReadingBatch.model_validate_json(data)))
+            except Exception as exc:
+                await self.consumer.dead_letters.put(
+                    f"ingest spool row {row_id}", data,
+                    f"spooled batch no longer reads: {reason_of(exc)}", type(exc).__name__)
+        return readable
 
     async def _write_spooled(self, rows: list[tuple[int, ReadingBatch]]) -> None:
         self._count(len(rows), await self.store.write([batch for _, batch in rows]))

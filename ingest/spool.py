@@ -48,14 +48,15 @@ class Spool:
             await asyncio.to_thread(insert)
             self.size += len(rows)
 
-    async def oldest(self, limit: int) -> list[tuple[int, ReadingBatch]]:
+    async def oldest(self, limit: int) -> list[tuple[int, bytes]]:
+        """The oldest rows as stored (id, the batch's JSON): read by the caller, who sets aside
+        a row that no longer reads (a spool written by another version, a damaged file)."""
         assert self._db is not None, "spool not open"
         async with self._lock:
-            rows = await asyncio.to_thread(
+            return await asyncio.to_thread(
                 lambda: self._db.execute(
                     "SELECT id, batch FROM spool ORDER BY id LIMIT ?", (limit,)).fetchall()
             )
-        return [(row_id, ReadingBatch.model_validate_json(data)) for row_id, data in rows]
 
     async def remove_through(self, last_id: int) -> None:
         assert self._db is not None, "spool not open"

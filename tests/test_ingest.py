@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -174,3 +175,33 @@ async def test_a_batch_the_store_refuses_for_good_does_not_hold_up_the_spooled_o
     assert ReadingBatch.model_validate_json(letter.payload).seq == 2
     assert letter.reason_class == "Refused"
     assert "422" in letter.reason and "beyond retention policy" in letter.reason
+
+
+async def test_a_spooled_row_that_no_longer_reads_is_set_aside_and_the_rest_written(
+    mosquitto, tmp_path
+):
+    """A spool left by another version or a damaged file: the row that does not read is
+    dead-lettered with the reason, the batches around it reach the store."""
+    left_over = Spool(tmp_path / "spool.db")
+    await left_over.open()
+    await left_over.put([batch(1)])
+    with sqlite3.connect(tmp_path / "spool.db") as spool:
+        spool.execute("INSERT INTO spool (batch) VALUES (?)", (b'{"schema": "old/0"}',))
+    await left_over.put([batch(3)])
+    await left_over.close()
+    store = SqliteTimeSeries(tmp_path / "ts.db")
+    await store.open()
+    async with demo_county(f"sqlite+aiosqlite:///{tmp_path}/fw.db") as county:
+        ingest = IngestService(store, Spool(tmp_path / "spool.db"), mosquitto,
+                               DeadLetters(county.sessions, "ingest"), shared_subscription=True)
+        task = asyncio.create_task(ingest.run())
+        try:
+            await until(lambda: _true(ingest.written == 2 and ingest.spool.size == 0))
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            await store.close()
+        async with county.sessions() as session:
+            [letter] = await session.scalars(select(db.DeadLetter))
+    assert (letter.payload, letter.reason_class) == (b'{"schema": "old/0"}', "ValidationError")
+    assert letter.reason.startswith("spooled batch no longer reads")
