@@ -144,6 +144,25 @@ async def test_readings_sent_while_the_database_is_down_are_spooled_and_caught_u
     victoria.stop()
 
 
+async def drain_with_one_set_aside(store, tmp_path, mosquitto) -> db.DeadLetter:
+    """Ingest started on the three batches left in the spool: once the two good ones are
+    written, the one dead letter."""
+    await store.open()
+    async with demo_county(f"sqlite+aiosqlite:///{tmp_path}/fw.db") as county:
+        ingest = IngestService(store, Spool(tmp_path / "spool.db"), mosquitto,
+                               DeadLetters(county.sessions, "ingest"), shared_subscription=True)
+        task = asyncio.create_task(ingest.run())
+        try:
+            await until(lambda: _true(ingest.written == 2 and ingest.spool.size == 0))
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            await store.close()
+        async with county.sessions() as session:
+            [letter] = await session.scalars(select(db.DeadLetter))
+    return letter
+
+
 async def test_a_batch_the_store_refuses_for_good_does_not_hold_up_the_spooled_ones_after_it(
     mosquitto, tmp_path
 ):
@@ -155,21 +174,8 @@ async def test_a_batch_the_store_refuses_for_good_does_not_hold_up_the_spooled_o
     await left_over.put([batch(1, now), batch(2, now - timedelta(days=40)), batch(3, now)])
     await left_over.close()
     with InfluxStandIn(retention_s=30 * 86400) as server:
-        async with demo_county(f"sqlite+aiosqlite:///{tmp_path}/fw.db") as county:
-            store = InfluxTimeSeries(server.url, token="", org="o", bucket="b")
-            await store.open()
-            ingest = IngestService(store, Spool(tmp_path / "spool.db"), mosquitto,
-                                   DeadLetters(county.sessions, "ingest"),
-                                   shared_subscription=True)
-            task = asyncio.create_task(ingest.run())
-            try:
-                await until(lambda: _true(ingest.written == 2 and ingest.spool.size == 0))
-            finally:
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
-                await store.close()
-            async with county.sessions() as session:
-                [letter] = await session.scalars(select(db.DeadLetter))
+        store = InfluxTimeSeries(server.url, token="", org="o", bucket="b")
+        letter = await drain_with_one_set_aside(store, tmp_path, mosquitto)
     assert {line.split(" ", 2)[1] for line in server.points} == {
         "gas_concentration=0.1,sensor_fault=false", "gas_concentration=0.3,sensor_fault=false"}
     assert ReadingBatch.model_validate_json(letter.payload).seq == 2
@@ -189,19 +195,7 @@ async def test_a_spooled_row_that_no_longer_reads_is_set_aside_and_the_rest_writ
         spool.execute("INSERT INTO spool (batch) VALUES (?)", (b'{"schema": "old/0"}',))
     await left_over.put([batch(3)])
     await left_over.close()
-    store = SqliteTimeSeries(tmp_path / "ts.db")
-    await store.open()
-    async with demo_county(f"sqlite+aiosqlite:///{tmp_path}/fw.db") as county:
-        ingest = IngestService(store, Spool(tmp_path / "spool.db"), mosquitto,
-                               DeadLetters(county.sessions, "ingest"), shared_subscription=True)
-        task = asyncio.create_task(ingest.run())
-        try:
-            await until(lambda: _true(ingest.written == 2 and ingest.spool.size == 0))
-        finally:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-            await store.close()
-        async with county.sessions() as session:
-            [letter] = await session.scalars(select(db.DeadLetter))
+    letter = await drain_with_one_set_aside(SqliteTimeSeries(tmp_path / "ts.db"), tmp_path,
+                                            mosquitto)
     assert (letter.payload, letter.reason_class) == (b'{"schema": "old/0"}', "ValidationError")
     assert letter.reason.startswith("spooled batch no longer reads")
