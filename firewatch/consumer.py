@@ -219,8 +219,9 @@ class Isolation(Generic[T]):
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10)
                 continue
-            for item in items:
-                self._attempts.pop(self.key(item), None)
+            if self._attempts:
+                for item in items:
+                    self._attempts.pop(self.key(item), None)
             return
 
     async def _gave_up(self, item: T, fault: Fault, exc: Exception) -> bool:
@@ -284,8 +285,9 @@ class GatewayMessageConsumer:
         self.connected = False
         self.handled = 0
         self.ready = asyncio.Event()
+        # a message's tries are kept by a hash, not by its payload, which may be megabytes
         self._isolation = Isolation(name, self._apply, self._dead_letter,
-                                    key=lambda item: (item.topic, item.payload))
+                                    key=lambda item: hash((item.topic, item.payload)))
 
     @property
     def filters(self) -> list[str]:
