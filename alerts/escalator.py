@@ -30,7 +30,7 @@ from alerts.escalation import Plan, Step, Taken, plan_alarm, plan_overdue, plan_
 from alerts.ledger import UNDER_RECTIFICATION, Status
 from alerts.notices import NoticeMessage
 from alerts.outbox import Routing
-from alerts.rules import OFFLINE_RULE
+from alerts.rules import LINK_RULES
 from firewatch.db import (
     Alarm,
     EscalationStep,
@@ -101,7 +101,7 @@ class Escalator:
         self.devices = {d.id: f"{profiles[d.profile].title_zh}（{d.id}）" for d in site.devices}
         self.categories = {
             (d.id, rule.name): rule.category
-            for d in site.devices for rule in [*profiles[d.profile].alarms, OFFLINE_RULE]
+            for d in site.devices for rule in [*profiles[d.profile].alarms, *LINK_RULES.values()]
         }
         self.steps_taken = 0
 

@@ -25,7 +25,7 @@ from alerts.ledger import OPEN, record_iot_entry
 from alerts.notices import clear_message, raise_message
 from alerts.outbox import Outbox
 from alerts.rules import (
-    OFFLINE_RULE,
+    LINK_RULES,
     RuleMemory,
     Verdict,
     device_state,
@@ -171,7 +171,9 @@ class AlertService:
             device.last_flags = dict(message.flags)
             verdicts = self._evaluate(session, device, message, set(open_alarms), rule_states)
         else:
-            verdicts = [Verdict(OFFLINE_RULE, message.event is EventType.OFFLINE, None, None)]
+            # each event says what the link is now: offline, fault, or neither (online)
+            verdicts = [Verdict(rule, message.event is event, None, None)
+                        for event, rule in LINK_RULES.items()]
         device.last_seen = message.ts
         new_notices = False
         for verdict in verdicts:
