@@ -92,6 +92,12 @@ class Gateway(_Strict):
     id: Identifier
     institution: Identifier
     endpoints: list[ModbusEndpoint] = Field(default_factory=list)
+    # the alert service's proof that the gateway, its outbox and its link to the broker work:
+    # a heartbeat through the outbox this often (a minute's silence is a link fault there)
+    heartbeat_interval_s: float = Field(
+        15.0, ge=1, le=3600, allow_inf_nan=False,
+        description="Seconds between the gateway's heartbeats (1 to 3600).",
+    )
 
 
 class Device(_Strict):
