@@ -14,9 +14,11 @@ import pytest
 
 from firewatch.consumer import GatewayMessageConsumer
 from firewatch.contract import (
+    HEARTBEATS_FILTER,
     DeviceEvent,
     DeviceKind,
     EventType,
+    GatewayHeartbeat,
     ReadingBatch,
     ReadingBatchEncoder,
     parse_message,
@@ -113,16 +115,22 @@ async def test_a_detector_that_stops_answering_goes_offline_with_the_reason_then
     poller.client.close()
 
 
-async def test_garbled_replies_are_counted_as_misses_and_polling_goes_on(site_and_profiles, fleet):
+async def test_a_device_answering_garbage_becomes_a_fault_with_the_reason_and_polling_goes_on(
+    site_and_profiles, fleet
+):
     recorder = Recorder()
     poller = poller_for(site_and_profiles, fleet, "dingqiao-rs485", recorder)
+    await poll_all(poller)
     await fleet.trigger("dq-gas-1", "garbled")
-    await poll_all(poller, times=2)
-    assert poller.stats["dq-gas-1"].missed == 2
+    await poll_all(poller, times=3)  # offline_after_misses: 3
+    [fault] = [e for e in recorder.events if e[1] is EventType.FAULT]
+    assert fault[0] == "dq-gas-1" and fault[2].startswith(
+        "应答无法解析 garbled replies to 3 polls in a row from dingqiao-rs485 unit 2: ")
+    assert poller.stats["dq-gas-1"].garbled == 3 and poller.stats["dq-gas-1"].missed == 0
     await fleet.trigger("dq-gas-1", "normal")
     await poll_all(poller)
-    assert poller.stats["dq-gas-1"].answered >= 1
-    assert poller.stats["dq-efm-1"].answered == 3
+    assert recorder.events[-1][:2] == ("dq-gas-1", EventType.ONLINE)
+    assert poller.stats["dq-efm-1"].answered == 5
     poller.client.close()
 
 
@@ -163,19 +171,36 @@ def test_a_button_reporting_nan_is_refused_naming_the_key():
         parse_uplink(button, b'{"alarm": 1, "bat": NaN}')
 
 
-async def test_a_register_the_device_does_not_have_is_refused_and_counted(site_and_profiles, fleet):
+async def test_a_device_refusing_every_read_becomes_a_fault_naming_the_exception_code(
+    site_and_profiles, fleet
+):
+    """A profile asking for a register the device does not have: it answers every poll with
+    exception code 2, which is a fault of that device, not silence and not normal."""
     site, profiles = site_and_profiles
     gas = profiles["generic-gas-lel"]
     wrong = gas.model_copy(update={"registers": [*gas.registers,
                                                  Register(name="extra", address=40)]})
     recorder = Recorder()
     poller = poller_for(site_and_profiles, fleet, "dingqiao-rs485", recorder,
-                                 profiles={**profiles, "generic-gas-lel": wrong})
-    await poll_all(poller, times=2)
+                        profiles={**profiles, "generic-gas-lel": wrong})
+    await poll_all(poller, times=3)
     stats = poller.stats["dq-gas-1"]
-    assert stats.exceptions == 2 and "exception response code" in stats.last_error
-    assert stats.online is True  # it answers, just not that register
+    assert (stats.exceptions, stats.state) == (3, "fault")
+    assert [(d, e) for d, e, _ in recorder.events] == [
+        ("dq-efm-1", EventType.ONLINE), ("dq-gas-1", EventType.FAULT)]
+    assert recorder.events[1][2] == (
+        "异常应答 exception replies to 3 polls in a row from dingqiao-rs485 unit 2: "
+        "exception code 2 (非法数据地址 illegal data address) at register 40")
+    assert [d for d, *_ in recorder.readings] == ["dq-efm-1"] * 3
     poller.client.close()
+
+
+class EveryMessage(GatewayMessageConsumer):
+    """A consumer of every message a gateway publishes, its heartbeats too."""
+
+    @property
+    def filters(self) -> list[str]:
+        return list(dict.fromkeys([*super().filters, HEARTBEATS_FILTER]))
 
 
 async def test_a_broker_restart_mid_stream_loses_and_duplicates_no_reading(
@@ -199,8 +224,7 @@ async def test_a_broker_restart_mid_stream_loses_and_duplicates_no_reading(
     # a plain subscription, as the README advises for one replica on Mosquitto: a `$share/`
     # one is not restored after a broker restart (Mosquitto 2.0.11), and what a gateway
     # replays before the consumer has subscribed again is dropped (seen here in 1 of 5 runs)
-    consumer = GatewayMessageConsumer("test", broker, collect, NoDeadLetters(),
-                                      shared_subscription=False)
+    consumer = EveryMessage("test", broker, collect, NoDeadLetters(), shared_subscription=False)
     gateway = GatewayService(site.gateways[0], site, profiles, broker, tmp_path / "outbox.db",
                              lambda e: fleet.endpoint_port(e.id))
     tasks = [asyncio.create_task(consumer.run())]
@@ -337,10 +361,12 @@ async def test_while_the_broker_is_away_each_device_is_queued_online_first_then_
     messages = [parse_message(topic, payload) for _, topic, payload in rows]
     assert [m.seq for m in messages] == [seq for seq, _, _ in rows] == list(
         range(1, len(rows) + 1))
+    assert isinstance(messages[0], GatewayHeartbeat)  # the gateway says it is alive at once
+    assert {m.incarnation for m in messages} == {gateway.outbox.incarnation}
     polled = {d.id for d in site.devices
               if d.gateway == gateway.gateway.id and profiles[d.profile].registers}
     for device_id in polled:
-        mine = [m for m in messages if m.device_id == device_id]
+        mine = [m for m in messages if getattr(m, "device_id", None) == device_id]
         assert isinstance(mine[0], DeviceEvent) and mine[0].event is EventType.ONLINE
         readings = [m for m in mine[1:] if isinstance(m, ReadingBatch)]
         assert len(readings) >= 2 and readings == sorted(readings, key=lambda m: m.ts)
