@@ -134,6 +134,52 @@ async def test_a_device_answering_garbage_becomes_a_fault_with_the_reason_and_po
     poller.client.close()
 
 
+@pytest.mark.parametrize("scenario, reason", [
+    ("exception-replies", "异常应答 exception replies to 3 polls in a row from dingqiao-rs485 unit 2: "
+                          "exception code 4 (从站设备故障 server device failure) at register 0"),
+    ("garbled", "应答无法解析 garbled replies to 3 polls in a row from dingqiao-rs485 unit 2: "),
+])
+async def test_a_failing_device_becomes_a_fault_while_its_neighbour_keeps_its_interval(
+    site_and_profiles, fleet, scenario, reason
+):
+    """Both units polled every 0.25 s, the failing one's time-out as long (as the demo's
+    1 s and 1 s, faster).  Before backoff, a garbled unit's two tries per poll halved its
+    neighbour's readings."""
+    site, profiles = site_and_profiles
+    interval = 0.25
+    fast = {m: p.model_copy(update={"poll_interval_s": interval, "timeout_s": interval})
+            for m, p in profiles.items()}
+    recorder = Recorder()
+    read_at: list[float] = []
+    loop = asyncio.get_running_loop()
+
+    async def on_readings(device, readings, flags, ts):
+        if device.id == "dq-efm-1":
+            read_at.append(loop.time())
+
+    endpoint = site.endpoint("dingqiao-rs485")
+    poller = EndpointPoller(
+        endpoint, fleet.endpoint_port(endpoint.id),
+        [(d, fast[d.profile]) for d in site.devices if d.endpoint == endpoint.id],
+        on_readings, recorder.on_event)
+    await fleet.trigger("dq-gas-1", scenario)
+    polling = asyncio.create_task(poller.run())
+    await asyncio.sleep(8)
+    polling.cancel()
+    await asyncio.gather(polling, return_exceptions=True)
+
+    faults = [(d, r) for d, e, r in recorder.events if e is EventType.FAULT]
+    assert [d for d, _ in faults] == ["dq-gas-1"] and faults[0][1].startswith(reason)
+    assert poller.stats["dq-gas-1"].state == "fault"
+    # the neighbour: (nearly) every interval read, and no gap longer than one time-out and
+    # retry of the failing unit (before it backs off) plus an interval
+    gaps = [b - a for a, b in zip(read_at, read_at[1:])]
+    expected = (read_at[-1] - read_at[0]) / interval
+    profile = fast["generic-gas-lel"]
+    assert len(gaps) >= 0.85 * expected, f"{len(gaps)} of {expected:.0f} intervals read"
+    assert max(gaps) <= 2 * interval + (profile.retries + 1) * profile.timeout_s, max(gaps)
+
+
 async def test_a_float_register_holding_nan_is_left_out_counted_and_polling_goes_on(
     site_and_profiles,
 ):
