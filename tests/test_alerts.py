@@ -112,6 +112,19 @@ async def test_a_press_among_a_queue_of_readings_is_one_alarm_and_each_device_ke
         assert await session.scalar(select(func.count()).select_from(db.ProcessedMessage)) == 51
 
 
+async def test_a_press_from_a_gateway_whose_outbox_was_replaced_is_no_replay(service):
+    """A new outbox (new SD card) numbers its messages from 1 again, under a new incarnation."""
+    quiet = gas(service, 5.0, seq=1)
+    await service.apply(quiet)
+    pressed = button(service, True, "rc-btn-1", "gw-rongcheng", "rongcheng-eldercare")
+    press = pressed.model_copy(update={"seq": 1, "incarnation": "0123456789abcdef"})
+    await service.apply(press)
+    [alarm] = await rows(service, db.Alarm)
+    assert (alarm.device_id, alarm.rule) == ("rc-btn-1", "one_key_alarm")
+    await service.apply(press)  # its redelivery is still recognised
+    assert len(await rows(service, db.Notice)) == 1
+
+
 async def test_a_press_queued_behind_routine_readings_is_notified_before_they_are_applied(
     service,
 ):
