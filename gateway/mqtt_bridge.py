@@ -24,7 +24,11 @@ log = logging.getLogger(__name__)
 
 #: an uplink larger than this is refused unread: a device's report is a few dozen bytes, and
 #: parsing megabytes would hold up every other device's report
-MAX_UPLINK_BYTES = 64 * 1024
+MAX_UPLINK_BYTES = 256 * 1024
+#: the largest reading magnitude taken: no sensor Firewatch reads reports a billion in its unit
+#: (mA, °C, %LEL, V); beyond it a value is a firmware fault or an attack, and sums and rates
+#: of it downstream would overflow to infinity
+MAX_READING = 1e9
 #: how much of a refused payload a log line shows
 LOGGED_PAYLOAD_BYTES = 200
 #: a device whose reports keep being refused is logged at most this often (each is counted)
@@ -45,9 +49,9 @@ def parse_uplink(
 ) -> tuple[dict[str, float], dict[str, bool]]:
     """The readings and flags of a device's JSON report, by the profile's names.
 
-    Checked for meaning as well as syntax: a reading must be a finite number that a float
-    holds (an integer of 400 digits is not one), a flag 0 or 1 (``true``, ``false`` and 1.0
-    are taken for them).  A UTF-8 byte-order mark is allowed; a key given twice counts as its
+    Checked for meaning as well as syntax: a reading must be a number within ±MAX_READING (an
+    integer of 400 digits, 1e308 or NaN is not one; -0.0 is taken as 0), a flag 0 or 1
+    (``true``, ``false`` and 1.0 are taken for them).  A UTF-8 byte-order mark is allowed; a key given twice counts as its
     last value, as JSON parsers commonly take it; unknown keys are ignored.
     """
     assert profile.mqtt is not None
@@ -80,16 +84,20 @@ def parse_uplink(
 
 
 def _reading(key: str, value: object) -> float:
-    """A reading as a finite float; Python's json takes NaN, Infinity and integers of any
-    length, the contract does not."""
+    """A reading as a float within ±MAX_READING; Python's json takes NaN, Infinity and
+    integers of any length, the contract takes finite numbers only."""
     if isinstance(value, int | float) and not isinstance(value, bool):
         try:
             number = float(value)
         except OverflowError:
             number = math.inf
-        if math.isfinite(number):
-            return number
-    raise UplinkError("bad_value", f"{key!r} must be a finite number, got {_shown(value)}")
+        if not math.isfinite(number):
+            raise UplinkError("bad_value",
+                              f"{key!r} must be a finite number, got {_shown(value)}")
+        if abs(number) <= MAX_READING:
+            return number + 0.0  # -0.0 as 0.0
+        raise UplinkError("bad_value", f"{key!r} is beyond ±{MAX_READING:g}: {_shown(value)}")
+    raise UplinkError("bad_value", f"{key!r} must be a number, got {_shown(value)}")
 
 
 def _shown(value: object) -> str:

@@ -217,6 +217,47 @@ def test_a_button_reporting_nan_is_refused_naming_the_key():
         parse_uplink(button, b'{"alarm": 1, "bat": NaN}')
 
 
+UNKNOWN_KEYS = ",".join(f'"k{i}": {i}' for i in range(10_000))
+
+
+@pytest.mark.parametrize("payload, reason", [
+    (b'{"alarm": 1, "bat": 1' + b"0" * 400 + b"}", "bad_value"),  # an integer of 400 digits
+    (b'{"alarm": 1, "bat": 1' + b"0" * 5000 + b"}", "not_json"),  # longer than Python converts
+    (b'{"alarm": 1, "bat": 1.7976931348623157e308}', "bad_value"),
+    (b'{"alarm": 1, "bat": Infinity}', "bad_value"),
+    (b'{"alarm": 1, "bat": "3.1"}', "bad_value"),
+    (b'{"alarm": 2}', "bad_value"),
+    (b'{"alarm": 1e308}', "bad_value"),
+    (rb'{"alarm": "\ud800"}', "bad_value"),  # a lone surrogate: valid JSON, not UTF-8
+    (rb'{"\ud800": 1}', "no_known_key"),
+    (b'{"alarm": "\xed\xa0\x80"}', "not_json"),  # a surrogate in bytes: not UTF-8
+    (b"[" * 200_000 + b"]" * 200_000, "too_large"),
+    (b"[" * 30_000 + b"]" * 30_000, "not_json"),  # nested deeper than the parser goes
+    (b"[1, 2]", "not_object"),
+    (b"{" + UNKNOWN_KEYS.encode() + b"}", "no_known_key"),
+    (b"x" * (256 * 1024 + 1), "too_large"),
+])
+def test_a_hostile_report_is_refused_with_its_reason(payload, reason):
+    button = load_profiles()["generic-onekey-mqtt"]
+    with pytest.raises(UplinkError) as refused:
+        parse_uplink(button, payload)
+    assert refused.value.kind == reason and len(str(refused.value)) < 400
+
+
+@pytest.mark.parametrize("payload, readings, flags", [
+    (b'{"alarm": 1, "alarm": 0}', {}, {"button_pressed": False}),  # the last one counts
+    (b'\xef\xbb\xbf{"alarm": 1}', {}, {"button_pressed": True}),  # a UTF-8 byte-order mark
+    (b'{"alarm": true, "tamper": 1.0}', {}, {"button_pressed": True, "tamper": True}),
+    (b'{"alarm": 0, "bat": -0.0}', {"battery_voltage": 0.0}, {"button_pressed": False}),
+    (b'{"alarm": 0, "bat": 5e-324}', {"battery_voltage": 5e-324}, {"button_pressed": False}),
+    (b'{"alarm": 1, ' + UNKNOWN_KEYS.encode() + b"}", {}, {"button_pressed": True}),
+])
+def test_an_odd_but_meaningful_report_is_read_as_it_means(payload, readings, flags):
+    button = load_profiles()["generic-onekey-mqtt"]
+    assert parse_uplink(button, payload) == (readings, flags)
+    assert str(parse_uplink(button, payload)[0].get("battery_voltage", 0.0)) != "-0.0"
+
+
 async def test_a_device_refusing_every_read_becomes_a_fault_naming_the_exception_code(
     site_and_profiles, fleet
 ):
