@@ -51,8 +51,9 @@ def parse_uplink(
 
     Checked for meaning as well as syntax: a reading must be a number within ±MAX_READING (an
     integer of 400 digits, 1e308 or NaN is not one; -0.0 is taken as 0), a flag 0 or 1
-    (``true``, ``false`` and 1.0 are taken for them).  A UTF-8 byte-order mark is allowed; a key given twice counts as its
-    last value, as JSON parsers commonly take it; unknown keys are ignored.
+    (``true``, ``false`` and 1.0 are taken for them).  A UTF-8 byte-order mark is allowed; a
+    key given twice counts as its last value, as JSON parsers commonly take it; unknown keys
+    are ignored.
     """
     assert profile.mqtt is not None
     if len(payload) > MAX_UPLINK_BYTES:

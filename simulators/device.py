@@ -2,8 +2,9 @@
 
 Values follow the profile's ``simulation`` section: typical values with noise when normal, and
 value scenarios that move readings towards targets over ``ramp_s`` seconds.  Link scenarios
-(offline, slow, garbled or exception replies) belong to the transport: they are only recorded here, and the
-Modbus server or MQTT publisher acts on them, so the gateway meets them on the wire.
+(offline, slow, garbled or exception replies) belong to the transport: they are only recorded
+here, and the Modbus server or MQTT publisher acts on them, so the gateway meets them on the
+wire.
 """
 
 from __future__ import annotations

@@ -16,14 +16,14 @@ import pytest
 from sqlalchemy import select
 
 from firewatch import db
-from firewatch.consumer import GatewayMessageConsumer
-from firewatch.contract import HEARTBEATS_FILTER, ReadingBatch
+from firewatch.contract import ReadingBatch
 from firewatch.mqtt import BrokerAddress
 from firewatch.profiles import load_profiles
 from firewatch.settings import SITES_DIR
 from firewatch.site import Site, load_site
 from gateway.service import GatewayService
 from tests.support.alerts import alert_service, database, robot_outbox
+from tests.test_gateway import EveryMessage
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -53,11 +53,6 @@ class Collector:
 
     def __init__(self, broker) -> None:
         self.messages: list = []
-
-        class EveryMessage(GatewayMessageConsumer):
-            @property
-            def filters(self) -> list[str]:
-                return list(dict.fromkeys([*super().filters, HEARTBEATS_FILTER]))
 
         async def collect(messages) -> None:
             self.messages.extend(messages)
