@@ -82,6 +82,7 @@ class GatewayService:
 
     async def run(self) -> None:
         await self.outbox.open()
+        self._encoders.clear()  # a run after a restart may find a new outbox, a new incarnation
         try:
             bridge = self.bridge = MqttBridge(self._mqtt_devices, self._readings, self._event)
             async with asyncio.TaskGroup() as tasks:
