@@ -16,11 +16,12 @@ import pytest
 from sqlalchemy import select
 
 from firewatch import db
-from firewatch.contract import ReadingBatch
+from firewatch.contract import GatewayHeartbeat, ReadingBatch, parse_message
 from firewatch.mqtt import BrokerAddress
 from firewatch.profiles import load_profiles
 from firewatch.settings import SITES_DIR
 from firewatch.site import Site, load_site
+from gateway.outbox import Outbox
 from gateway.service import GatewayService
 from tests.support.alerts import alert_service, database, robot_outbox
 from tests.test_gateway import EveryMessage
@@ -210,3 +211,23 @@ async def test_a_gateway_whose_outbox_file_was_deleted_delivers_its_first_press(
             device = await session.get(db.Device, BUTTON)
         assert (alarm.device_id, alarm.rule) == (BUTTON, "one_key_alarm")
         assert device.state == "alarm"
+
+
+async def test_a_gateway_puts_a_heartbeat_with_its_outbox_depth_in_its_outbox_every_interval(
+    tmp_path,
+):
+    """While the broker is away the heartbeats wait in the outbox like the readings, each
+    saying how many messages waited when it was made."""
+    site = button_site()
+    gateway = site.gateways[0].model_copy(update={"heartbeat_interval_s": 0.2})
+    service = GatewayService(gateway, site, PROFILES, BrokerAddress("127.0.0.1", 1),
+                             tmp_path / "outbox.db")
+    async with running(service):
+        await until(lambda: service.outbox.size >= 4, "four heartbeats")
+    reopened = Outbox(tmp_path / "outbox.db")
+    await reopened.open()
+    beats = [parse_message(topic, payload) for _, topic, payload in await reopened.oldest(100)]
+    await reopened.close()
+    assert all(isinstance(b, GatewayHeartbeat) for b in beats)
+    assert [b.outbox for b in beats[:4]] == [0, 1, 2, 3]
+    assert {b.incarnation for b in beats} == {reopened.incarnation}
