@@ -34,7 +34,7 @@ from alerts.rules import (
     rules_for,
 )
 from firewatch.consumer import DeadLetters, GatewayMessageConsumer, claim, forget_applied
-from firewatch.contract import DeviceEvent, EventType, ReadingBatch, utc_now
+from firewatch.contract import DeviceEvent, ReadingBatch, utc_now
 from firewatch.db import ACTIVE_ALARM, Alarm, Device, Hazard, Institution, RuleState, Writer
 from firewatch.mqtt import BrokerAddress
 from firewatch.profiles import AlarmRule, DeviceProfile, Severity
