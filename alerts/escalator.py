@@ -37,7 +37,7 @@ from alerts.escalation import Plan, Step, Taken, plan_alarm, plan_overdue, plan_
 from alerts.ledger import UNDER_RECTIFICATION, Status
 from alerts.notices import NoticeMessage, gateway_names
 from alerts.outbox import Routing
-from alerts.rules import LINK_RULE, OFFLINE_RULE
+from alerts.rules import LINK_RULE, LINK_RULES
 from firewatch.db import (
     Alarm,
     EscalationStep,
@@ -111,7 +111,7 @@ class Escalator:
             self.locations[g.id], self.devices[g.id] = gateway_names(g.id)
         self.categories = {
             (d.id, rule.name): rule.category
-            for d in site.devices for rule in [*profiles[d.profile].alarms, OFFLINE_RULE]
+            for d in site.devices for rule in [*profiles[d.profile].alarms, *LINK_RULES.values()]
         } | {(g.id, LINK_RULE.name): LINK_RULE.category for g in site.gateways}
         self.steps_taken = 0
         #: subjects whose last look failed, with the error: logged when it first (or newly) fails

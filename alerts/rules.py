@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from firewatch.contract import DeviceState, utc_now
+from firewatch.contract import DeviceState, EventType, utc_now
 from firewatch.profiles import AlarmRule, Condition, DeviceProfile, Severity
 from firewatch.site import Device, Institution
 
@@ -39,6 +39,20 @@ OFFLINE_RULE = AlarmRule(
     category="fire_facilities",
     advice_zh="设备失联：检查设备供电、网关和通信线路，恢复前加强人工巡查。",
 )
+
+#: the built-in rule for a device that answers, but unusably (the gateway's ``fault`` event:
+#: exception replies, garbled frames); like OFFLINE_RULE, every device has it
+DEVICE_FAULT_RULE = AlarmRule(
+    name="device_fault",
+    title_zh="设备故障（应答异常）",
+    condition=Condition.FLAG,
+    field="device_fault",
+    severity=Severity.FAULT,
+    category="fire_facilities",
+    advice_zh="设备有应答但无法读取：检查设备本身（故障、地址、型号配置），恢复前加强人工巡查。",
+)
+#: the rule each kind of a gateway's device event raises; an event clears the others
+LINK_RULES = {EventType.OFFLINE: OFFLINE_RULE, EventType.FAULT: DEVICE_FAULT_RULE}
 
 #: the built-in rule of a gateway heard of for longer than its setting (巡检, alerts.links): one
 #: alarm for the gateway, not one per device behind it, escalated like a device fault

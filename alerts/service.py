@@ -25,10 +25,9 @@ from alerts.ledger import OPEN, record_iot_entry
 from alerts.notices import NoticeMessage, clear_message, raise_message
 from alerts.outbox import Outbox
 from alerts.rules import (
-    OFFLINE_RULE,
+    LINK_RULES,
     RuleMemory,
     Verdict,
-    device_state,
     evaluate,
     may_raise_at_once,
     rules_for,
@@ -48,7 +47,6 @@ from firewatch.contract import (
     HEARTBEATS_FILTER,
     READINGS_FILTER,
     DeviceEvent,
-    EventType,
     GatewayHeartbeat,
     GatewayMessage,
     ReadingBatch,
@@ -221,8 +219,9 @@ class AlertService:
                 verdicts = self._evaluate(session, device, message, set(open_alarms),
                                           rule_states)
             else:
-                verdicts = [Verdict(OFFLINE_RULE, message.event is EventType.OFFLINE, None,
-                                    None)]
+                # each event says what the link is now: offline, fault, or neither (online)
+                verdicts = [Verdict(rule, message.event is event, None, None)
+                            for event, rule in LINK_RULES.items()]
             device.last_seen = message.ts
             device.last_stream, device.last_seq = stream, message.seq
         new_notices = False

@@ -75,12 +75,12 @@ async def forget_applied(writer: Writer, consumer: str, before: datetime,
 
 
 def _forget_some(session: Session, consumer: str, before: datetime, chunk: int) -> int:
-    old = (select(ProcessedMessage.consumer, ProcessedMessage.gateway_id, ProcessedMessage.seq)
+    key = (ProcessedMessage.consumer, ProcessedMessage.gateway_id, ProcessedMessage.incarnation,
+           ProcessedMessage.seq)
+    old = (select(*key)
            .where(ProcessedMessage.consumer == consumer, ProcessedMessage.processed_at < before)
            .limit(chunk))
-    return session.execute(delete(ProcessedMessage).where(tuple_(
-        ProcessedMessage.consumer, ProcessedMessage.gateway_id, ProcessedMessage.seq,
-    ).in_(old))).rowcount
+    return session.execute(delete(ProcessedMessage).where(tuple_(*key).in_(old))).rowcount
 
 
 def claim(
@@ -88,20 +88,24 @@ def claim(
 ) -> list[ReadingBatch | DeviceEvent]:
     """Record that ``consumer`` applies these messages; those it already applied are left out.
 
-    Call inside the transaction that applies them, so the two commit together.  One statement:
-    the record of each message not applied yet goes in, and says which ones those were
-    (INSERT ... ON CONFLICT DO NOTHING RETURNING).  Two replicas claiming the same message at
-    once meet on the primary key: the second waits for the first's transaction, and takes the
-    message only if that one rolled back.
+    A message is known by (gateway, incarnation of its outbox, seq): a gateway whose outbox
+    was replaced numbers its messages from 1 again, under a new incarnation.  Call inside the
+    transaction that applies them, so the two commit together.  One statement: the record of
+    each message not applied yet goes in, and says which ones those were (INSERT ... ON
+    CONFLICT DO NOTHING RETURNING).  Two replicas claiming the same message at once meet on
+    the primary key: the second waits for the first's transaction, and takes the message only
+    if that one rolled back.
     """
-    unique: dict[tuple[str, int], ReadingBatch | DeviceEvent] = {}
+    unique: dict[tuple[str, str, int], ReadingBatch | DeviceEvent] = {}
     for message in messages:  # a message twice in one batch is applied once
-        unique.setdefault((message.gateway_id, message.seq), message)
+        unique.setdefault((message.gateway_id, message.incarnation, message.seq), message)
     dialect = {"sqlite": sqlite, "postgresql": postgresql}[session.bind.dialect.name]
-    new = {(gateway_id, seq) for gateway_id, seq in session.execute(
+    new = {(gateway_id, incarnation, seq) for gateway_id, incarnation, seq in session.execute(
         dialect.insert(ProcessedMessage).on_conflict_do_nothing()
-        .returning(ProcessedMessage.gateway_id, ProcessedMessage.seq),
-        [{"consumer": consumer, "gateway_id": g, "seq": s} for g, s in unique],
+        .returning(ProcessedMessage.gateway_id, ProcessedMessage.incarnation,
+                   ProcessedMessage.seq),
+        [{"consumer": consumer, "gateway_id": g, "incarnation": i, "seq": s}
+         for g, i, s in unique],
     )}
     return [m for key, m in unique.items() if key in new]
 

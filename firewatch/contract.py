@@ -85,10 +85,14 @@ class DeviceState(StrEnum):
 
 
 class EventType(StrEnum):
-    """Things that happen to a device rather than values it reports."""
+    """Things that happen to a device's link rather than values it reports: it stopped
+    answering (``offline``), it answers but unusably (``fault``: Modbus exception replies,
+    garbled frames, values that cannot be decoded), or it answers properly again
+    (``online``).  Each event replaces what the one before said."""
 
     OFFLINE = "offline"
     ONLINE = "online"
+    FAULT = "fault"
 
 
 def utc_now() -> datetime:

@@ -345,16 +345,20 @@ class ServiceHeartbeat(Base):
 
 
 class ProcessedMessage(Base):
-    """(gateway, seq) pairs a consumer has applied: what makes redelivery harmless.
+    """(gateway, incarnation, seq) a consumer has applied: what makes redelivery harmless.
 
     A set, not a high-water mark, because replicas sharing a subscription see a gateway's
-    messages interleaved, and a high-water mark would then drop the late-comers.
+    messages interleaved, and a high-water mark would then drop the late-comers.  The
+    incarnation of the gateway's outbox is part of the key: a replaced outbox starts again at
+    seq 1, a new stream whose numbers were never applied.
     """
 
     __tablename__ = "processed_messages"
 
     consumer: Mapped[str] = mapped_column(String(32), primary_key=True)
     gateway_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    # "" for a gateway from before incarnations
+    incarnation: Mapped[str] = mapped_column(String(16), primary_key=True, default="")
     # 64-bit: a busy gateway's sequence passes PostgreSQL's 32-bit INTEGER within months
     seq: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     processed_at: Mapped[datetime] = mapped_column(default=utc_now, index=True)

@@ -142,8 +142,18 @@ class FirewatchCollector(Collector):
             "firewatch_gateway_outbox_depth", "Messages waiting in the outbox for the broker.",
             labels=["gateway"])
         dropped = CounterMetricFamily(
-            "firewatch_gateway_outbox_dropped", "Oldest messages dropped from a full outbox.",
-            labels=["gateway"])
+            "firewatch_gateway_outbox_dropped",
+            "Messages dropped by kind: routine readings and heartbeats shed from a full outbox "
+            "(oldest first; events and alarm-bearing readings never), or 'unstored': a commit "
+            "that failed.", labels=["gateway", "kind"])
+        set_aside = CounterMetricFamily(
+            "firewatch_gateway_uplinks_set_aside",
+            "Device reports (MQTT uplinks) refused by reason: too_large, not_json, not_object, "
+            "bad_value, no_known_key, unexpected.", labels=["gateway", "reason"])
+        unstored = CounterMetricFamily(
+            "firewatch_gateway_uplinks_unstored",
+            "Device reports the outbox failed to store, left unacknowledged for the broker to "
+            "send again.", labels=["gateway"])
         acked = CounterMetricFamily(
             "firewatch_gateway_published",
             "Reading batches and device events published and acknowledged by the broker (QoS 1).",
@@ -159,10 +169,15 @@ class FirewatchCollector(Collector):
                     for kind, count in list(stats.by_error.items()):
                         errors.add_metric([gateway, device, kind], count)
             depth.add_metric([gateway], service.outbox.size)
-            dropped.add_metric([gateway], service.outbox.dropped)
+            for kind, count in service.outbox.dropped_by_kind.items():
+                dropped.add_metric([gateway, kind], count)
+            if service.bridge is not None:
+                for reason, count in service.bridge.set_aside.items():
+                    set_aside.add_metric([gateway, reason], count)
+            unstored.add_metric([gateway], service.uplinks_unstored)
             acked.add_metric([gateway], service.published)
             connected.add_metric([gateway], int(service.connected))
-        yield from (polls, errors, depth, dropped, acked, connected)
+        yield from (polls, errors, depth, dropped, set_aside, unstored, acked, connected)
 
     @staticmethod
     def _consumers(consumers: list[GatewayMessageConsumer]) -> Iterator[Metric]:
