@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from firewatch.contract import Identifier
 from firewatch.escalation_policy import EscalationPolicy
 from firewatch.profiles import DeviceProfile, ProfileError, Transport, describe_validation_error
-from firewatch.urls import WebUrl
+from firewatch.urls import OptionalWebUrl
 from firewatch.yaml_files import UnreadableFile, load_yaml
 
 
@@ -53,7 +53,7 @@ class Institution(_Strict):
     location: Location
     head: Contact = Field(description="机构主要负责人: second step of escalation")
     safety_officer: Contact = Field(description="安全管理人员: responsible person for IoT hazards")
-    wecom_webhook_url: WebUrl | None = None
+    wecom_webhook_url: OptionalWebUrl = None
     set_points: dict[str, float] = Field(
         default_factory=dict,
         description="alarm rule name -> set point for every device of this institution",
@@ -120,7 +120,7 @@ class Bureau(_Strict):
 
     name: str
     duty: Contact = Field(description="who answers for the bureau: escalations go to them")
-    wecom_webhook_url: WebUrl | None = Field(
+    wecom_webhook_url: OptionalWebUrl = Field(
         None, description="the bureau's WeChat Work group robot; unset: the default webhook"
     )
 

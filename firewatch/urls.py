@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import httpx
-from pydantic import AfterValidator
+from pydantic import AfterValidator, BeforeValidator
 
 
 def checked_url(value: str) -> str:
@@ -32,3 +32,13 @@ def checked_url(value: str) -> str:
 
 #: a string field holding an http(s) URL, checked and stripped of surrounding whitespace
 WebUrl = Annotated[str, AfterValidator(checked_url)]
+
+
+def _blank_is_unset(value: object) -> object:
+    """An empty value is no URL: ``FIREWATCH_WECOM_WEBHOOK_URL=${WECOM_WEBHOOK_URL:-}`` in the
+    compose file gives the empty string when the operator set none."""
+    return None if isinstance(value, str) and not value.strip() else value
+
+
+#: an optional :data:`WebUrl`; empty or blank means unset
+OptionalWebUrl = Annotated[WebUrl | None, BeforeValidator(_blank_is_unset)]
