@@ -7,7 +7,7 @@ import socket
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, Field, ValidationError
+from pydantic import AfterValidator, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from pydantic_settings import SettingsError as UnparsableSetting
 
@@ -67,6 +67,9 @@ def describe_settings_error(exc: ValidationError) -> str:
     it cannot be a credential (a webhook URL holds its robot's key)."""
     parts = []
     for err in exc.errors():
+        if not err["loc"]:  # a check across settings: its message names them
+            parts.append("setting " + err["msg"].removeprefix("Value error, "))
+            continue
         field, *inner = [str(p) for p in err["loc"] if p != "[key]"] or ["?"]
         name = ENV_PREFIX + field.upper() + (f"[{'.'.join(inner)}]" if inner else "")
         secret = re.search(r"secret|token|password|key|url", field)
@@ -241,6 +244,15 @@ class Settings(BaseSettings):
         "wgs84 for Tianditu (CGCS2000) and OpenStreetMap-style tiles.",
     )
     map_tile_attribution: str = Field("", description="Attribution shown under the tiles.")
+
+    @model_validator(mode="after")
+    def _retention(self) -> Settings:
+        """The time-series tiers fit together (each divides the coarsest, none is kept for less
+        time than raw rows); the rules live with the compactor that relies on them."""
+        from ingest.retention import RetentionPolicy  # imported here: it imports Settings
+
+        RetentionPolicy.from_settings(self)
+        return self
 
     @property
     def sqlite_path(self) -> Path:

@@ -30,6 +30,7 @@ def settings_from(monkeypatch):
     ("TIMESERIES_ROLLUPS", '{"0": 90}', "interval 0 s is outside 1 s to 7 days"),
     ("TIMESERIES_ROLLUPS", '{"60": -1}', "the 60 s tier keeps -1 days"),
     ("TIMESERIES_ROLLUPS", '{"60": 90', "not valid JSON"),
+    ("TIMESERIES_ROLLUPS", '{"700": 90, "3600": 730}', "700 s must be positive and divide"),
     ("TIMESERIES_RAW_DAYS", "1e300", "less than or equal to 3660"),
     ("NOTICE_STORM_WINDOW_S", "1e9", "less than or equal to 600"),
     ("IOT_HAZARD_DEADLINE_HOURS", "1e308", "less than or equal to"),
