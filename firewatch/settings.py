@@ -23,6 +23,9 @@ ENV_PREFIX = "FIREWATCH_"
 #: the longest a time series is kept: longer is an archive, not a monitoring store (and a
 #: figure like 1e300 days overflows the date arithmetic of the compaction)
 MAX_KEEP_DAYS = 3660.0
+#: the setting that turns each provider's channel on (alerts.channels.configured_channels)
+_CHANNEL_CREDENTIAL = {"aliyun_sms": "aliyun_sms_access_key_id",
+                       "tencent_sms": "tencent_sms_secret_id", "wechat_oa": "wechat_oa_app_id"}
 #: a WeChat template keyword: its type, then its number (thing1, time5, character_string2)
 _KEYWORD = re.compile(r"[a-z_]+[0-9]+")
 
@@ -244,6 +247,18 @@ class Settings(BaseSettings):
         "wgs84 for Tianditu (CGCS2000) and OpenStreetMap-style tiles.",
     )
     map_tile_attribution: str = Field("", description="Attribution shown under the tiles.")
+
+    @model_validator(mode="after")
+    def _channels_configured(self) -> Settings:
+        """A notice channel chosen without its credentials would leave every notice with
+        nobody to send it to."""
+        for setting in ("notice_channel", "notice_fallback_channel"):
+            credential = _CHANNEL_CREDENTIAL.get(getattr(self, setting))
+            if credential and not getattr(self, credential):
+                raise ValueError(f"{ENV_PREFIX}{setting.upper()}={getattr(self, setting)} needs "
+                                 f"{ENV_PREFIX}{credential.upper()} and that provider's other "
+                                 "settings")
+        return self
 
     @model_validator(mode="after")
     def _retention(self) -> Settings:

@@ -91,6 +91,12 @@ def test_a_time_keyword_given_anything_but_the_time_is_refused(settings_from):
         settings_from(WECHAT_OA_TEMPLATE_KEYS='{"institution": "thing1", "alarm": "time5"}')
 
 
+def test_a_notice_channel_chosen_without_its_credentials_is_refused(settings_from):
+    with pytest.raises(SettingsError, match="^setting FIREWATCH_NOTICE_FALLBACK_CHANNEL="
+                                            "tencent_sms needs FIREWATCH_TENCENT_SMS_SECRET_ID"):
+        settings_from(NOTICE_FALLBACK_CHANNEL="tencent_sms")
+
+
 def test_the_variables_settings_are_checked_against_are_those_a_notice_fills():
     message = NoticeMessage(kind="raise", institution="丁桥镇敬老院", title="一键报警",
                             location="丁桥镇 · 二楼", time="2026-12-06 08:00:00")
