@@ -29,9 +29,14 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
+#: a phone number as people write it: digits, single dashes between them, perhaps a leading +
+#: ("-----" is no number, though it matched the pattern this replaced)
+PHONE_PATTERN = r"^\+?[0-9](?:-?[0-9]){4,19}$"
+
+
 class Contact(_Strict):
     name: str
-    phone: str = Field(pattern=r"^\+?[0-9-]{5,20}$", description="mobile: SMS notices go here")
+    phone: str = Field(pattern=PHONE_PATTERN, description="mobile: SMS notices go here")
     wechat_openid: str | None = Field(
         None, description="openid under the Official Account: template-message notices go here"
     )

@@ -80,6 +80,11 @@ async def test_control_and_invisible_characters_are_refused_naming_the_field(
     assert character in refused_fields(reply)[field]
 
 
+async def test_a_phone_number_of_dashes_only_is_refused(api):
+    reply = await api.post("/api/hazards", json=filing(in_a_week(), responsible_phone="-----"))
+    assert "should match pattern" in refused_fields(reply)["responsible_phone"]
+
+
 async def test_a_line_break_in_a_description_is_kept(api):
     reply = await api.post("/api/hazards", json=filing(in_a_week(), description="一楼\n二楼"))
     assert reply.status_code == 201 and reply.json()["description"] == "一楼\n二楼"

@@ -188,6 +188,8 @@ def test_a_site_file_saved_as_gbk_is_named_as_not_utf8_with_the_byte_offset(tmp_
     ('phone: "13800000101"', "phone: 13800000101", "field institutions.0.head.phone: Input "
      "should be a valid string (got 13800000101); YAML read the unquoted value as int: put it "
      "in quotes"),
+    ('phone: "13800000101"', 'phone: "-----"', "field institutions.0.head.phone: String "
+     "should match pattern"),
     ("id: rongcheng-eldercare", "id: null",
      "field institutions.0.id: Input should be a valid string (got None); YAML read the "
      "unquoted value as null: put it in quotes"),

@@ -26,6 +26,7 @@ from alerts.ledger import TRANSITIONS, Source
 from alerts.notices import CST
 from firewatch.contract import utc_now
 from firewatch.profiles import HazardCategory
+from firewatch.site import PHONE_PATTERN
 
 #: the dates a person may enter: before 2000 or after 2100 is a typo
 EARLIEST = datetime(2000, 1, 1, tzinfo=CST)
@@ -159,7 +160,7 @@ class HazardFiling(BaseModel):
     source: Source = Field(description="self-check | inspection | public-report")
     description: Displayable = Field(min_length=1, max_length=2000)
     responsible_person: Displayable = Field(min_length=1, max_length=64)
-    responsible_phone: str = Field(pattern=r"^\+?[0-9-]{5,20}$")
+    responsible_phone: str = Field(pattern=PHONE_PATTERN)
     deadline: EnteredDate = Field(description="after now and at most three years ahead; "
                                   "without a time zone: China time (+08:00)")
     # the column's length: PostgreSQL refuses a longer value (SQLite would keep it)
