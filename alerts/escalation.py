@@ -13,13 +13,16 @@ applies them to the database, and the scheduler calls the escalator when a step 
 - A signed-off entry (销号) is due for its re-check (回头看) ``recheck_after`` later.  Each
   sign-off is its own round (the sign-off event's id), so an entry reopened by a failed
   re-check and signed off again is re-checked again.
+
+A step that would fall after the end of the calendar (a self-check entry given a deadline in
+year 9999, a reminder after it) is never due: it is left out, not an overflow.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 
 from alerts.ledger import UNDER_RECTIFICATION, Status
@@ -51,8 +54,16 @@ class Plan:
 Taken = frozenset[tuple[str, int]]
 
 
-def _plan(now: datetime, schedule: Iterable[Due], taken: Taken) -> Plan:
-    pending = [d for d in schedule if (d.step.value, d.round) not in taken]
+def _due(step: Step, round_: int, start: datetime, offset: timedelta) -> Due | None:
+    """The step at ``start + offset``; None if that is past datetime's range: never due."""
+    try:
+        return Due(step, round_, start + offset)
+    except OverflowError:
+        return None
+
+
+def _plan(now: datetime, schedule: Iterable[Due | None], taken: Taken) -> Plan:
+    pending = [d for d in schedule if d is not None and (d.step.value, d.round) not in taken]
     return Plan(
         due=tuple(d for d in pending if d.at <= now),
         next_at=min((d.at for d in pending if d.at > now), default=None),
@@ -64,8 +75,8 @@ def plan_alarm(
 ) -> Plan:
     if acknowledged:
         return Plan()
-    return _plan(now, [Due(Step.HEAD, 0, raised_at + timing.to_head),
-                       Due(Step.BUREAU, 0, raised_at + timing.to_bureau)], taken)
+    return _plan(now, [_due(Step.HEAD, 0, raised_at, timing.to_head),
+                       _due(Step.BUREAU, 0, raised_at, timing.to_bureau)], taken)
 
 
 def plan_overdue(
@@ -76,8 +87,8 @@ def plan_overdue(
     latest = max(0, (now - deadline) // timing.remind_every)
     return _plan(now, [
         Due(Step.FLAG, 0, deadline),
-        Due(Step.OVERDUE, latest, deadline + latest * timing.remind_every),
-        Due(Step.OVERDUE, latest + 1, deadline + (latest + 1) * timing.remind_every),
+        _due(Step.OVERDUE, latest, deadline, latest * timing.remind_every),
+        _due(Step.OVERDUE, latest + 1, deadline, (latest + 1) * timing.remind_every),
     ], taken)
 
 
@@ -88,5 +99,5 @@ def plan_recheck(
     """``signed_off_at`` and ``sign_off_event``: the entry's latest event, if it is a sign-off."""
     if status != Status.CLOSED:
         return Plan()
-    return _plan(now, [Due(Step.RECHECK, sign_off_event, signed_off_at + timing.recheck_after)],
+    return _plan(now, [_due(Step.RECHECK, sign_off_event, signed_off_at, timing.recheck_after)],
                  taken)

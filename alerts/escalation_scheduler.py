@@ -14,12 +14,17 @@ own.  (APScheduler 3's persistent job stores are synchronous: with one, an alarm
 hundreds of new jobs were hundreds of blocking commits in the event loop that also has to apply
 the next gateway message and send the notices, and the alarm benchmark's notices came seconds
 late.)
+
+Nothing one subject does stops the schedule: a job whose step raises, or a subject APScheduler
+will not take, is set aside by the escalator (logged once, counted) and looked at again by the
+next sweep; a sweep that fails (the database away) is logged, counted, and the next one runs.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -39,6 +44,9 @@ class EscalationScheduler:
         self.sweep_every_s = sweep_every_s
         self.scheduler: AsyncIOScheduler | None = None
         self.jobs_scheduled = 0
+        #: sweeps that failed, by error class
+        self.sweep_errors: Counter[str] = Counter()
+        self._last_sweep_error = ""  # logged once until a sweep goes through
 
     async def run(self) -> None:
         self.scheduler = AsyncIOScheduler(
@@ -48,7 +56,12 @@ class EscalationScheduler:
         self.scheduler.start()
         try:
             while True:
-                await self.sweep()
+                try:
+                    await self.sweep()
+                except Exception as exc:
+                    self._sweep_failed(exc)
+                else:
+                    self._last_sweep_error = ""
                 await asyncio.sleep(self.sweep_every_s)
         finally:
             self.scheduler.shutdown(wait=False)  # runs on the loop's next turn
@@ -58,14 +71,29 @@ class EscalationScheduler:
         schedule = await self.escalator.sweep(utc_now())
         jobs = {job.id: job for job in self._scheduler.get_jobs()}
         for key, at in schedule.items():
-            self._schedule(key, at, jobs.get(key))
+            try:
+                self._schedule(key, at, jobs.get(key))
+            except Exception as exc:
+                self.escalator.put_aside(key, exc)
         for key in jobs.keys() - schedule.keys():
-            self._remove(key)  # acknowledged, re-checked, closed: no step left
+            self._remove(key)  # acknowledged, re-checked, closed, set aside: no step now
         self.jobs_scheduled = len(self._scheduler.get_jobs())
 
     async def advance(self, key: str) -> None:
-        plan = await self.escalator.advance(key, utc_now())
-        self._schedule(key, plan.next_at, self._scheduler.get_job(key))
+        """A subject's job: never raises into APScheduler (the next sweep looks again)."""
+        try:
+            plan = await self.escalator.advance(key, utc_now())
+            self._schedule(key, plan.next_at, self._scheduler.get_job(key))
+        except Exception as exc:
+            self.escalator.put_aside(key, exc)
+
+    def _sweep_failed(self, exc: Exception) -> None:
+        self.sweep_errors[type(exc).__name__] += 1
+        text = f"{type(exc).__name__}: {exc}"
+        if text != self._last_sweep_error:
+            log.error("escalation sweep failed (%s); sweeping again in %g s", text,
+                      self.sweep_every_s, exc_info=exc)
+            self._last_sweep_error = text
 
     @property
     def _scheduler(self) -> AsyncIOScheduler:
@@ -91,4 +119,6 @@ class EscalationScheduler:
 
     def status(self) -> dict[str, Any]:
         return {"escalation_steps_taken": self.escalator.steps_taken,
-                "escalation_jobs_scheduled": self.jobs_scheduled}
+                "escalation_jobs_scheduled": self.jobs_scheduled,
+                "escalation_set_aside": len(self.escalator.set_aside),
+                "escalation_sweep_errors": sum(self.sweep_errors.values())}

@@ -11,26 +11,33 @@ from) and its ``escalation_steps`` row, whose uniqueness makes the step happen o
 goes to a person (the head, the bureau's duty officer, the responsible person) on the first
 configured channel that has an address for them: their phone for SMS, their openid for template
 messages, or on the group robot the group they answer in (the institution's, the bureau's).
+
+One subject never stops the others: a subject whose plan or step raises (a stored value no
+code expected, a bug) is set aside with its reason, counted and logged once, and the sweep goes
+on with the next; the next sweep looks at it again, since someone may have mended it.  Only the
+database being away ends a sweep: no subject could be escalated then.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
 
 from sqlalchemy import and_, func, not_, or_, select
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlalchemy.orm import Session
 
 from alerts import escalation_notices as say
 from alerts.escalation import Plan, Step, Taken, plan_alarm, plan_overdue, plan_recheck
 from alerts.ledger import UNDER_RECTIFICATION, Status
-from alerts.notices import NoticeMessage
+from alerts.notices import NoticeMessage, gateway_names
 from alerts.outbox import Routing
-from alerts.rules import OFFLINE_RULE
+from alerts.rules import LINK_RULE, LINK_RULES
 from firewatch.db import (
     Alarm,
     EscalationStep,
@@ -97,25 +104,56 @@ class Escalator:
         self.bureau = site.bureau
         self.bureau_group = (site.bureau and site.bureau.wecom_webhook_url) or default_webhook
         self.heads = {i.id: i.head for i in site.institutions}
+        # what an alarm is about: a device, or (a link fault) a gateway
         self.locations = {d.id: d.location for d in site.devices}
         self.devices = {d.id: f"{profiles[d.profile].title_zh}（{d.id}）" for d in site.devices}
+        for g in site.gateways:
+            self.locations[g.id], self.devices[g.id] = gateway_names(g.id)
         self.categories = {
             (d.id, rule.name): rule.category
-            for d in site.devices for rule in [*profiles[d.profile].alarms, OFFLINE_RULE]
-        }
+            for d in site.devices for rule in [*profiles[d.profile].alarms, *LINK_RULES.values()]
+        } | {(g.id, LINK_RULE.name): LINK_RULE.category for g in site.gateways}
         self.steps_taken = 0
+        #: subjects whose last look failed, with the error: logged when it first (or newly) fails
+        self.set_aside: dict[str, str] = {}
+        #: subjects set aside, by error class (a subject again only when its error changes)
+        self.errors: Counter[str] = Counter()
 
     async def sweep(self, now: datetime) -> dict[str, datetime | None]:
-        """Take every step due at ``now``; return each subject's next step time (None: no more)."""
+        """Take every step due at ``now``; return each subject's next step time (None: no more).
+
+        A subject set aside has no entry: it has no job until a sweep gets through it.
+        """
         async with self.sessions() as session:
             subjects = await session.run_sync(self._subjects)
+        self.set_aside = {k: v for k, v in self.set_aside.items() if k in subjects}
         schedule: dict[str, datetime | None] = {}
         for key, subject in subjects.items():
-            plan = self._plan(subject, now)
-            if plan.due:
-                plan = await self.advance(key, now)  # re-read and take, in one transaction
+            try:
+                plan = self._plan(subject, now)
+                if plan.due:
+                    plan = await self.advance(key, now)  # re-read and take, in one transaction
+            except (OperationalError, InterfaceError):
+                raise  # the database away: the next sweep tries every subject again
+            except Exception as exc:
+                self.put_aside(key, exc)
+                continue
+            self._looked_at(key)
             schedule[key] = plan.next_at
         return schedule
+
+    def put_aside(self, key: str, exc: Exception) -> None:
+        """``key`` failed for a reason of its own: counted and logged once per new reason."""
+        reason = f"{type(exc).__name__}: {exc}"
+        if self.set_aside.get(key) != reason:
+            self.errors[type(exc).__name__] += 1
+            log.error("escalation %s set aside (%s); the others go on", key, reason,
+                      exc_info=exc)
+        self.set_aside[key] = reason
+
+    def _looked_at(self, key: str) -> None:
+        if self.set_aside.pop(key, None) is not None:
+            log.info("escalation %s is escalated again", key)
 
     async def advance(self, key: str, now: datetime) -> Plan:
         """Take the steps of one subject due at ``now``; nothing if it needs none any more.
@@ -148,7 +186,7 @@ class Escalator:
     def _plan(self, subject: _Subject, now: datetime) -> Plan:
         row = subject.row
         if isinstance(row, Alarm):
-            category = self.categories.get((row.device_id, row.rule), HazardCategory.OTHER)
+            category = self.categories.get((_about(row), row.rule), HazardCategory.OTHER)
             timing = self.policy.for_alarm(category, Severity(row.severity))
             return plan_alarm(now, row.raised_at, row.acknowledged_at is not None, timing,
                               subject.taken)
@@ -166,8 +204,8 @@ class Escalator:
         own_group = self.routing.recipients.get(institution.id, {}).get(GROUP_CHANNEL)
         duty = self.bureau.duty if self.bureau else None
         if isinstance(row, Alarm):
-            where = self.locations.get(row.device_id, row.device_id)
-            device = self.devices.get(row.device_id, row.device_id)
+            where = self.locations.get(_about(row), _about(row))
+            device = self.devices.get(_about(row), _about(row))
             if step is Step.HEAD:
                 return (self.heads.get(institution.id), own_group,
                         say.alarm_to_head(institution, row, where, device, now))
@@ -228,6 +266,11 @@ class Escalator:
                 for h, event in rows
             }
         return subjects
+
+
+def _about(alarm: Alarm) -> str:
+    """The device an alarm is about or, for a link fault, the gateway."""
+    return alarm.device_id or alarm.gateway_id or ""
 
 
 def _taken(session: Session, subject: str, ids: list[int]) -> dict[int, Taken]:

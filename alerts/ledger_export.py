@@ -5,6 +5,10 @@ channel it was found through (机构自查上报 / 督导检查发现 / 群众�
 rectification's responsible unit, person and deadline (整改责任单位、责任人、整改时限), the
 measures and progress, the status through sign-off (销号) and the re-check (回头看).  A title
 row, a frozen header, filters on the header, widths that fit, and dates in China time.
+
+Text is only ever text: what anyone typed (a hazard description, a note, a filter) that begins
+like a formula is written as a string Excel shows as typed and never evaluates (see
+``_text_only``).
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from datetime import datetime
 from io import BytesIO
 
 from openpyxl import Workbook
-from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
+from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE, Cell
 from openpyxl.styles import Alignment, Border, Font, PatternFill, Side
 from openpyxl.utils import get_column_letter
 from sqlalchemy import select
@@ -55,15 +59,27 @@ COLUMNS = (
     Column("是否逾期", 9), Column("销号日期", 12, DATE), Column("回头看", 22),
 )
 HEADER_ROW = 3
+#: how a cell's text makes Excel take it for a formula, now or once someone edits the cell
+FORMULA_LEADS = ("=", "+", "-", "@")
+#: leading characters Excel skips (or that a pasted cell splits on) before such a sign
+LEADING_BLANKS = " \t\r\n\u3000"
 
 
 def _local(ts: datetime) -> datetime:
-    """China time without a zone: Excel cells hold no time zone."""
-    return ts.astimezone(CST).replace(tzinfo=None)
+    """China time without a zone: Excel cells hold no time zone.
+
+    An instant in the calendar's last hours (a deadline meaning "never", in year 9999) has no
+    China time a datetime can hold: it is shown as the calendar's last second, which is also
+    the last one Excel can show.
+    """
+    try:
+        return ts.astimezone(CST).replace(tzinfo=None)
+    except OverflowError:
+        return datetime.max.replace(microsecond=0)
 
 
 def _day(ts: datetime) -> str:
-    return ts.astimezone(CST).strftime("%Y-%m-%d")
+    return _local(ts).strftime("%Y-%m-%d")
 
 
 def _progress(events: list[HazardEvent]) -> str:
@@ -147,6 +163,21 @@ def _printable(value: object) -> object:
     return ILLEGAL_CHARACTERS_RE.sub("", value) if isinstance(value, str) else value
 
 
+def _text_only(cell: Cell) -> None:
+    """Keep a text cell text: never a formula, not even after someone edits it in Excel.
+
+    openpyxl writes a string that starts with ``=`` as a formula; Excel turns one that starts
+    with ``=``, ``+``, ``-`` or ``@``, also after blanks, into a formula when the cell is edited
+    or pasted.  Such a cell is stored as a string with Excel's quote prefix (the leading ``'``
+    a person would type), so it shows what was typed and never runs.
+    """
+    if not isinstance(cell.value, str):
+        return
+    cell.data_type = "s"
+    if cell.value.lstrip(LEADING_BLANKS).startswith(FORMULA_LEADS):
+        cell.quotePrefix = True
+
+
 def workbook(title: str, subtitle: str, rows: list[list]) -> bytes:
     """The .xlsx bytes: title, subtitle, header and ``rows`` (CPU work: run it off the loop)."""
     title, subtitle = _printable(title), _printable(subtitle)
@@ -158,6 +189,7 @@ def workbook(title: str, subtitle: str, rows: list[list]) -> bytes:
     for row, text, size in ((1, title, 16), (2, subtitle, 10)):
         sheet.merge_cells(f"A{row}:{last_column}{row}")
         cell = sheet.cell(row=row, column=1, value=text)
+        _text_only(cell)
         cell.font = Font(bold=row == 1, size=size)
         cell.alignment = Alignment(horizontal="center" if row == 1 else "left",
                                    vertical="center")
@@ -175,6 +207,7 @@ def workbook(title: str, subtitle: str, rows: list[list]) -> bytes:
         sheet.append(values)
         for index, column in enumerate(COLUMNS, start=1):
             cell = sheet.cell(row=sheet.max_row, column=index)
+            _text_only(cell)
             cell.alignment = Alignment(vertical="top", wrap_text=True)
             cell.border = border
             if column.number_format:

@@ -9,14 +9,14 @@ carries the notice number, which is what providers and people quote back.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, Literal
 
 from pydantic import BaseModel
 
 from alerts.rules import Verdict
-from firewatch.db import Alarm, Device, Institution
-from firewatch.profiles import AlarmRule, DeviceProfile, Severity
+from firewatch.db import Alarm, Institution
+from firewatch.profiles import AlarmRule, Severity
 
 #: China Standard Time; China keeps no daylight saving, so a fixed offset is exact
 CST = timezone(timedelta(hours=8), "CST")
@@ -30,7 +30,12 @@ TEMPLATE_VARIABLES = ("institution", "location", "device", "alarm", "reading", "
 
 
 def local_time(ts: datetime) -> str:
-    return ts.astimezone(CST).strftime("%Y-%m-%d %H:%M:%S")
+    """China time; an instant in the last hours of the calendar (a deadline of "never", in year
+    9999) has no China time datetime can hold, and is shown in UTC."""
+    try:
+        return ts.astimezone(CST).strftime("%Y-%m-%d %H:%M:%S")
+    except OverflowError:
+        return ts.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 class NoticeMessage(BaseModel):
@@ -62,13 +67,14 @@ def _figure(value: float | None, unit: str) -> str:
 
 
 def raise_message(
-    institution: Institution, device: Device, profile: DeviceProfile, rule: AlarmRule,
-    verdict: Verdict, reason: str, ts: datetime,
+    institution: Institution, where: str, what: str, rule: AlarmRule, verdict: Verdict,
+    reason: str, ts: datetime,
 ) -> NoticeMessage:
+    """An alarm raised on ``what`` (a device, a gateway: 名称（id）) hanging at ``where``."""
     return NoticeMessage(
         kind="raise", severity=rule.severity.value, institution=institution.name,
-        title=rule.title_zh, location=f"{institution.township} · {device.location}",
-        device=f"{profile.title_zh}（{device.id}）", time=local_time(ts),
+        title=rule.title_zh, location=f"{institution.township} · {where}",
+        device=what, time=local_time(ts),
         reading=_figure(verdict.value, rule.unit), set_point=_figure(verdict.set_point, rule.unit),
         reason=reason, advice=rule.advice_zh, immediate=rule.immediate,
         contact=f"{institution.safety_officer_name} {institution.safety_officer_phone}",
@@ -76,15 +82,20 @@ def raise_message(
 
 
 def clear_message(
-    institution: Institution, device: Device, profile: DeviceProfile, rule: AlarmRule,
-    verdict: Verdict, alarm: Alarm,
+    institution: Institution, where: str, what: str, rule: AlarmRule, verdict: Verdict,
+    alarm: Alarm,
 ) -> NoticeMessage:
     return NoticeMessage(
         kind="clear", institution=institution.name, title=f"{rule.title_zh}已恢复",
-        location=f"{institution.township} · {device.location}",
-        device=f"{profile.title_zh}（{device.id}）", time=local_time(alarm.raised_at),
+        location=f"{institution.township} · {where}",
+        device=what, time=local_time(alarm.raised_at),
         reading=_figure(verdict.value, rule.unit), immediate=rule.immediate,
     )
+
+
+def gateway_names(gateway_id: str) -> tuple[str, str]:
+    """Where a gateway's link fault is and what, as a device's alarm names its device."""
+    return f"网关 {gateway_id}", f"物联网网关（{gateway_id}）"
 
 
 def summary_line(message: NoticeMessage) -> str:

@@ -11,20 +11,26 @@ A notice whose channel keeps failing (``after_attempts`` failures, or ``after_s`
 stored) is handed, once, to the fallback channel: the same row, so it is still one notice
 and is sent once.  Notices are read from the database on every round, so a restarted notifier
 carries on with what is pending and never resends what is marked sent.
+
+A send that raises anything but :class:`SendFailed` (a template variable the settings name but
+no message has, a webhook URL httpx cannot parse, a channel's bug) would fail again on every
+retry: it is final for that channel, and one notice's error never stops the others (see
+``Notifier._cannot_send``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections import defaultdict, deque
+from collections import Counter, defaultdict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import partial
 from typing import Any, TypeVar
 
 import httpx
+from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import async_sessionmaker
@@ -39,7 +45,15 @@ from firewatch.db import Notice, Writer
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF_S = 300
+#: how much of an error's text a notice keeps (``last_error``) and a log line shows
+ERROR_TEXT_LIMIT = 500
 T = TypeVar("T")
+
+
+def error_text(exc: BaseException) -> str:
+    """``Class: message``, cut to ``ERROR_TEXT_LIMIT``: what a notice that failed keeps."""
+    text = f"{type(exc).__name__}: {exc}"
+    return text if len(text) <= ERROR_TEXT_LIMIT else text[: ERROR_TEXT_LIMIT - 1] + "…"
 
 
 class RateLimiter:
@@ -91,6 +105,13 @@ class Notifier:
         self.sent = 0
         self.failures = 0
         self.fallbacks = 0
+        #: notices whose send raised an error that does not pass, by (channel, error class)
+        self.errors: Counter[tuple[str, str]] = Counter()
+        #: rounds that failed for a reason of no one notice, by error class
+        self.round_errors: Counter[str] = Counter()
+        self._last_round_error = ""  # logged once until a round goes through again
+        #: when it last looked for notices due: the alert service's pulse reports it
+        self.looked_at: datetime | None = None
 
     async def run(self) -> None:
         async with httpx.AsyncClient(timeout=self.timeout_s) as http, \
@@ -103,8 +124,22 @@ class Notifier:
                 self.waiting.clear()
                 try:
                     await self.send_due(http, senders)
+                    self.looked_at = utc_now()
                 except DBAPIError as exc:  # the database away: what is due waits for it
                     log.warning("notices due not read (%s); trying again", exc.orig)
+                except Exception as exc:  # a bug: logged, counted, and the next round runs
+                    self._round_failed(exc, "notices due not handed out")
+                else:
+                    self._last_round_error = ""
+
+    def _round_failed(self, exc: Exception, what: str) -> None:
+        """Count a failure that is no one notice's; log it once until things go well again."""
+        reason = type(exc).__name__
+        self.round_errors[reason] += 1
+        text = error_text(exc)
+        if text != self._last_round_error:
+            log.exception("%s (%s); the notifier goes on", what, text)
+            self._last_round_error = text
 
     async def send_due(self, http: httpx.AsyncClient, senders: asyncio.TaskGroup) -> None:
         """Hand what is due to the senders and return at once.
@@ -133,40 +168,78 @@ class Notifier:
 
     async def _send_after(self, previous: asyncio.Task | None, http: httpx.AsyncClient,
                           key: tuple[str, str], notices: list[Notice]) -> None:
-        """``notices`` once the sends to the same target handed out before them are done."""
+        """``notices`` once the sends to the same target handed out before them are done.
+
+        Never raises: a sender that failed would end the senders' task group, and with it the
+        notifier.  What it leaves unsent is still pending and is handed out again.
+        """
         if previous is not None:
-            await previous
+            await asyncio.wait([previous])  # its outcome is its own
         try:
             await self._send_in_order(http, notices)
+        except Exception as exc:
+            self._round_failed(exc, f"sending to {key[0]} stopped")
         finally:
             self._in_flight.difference_update(n.id for n in notices)
             if self._senders.get(key) is asyncio.current_task():
                 del self._senders[key]
 
     async def _send_in_order(self, http: httpx.AsyncClient, notices: list[Notice]) -> None:
-        loop = asyncio.get_running_loop()
         for notice in notices:
-            channel = self.channels.get(notice.channel)
-            if channel is None:
-                await self._update(notice.id, status="unconfigured",
-                                   last_error=f"channel {notice.channel} is not configured")
-                continue
-            key = (notice.channel, notice.target)
-            hold = self.limiter.wait_s(key, channel.per_minute, loop.time())
-            if hold > 0:
-                await self._update(notice.id, next_attempt_at=utc_now() + timedelta(seconds=hold))
-                continue
-            self.limiter.record(key, loop.time())
-            message = NoticeMessage.model_validate(notice.body)
             try:
-                await channel.send(http, notice.target, message, notice.id)
-            except SendFailed as exc:
-                self.failures += 1
-                await self._failed(notice.id, exc)
+                sent = await self._send_one(http, notice)
+            except Exception as exc:  # the notice's own error, or a channel's bug
+                await self._cannot_send(notice, exc)
                 continue
-            await self._update(notice.id, status="sent", sent_at=utc_now(),
-                               attempts=notice.attempts + 1)
-            self.sent += 1
+            if sent:  # recorded outside the guard: a notice the provider took is never resent
+                await self._update(notice.id, status="sent", sent_at=utc_now(),
+                                   attempts=notice.attempts + 1)
+                self.sent += 1
+
+    async def _send_one(self, http: httpx.AsyncClient, notice: Notice) -> bool:
+        """Send ``notice`` if its channel and rate allow; True once the provider took it."""
+        loop = asyncio.get_running_loop()
+        channel = self.channels.get(notice.channel)
+        if channel is None:
+            await self._update(notice.id, status="unconfigured",
+                               last_error=f"channel {notice.channel} is not configured")
+            return False
+        key = (notice.channel, notice.target)
+        hold = self.limiter.wait_s(key, channel.per_minute, loop.time())
+        if hold > 0:
+            await self._update(notice.id, next_attempt_at=utc_now() + timedelta(seconds=hold))
+            return False
+        self.limiter.record(key, loop.time())
+        message = NoticeMessage.model_validate(notice.body)
+        try:
+            await channel.send(http, notice.target, message, notice.id)
+        except SendFailed as exc:
+            self.failures += 1
+            await self._failed(notice.id, exc)
+            return False
+        return True
+
+    async def _cannot_send(self, notice: Notice, exc: Exception) -> None:
+        """A notice whose send raised what no retry on its channel mends: hand it to the
+        fallback channel at once, or mark it failed with the error.
+
+        Such an error belongs to the notice on that channel: a template variable the settings
+        name that this message lacks, a webhook URL httpx cannot parse, a channel's bug.  Another
+        channel renders the message in its own form to its own address, so it may still reach
+        the person, and a fire notice that might reach someone is worth the one more try.  A
+        stored body that is no :class:`NoticeMessage` at all is the same on every channel: it
+        is marked failed at once.
+        """
+        self.errors[(notice.channel, type(exc).__name__)] += 1
+        text = error_text(exc)
+        unreadable = isinstance(exc, ValidationError)
+        # the traceback of a channel's bug is what mends it; a body's errors say it all
+        log.error("notice %d cannot be sent on %s: %s", notice.id, notice.channel, text,
+                  exc_info=not unreadable)
+        handed = await self._store(partial(self._record_final, notice_id=notice.id,
+                                           error=text, try_fallback=not unreadable))
+        if handed:
+            self.waiting.set()
 
     async def _update(self, notice_id: int, **values: Any) -> None:
         def update(session: Session) -> None:
@@ -203,19 +276,10 @@ class Notifier:
         row.attempts += 1
         row.last_error = str(exc)
         now = utc_now()
-        fallback = self.routing.fallback
-        target = self.routing.target(row.institution_id, fallback)
         keeps_failing = (row.attempts >= self.fallback.after_attempts
                          or now - row.created_at >= timedelta(seconds=self.fallback.after_s))
-        if keeps_failing and target is not None and fallback != row.channel:
-            log.warning("notice %d: %s failed %d times (%s); handing it to %s",
-                        row.id, row.channel, row.attempts, exc, fallback)
-            row.last_error = (
-                f"{row.channel} failed {row.attempts} times ({exc}); sent on {fallback}"
-            )
-            row.channel, row.target, row.attempts = fallback, target, 0
-            row.next_attempt_at = now
-            self.fallbacks += 1
+        if keeps_failing and self._handed_over(
+                row, f"{row.channel} failed {row.attempts} times ({exc})"):
             return True
         backoff = min(self.backoff_s * 2 ** row.attempts, MAX_BACKOFF_S)
         wait = max(backoff, exc.retry_after or 0)
@@ -223,6 +287,30 @@ class Notifier:
         row.next_attempt_at = now + timedelta(seconds=wait)
         return False
 
+    def _record_final(self, session: Session, notice_id: int, error: str,
+                      try_fallback: bool) -> bool:
+        """Hand the notice to the fallback channel, or mark it failed: True if it was handed."""
+        row = session.get_one(Notice, notice_id)
+        row.attempts += 1
+        if try_fallback and self._handed_over(row, f"{row.channel}: {error}"):
+            return True
+        row.status, row.last_error = "failed", error
+        return False
+
+    def _handed_over(self, row: Notice, why: str) -> bool:
+        """Put ``row`` on the fallback channel, once, if it has an address there."""
+        fallback = self.routing.fallback
+        target = self.routing.target(row.institution_id, fallback)
+        if target is None or fallback == row.channel:
+            return False
+        log.warning("notice %d: %s; handing it to %s", row.id, why, fallback)
+        row.last_error = f"{why}; sent on {fallback}"
+        row.channel, row.target, row.attempts = fallback, target, 0
+        row.next_attempt_at = utc_now()
+        self.fallbacks += 1
+        return True
+
     def status(self) -> dict[str, Any]:
         return {"notices_sent": self.sent, "send_failures": self.failures,
-                "fallbacks": self.fallbacks}
+                "fallbacks": self.fallbacks, "notices_failed": sum(self.errors.values()),
+                "round_errors": sum(self.round_errors.values())}

@@ -1,7 +1,8 @@
 """Alarm rules: deciding, from one reading batch, which conditions hold.
 
 Pure functions, no I/O: the service feeds them a batch, the rules already in alarm and each
-rule's memory, and acts on the verdicts.  Three things stop a rule from flapping:
+rule's memory, and acts on the verdicts; ``settle_state`` colours a device row from its open
+alarms (the service's and the link watch's, alerts.selfcheck).  Three things stop a rule from flapping:
 
 - hysteresis: a rule in alarm stays in alarm until the value falls below
   ``set_point - hysteresis``, so a reading hovering at the set point does not toggle;
@@ -15,13 +16,17 @@ need are part of the memory.  The one-key alarm is ``immediate``: no delay may b
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from firewatch.contract import DeviceState
+from firewatch.contract import DeviceState, EventType, utc_now
 from firewatch.profiles import AlarmRule, Condition, DeviceProfile, Severity
 from firewatch.site import Device, Institution
+
+if TYPE_CHECKING:
+    from firewatch import db
 
 #: the built-in rule for a device that stops answering; not in any profile because every
 #: device has it (the gateway already waits ``offline_after_misses`` polls: no delay here)
@@ -34,6 +39,35 @@ OFFLINE_RULE = AlarmRule(
     category="fire_facilities",
     advice_zh="设备失联：检查设备供电、网关和通信线路，恢复前加强人工巡查。",
 )
+
+#: the built-in rule for a device that answers, but unusably (the gateway's ``fault`` event:
+#: exception replies, garbled frames); like OFFLINE_RULE, every device has it
+DEVICE_FAULT_RULE = AlarmRule(
+    name="device_fault",
+    title_zh="设备故障（应答异常）",
+    condition=Condition.FLAG,
+    field="device_fault",
+    severity=Severity.FAULT,
+    category="fire_facilities",
+    advice_zh="设备有应答但无法读取：检查设备本身（故障、地址、型号配置），恢复前加强人工巡查。",
+)
+#: the rule each kind of a gateway's device event raises; an event clears the others
+LINK_RULES = {EventType.OFFLINE: OFFLINE_RULE, EventType.FAULT: DEVICE_FAULT_RULE}
+
+#: the built-in rule of a gateway heard of for longer than its setting (巡检, alerts.links): one
+#: alarm for the gateway, not one per device behind it, escalated like a device fault
+LINK_RULE = AlarmRule(
+    name="link_lost",
+    title_zh="网关通信中断",
+    condition=Condition.FLAG,
+    field="link_lost",
+    severity=Severity.FAULT,
+    category="fire_facilities",
+    advice_zh="网关失联，其下设备均失去监测：检查网关供电、网络和通信线路，恢复前加强人工巡查。",
+)
+
+#: a device's state reason before anything was heard of it (the database's default)
+NO_DATA = "no data yet"
 
 #: rate-of-rise samples are kept this many to a window: enough resolution, little to store
 SAMPLES_PER_WINDOW = 12
@@ -158,6 +192,9 @@ def debounce(
 def rise_per_minute(rule: AlarmRule, mem: RuleMemory, value: float, ts: datetime) -> float | None:
     """Rise per minute since the newest sample at least a window old; None without one."""
     now = ts.timestamp()
+    # samples after ``ts`` were taken on a gateway clock that has since stepped back: measured
+    # against them, the rate would wait for the clock to catch up before it saw anything again
+    mem.samples = [s for s in mem.samples if s[0] <= now]
     horizon = now - rule.window_s
     older = [s for s in mem.samples if s[0] <= horizon]
     anchor = older[-1] if older else None
@@ -179,3 +216,20 @@ def device_state(open_severities: list[str], offline: bool) -> DeviceState:
     if Severity.FAULT in open_severities:
         return DeviceState.FAULT
     return DeviceState.NORMAL
+
+
+def settle_state(device: db.Device, open_alarms: Iterable[db.Alarm], link_down: str = ""
+                 ) -> None:
+    """The device's colour and reason on the map from its open alarms and, ``link_down``, the
+    reason its gateway is not heard (its readings cannot come)."""
+    alarms = list(open_alarms)
+    offline = any(a.rule == OFFLINE_RULE.name for a in alarms) or bool(link_down)
+    reasons = [a.title for a in alarms] + ([link_down] if link_down else [])
+    if device.last_seen is None:
+        offline = True
+        reasons = reasons or [NO_DATA]
+    state = device_state([a.severity for a in alarms], offline).value
+    reason = "；".join(reasons) or "运行正常"
+    if (device.state, device.state_reason) != (state, reason):
+        device.state, device.state_reason = state, reason
+        device.updated_at = utc_now()

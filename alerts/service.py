@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
@@ -22,19 +22,30 @@ from sqlalchemy.orm import Session
 
 from alerts import lifecycle
 from alerts.ledger import OPEN, record_iot_entry
-from alerts.notices import clear_message, raise_message
+from alerts.notices import NoticeMessage, clear_message, raise_message
 from alerts.outbox import Outbox
 from alerts.rules import (
-    OFFLINE_RULE,
+    LINK_RULES,
     RuleMemory,
     Verdict,
-    device_state,
     evaluate,
     may_raise_at_once,
     rules_for,
+    settle_state,
 )
+from alerts.selfcheck import LinkWatch
+from firewatch.admission import Admission
 from firewatch.consumer import DeadLetters, GatewayMessageConsumer, claim, forget_applied
-from firewatch.contract import DeviceEvent, EventType, ReadingBatch, utc_now
+from firewatch.contract import (
+    EVENTS_FILTER,
+    HEARTBEATS_FILTER,
+    READINGS_FILTER,
+    DeviceEvent,
+    GatewayHeartbeat,
+    GatewayMessage,
+    ReadingBatch,
+    utc_now,
+)
 from firewatch.db import ACTIVE_ALARM, Alarm, Device, Hazard, Institution, RuleState, Writer
 from firewatch.mqtt import BrokerAddress
 from firewatch.profiles import AlarmRule, DeviceProfile, Severity
@@ -59,6 +70,8 @@ class AlertService:
         notices_waiting: asyncio.Event,
         writer: Writer,
         keep_applied: timedelta = timedelta(hours=24),
+        admission: Admission | None = None,
+        silent_after: timedelta = timedelta(seconds=60),
     ) -> None:
         self.sessions = sessions  # to read back what the writer wrote
         self.writer = writer
@@ -72,6 +85,12 @@ class AlertService:
         }
         self.profiles = {d.id: profiles[d.profile] for d in site.devices}
         self.raised = 0
+        self.last_applied_at: datetime | None = None
+        # what a gateway says is checked (default: the settings' default bounds)
+        self.admission = admission or Admission(
+            site, profiles, CONSUMER, max_ahead=timedelta(minutes=5), max_age=timedelta(days=30),
+            restamp=True)
+        self.links = LinkWatch(site, self, silent_after, self.admission.clocks)
         self.consumer = GatewayMessageConsumer(
             CONSUMER, broker, self.apply_batch, DeadLetters(sessions, CONSUMER),
             shared_subscription=shared_subscription,
@@ -79,13 +98,16 @@ class AlertService:
             # the service keeps up that is a few messages; up to 500 when it has fallen behind,
             # where fewer, larger transactions catch up sooner (at 100, `firewatch up` with
             # 1,000 devices took 140 batches/s instead of 340-780)
-            max_batch=500, max_wait_s=0.0,
+            max_batch=500, max_wait_s=0.0, admit=self.admission,
+            # and the gateways' heartbeats, which the link watch hears (alerts.selfcheck)
+            topics=(READINGS_FILTER, EVENTS_FILTER, HEARTBEATS_FILTER),
         )
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(self.consumer.run())
             tasks.create_task(self._forget_old_applied())
+            tasks.create_task(self.links.run(self.writer, self.notices_waiting))
 
     async def _forget_old_applied(self, every_s: float = 10) -> None:
         """Keep the record of applied messages to ``keep_applied``: long enough to recognise
@@ -100,24 +122,29 @@ class AlertService:
             "messages_applied": self.consumer.handled,
             "alarms_raised": self.raised,
             "dead_letters": self.consumer.dead_letters.count,
+            "links_down": self.links.down,
         }
 
     async def apply(self, message: ReadingBatch | DeviceEvent) -> None:
         await self.apply_batch([message])
 
-    async def apply_batch(self, messages: list[ReadingBatch | DeviceEvent]) -> None:
+    async def apply_batch(self, messages: list[GatewayMessage]) -> None:
         """Everything these messages cause, with the record of applying them.
 
         A button pressed or a set point reached is applied first, in a small transaction of its
         own whose notices go out while the routine readings queued with it are applied in a
         second one: the one-key alarm must not wait for a thousand devices' polls.  Each
-        device's messages stay together and in order.
+        device's messages stay together and in order.  Every message, a heartbeat among them,
+        tells the link watch that its gateway is heard (alerts.selfcheck).
         """
+        self.links.hear(messages, utc_now())
+        messages = [m for m in messages if not isinstance(m, GatewayHeartbeat)]
         urgent = {m.device_id for m in messages if self._urgent(m)}
         first = [m for m in messages if m.device_id in urgent]
         for part in (first, [m for m in messages if m.device_id not in urgent]):
             if part and await self.writer.run(partial(self._apply_together, messages=part)):
                 self.notices_waiting.set()
+        self.last_applied_at = utc_now()
 
     def _urgent(self, message: ReadingBatch | DeviceEvent) -> bool:
         if isinstance(message, DeviceEvent):
@@ -163,16 +190,29 @@ class AlertService:
         open_alarms: dict[str, Alarm],
         rule_states: dict[str, RuleState],
     ) -> bool:
-        """One message's effect on its device; True if it stored notices."""
-        if device.last_seen is not None and message.ts < device.last_seen:
-            return False  # an older message overtaken by a newer one: the state moved on
-        if isinstance(message, ReadingBatch):
-            device.last_readings = dict(message.readings)
-            device.last_flags = dict(message.flags)
-            verdicts = self._evaluate(session, device, message, set(open_alarms), rule_states)
+        """One message's effect on its device; True if it stored notices.
+
+        Messages are ordered by their place in the gateway's stream (incarnation, seq), which
+        the gateway guarantees, not by its clock, which can step back: a reading stamped in
+        the future must not make the real ones after it look old.
+        """
+        stream = f"{message.gateway_id}/{message.incarnation}"
+        if stream == device.last_stream and device.last_seq is not None \
+                and message.seq < device.last_seq:
+            # overtaken by a newer message: the state moved on, but a press it carries happened
+            verdicts = self._late_presses(device, message)
         else:
-            verdicts = [Verdict(OFFLINE_RULE, message.event is EventType.OFFLINE, None, None)]
-        device.last_seen = message.ts
+            if isinstance(message, ReadingBatch):
+                device.last_readings = dict(message.readings)
+                device.last_flags = dict(message.flags)
+                verdicts = self._evaluate(session, device, message, set(open_alarms),
+                                          rule_states)
+            else:
+                # each event says what the link is now: offline, fault, or neither (online)
+                verdicts = [Verdict(rule, message.event is event, None, None)
+                            for event, rule in LINK_RULES.items()]
+            device.last_seen = message.ts
+            device.last_stream, device.last_seq = stream, message.seq
         new_notices = False
         for verdict in verdicts:
             alarm = open_alarms.get(verdict.rule.name)
@@ -186,13 +226,15 @@ class AlertService:
                 self._clear(session, device, institution, alarm, verdict)
                 del open_alarms[alarm.rule]
                 new_notices = True
-        offline = "offline" in open_alarms
-        state = device_state([a.severity for a in open_alarms.values()], offline).value
-        reason = "；".join(a.title for a in open_alarms.values()) or "运行正常"
-        if (device.state, device.state_reason) != (state, reason):
-            device.state, device.state_reason = state, reason
-            device.updated_at = utc_now()
+        settle_state(device, open_alarms.values())
         return new_notices
+
+    def _late_presses(self, device: Device, message: ReadingBatch | DeviceEvent) -> list[Verdict]:
+        """The immediate flag rules (a button pressed) an overtaken batch breaches."""
+        if not isinstance(message, ReadingBatch):
+            return []
+        return [Verdict(rule, True, None, None) for rule in self.rules[device.id]
+                if rule.immediate and message.flags.get(rule.field) is True]
 
     def _raise(
         self,
@@ -203,8 +245,26 @@ class AlertService:
         message: ReadingBatch | DeviceEvent,
     ) -> Alarm:
         rule = verdict.rule
+        reason = message.reason if isinstance(message, DeviceEvent) else ""
+        alarm = self.open_alarm(
+            session, institution, verdict, message.ts, _reading(verdict) or reason,
+            raise_message(institution, device.location, self._what(device), rule, verdict,
+                          reason, message.ts),
+            device_id=device.id)
+        if rule.major_hazard and rule.severity is Severity.ALARM:
+            self._record_hazard(session, device, institution, rule, alarm)
+        return alarm
+
+    def open_alarm(
+        self, session: Session, institution: Institution, verdict: Verdict, at: datetime,
+        note: str, notice: NoticeMessage, *, device_id: str | None = None,
+        gateway_id: str | None = None,
+    ) -> Alarm:
+        """An alarm of a device or (a link fault) of a gateway: raised, recorded, told."""
+        rule = verdict.rule
         alarm = Alarm(
-            device_id=device.id,
+            device_id=device_id,
+            gateway_id=gateway_id,
             institution_id=institution.id,
             rule=rule.name,
             title=rule.title_zh,
@@ -213,20 +273,15 @@ class AlertService:
             value=verdict.value,
             set_point=verdict.set_point,
             unit=rule.unit,
-            raised_at=message.ts,
+            raised_at=at,
         )
         session.add(alarm)
         session.flush()
         self.raised += 1
-        log.warning("alarm %d raised: %s %s (%s)", alarm.id, device.id, rule.name, institution.name)
-        reason = message.reason if isinstance(message, DeviceEvent) else ""
-        lifecycle.record(session, alarm, "raise", lifecycle.SYSTEM, _reading(verdict) or reason,
-                         None)
-        self.outbox.add(session, institution.id, alarm.id, raise_message(
-            institution, device, self.profiles[device.id], rule, verdict, reason, message.ts
-        ))
-        if rule.major_hazard and rule.severity is Severity.ALARM:
-            self._record_hazard(session, device, institution, rule, alarm)
+        log.warning("alarm %d raised: %s %s (%s)", alarm.id, device_id or gateway_id, rule.name,
+                    institution.name)
+        lifecycle.record(session, alarm, "raise", lifecycle.SYSTEM, note, None)
+        self.outbox.add(session, institution.id, alarm.id, notice)
         return alarm
 
     def _clear(
@@ -237,11 +292,19 @@ class AlertService:
         alarm: Alarm,
         verdict: Verdict,
     ) -> None:
-        lifecycle.clear(session, alarm, _reading(verdict))
-        log.info("alarm %d cleared: %s %s", alarm.id, device.id, alarm.rule)
-        self.outbox.add(session, institution.id, alarm.id, clear_message(
-            institution, device, self.profiles[device.id], verdict.rule, verdict, alarm
-        ))
+        self.close_alarm(session, institution, alarm, _reading(verdict), clear_message(
+            institution, device.location, self._what(device), verdict.rule, verdict, alarm))
+
+    def close_alarm(self, session: Session, institution: Institution, alarm: Alarm, note: str,
+                    notice: NoticeMessage) -> None:
+        """An alarm's condition gone: cleared, recorded, told."""
+        lifecycle.clear(session, alarm, note)
+        log.info("alarm %d cleared: %s %s", alarm.id, alarm.device_id or alarm.gateway_id,
+                 alarm.rule)
+        self.outbox.add(session, institution.id, alarm.id, notice)
+
+    def _what(self, device: Device) -> str:
+        return f"{self.profiles[device.id].title_zh}（{device.id}）"
 
     def _evaluate(
         self,

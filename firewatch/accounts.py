@@ -7,20 +7,27 @@ Kept apart from the web layer because `firewatch up` (demo accounts, start-up ch
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TypeVar
 
 from pwdlib import PasswordHash
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from firewatch.db import Institution, User
+from firewatch.db import Institution, Marker, User
 from firewatch.settings import DEFAULT_SECRET_KEY, Settings
 
 PRINTED_ACCOUNTS = 12  # a large site has hundreds of institutions: print the first few
 
 #: Argon2id with pwdlib's recommended parameters (the hashing FastAPI's security docs show)
 PASSWORDS = PasswordHash.recommended()
+#: set once `firewatch user remove-demo` ran: the demo accounts are never created again
+DEMO_REMOVED = "demo-accounts-removed"
+MIN_PASSWORD = 10
+T = TypeVar("T")
 
 
 class Role(StrEnum):
@@ -36,6 +43,33 @@ ROLE_ZH = {Role.ADMIN: "局管理员", Role.VIEWER: "局查看人员", Role.STAF
 
 class StartupRefused(SystemExit):
     """Production mode found a default secret; the message says what to change."""
+
+
+class HashingBusy(Exception):
+    """More password checks are waiting than the hashing pool takes: answer "try again"."""
+
+
+class PasswordWork:
+    """Argon2 (~0.1 s of CPU each) on a small pool of its own with a bounded queue.
+
+    Not the event loop, and not the default executor that ``asyncio.to_thread`` shares with
+    the rest of the app (exports, file reads): a flood of logins then waits here, or is
+    refused at once once ``waiting`` checks are queued, while the API goes on answering.
+    """
+
+    def __init__(self, workers: int = 2, waiting: int = 32) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="argon2")
+        self._limit = workers + waiting
+        self._queued = 0  # touched on the event loop only
+
+    async def run(self, work: Callable[..., T], *args: object) -> T:
+        if self._queued >= self._limit:
+            raise HashingBusy()
+        self._queued += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._pool, work, *args)
+        finally:
+            self._queued -= 1
 
 
 @dataclass(frozen=True)
@@ -58,10 +92,14 @@ def demo_accounts(institutions: list[Institution]) -> list[DemoAccount]:
 
 async def ensure_demo_accounts(sessions: async_sessionmaker, password: str) -> list[DemoAccount]:
     """Create the demo accounts that are missing; existing accounts keep their passwords.
+    None once they were removed (`firewatch user remove-demo`), on any later start.
 
     One hash serves every demo account: they share a published password anyway, and hashing
     per account would cost a tenth of a second for each institution of a large site.
     """
+    async with sessions() as session:
+        if await session.get(Marker, DEMO_REMOVED) is not None:
+            return []
     password_hash = PASSWORDS.hash(password)
     async with sessions.begin() as session:
         institutions = list(await session.scalars(select(Institution).order_by(Institution.id)))
@@ -75,39 +113,88 @@ async def ensure_demo_accounts(sessions: async_sessionmaker, password: str) -> l
     return accounts
 
 
-async def add_user(sessions: async_sessionmaker, username: str, password: str, role: Role,
-                   display_name: str, institution_id: str | None = None) -> None:
+def _check_password(password: str) -> None:
+    if len(password) < MIN_PASSWORD:
+        raise ValueError(f"a password needs at least {MIN_PASSWORD} characters")
+
+
+async def _check_role(session: AsyncSession, role: Role, institution_id: str | None) -> None:
     if (role is Role.STAFF) != (institution_id is not None):
         raise ValueError("duty staff (and only they) belong to an institution")
-    if len(password) < 10:
-        raise ValueError("a password needs at least 10 characters")
+    if institution_id is not None and await session.get(Institution, institution_id) is None:
+        raise ValueError(f"no institution {institution_id!r}")
+
+
+async def add_user(sessions: async_sessionmaker, username: str, password: str, role: Role,
+                   display_name: str, institution_id: str | None = None) -> None:
+    _check_password(password)
     async with sessions.begin() as session:
-        if institution_id is not None and await session.get(Institution, institution_id) is None:
-            raise ValueError(f"no institution {institution_id!r}")
+        await _check_role(session, role, institution_id)
         if await session.get(User, username) is not None:
             raise ValueError(f"user {username!r} exists")
         session.add(User(username=username, display_name=display_name, role=role,
                          institution_id=institution_id, password_hash=PASSWORDS.hash(password)))
 
 
+async def _existing(session: AsyncSession, username: str) -> User:
+    user = await session.get(User, username)
+    if user is None:
+        raise ValueError(f"no user {username!r}")
+    return user
+
+
+async def set_disabled(sessions: async_sessionmaker, username: str, disabled: bool) -> None:
+    """A disabled account cannot log in, and its tokens stop working at their next request."""
+    async with sessions.begin() as session:
+        (await _existing(session, username)).disabled = disabled
+
+
+async def set_password(sessions: async_sessionmaker, username: str, password: str) -> None:
+    """A new password, which ends every login made with the old one (a leaked password's
+    sessions too); a demo account given one is no longer a demo account."""
+    _check_password(password)
+    async with sessions.begin() as session:
+        user = await _existing(session, username)
+        user.password_hash, user.demo = PASSWORDS.hash(password), False
+        user.token_generation += 1
+
+
+async def set_role(sessions: async_sessionmaker, username: str, role: Role,
+                   institution_id: str | None = None) -> None:
+    """Takes effect at the account's next request: every request reads the account."""
+    async with sessions.begin() as session:
+        user = await _existing(session, username)
+        await _check_role(session, role, institution_id)
+        user.role, user.institution_id = role, institution_id
+
+
+async def list_users(sessions: async_sessionmaker) -> list[User]:
+    async with sessions() as session:
+        return list(await session.scalars(select(User).order_by(User.username)))
+
+
 async def remove_demo_accounts(sessions: async_sessionmaker) -> list[str]:
+    """Delete the demo accounts, and record that they were removed so no start recreates them."""
     async with sessions.begin() as session:
         users = list(await session.scalars(select(User).where(User.demo.is_(True))))
         for user in users:
             await session.delete(user)
+        if await session.get(Marker, DEMO_REMOVED) is None:
+            session.add(Marker(name=DEMO_REMOVED))
     return [u.username for u in users]
 
 
-async def authenticate(sessions: async_sessionmaker, username: str, password: str) -> User | None:
+async def authenticate(sessions: async_sessionmaker, hashing: PasswordWork, username: str,
+                       password: str) -> User | None:
+    """The account, if the password is its own and it is not disabled.  An unknown name
+    costs the same hashing time, so timing does not tell who exists."""
     async with sessions() as session:
         user = await session.get(User, username)
-    # Argon2 takes ~0.1 s of CPU: off the event loop.  An unknown name costs the same time,
-    # so timing does not tell who exists.
     if user is None:
-        await asyncio.to_thread(PASSWORDS.hash, password)
+        await hashing.run(PASSWORDS.hash, password)
         return None
-    valid = await asyncio.to_thread(PASSWORDS.verify, password, user.password_hash)
-    return user if valid else None
+    valid = await hashing.run(PASSWORDS.verify, password, user.password_hash)
+    return user if valid and not user.disabled else None
 
 
 async def refuse_default_secrets(settings: Settings, sessions: async_sessionmaker) -> None:
@@ -135,6 +222,10 @@ async def prepare_accounts(settings: Settings, sessions: async_sessionmaker) -> 
     if settings.env == "production":
         return
     accounts = await ensure_demo_accounts(sessions, settings.demo_password)
+    if not accounts:
+        print("Demo accounts: removed for good (`firewatch user remove-demo`); log in with the "
+              "accounts made by `firewatch user add`.", flush=True)
+        return
     lines = [f"Demo accounts (password: {settings.demo_password}; "
              "production mode refuses them):"]
     shown = accounts[:PRINTED_ACCOUNTS]

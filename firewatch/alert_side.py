@@ -22,7 +22,9 @@ from alerts.escalation_scheduler import EscalationScheduler
 from alerts.escalator import Escalator
 from alerts.notifier import Fallback, Notifier
 from alerts.outbox import Outbox, Routing, recipients_of
+from alerts.selfcheck import pulse
 from alerts.service import AlertService
+from firewatch.admission import admission_for
 from firewatch.db import Writer
 from firewatch.mqtt import BrokerAddress
 from firewatch.profiles import DeviceProfile
@@ -36,11 +38,15 @@ class AlertSide:
     notifier: Notifier
     escalation: EscalationScheduler
     writer: Writer  # every write of the three, on a thread of its own (firewatch.db.Writer)
+    instance: str
+    pulse_every_s: float
 
     def services(self) -> dict[str, Coroutine[Any, Any, None]]:
-        """What to run, by task name."""
+        """What to run, by task name; the pulse tells the web process the three are alive."""
         return {"alerts": self.alerts.run(), "notifier": self.notifier.run(),
-                "escalation": self.escalation.run()}
+                "escalation": self.escalation.run(),
+                "pulse": pulse(self.writer, self.instance, self.alerts, self.notifier,
+                               self.pulse_every_s)}
 
     def statuses(self) -> dict[str, Callable[[], dict[str, Any]]]:
         """What /api/health reports of each, by the same names."""
@@ -71,6 +77,8 @@ def alert_side(
         notices_waiting=notices_waiting,
         writer=writer,
         keep_applied=timedelta(hours=settings.applied_keep_hours),
+        admission=admission_for(settings, site, profiles, "alerts", restamp=True),
+        silent_after=timedelta(seconds=settings.gateway_silent_after_s),
     )
     fallback = Fallback(settings.notice_fallback_after_attempts, settings.notice_fallback_after_s)
     notifier = Notifier(sessions, writer, notices_waiting, channels, routing, fallback,
@@ -79,4 +87,5 @@ def alert_side(
                           default_webhook=settings.wecom_webhook_url,
                           notices_waiting=notices_waiting)
     escalation = EscalationScheduler(escalator)
-    return AlertSide(alerts, notifier, escalation, writer)
+    return AlertSide(alerts, notifier, escalation, writer, settings.instance,
+                     min(5.0, settings.monitor_silent_after_s / 4))

@@ -10,6 +10,10 @@ change), hands it to that replica's hub, which pushes it to the pages.
 Neither keeps a session on the broker: what a listener misses while it is away is not replayed
 but made good by a ``resync`` on every (re)subscription, which has the pages reload.  A
 publisher that falls too far behind (its hub queue overflowed) publishes a ``resync`` itself.
+
+Each notice is handled on its own: one the publisher cannot shape or serialise, or the listener
+cannot take, is set aside (``ChangeHub.failed``, the listener also dead-letters it) and the
+next one goes through.
 """
 
 from __future__ import annotations
@@ -90,7 +94,7 @@ class ChangePublisher(_Relay):
         # subscribed to the hub before connecting: what commits meanwhile waits in the queue
         async with self.hub.subscribe() as subscription:
             changes = aiter(subscription)
-            pending: list[ChangeNotice] = []  # taken from the hub, not yet acknowledged
+            pending: list[tuple[str, bytes]] = []  # taken from the hub, not yet acknowledged
 
             async def publish(client: aiomqtt.Client) -> None:
                 while True:
@@ -98,9 +102,14 @@ class ChangePublisher(_Relay):
                         change = await anext(changes, None)
                         if change is None:
                             return  # the hub closed
-                        pending.append(notice_of(change))
-                    notice = pending[0]
-                    await client.publish(change_topic(notice), notice.to_bytes(), qos=1)
+                        try:
+                            notice = notice_of(change)
+                            pending.append((change_topic(notice), notice.to_bytes()))
+                        except Exception as exc:  # a kind the contract lacks, a value JSON lacks
+                            self.hub.failed("publish", exc)
+                            continue
+                    topic, payload = pending[0]
+                    await client.publish(topic, payload, qos=1)
                     pending.clear()
                     self.relayed += 1
 
@@ -134,14 +143,24 @@ class ChangeListener(_Relay):
             async for message in client.messages:
                 topic, payload = str(message.topic), bytes(message.payload)
                 try:
-                    notice = parse_change(topic, payload)
+                    self.hub.publish(change_of(parse_change(topic, payload)))
                 except InvalidPayload as exc:
-                    await self.dead_letters.put(topic, payload, exc.reason)
+                    await self._dead_letter(topic, payload, exc.reason)
                     continue
-                self.hub.publish(change_of(notice))
+                except Exception as exc:
+                    self.hub.failed("receive", exc)
+                    await self._dead_letter(topic, payload, f"{type(exc).__name__}: {exc}")
+                    continue
                 self.relayed += 1
         finally:
             self.subscribed = False
+
+    async def _dead_letter(self, topic: str, payload: bytes, reason: str) -> None:
+        """Keep a refused notice; one that cannot even be kept is logged, and the next comes."""
+        try:
+            await self.dead_letters.put(topic, payload, reason)
+        except Exception as exc:
+            self.hub.failed("dead-letter", exc)
 
     def status(self) -> dict[str, Any]:
         return {**super().status(), "subscribed": self.subscribed}

@@ -75,7 +75,7 @@ def _bench(args: argparse.Namespace) -> int:
         from firewatch.bench import alarms
 
         asyncio.run(alarms.run(args.devices, args.count, args.spacing, args.broker, args.shape,
-                               args.json, args.database))
+                               args.json, args.database, args.hostile_rate))
     elif args.benchmark == "map":
         from firewatch.bench import map_load
 
@@ -86,6 +86,10 @@ def _bench(args: argparse.Namespace) -> int:
 
         asyncio.run(suite.run(suite.Sizes.from_args(args), args.json))
     return 0
+
+
+#: firewatch.accounts.Role's values, spelled out so that parsing the command line stays light
+ROLES = ["admin", "viewer", "staff", "tester"]
 
 
 class LoginRefused(Exception):
@@ -149,18 +153,43 @@ def _user(args: argparse.Namespace) -> int:
 
     settings = Settings(**({"data_dir": args.data_dir} if args.data_dir else {}))
 
+    def password() -> str:
+        return os.environ.get("FIREWATCH_PASSWORD") or getpass.getpass("password: ")
+
+    async def listing(sessions) -> str:
+        return "\n".join(
+            f"{u.username:<30} {u.role:<8} {u.institution_id or '-':<28} "
+            f"{'disabled' if u.disabled else 'enabled':<9}{' demo' if u.demo else ''}"
+            for u in await accounts.list_users(sessions)) or "no accounts"
+
+    async def act(sessions) -> str:
+        match args.action:
+            case "remove-demo":
+                removed = await accounts.remove_demo_accounts(sessions)
+                return f"removed {len(removed)} demo accounts; they will not be created again"
+            case "add":
+                await accounts.add_user(sessions, args.username, password(),
+                                        accounts.Role(args.role), args.name or args.username,
+                                        args.institution)
+                return f"added {args.username} ({args.role})"
+            case "disable" | "enable":
+                await accounts.set_disabled(sessions, args.username, args.action == "disable")
+                return f"{args.action}d {args.username}"
+            case "passwd":
+                await accounts.set_password(sessions, args.username, password())
+                return f"new password for {args.username}"
+            case "role":
+                await accounts.set_role(sessions, args.username, accounts.Role(args.role),
+                                        args.institution)
+                return f"{args.username} is now {args.role}"
+            case _:
+                return await listing(sessions)
+
     async def run() -> str:
         engine = db.create_engine(settings.effective_database_url)
         try:
             await db.create_schema(engine)
-            sessions = db.sessionmaker(engine)
-            if args.action == "remove-demo":
-                removed = await accounts.remove_demo_accounts(sessions)
-                return f"removed {len(removed)} demo accounts"
-            password = os.environ.get("FIREWATCH_PASSWORD") or getpass.getpass("password: ")
-            await accounts.add_user(sessions, args.username, password, accounts.Role(args.role),
-                                    args.name or args.username, args.institution)
-            return f"added {args.username} ({args.role})"
+            return await act(db.sessionmaker(engine))
         finally:
             await engine.dispose()
 
@@ -221,12 +250,21 @@ def parser() -> argparse.ArgumentParser:
     user_sub = user.add_subparsers(dest="action", required=True)
     add = user_sub.add_parser("add", help="add an account; password from FIREWATCH_PASSWORD or "
                                           "asked for")
-    add.add_argument("username")
-    add.add_argument("--role", required=True, choices=["admin", "viewer", "staff", "tester"])
-    add.add_argument("--institution", help="the institution of duty staff (role staff)")
-    add.add_argument("--name", help="display name recorded in audit trails")
-    remove = user_sub.add_parser("remove-demo", help="delete the demo accounts")
-    for action in (add, remove):
+    add.add_argument("--name", help="display name shown on the console")
+    role = user_sub.add_parser("role", help="give an account another role (and institution)")
+    for action in (add, role):
+        action.add_argument("--role", required=True, choices=ROLES)
+        action.add_argument("--institution", help="the institution of duty staff (role staff)")
+    named = [add, role] + [user_sub.add_parser(name, help=summary) for name, summary in [
+        ("disable", "refuse an account's logins; its tokens stop working at once"),
+        ("enable", "let a disabled account log in again"),
+        ("passwd", "a new password (from FIREWATCH_PASSWORD or asked for)"),
+    ]]
+    for action in named:
+        action.add_argument("username")
+    others = [user_sub.add_parser("remove-demo", help="delete the demo accounts, for good"),
+              user_sub.add_parser("list", help="every account, its role and whether enabled")]
+    for action in named + others:
         action.add_argument("--data-dir", type=Path, help="the stack's data dir (SQLite)")
         action.set_defaults(func=_user)
 
@@ -260,6 +298,9 @@ def parser() -> argparse.ArgumentParser:
     alarm.add_argument("--database", choices=["sqlite", "postgresql"], default="sqlite",
                        help="the relational store: SQLite in the data dir, or a PostgreSQL "
                        "cluster started for the run (Debian's package)")
+    alarm.add_argument("--hostile-rate", type=float, default=0.0, metavar="N",
+                       help="beside the load, N hostile messages a second (forged devices, far "
+                       "times, huge numbers, broken JSON): alarms must get past them")
     mp = bench_sub.add_parser("map", help="map data requests/s vs bare uvicorn, same JSON size")
     mp.add_argument("--devices", type=int, default=2000, help="one-key buttons, four each")
     mp.add_argument("--seconds", type=float, default=5, help="length of each timed run")

@@ -8,8 +8,9 @@ Ingest and alerts both consume the gateways' messages.  This module is what they
   effect durable, so a crash in between means redelivery, never loss;
 * a shared subscription (``$share/<group>/...``) where the broker has them, so replicas split
   the stream;
-* payloads that break the contract go to the dead-letter store with the reason, and the
-  consumer carries on.
+* payloads that break the contract, or that the consumer's admission check refuses (another
+  gateway's device, a time far off: see ``firewatch.admission``), go to the dead-letter store
+  with the reason, and the consumer carries on.
 """
 
 from __future__ import annotations
@@ -30,17 +31,21 @@ from firewatch.contract import (
     EVENTS_FILTER,
     READINGS_FILTER,
     DeviceEvent,
+    GatewayMessage,
     InvalidPayload,
     ReadingBatch,
     parse_message,
     shared,
+    utc_now,
 )
 from firewatch.db import DeadLetter, ProcessedMessage, Writer
 from firewatch.mqtt import BrokerAddress
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[list[ReadingBatch | DeviceEvent]], Awaitable[None]]
+Handler = Callable[[list[GatewayMessage]], Awaitable[None]]
+#: ``admit(message, received_at)``: the message to apply, or InvalidPayload with the reason
+Admit = Callable[[GatewayMessage, datetime], GatewayMessage]
 
 
 async def forget_applied(writer: Writer, consumer: str, before: datetime,
@@ -64,12 +69,12 @@ async def forget_applied(writer: Writer, consumer: str, before: datetime,
 
 
 def _forget_some(session: Session, consumer: str, before: datetime, chunk: int) -> int:
-    old = (select(ProcessedMessage.consumer, ProcessedMessage.gateway_id, ProcessedMessage.seq)
+    key = (ProcessedMessage.consumer, ProcessedMessage.gateway_id, ProcessedMessage.incarnation,
+           ProcessedMessage.seq)
+    old = (select(*key)
            .where(ProcessedMessage.consumer == consumer, ProcessedMessage.processed_at < before)
            .limit(chunk))
-    return session.execute(delete(ProcessedMessage).where(tuple_(
-        ProcessedMessage.consumer, ProcessedMessage.gateway_id, ProcessedMessage.seq,
-    ).in_(old))).rowcount
+    return session.execute(delete(ProcessedMessage).where(tuple_(*key).in_(old))).rowcount
 
 
 def claim(
@@ -77,20 +82,24 @@ def claim(
 ) -> list[ReadingBatch | DeviceEvent]:
     """Record that ``consumer`` applies these messages; those it already applied are left out.
 
-    Call inside the transaction that applies them, so the two commit together.  One statement:
-    the record of each message not applied yet goes in, and says which ones those were
-    (INSERT ... ON CONFLICT DO NOTHING RETURNING).  Two replicas claiming the same message at
-    once meet on the primary key: the second waits for the first's transaction, and takes the
-    message only if that one rolled back.
+    A message is known by (gateway, incarnation of its outbox, seq): a gateway whose outbox
+    was replaced numbers its messages from 1 again, under a new incarnation.  Call inside the
+    transaction that applies them, so the two commit together.  One statement: the record of
+    each message not applied yet goes in, and says which ones those were (INSERT ... ON
+    CONFLICT DO NOTHING RETURNING).  Two replicas claiming the same message at once meet on
+    the primary key: the second waits for the first's transaction, and takes the message only
+    if that one rolled back.
     """
-    unique: dict[tuple[str, int], ReadingBatch | DeviceEvent] = {}
+    unique: dict[tuple[str, str, int], ReadingBatch | DeviceEvent] = {}
     for message in messages:  # a message twice in one batch is applied once
-        unique.setdefault((message.gateway_id, message.seq), message)
+        unique.setdefault((message.gateway_id, message.incarnation, message.seq), message)
     dialect = {"sqlite": sqlite, "postgresql": postgresql}[session.bind.dialect.name]
-    new = {(gateway_id, seq) for gateway_id, seq in session.execute(
+    new = {(gateway_id, incarnation, seq) for gateway_id, incarnation, seq in session.execute(
         dialect.insert(ProcessedMessage).on_conflict_do_nothing()
-        .returning(ProcessedMessage.gateway_id, ProcessedMessage.seq),
-        [{"consumer": consumer, "gateway_id": g, "seq": s} for g, s in unique],
+        .returning(ProcessedMessage.gateway_id, ProcessedMessage.incarnation,
+                   ProcessedMessage.seq),
+        [{"consumer": consumer, "gateway_id": g, "incarnation": i, "seq": s}
+         for g, i, s in unique],
     )}
     return [m for key, m in unique.items() if key in new]
 
@@ -127,6 +136,8 @@ class GatewayMessageConsumer:
         instance: str = "0",
         max_batch: int = 1,
         max_wait_s: float = 0.0,
+        admit: Admit | None = None,
+        topics: tuple[str, ...] = (READINGS_FILTER, EVENTS_FILTER),
     ) -> None:
         self.name = name
         self.broker = broker
@@ -136,16 +147,17 @@ class GatewayMessageConsumer:
         self.instance = instance
         self.max_batch = max_batch
         self.max_wait_s = max_wait_s
+        self.admit = admit
+        self.topics = topics
         self.connected = False
         self.handled = 0
         self.ready = asyncio.Event()
 
     @property
     def filters(self) -> list[str]:
-        topics = [READINGS_FILTER, EVENTS_FILTER]
         if self.shared_subscription:
-            return [shared(self.name, t) for t in topics]
-        return topics
+            return [shared(self.name, t) for t in self.topics]
+        return list(self.topics)
 
     async def run(self) -> None:
         delay = 0.2
@@ -199,10 +211,12 @@ class GatewayMessageConsumer:
 
     async def _handle(self, batch: list[aiomqtt.Message]) -> None:
         valid = []
+        received_at = utc_now()
         for raw in batch:
             topic, payload = str(raw.topic), bytes(raw.payload)
             try:
-                valid.append(parse_message(topic, payload))
+                message = parse_message(topic, payload)
+                valid.append(message if self.admit is None else self.admit(message, received_at))
             except InvalidPayload as exc:
                 await self.dead_letters.put(topic, payload, exc.reason)
         if not valid:

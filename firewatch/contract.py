@@ -8,10 +8,17 @@ rejects a payload of a schema it does not know instead of guessing.
 Readings travel in *batches*: one message per device poll carrying every value read in that
 poll, never one message per value (the embedded broker moves ~1,000 messages/s).
 
-Every message a gateway publishes carries the gateway id and a sequence number that increases
-monotonically per gateway across restarts (it is the row id of the gateway's durable outbox).
-Consumers drop anything at or below the highest sequence they already stored for that gateway,
-which turns the broker's at-least-once delivery into exactly-once effects.
+Every message a gateway publishes carries the gateway id, the *incarnation* of its durable
+outbox and a sequence number that increases monotonically within that incarnation across
+restarts (it is the row id of the outbox).  The incarnation is an id drawn when the outbox file
+is created: a gateway whose outbox is replaced (new SD card, reflash) starts a new stream at
+seq 1, which consumers must not mistake for a replay of numbers they already applied.
+Consumers record what they applied by (gateway, incarnation, seq), which turns the broker's
+at-least-once delivery into exactly-once effects.
+
+Besides readings and device events a gateway publishes a heartbeat on a period of its own,
+through the same outbox and broker as its readings, so that the alert service can tell a
+broken chain (gateway, its link, the broker) from a quiet site.
 """
 
 from __future__ import annotations
@@ -39,6 +46,7 @@ TOPIC_ROOT = f"firewatch/{CONTRACT_VERSION}"
 
 READINGS_SCHEMA = "firewatch.readings/1"
 EVENT_SCHEMA = "firewatch.event/1"
+HEARTBEAT_SCHEMA = "firewatch.heartbeat/1"
 CHANGE_SCHEMA = "firewatch.change/1"
 
 MAX_SEQ = 2**63 - 1
@@ -51,6 +59,12 @@ Identifier = Annotated[str, Field(pattern=ID_PATTERN)]
 FIELD_PATTERN = r"^[a-z][a-z0-9_]*$"
 FieldName = Annotated[str, Field(pattern=FIELD_PATTERN, max_length=64)]
 _FIELD_RE = re.compile(FIELD_PATTERN)
+
+#: An outbox's incarnation: 16 lower-case hex digits drawn when the outbox file is created
+#: (``secrets.token_hex(8)``).  Empty: a message from an outbox made before incarnations
+#: existed, one stream per gateway as it was then.
+INCARNATION_PATTERN = r"^([0-9a-f]{16})?$"
+Incarnation = Annotated[str, Field(pattern=INCARNATION_PATTERN)]
 
 
 class DeviceKind(StrEnum):
@@ -71,24 +85,37 @@ class DeviceState(StrEnum):
 
 
 class EventType(StrEnum):
-    """Things that happen to a device rather than values it reports."""
+    """Things that happen to a device's link rather than values it reports: it stopped
+    answering (``offline``), it answers but unusably (``fault``: Modbus exception replies,
+    garbled frames, values that cannot be decoded), or it answers properly again
+    (``online``).  Each event replaces what the one before said."""
 
     OFFLINE = "offline"
     ONLINE = "online"
+    FAULT = "fault"
 
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-class _Message(BaseModel):
+class _Stream(BaseModel):
+    """What every message a gateway publishes carries: where it stands in the gateway's stream."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     gateway_id: Identifier
+    incarnation: Incarnation = Field(
+        default="", description="The gateway outbox's incarnation: a new outbox, a new stream."
+    )
     # at most 2**63-1: what a database's BIGINT holds; a larger one could never be recorded
     seq: int = Field(
-        ge=1, le=MAX_SEQ, description="Per-gateway sequence number, strictly increasing."
+        ge=1, le=MAX_SEQ,
+        description="Sequence number, strictly increasing within the gateway's incarnation.",
     )
+
+
+class _Message(_Stream):
     device_id: Identifier
     institution_id: Identifier
     kind: DeviceKind
@@ -145,11 +172,13 @@ class ReadingBatchEncoder:
     _layouts: ClassVar[dict[str, str]] = {}
 
     def __init__(
-        self, gateway_id: str, device_id: str, institution_id: str, kind: DeviceKind, profile: str
+        self, gateway_id: str, device_id: str, institution_id: str, kind: DeviceKind, profile: str,
+        incarnation: str = "",
     ) -> None:
         template = ReadingBatch(
-            gateway_id=gateway_id, seq=1, device_id=device_id, institution_id=institution_id,
-            kind=kind, ts=datetime(2000, 1, 1, tzinfo=UTC), profile=profile,
+            gateway_id=gateway_id, incarnation=incarnation, seq=1, device_id=device_id,
+            institution_id=institution_id, kind=kind, ts=datetime(2000, 1, 1, tzinfo=UTC),
+            profile=profile,
         )
         self.topic = message_topic(template)
         # the model's own JSON, '%' escaped, with seq, device id, ts and the members of
@@ -228,6 +257,23 @@ class DeviceEvent(_Message):
         return self.model_dump_json(by_alias=True).encode()
 
 
+class GatewayHeartbeat(_Stream):
+    """A gateway saying it is alive, on the path its readings take (outbox, broker, consumers).
+
+    ``ts`` is when the gateway made it; ``outbox`` how many messages were waiting in its outbox
+    then (a growing number: the gateway cannot reach the broker as fast as it reads).
+    """
+
+    schema_: Literal["firewatch.heartbeat/1"] = Field(default=HEARTBEAT_SCHEMA, alias="schema")
+    ts: AwareDatetime = Field(description="When the gateway made the heartbeat.")
+    outbox: int = Field(default=0, ge=0, le=MAX_SEQ, description="Messages waiting to be sent.")
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    def to_bytes(self) -> bytes:
+        return self.model_dump_json(by_alias=True).encode()
+
+
 class ChangeKind(StrEnum):
     """What a change notice is about; ``resync``: notices were lost, reload everything."""
 
@@ -262,8 +308,13 @@ class ChangeNotice(BaseModel):
         return self.model_dump_json(by_alias=True).encode()
 
 
-GatewayMessage = Annotated[ReadingBatch | DeviceEvent, Field(discriminator="schema_")]
-_message_adapter: TypeAdapter[ReadingBatch | DeviceEvent] = TypeAdapter(GatewayMessage)
+#: a message about one device
+DeviceMessage = ReadingBatch | DeviceEvent
+#: anything a gateway publishes
+GatewayMessage = ReadingBatch | DeviceEvent | GatewayHeartbeat
+_message_adapter: TypeAdapter[GatewayMessage] = TypeAdapter(
+    Annotated[GatewayMessage, Field(discriminator="schema_")]
+)
 
 
 class InvalidPayload(ValueError):
@@ -274,7 +325,7 @@ class InvalidPayload(ValueError):
         self.reason = reason
 
 
-def parse_message(topic: str, payload: bytes) -> ReadingBatch | DeviceEvent:
+def parse_message(topic: str, payload: bytes) -> GatewayMessage:
     """Decode a gateway message and check that it agrees with the topic it came on."""
     try:
         message = _message_adapter.validate_json(payload)
@@ -311,9 +362,11 @@ def _check_topic(topic: str, expected: str) -> None:
 
 READINGS_PREFIX = f"{TOPIC_ROOT}/readings"
 EVENTS_PREFIX = f"{TOPIC_ROOT}/events"
+HEARTBEATS_PREFIX = f"{TOPIC_ROOT}/heartbeats"
 #: Every message a gateway publishes; ingest and alerts subscribe to these filters.
 READINGS_FILTER = f"{READINGS_PREFIX}/+/+"
 EVENTS_FILTER = f"{EVENTS_PREFIX}/+/+"
+HEARTBEATS_FILTER = f"{HEARTBEATS_PREFIX}/+"
 #: Change notices, one topic level per institution: what every web replica subscribes to.
 CHANGES_PREFIX = f"{TOPIC_ROOT}/changes"
 CHANGES_FILTER = f"{CHANGES_PREFIX}/+"
@@ -329,10 +382,16 @@ def events_topic(gateway_id: str, device_id: str) -> str:
     return f"{EVENTS_PREFIX}/{gateway_id}/{device_id}"
 
 
-def message_topic(message: ReadingBatch | DeviceEvent) -> str:
+def heartbeat_topic(gateway_id: str) -> str:
+    return f"{HEARTBEATS_PREFIX}/{gateway_id}"
+
+
+def message_topic(message: GatewayMessage) -> str:
     if isinstance(message, ReadingBatch):
         return readings_topic(message.gateway_id, message.device_id)
-    return events_topic(message.gateway_id, message.device_id)
+    if isinstance(message, DeviceEvent):
+        return events_topic(message.gateway_id, message.device_id)
+    return heartbeat_topic(message.gateway_id)
 
 
 def change_topic(notice: ChangeNotice) -> str:

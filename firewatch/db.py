@@ -36,6 +36,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
+from firewatch import migrations
 from firewatch.contract import utc_now
 
 T = TypeVar("T")
@@ -92,10 +93,14 @@ class Device(Base):
     profile: Mapped[str] = mapped_column(String(64))
     location: Mapped[str] = mapped_column(String(200), default="")
     state: Mapped[str] = mapped_column(String(16), default="offline")
-    state_reason: Mapped[str] = mapped_column(Text, default="no data yet")
+    state_reason: Mapped[str] = mapped_column(Text, default="no data yet")  # alerts.rules.NO_DATA
     last_readings: Mapped[dict[str, Any]] = mapped_column(default=dict)
     last_flags: Mapped[dict[str, Any]] = mapped_column(default=dict)
     last_seen: Mapped[datetime | None] = mapped_column(default=None)
+    # where the last message applied stands in its gateway's stream ("gateway/incarnation",
+    # seq): what orders a device's messages, not the gateway's clock, which can step back
+    last_stream: Mapped[str] = mapped_column(String(100), default="")
+    last_seq: Mapped[int | None] = mapped_column(BigInteger, default=None)
     updated_at: Mapped[datetime] = mapped_column(default=utc_now)
 
 
@@ -116,10 +121,22 @@ class Alarm(Base):
             sqlite_where=text("status IN ('active', 'acknowledged')"),
             postgresql_where=text("status IN ('active', 'acknowledged')"),
         ),
+        # and one open link fault per gateway (two alert replicas may both see it silent)
+        Index(
+            "one_open_link_alarm",
+            "gateway_id",
+            "rule",
+            unique=True,
+            sqlite_where=text("status IN ('active', 'acknowledged')"),
+            postgresql_where=text("status IN ('active', 'acknowledged')"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    device_id: Mapped[str] = mapped_column(ForeignKey("devices.id"), index=True)
+    # a device's alarm names the device; a link fault (alerts.links) names its gateway instead
+    device_id: Mapped[str | None] = mapped_column(ForeignKey("devices.id"), index=True,
+                                                  default=None)
+    gateway_id: Mapped[str | None] = mapped_column(String(64), index=True, default=None)
     institution_id: Mapped[str] = mapped_column(ForeignKey("institutions.id"), index=True)
     rule: Mapped[str] = mapped_column(String(64))
     title: Mapped[str] = mapped_column(String(200))
@@ -257,7 +274,9 @@ class User(Base):
     """A person who logs in to the console; duty staff belong to one institution.
 
     ``demo`` marks the accounts `firewatch up` creates with the published demo password, which
-    production mode refuses to run with.
+    production mode refuses to run with.  A ``disabled`` account cannot log in, and the tokens
+    it was given stop working (every request reads the account), as do those given before
+    its password last changed (``token_generation``).
     """
 
     __tablename__ = "users"
@@ -268,19 +287,72 @@ class User(Base):
     institution_id: Mapped[str | None] = mapped_column(ForeignKey("institutions.id"), default=None)
     password_hash: Mapped[str] = mapped_column(String(256))
     demo: Mapped[bool] = mapped_column(Boolean, default=False)
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    # carried by each login token; a new password moves it on, which ends the older logins
+    token_generation: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(default=utc_now)
 
+
+class Marker(Base):
+    """A decision about this installation that must outlive restarts, by name: e.g.
+    ``demo-accounts-removed``, so that `firewatch up` never creates them again."""
+
+    __tablename__ = "markers"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    at: Mapped[datetime] = mapped_column(default=utc_now)
+
+
+class GatewayLink(Base):
+    """What the alert service last heard of a gateway (巡检): the link's watch, for operators.
+
+    ``last_heard_at``: receipt of its last message of any kind; ``last_heartbeat_at``: of its
+    last heartbeat, whose ``ts`` (the gateway's clock) and ``outbox`` depth are kept too;
+    ``clock_offset_s``: received - ts, least over a minute (positive: its clock is behind).
+    ``state``: ``up``, ``down`` (a link fault alarm is open) or ``unknown`` (never heard).
+    """
+
+    __tablename__ = "gateway_links"
+
+    gateway_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    institution_id: Mapped[str] = mapped_column(ForeignKey("institutions.id"), index=True)
+    last_heard_at: Mapped[datetime | None] = mapped_column(default=None)
+    last_heartbeat_at: Mapped[datetime | None] = mapped_column(default=None)
+    last_ts: Mapped[datetime | None] = mapped_column(default=None)
+    clock_offset_s: Mapped[float | None] = mapped_column(Float, default=None)
+    outbox: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    state: Mapped[str] = mapped_column(String(16), default="unknown")
+    down_since: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class ServiceHeartbeat(Base):
+    """An alert service replica saying it is alive, every few seconds: what the web process
+    watches to tell the bureau that monitoring itself has stopped."""
+
+    __tablename__ = "service_heartbeats"
+
+    instance: Mapped[str] = mapped_column(String(64), primary_key=True)
+    beat_at: Mapped[datetime] = mapped_column(index=True)
+    last_applied_at: Mapped[datetime | None] = mapped_column(default=None)
+    notifier_looked_at: Mapped[datetime | None] = mapped_column(default=None)
+    messages_applied: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
 class ProcessedMessage(Base):
-    """(gateway, seq) pairs a consumer has applied: what makes redelivery harmless.
+    """(gateway, incarnation, seq) a consumer has applied: what makes redelivery harmless.
 
     A set, not a high-water mark, because replicas sharing a subscription see a gateway's
-    messages interleaved, and a high-water mark would then drop the late-comers.
+    messages interleaved, and a high-water mark would then drop the late-comers.  The
+    incarnation of the gateway's outbox is part of the key: a replaced outbox starts again at
+    seq 1, a new stream whose numbers were never applied.
     """
 
     __tablename__ = "processed_messages"
 
     consumer: Mapped[str] = mapped_column(String(32), primary_key=True)
     gateway_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    # "" for a gateway from before incarnations
+    incarnation: Mapped[str] = mapped_column(String(16), primary_key=True, default="")
     # 64-bit: a busy gateway's sequence passes PostgreSQL's 32-bit INTEGER within months
     seq: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     processed_at: Mapped[datetime] = mapped_column(default=utc_now, index=True)
@@ -388,17 +460,13 @@ class Writer:
         await self.close()
 
 
-#: any constant; PostgreSQL advisory locks are named by a number
-SCHEMA_LOCK = 0x46697265
-
-
 async def create_schema(engine: AsyncEngine) -> None:
-    async with engine.begin() as conn:
-        if conn.dialect.name == "postgresql":
-            # services started together would each find a table missing and race to create it;
-            # DDL is transactional in PostgreSQL, so the lock holds until the tables exist
-            await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK})
-        await conn.run_sync(Base.metadata.create_all)
+    """The database of ``engine`` upgraded to the models' schema by its migrations.
+
+    Every process runs this before it uses the database: serialised between processes and in
+    one transaction (see :mod:`firewatch.migrations`), so start order does not matter.
+    """
+    await migrations.upgrade(engine.url)
 
 
 def sessionmaker(engine: AsyncEngine) -> async_sessionmaker:

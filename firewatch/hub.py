@@ -6,12 +6,18 @@ published only once its transaction has committed, so a page never shows a state
 rolled back.  A hub sees the commits of its own process only: ``firewatch up`` serves the pages
 from the process that writes; when the alert service runs on its own, its hub's changes reach
 the web replicas' hubs over the broker (firewatch.change_relay).
+
+A change that cannot be shaped, serialised, relayed or pushed is that change's problem only:
+whoever meets it calls :meth:`ChangeHub.failed` (counted by stage, logged once per new error)
+and goes on with the next; the commit it came from stands.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +27,8 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlalchemy.orm import Session
 
 from firewatch.db import Alarm, Device, Hazard
+
+log = logging.getLogger(__name__)
 
 #: the device columns whose change the map must see (readings alone would flood the pages)
 DEVICE_STATE_COLUMNS = ("state", "state_reason", "institution_id")
@@ -67,8 +75,20 @@ class ChangeHub:
         self.subscribers: set[Subscription] = set()
         self.closed = False
         self.published = 0
+        #: change notices set aside, by stage: collect, publish, receive, dead-letter, push
+        self.errors: Counter[str] = Counter()
+        self._last_error: dict[str, str] = {}  # per stage: logged once until it changes
         #: where the subscribers' queues live; sessions may commit on other threads
         self._loop: asyncio.AbstractEventLoop | None = None
+
+    def failed(self, stage: str, exc: Exception) -> None:
+        """One change notice could not go through ``stage``: count it, log it once."""
+        self.errors[stage] += 1
+        text = f"{type(exc).__name__}: {exc}"[:500]
+        if self._last_error.get(stage) != text:
+            log.error("a change notice set aside at %s (%s); the others go on", stage, text,
+                      exc_info=exc)
+            self._last_error[stage] = text
 
     def watch(self, sessions: async_sessionmaker) -> None:
         """Publish what every session of ``sessions`` commits (a Session subclass per hub)."""
@@ -104,11 +124,13 @@ class ChangeHub:
             subscriber.offer(None)
 
     def _after_commit(self, session: Session) -> None:
-        changes = [
-            Change(KINDS[type(row)], row.institution_id,
-                   {c.key: getattr(row, c.key) for c in row.__table__.columns})
-            for row in session.info.pop(_CHANGES, {}).values()
-        ]
+        changes = []
+        for row in session.info.pop(_CHANGES, {}).values():
+            try:
+                changes.append(Change(KINDS[type(row)], row.institution_id,
+                                      {c.key: getattr(row, c.key) for c in row.__table__.columns}))
+            except Exception as exc:  # raised here, it would fail a commit that has happened
+                self.failed("collect", exc)
         if not changes:
             return
         try:

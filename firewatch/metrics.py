@@ -12,13 +12,15 @@ service run on its own (``firewatch gateway`` ...) serves its registry on
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+from firewatch.admission import Admission
 
 if TYPE_CHECKING:
     from alerts.escalation_scheduler import EscalationScheduler
@@ -26,6 +28,8 @@ if TYPE_CHECKING:
     from alerts.service import AlertService
     from firewatch.change_relay import ChangeListener, ChangePublisher
     from firewatch.consumer import GatewayMessageConsumer
+    from firewatch.hub import ChangeHub
+    from firewatch.watchdog import MonitorWatch
     from gateway.service import GatewayService
     from ingest.service import IngestService
 
@@ -40,6 +44,9 @@ class FirewatchCollector(Collector):
     notifier: Notifier | None = None
     escalation: EscalationScheduler | None = None
     changes: ChangePublisher | ChangeListener | None = None
+    #: the hub whose change notices' errors to report, if not the relay's (``firewatch up``)
+    hub: ChangeHub | None = None
+    watch: MonitorWatch | None = None
 
     def collect(self) -> Iterator[Metric]:
         yield from self._gateways()
@@ -51,6 +58,15 @@ class FirewatchCollector(Collector):
             yield CounterMetricFamily(
                 "firewatch_alerts_alarms_raised",
                 "Alarms raised (breaches, faults, button presses).", value=self.alerts.raised)
+            yield GaugeMetricFamily(
+                "firewatch_gateway_links_down",
+                "Gateways not heard of for longer than their setting: open link faults.",
+                value=self.alerts.links.down)
+        if self.watch is not None:
+            yield GaugeMetricFamily(
+                "firewatch_monitoring_interrupted",
+                "1 while the alert service has stopped reporting (the bureau is told).",
+                value=int(bool(self.watch.problem)))
         if self.notifier is not None:
             yield CounterMetricFamily(
                 "firewatch_notices_sent", "Notices the provider accepted.",
@@ -58,6 +74,16 @@ class FirewatchCollector(Collector):
             yield CounterMetricFamily(
                 "firewatch_notices_failed", "Notice sends that failed and will be retried.",
                 value=self.notifier.failures)
+            yield _by_label(
+                "firewatch_notices_unsendable",
+                "Notices whose send raised an error no retry mends (the notice's own content, "
+                "its address, a channel's bug), by channel and error class: each was handed to "
+                "the fallback channel or marked failed.", ["channel", "reason"],
+                self.notifier.errors)
+            yield _by_label(
+                "firewatch_notifier_errors",
+                "Notifier rounds that failed for no one notice's reason, by error class; the "
+                "notifier went on.", ["reason"], self.notifier.round_errors)
         if self.escalation is not None:
             yield CounterMetricFamily(
                 "firewatch_escalation_steps", "Escalation steps and ledger reminders taken.",
@@ -66,8 +92,23 @@ class FirewatchCollector(Collector):
                 "firewatch_escalation_jobs_scheduled",
                 "Alarms and ledger entries with a step ahead, each a scheduled job.",
                 value=self.escalation.jobs_scheduled)
+            yield _by_label(
+                "firewatch_escalation_set_aside",
+                "Alarms and ledger entries whose escalation raised, by error class: each was "
+                "logged and skipped, the others escalated.", ["reason"],
+                self.escalation.escalator.errors)
+            yield _by_label(
+                "firewatch_escalation_sweep_errors",
+                "Escalation sweeps that failed as a whole (the database away), by error class; "
+                "the next sweep ran.", ["reason"], self.escalation.sweep_errors)
         if self.changes is not None:
             yield from self._changes(self.changes)
+        hub = self.hub or (self.changes.hub if self.changes is not None else None)
+        if hub is not None:
+            yield _by_label(
+                "firewatch_change_notice_errors",
+                "Change notices for the live pages set aside, by stage (collect after a commit, "
+                "publish, receive, push to a page); the others went on.", ["stage"], hub.errors)
 
     def _gateways(self) -> Iterator[Metric]:
         if not self.gateways:
@@ -83,8 +124,18 @@ class FirewatchCollector(Collector):
             "firewatch_gateway_outbox_depth", "Messages waiting in the outbox for the broker.",
             labels=["gateway"])
         dropped = CounterMetricFamily(
-            "firewatch_gateway_outbox_dropped", "Oldest messages dropped from a full outbox.",
-            labels=["gateway"])
+            "firewatch_gateway_outbox_dropped",
+            "Messages dropped by kind: routine readings and heartbeats shed from a full outbox "
+            "(oldest first; events and alarm-bearing readings never), or 'unstored': a commit "
+            "that failed.", labels=["gateway", "kind"])
+        set_aside = CounterMetricFamily(
+            "firewatch_gateway_uplinks_set_aside",
+            "Device reports (MQTT uplinks) refused by reason: too_large, not_json, not_object, "
+            "bad_value, no_known_key, unexpected.", labels=["gateway", "reason"])
+        unstored = CounterMetricFamily(
+            "firewatch_gateway_uplinks_unstored",
+            "Device reports the outbox failed to store, left unacknowledged for the broker to "
+            "send again.", labels=["gateway"])
         acked = CounterMetricFamily(
             "firewatch_gateway_published",
             "Reading batches and device events published and acknowledged by the broker (QoS 1).",
@@ -100,10 +151,15 @@ class FirewatchCollector(Collector):
                     for kind, count in list(stats.by_error.items()):
                         errors.add_metric([gateway, device, kind], count)
             depth.add_metric([gateway], service.outbox.size)
-            dropped.add_metric([gateway], service.outbox.dropped)
+            for kind, count in service.outbox.dropped_by_kind.items():
+                dropped.add_metric([gateway, kind], count)
+            if service.bridge is not None:
+                for reason, count in service.bridge.set_aside.items():
+                    set_aside.add_metric([gateway, reason], count)
+            unstored.add_metric([gateway], service.uplinks_unstored)
             acked.add_metric([gateway], service.published)
             connected.add_metric([gateway], int(service.connected))
-        yield from (polls, errors, depth, dropped, acked, connected)
+        yield from (polls, errors, depth, dropped, set_aside, unstored, acked, connected)
 
     @staticmethod
     def _consumers(consumers: list[GatewayMessageConsumer]) -> Iterator[Metric]:
@@ -119,11 +175,23 @@ class FirewatchCollector(Collector):
         connected = GaugeMetricFamily(
             "firewatch_consumer_broker_connected", "1 while subscribed on the broker.",
             labels=["consumer"])
+        offsets = GaugeMetricFamily(
+            "firewatch_gateway_clock_offset_seconds",
+            "How far a gateway's clock is off as a consumer sees it: received - ts, the least "
+            "over a minute (positive: behind, negative: ahead).", labels=["consumer", "gateway"])
+        restamped = CounterMetricFamily(
+            "firewatch_gateway_messages_restamped",
+            "Presses and device events whose time could not be believed, applied as read when "
+            "received.", labels=["consumer"])
         for consumer in consumers:
             applied.add_metric([consumer.name], consumer.handled)
             dead.add_metric([consumer.name], consumer.dead_letters.count)
             connected.add_metric([consumer.name], int(consumer.connected))
-        yield from (applied, dead, connected)
+            if isinstance(consumer.admit, Admission):
+                for gateway, offset in consumer.admit.clocks.offsets().items():
+                    offsets.add_metric([consumer.name, gateway], offset)
+                restamped.add_metric([consumer.name], consumer.admit.restamped)
+        yield from (applied, dead, connected, offsets, restamped)
 
     @staticmethod
     def _changes(relay: ChangePublisher | ChangeListener) -> Iterator[Metric]:
@@ -153,6 +221,15 @@ class FirewatchCollector(Collector):
         yield GaugeMetricFamily(
             "firewatch_ingest_store_available", "1 while the time-series store takes writes.",
             value=int(ingest.store_available))
+
+
+def _by_label(name: str, documentation: str, labels: list[str],
+              counts: Mapping[Any, int]) -> CounterMetricFamily:
+    """A counter with a sample per key of ``counts``: a label's value, or a tuple of them."""
+    family = CounterMetricFamily(name, documentation, labels=labels)
+    for key, count in list(counts.items()):
+        family.add_metric(list(key) if isinstance(key, tuple) else [key], count)
+    return family
 
 
 def registry_for(collector: FirewatchCollector) -> CollectorRegistry:

@@ -6,9 +6,9 @@ processes) and one relational database.  Each serves its Prometheus metrics (on
 ``FIREWATCH_METRICS_PORT``; the web app on its own port at ``/metrics``) and stops cleanly on
 SIGTERM, which is what ``docker stop`` sends.
 
-The alert service owns the relational schema's contents: it creates the tables and writes the
-site's institutions and devices.  The others create tables too (idempotent, serialised on
-PostgreSQL) so that start order does not matter, but never write the site.
+The alert service owns the relational schema's contents: it writes the site's institutions and
+devices.  Every service upgrades the schema on start (firewatch.migrations: serialised between
+processes, a no-op once done) so that start order does not matter, but only alerts writes the site.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from firewatch import db
 from firewatch.accounts import prepare_accounts
+from firewatch.admission import admission_for
 from firewatch.alert_side import alert_side
 from firewatch.change_relay import ChangeListener, ChangePublisher
 from firewatch.consumer import DeadLetters
@@ -41,6 +42,7 @@ from firewatch.stack import (
     sync_site,
     timeseries_store,
 )
+from firewatch.watchdog import MonitorWatch
 from firewatch.web.app import AppContext, create_app
 from gateway.service import GatewayService
 from ingest.retention import compactor_for
@@ -165,13 +167,14 @@ async def run_gateway(settings: Settings, gateway_ids: list[str]) -> None:
 
 async def run_ingest(settings: Settings) -> None:
     """Readings into the time-series store; replicas split the stream (shared subscription)."""
-    _, site = load(settings)  # for the township tag of each institution
+    profiles, site = load(settings)  # the township tag of each institution; who owns a device
     broker, shared = external_broker(settings)
     async with timeseries(settings, site) as store, database(settings) as sessions:
         ingest = IngestService(
             store, Spool(settings.data_dir / f"ingest-spool-{settings.instance}.db"), broker,
             DeadLetters(sessions, "ingest"), shared_subscription=shared,
             instance=settings.instance, compactor=compactor_for(store, settings),
+            admit=admission_for(settings, site, profiles, "ingest", restamp=False),
         )
         log.info("ingest %s: %s -> %s", settings.instance, broker.url, store.name)
         await serve_until_signalled(
@@ -224,10 +227,12 @@ async def run_web(settings: Settings) -> None:
         else:
             log.warning("web: no FIREWATCH_MQTT_URL: the live pages show only changes made "
                         "through this web app, not alarms the alert service raises")
+        watch = MonitorWatch(sessions, site, settings)  # tells the bureau if alerts stop
+        services["monitor"], statuses["monitor"] = watch.run(), watch.status
         app = create_app(AppContext(
             sessions=sessions, timeseries=store, site=site,
             site_dir=settings.site_file.parent, statuses=statuses, settings=settings,
-            metrics=registry_for(FirewatchCollector(changes=changes)), hub=hub,
+            metrics=registry_for(FirewatchCollector(changes=changes, watch=watch)), hub=hub,
         ))
         log.info("web: http://%s:%d", settings.host, settings.port)
         await serve_until_signalled(services, [http_server(app, settings.host, settings.port)],

@@ -203,6 +203,28 @@ class Settings(BaseSettings):
         24, gt=0, le=366 * 24,
         description="Rectification deadline given to ledger entries raised by IoT alarms.",
     )
+    # what a gateway says is checked (firewatch.admission) and its link watched (alerts.links)
+    gateway_clock_max_ahead_s: float = Field(
+        300, gt=0, le=86400, allow_inf_nan=False,
+        description="A gateway message stamped more than this ahead of its receipt is "
+        "dead-lettered (a press or device event is applied as received instead).",
+    )
+    gateway_max_age_days: float = Field(
+        30, gt=0, le=3650, allow_inf_nan=False,
+        description="A gateway message stamped more than this before its receipt is "
+        "dead-lettered: older than any outbox backlog (a press is applied as received).",
+    )
+    gateway_silent_after_s: float = Field(
+        60, gt=0, le=86400, allow_inf_nan=False,
+        description="A gateway heard of for this long (no heartbeat, no message) is a link "
+        "fault alarm for its institution; a gateway's silent_after_s in the site file wins.",
+    )
+    monitor_silent_after_s: float = Field(
+        60, gt=0, le=86400, allow_inf_nan=False,
+        description="The web process tells the bureau that monitoring is interrupted when the "
+        "alert service has not recorded its own heartbeat (every quarter of this, at most 5 s) "
+        "for this long.",
+    )
     applied_keep_hours: float = Field(
         24, gt=0, description="How long the alert service remembers which gateway messages it "
         "applied, to recognise a redelivery (one row per message). A broker away longer than "
@@ -229,8 +251,21 @@ class Settings(BaseSettings):
     secret_key: str = Field(
         DEFAULT_SECRET_KEY, description="Signs login tokens (HS256); 32+ random characters."
     )
-    token_hours: float = Field(
-        12, gt=0, le=31 * 24, description="How long a console login lasts.")
+    token_hours: float = Field(12, gt=0, le=24 * 31, description="How long a console login "
+                               "lasts; a live-update stream ends with it.")
+    # failed logins, counted in each web process: beyond either limit within the window, a
+    # login answers 429 with Retry-After, whatever the password
+    login_failures_per_account: int = Field(5, ge=1, le=1000,
+                                            description="Failed logins of one account allowed.")
+    login_failures_per_address: int = Field(20, ge=1, le=100_000,
+                                            description="Failed logins from one address allowed.")
+    login_failure_window_s: float = Field(300, gt=0, le=86_400,
+                                          description="The window the failures are counted in.")
+    # Prometheus's credentials for the web port's /metrics (bearer token); logged-in admins
+    # may read it too, anonymous readers never
+    metrics_token: str | None = Field(
+        None, min_length=32, description="Bearer token a Prometheus scrape of the web app's "
+        "/metrics and the detailed /api/health may give instead of an admin login.")
     demo_password: str = Field(
         "firewatch-demo",
         description="Password of the demo accounts `firewatch up` creates outside production.",

@@ -99,6 +99,17 @@ class Gateway(_Strict):
     id: Identifier
     institution: Identifier
     endpoints: list[ModbusEndpoint] = Field(default_factory=list)
+    silent_after_s: float | None = Field(
+        None, gt=0, le=86400, allow_inf_nan=False,
+        description="heard of for this long, the gateway is a link fault (巡检); unset: the "
+        "FIREWATCH_GATEWAY_SILENT_AFTER_S setting",
+    )
+    # the alert service's proof that the gateway, its outbox and its link to the broker work:
+    # a heartbeat through the outbox this often (a minute's silence is a link fault there)
+    heartbeat_interval_s: float = Field(
+        15.0, ge=1, le=3600, allow_inf_nan=False,
+        description="Seconds between the gateway's heartbeats (1 to 3600).",
+    )
 
 
 class Device(_Strict):

@@ -21,13 +21,16 @@ from starlette.types import ASGIApp
 
 from firewatch import db
 from firewatch.accounts import prepare_accounts
+from firewatch.admission import admission_for
 from firewatch.alert_side import alert_side
 from firewatch.consumer import DeadLetters
+from firewatch.hub import ChangeHub
 from firewatch.metrics import FirewatchCollector, registry_for
 from firewatch.mqtt import BrokerAddress, EmbeddedBroker
 from firewatch.profiles import DeviceProfile, load_profiles
 from firewatch.settings import Settings
 from firewatch.site import ModbusEndpoint, Site, load_site
+from firewatch.watchdog import MonitorWatch
 from firewatch.web.app import AppContext, create_app
 from gateway.service import GatewayService
 from ingest.influx_store import InfluxTimeSeries
@@ -159,6 +162,7 @@ async def run_stack(settings: Settings) -> None:
             store, Spool(settings.data_dir / "ingest-spool.db"), broker,
             DeadLetters(sessions, "ingest"), shared_subscription=shared,
             compactor=compactor_for(store, settings),
+            admit=admission_for(settings, site, profiles, "ingest", restamp=False),
         )
         gateways = [
             GatewayService(
@@ -167,19 +171,23 @@ async def run_stack(settings: Settings) -> None:
             )
             for g in site.gateways
         ]
+        watch = MonitorWatch(sessions, site, settings)
         statuses = {
             **alert.statuses(),
+            "monitor": watch.status,
             "ingest": ingest.status,
             **{f"gateway:{g.gateway.id}": g.status for g in gateways},
         }
         # the web app's hub watches these sessions: the alert side's changes reach the pages
         # without the broker
+        hub = ChangeHub()
         app = create_app(AppContext(
             sessions=sessions, timeseries=store, site=site,
             site_dir=settings.site_file.parent, statuses=statuses, simulators=fleet,
-            settings=settings,
+            settings=settings, hub=hub,
             metrics=registry_for(FirewatchCollector(
-                gateways, ingest, alert.alerts, alert.notifier, alert.escalation)),
+                gateways, ingest, alert.alerts, alert.notifier, alert.escalation, hub=hub,
+                watch=watch)),
         ))
         server = http_server(app, settings.host, settings.port)
 
@@ -208,6 +216,7 @@ async def run_stack(settings: Settings) -> None:
             services = [
                 *(tasks.create_task(coro, name=name) for name, coro in alert.services().items()),
                 tasks.create_task(ingest.run(), name="ingest"),
+                tasks.create_task(watch.run(), name="monitor"),
                 tasks.create_task(gateways_and_devices(), name="gateways"),
             ]
             log.info(

@@ -1,10 +1,14 @@
 """Polling Modbus devices: one connection per endpoint, shared by every unit id behind it.
 
 Each device is polled at its profile's interval; its registers are read in as few requests as
-the register map allows (contiguous registers merged).  A device that stops answering is
-reported ``offline`` (with the reason) after the profile's number of missed polls and
-``online`` again on its first answer.  Exception responses and garbled frames are counted,
-never raised out of the poll loop.
+the register map allows (contiguous registers merged).  A device that fails the profile's
+number of polls in a row is reported, with the reason: ``offline`` if it stopped answering,
+``fault`` if it answers but unusably (Modbus exception replies, garbled frames, replies that
+cannot be decoded or delivered); ``online`` again on its first good poll.  Whatever goes wrong
+with one device is that device's failure, never raised out of the poll loop: the next device
+is polled.  A failing device is polled with backoff (once per 2, 4, 8 ... up to
+``MAX_BACKOFF_S`` of its intervals, one attempt each), so that the units sharing its line keep
+their interval rather than wait out its time-outs.
 """
 
 from __future__ import annotations
@@ -30,6 +34,23 @@ from gateway.block_decoder import BlockDecoder, block_decoders
 log = logging.getLogger(__name__)
 
 V = TypeVar("V", float, bool)
+
+#: the longest a failing device waits between probes
+MAX_BACKOFF_S = 30.0
+#: Modbus exception codes (application protocol spec, 7) in the words of a reason
+EXCEPTION_CODES = {
+    1: "非法功能码 illegal function",
+    2: "非法数据地址 illegal data address",
+    3: "非法数据值 illegal data value",
+    4: "从站设备故障 server device failure",
+    5: "确认 acknowledge",
+    6: "从站设备忙 server device busy",
+    8: "存储奇偶校验错 memory parity error",
+    10: "网关路径不可用 gateway path unavailable",
+    11: "网关目标设备无响应 gateway target device failed to respond",
+}
+#: codes a serial server answers for a unit behind it that does not answer: silence, not fault
+NO_ANSWER_CODES = frozenset({10, 11})
 
 
 class BatchValues(Mapping[str, V]):
@@ -74,15 +95,23 @@ OnEvent = Callable[[Device, EventType, str], Awaitable[None]]
 
 @dataclass
 class PollStats:
-    """What a technician needs to see about one device's link."""
+    """What a technician needs to see about one device's link.
+
+    ``state``: what the gateway last reported of it (online, offline, fault; "" before).
+    ``consecutive_misses``: failed polls in a row, of any kind.  ``unusable``: why the last
+    good reply could not be decoded or delivered ("" if it was): the next poll counts as
+    failed (a reply is only known to be unusable after it was read).
+    """
 
     polls: int = 0
     answered: int = 0
     missed: int = 0
     exceptions: int = 0
+    garbled: int = 0
     consecutive_misses: int = 0
-    online: bool | None = None
+    state: str = ""
     last_error: str = ""
+    unusable: str = ""
     by_error: dict[str, int] = field(default_factory=dict)
 
     def count_error(self, exc: Exception) -> None:
@@ -140,12 +169,31 @@ class DeliveryTick:
             deliver(device, blocks, read_at)
 
 
-class DeviceUnreachable(Exception):
-    """No usable answer: timeout, closed connection or a frame that did not decode."""
+class PollFailed(Exception):
+    """A poll that read nothing usable.  ``event``: what it says of the device if it keeps
+    failing; ``what``: the kind of failure, in the words of the reason."""
+
+    event = EventType.FAULT
+    what = "读数无法处理 unusable replies"
 
 
-class DeviceRefused(Exception):
+class DeviceUnreachable(PollFailed):
+    """No answer: timeout, closed connection, or the connection could not be made."""
+
+    event = EventType.OFFLINE
+    what = "no answer"
+
+
+class DeviceRefused(PollFailed):
     """The device answered with a Modbus exception response."""
+
+    what = "异常应答 exception replies"
+
+
+class DeviceGarbled(PollFailed):
+    """The device answered, but with a frame that does not decode or has the wrong length."""
+
+    what = "应答无法解析 garbled replies"
 
 
 _READERS = {
@@ -157,25 +205,25 @@ _READERS = {
 
 
 def _client(
-    endpoint: ModbusEndpoint, port: int, timeout: float
+    endpoint: ModbusEndpoint, port: int, timeout: float, heard: Callable[[bool, bytes], bytes],
 ) -> AsyncModbusTcpClient | AsyncModbusSerialClient:
-    """The one connection of an endpoint: a TCP socket, or the serial port of an RS-485 line."""
-    reconnect = {"reconnect_delay": 0.5, "reconnect_delay_max": 10}
+    """The one connection of an endpoint: a TCP socket, or the serial port of an RS-485 line.
+    ``heard`` sees every frame sent and every byte received (pymodbus's trace_packet)."""
+    common = {"timeout": timeout, "retries": 0, "reconnect_delay": 0.5,
+              "reconnect_delay_max": 10, "trace_packet": heard}
     if endpoint.transport is Transport.MODBUS_RTU:
         assert endpoint.serial is not None  # the site model requires it
         return AsyncModbusSerialClient(
             endpoint.serial, framer=FramerType.RTU, baudrate=endpoint.baudrate,
             bytesize=endpoint.bytesize, parity=endpoint.parity, stopbits=endpoint.stopbits,
-            timeout=timeout, retries=0, **reconnect,
+            **common,
         )
     framer = (
         FramerType.RTU
         if endpoint.transport is Transport.MODBUS_RTU_OVER_TCP
         else FramerType.SOCKET
     )
-    return AsyncModbusTcpClient(
-        endpoint.host, port=port, framer=framer, timeout=timeout, retries=0, **reconnect
-    )
+    return AsyncModbusTcpClient(endpoint.host, port=port, framer=framer, **common)
 
 
 class EndpointPoller:
@@ -197,7 +245,10 @@ class EndpointPoller:
         self.on_readings = on_readings
         self.on_event = on_event
         self.stats: dict[str, PollStats] = {d.id: PollStats() for d, _ in devices}
-        self.client = _client(endpoint, port, min(p.timeout_s for _, p in devices))
+        #: whether any byte came back since the last request went out: a request that fails
+        #: after some did was answered with garbage, not met with silence
+        self._heard = False
+        self.client = _client(endpoint, port, min(p.timeout_s for _, p in devices), self._trace)
         self._where = endpoint.serial or f"{endpoint.host}:{port}"
         #: per profile, its merged reads: (client method, start, count, reply field, decoder);
         #: one plan for all the devices sharing a profile keeps what a poll touches small and warm
@@ -216,7 +267,11 @@ class EndpointPoller:
         self._handing_over: dict[asyncio.Future[None], int] = {}
         self._undelivered = 0
         self._max_handing_over = 2 * len(devices) + 16
-        self._handover_error: BaseException | None = None
+
+    def _trace(self, sending: bool, data: bytes) -> bytes:
+        if data and not sending:
+            self._heard = True
+        return data
 
     async def run(self) -> None:
         try:
@@ -247,12 +302,13 @@ class EndpointPoller:
         One loop per line rather than a task per device: requests go out back to back with no
         hand-over of the connection between tasks, and what a poll read goes to the outbox
         while the next request is on the wire.  A device whose poll is late (slow link) is
-        polled once now rather than once per missed slot.
+        polled once now rather than once per missed slot; a failing one after its backoff.
         """
         loop = asyncio.get_running_loop()
         this_task = asyncio.current_task()
         start = loop.time() + self.phase_s
         due = [(start, i) for i in range(len(self.devices))]  # a heap already
+        stats = [self.stats[device.id] for device, _ in self.devices]
         now = loop.time()
         while due:
             at, i = due[0]
@@ -265,10 +321,11 @@ class EndpointPoller:
             # shutdown would wait for this loop forever.
             if this_task is not None and this_task.cancelling():
                 raise asyncio.CancelledError
-            if self._handover_error is not None:
-                raise self._handover_error
             now = loop.time()
-            heapq.heapreplace(due, (max(at + profile.poll_interval_s, now), i))
+            interval = profile.poll_interval_s
+            if misses := stats[i].consecutive_misses:
+                interval = min(interval * 2**min(misses, 16), max(MAX_BACKOFF_S, interval))
+            heapq.heapreplace(due, (max(at + interval, now), i))
 
     async def _hand_over(self, delivery: Awaitable[None], wait: bool) -> None:
         """Deliver a poll's result, or start delivering it and return (bounded)."""
@@ -291,98 +348,132 @@ class EndpointPoller:
         self._undelivered += 1
 
     def _handed_over(self, future: asyncio.Future[None]) -> None:
+        """A delivery is done.  One the outbox failed to store is counted and logged there;
+        it is no reason to stop polling."""
         self._undelivered -= self._handing_over.pop(future)
-        if not future.cancelled() and future.exception() is not None:
-            self._handover_error = future.exception()  # the poll loop raises it: as if awaited
+        if not future.cancelled():
+            future.exception()  # retrieved: not "never retrieved" at exit
 
     def _deliver(self, device: Device, blocks: RawBlocks, read_at: datetime) -> None:
         """Decode a poll's replies and hand them to the outbox: called soon after the poll,
         when the next request is already on the wire, so that the work overlaps its round
-        trip rather than adding to it."""
+        trip rather than adding to it.  A reply that cannot be decoded, or a batch that cannot
+        be built, is the device's failure, counted at its next poll (see PollStats.unusable)."""
+        stats = self.stats[device.id]
         try:
-            delivery = self.on_readings(
-                device, *_decoded(blocks, self.stats[device.id]), read_at)
+            delivery = self.on_readings(device, *_decoded(blocks, stats), read_at)
             self._track(delivery if isinstance(delivery, asyncio.Future)
                         else asyncio.ensure_future(delivery))
-        except Exception as exc:  # a batch that cannot be built: the poll loop raises it
-            self._handover_error = exc
+        except Exception as exc:
+            if not stats.unusable:
+                log.warning("device %s: a reply could not be decoded or delivered: %r",
+                            device.id, exc)
+            stats.unusable = f"{type(exc).__name__}: {exc}"
+            return
+        stats.unusable = ""
 
     async def poll_once(self, device: Device, profile: DeviceProfile, wait: bool = True) -> None:
         """Poll one device; with ``wait`` off, return before its result is in the outbox."""
         stats = self.stats[device.id]
         stats.polls += 1
         try:
-            blocks = await self._read(device, profile)
-        except DeviceRefused as exc:
-            stats.exceptions += 1
-            stats.count_error(exc)
-            if self._answered(stats):
-                await self._came_online(device, stats, wait)
+            # a failing device is probed once, not retried: the line is its neighbours' too
+            blocks = await self._read(device, profile,
+                                      1 if stats.consecutive_misses else profile.retries + 1)
+        except PollFailed as exc:
+            await self._failed(device, profile, stats, exc, wait)
             return
-        except DeviceUnreachable as exc:
-            await self._missed(device, profile, stats, exc, wait)
+        except Exception as exc:  # whatever else one device's poll raises is its own failure
+            log.exception("device %s: poll failed unexpectedly", device.id)
+            await self._failed(device, profile, stats, PollFailed(repr(exc)), wait)
             return
-        if self._answered(stats):
+        if stats.unusable:  # the last reply was read but could not be used
+            await self._failed(device, profile, stats, PollFailed(stats.unusable), wait)
+        elif self._answered(stats):
             await self._came_online(device, stats, wait)
         if wait:
-            await self._hand_over(
-                self.on_readings(device, *_decoded(blocks, stats), utc_now()), wait)
+            self._deliver(device, blocks, utc_now())
+            if self._handing_over:
+                await asyncio.wait(self._handing_over)
         else:
             if self._undelivered >= self._max_handing_over:
                 await self._make_room()
             self.deliveries.add(self._deliver, device, blocks)
 
-    async def _read(self, device: Device, profile: DeviceProfile) -> RawBlocks:
+    async def _read(self, device: Device, profile: DeviceProfile, attempts: int) -> RawBlocks:
         """The device's merged reads, each reply checked for length (decoded later)."""
-        for attempt in range(profile.retries + 1):
+        error: PollFailed = DeviceUnreachable("no attempt")
+        for attempt in range(attempts):
             try:
                 if not self.client.connected:
                     await self._connect()
                 blocks: RawBlocks = []
                 for read, start, count, attr, decoder in self._plans[device.id]:
+                    self._heard = False
                     reply = await read(start, count=count, device_id=device.unit_id)
                     if reply.isError():
-                        code = getattr(reply, "exception_code", "?")
-                        raise DeviceRefused(f"exception response code {code} at {start}")
+                        raise _refusal(reply, start)
                     words = getattr(reply, attr)
                     if len(words) < count:
-                        raise ValueError(f"{len(words)} values in a reply to a read of {count}")
+                        raise DeviceGarbled(f"{len(words)} values in a reply to a read of {count}")
                     blocks.append((decoder, words))
                 return blocks
-            except (ModbusException, OSError, asyncio.TimeoutError) as exc:
-                error: Exception = exc
-            except (IndexError, ValueError) as exc:  # a short or malformed frame
+            except PollFailed as exc:
                 error = exc
-            if attempt < profile.retries:
+            except (ModbusException, OSError, asyncio.TimeoutError, IndexError,
+                    ValueError) as exc:  # no reply, or one that did not decode
+                text = f"{type(exc).__name__}: {exc}".strip(": ")
+                error = (DeviceGarbled(f"garbled reply: {text}")
+                         if self._heard or isinstance(exc, IndexError | ValueError)
+                         else DeviceUnreachable(text))
+            if isinstance(error, DeviceRefused):
+                break  # the device said no: asking again gets the same answer
+            if attempt + 1 < attempts:
                 await asyncio.sleep(0.05 * 2**attempt)
-        raise DeviceUnreachable(f"{type(error).__name__}: {error}".strip(": "))
+        raise error
 
     @staticmethod
     def _answered(stats: PollStats) -> bool:
-        """Count an answer; True if the device was not known to be online until now."""
+        """Count a good poll; True if the device was not known to be online until now."""
         stats.answered += 1
         stats.consecutive_misses = 0
-        return stats.online is not True
+        return stats.state != "online"
 
     async def _came_online(self, device: Device, stats: PollStats, wait: bool) -> None:
-        if stats.online is not None:
-            log.info("device %s answers again", device.id)
-        stats.online = True
+        if stats.state:
+            log.info("device %s answers again (was %s)", device.id, stats.state)
+        stats.state = "online"
         await self._hand_over(
             self.on_event(device, EventType.ONLINE, "device answers polls"), wait)
 
-    async def _missed(
-        self, device: Device, profile: DeviceProfile, stats: PollStats, exc: Exception,
+    async def _failed(
+        self, device: Device, profile: DeviceProfile, stats: PollStats, exc: PollFailed,
         wait: bool,
     ) -> None:
-        stats.missed += 1
+        """Count a failed poll; after the profile's misses in a row, report the device offline
+        or faulty (as the last failure says), once per change."""
+        if isinstance(exc, DeviceUnreachable):
+            stats.missed += 1
+        elif isinstance(exc, DeviceRefused):
+            stats.exceptions += 1
+        elif isinstance(exc, DeviceGarbled):
+            stats.garbled += 1
         stats.consecutive_misses += 1
         stats.count_error(exc)
-        if stats.consecutive_misses >= profile.offline_after_misses and stats.online is not False:
-            stats.online = False
+        state = exc.event.value
+        if stats.consecutive_misses >= profile.offline_after_misses and stats.state != state:
+            stats.state = state
             reason = (
-                f"no answer to {stats.consecutive_misses} polls in a row from "
+                f"{exc.what} to {stats.consecutive_misses} polls in a row from "
                 f"{self.endpoint.id} unit {device.unit_id}: {exc}"
             )
-            log.warning("device %s offline: %s", device.id, reason)
-            await self._hand_over(self.on_event(device, EventType.OFFLINE, reason), wait)
+            log.warning("device %s %s: %s", device.id, state, reason)
+            await self._hand_over(self.on_event(device, exc.event, reason), wait)
+
+
+def _refusal(reply: object, start: int) -> DeviceRefused | DeviceUnreachable:
+    """A Modbus exception response as the failure it is: a serial server's "no answer from
+    the unit" codes are silence, any other code the device refusing."""
+    code = getattr(reply, "exception_code", None)
+    text = f"exception code {code} ({EXCEPTION_CODES.get(code, '?')}) at register {start}"
+    return DeviceUnreachable(text) if code in NO_ANSWER_CODES else DeviceRefused(text)

@@ -2,7 +2,11 @@
 
 Polling never waits for the broker: readings go into the durable outbox, and a separate
 publisher drains it in sequence order whenever the broker is reachable, deleting messages only
-once the broker acknowledged them.
+once the broker acknowledged them.  A device's MQTT report is acknowledged to the broker only
+once its batch is in the outbox (manual acks on a persistent session): a gateway that dies in
+between gets the report again when it reconnects.  A heartbeat goes through the outbox every
+``heartbeat_interval_s`` of the site's gateway, so that the alert service can tell a broken
+chain from a quiet site.
 """
 
 from __future__ import annotations
@@ -16,13 +20,19 @@ from typing import Any
 
 import aiomqtt
 
-from firewatch.contract import DeviceEvent, EventType, ReadingBatchEncoder, utc_now
+from firewatch.contract import (
+    DeviceEvent,
+    EventType,
+    GatewayHeartbeat,
+    ReadingBatchEncoder,
+    utc_now,
+)
 from firewatch.mqtt import BrokerAddress
-from firewatch.profiles import DeviceProfile, Transport
+from firewatch.profiles import Condition, DeviceProfile, Transport
 from firewatch.site import Device, Gateway, ModbusEndpoint, Site
 from gateway.modbus_poller import BatchValues, DeliveryTick, EndpointPoller
 from gateway.mqtt_bridge import MqttBridge
-from gateway.outbox import Outbox
+from gateway.outbox import Keep, Outbox
 
 log = logging.getLogger(__name__)
 
@@ -42,12 +52,17 @@ class GatewayService:
     ) -> None:
         self.gateway = gateway
         self.broker = broker
-        self.outbox = Outbox(outbox_path, outbox_max_messages)
+        devices = [(d, profiles[d.profile]) for d in site.devices if d.gateway == gateway.id]
+        #: this gateway's devices by id, each with its profile
+        self.devices = {d.id: (d, p) for d, p in devices}
+        self.outbox = Outbox(outbox_path, outbox_max_messages, Keep(_alarm_thresholds(devices)))
         self.connected = False
         self.published = 0
+        #: device reports received but not stored (the outbox failed): left unacknowledged
+        self.uplinks_unstored = 0
         #: set once the uplinks of this gateway's MQTT devices are subscribed
         self.listening = asyncio.Event()
-        devices = [(d, profiles[d.profile]) for d in site.devices if d.gateway == gateway.id]
+        self.bridge: MqttBridge | None = None
         deliveries = DeliveryTick()
         self.pollers = [
             EndpointPoller(
@@ -63,23 +78,35 @@ class GatewayService:
         ]
         self._mqtt_devices = [(d, p) for d, p in devices if p.transport is Transport.MQTT]
         self._profiles = profiles
-        self._encoders = {
-            d.id: ReadingBatchEncoder(gateway.id, d.id, d.institution, p.kind, d.profile)
-            for d, p in devices
-        }
+        self._encoders = _Encoders(self)
 
     async def run(self) -> None:
         await self.outbox.open()
+        self._encoders.clear()  # a run after a restart may find a new outbox, a new incarnation
         try:
-            bridge = MqttBridge(self._mqtt_devices, self._readings, self._event)
+            bridge = self.bridge = MqttBridge(self._mqtt_devices, self._readings, self._event)
             async with asyncio.TaskGroup() as tasks:
                 for poller in self.pollers:
                     tasks.create_task(poller.run())
                 if bridge.topics:
                     tasks.create_task(bridge.watch_heartbeats())
+                tasks.create_task(self._heartbeats())
                 tasks.create_task(self._stay_connected(bridge))
         finally:
             await self.outbox.close()
+
+    async def _heartbeats(self) -> None:
+        """A heartbeat now and every ``heartbeat_interval_s``, through the outbox like the
+        readings.  One that cannot be stored is logged (the outbox counts it); the next one
+        tries again."""
+        while True:
+            try:
+                await self.outbox.put(lambda seq: GatewayHeartbeat(
+                    gateway_id=self.gateway.id, incarnation=self.outbox.incarnation, seq=seq,
+                    ts=utc_now(), outbox=self.outbox.size))
+            except Exception as exc:
+                log.error("gateway %s: heartbeat not stored: %s", self.gateway.id, exc)
+            await asyncio.sleep(self.gateway.heartbeat_interval_s)
 
     def _readings(
         self, device: Device, readings: BatchValues[float], flags: BatchValues[bool],
@@ -96,6 +123,7 @@ class GatewayService:
         await self.outbox.put(
             lambda seq: DeviceEvent(
                 gateway_id=self.gateway.id,
+                incarnation=self.outbox.incarnation,
                 seq=seq,
                 device_id=device.id,
                 institution_id=device.institution,
@@ -113,6 +141,9 @@ class GatewayService:
             client = self.broker.client(
                 f"fw-gateway-{self.gateway.id}", persistent=True, max_inflight_messages=100
             )
+            # aiomqtt has no public switch for it: a device's report is acknowledged once its
+            # batch is in the outbox (see _receive), not when it arrives
+            client._client.manual_ack_set(True)
             try:
                 async with client:
                     self.connected = True
@@ -147,17 +178,35 @@ class GatewayService:
             await self.outbox.acknowledge(rows[-1][0])
             self.published += len(rows)
 
-    @staticmethod
-    async def _receive(client: aiomqtt.Client, bridge: MqttBridge) -> None:
+    async def _receive(self, client: aiomqtt.Client, bridge: MqttBridge) -> None:
+        """Each device report into the outbox, acknowledged to the broker once it is stored.
+
+        One that cannot be used is set aside by the bridge, and acknowledged: sent again it
+        would fail again.  One that the outbox fails to store is left unacknowledged, so the
+        broker sends it again when the gateway next connects, and the loop goes on.
+        """
         async for message in client.messages:
-            await bridge.handle(str(message.topic), bytes(message.payload))
+            ack = _Ack(client, message.mid, message.qos)
+            try:
+                stored = await bridge.handle(str(message.topic), bytes(message.payload))
+            except Exception as exc:
+                self.uplinks_unstored += 1
+                log.error("gateway %s: a report on %s could not be stored (%s); the broker "
+                          "sends it again when the gateway reconnects", self.gateway.id,
+                          message.topic, exc)
+                continue
+            if stored is None:
+                ack()
+            else:
+                stored.add_done_callback(ack.once_stored)
 
     def status(self) -> dict[str, Any]:
         return {
             "gateway_id": self.gateway.id,
             "broker_connected": self.connected,
+            "outbox_incarnation": self.outbox.incarnation,
             "outbox_waiting": self.outbox.size,
-            "outbox_dropped": self.outbox.dropped,
+            "outbox_dropped": dict(self.outbox.dropped_by_kind),
             "published": self.published,
             "devices": {
                 device_id: vars(stats)
@@ -165,3 +214,54 @@ class GatewayService:
                 for device_id, stats in poller.stats.items()
             },
         }
+
+
+class _Ack:
+    """The PUBACK of one device report, sent on the connection it came on, if still there."""
+
+    __slots__ = ("client", "mid", "qos")
+
+    def __init__(self, client: aiomqtt.Client, mid: int, qos: int) -> None:
+        self.client, self.mid, self.qos = client, mid, qos
+
+    def __call__(self) -> None:
+        if self.qos and self.client._client.is_connected():
+            self.client._client.ack(self.mid, self.qos)
+
+    def once_stored(self, stored: asyncio.Future[None]) -> None:
+        if not stored.cancelled() and stored.exception() is None:
+            self()
+
+
+class _Encoders(dict[str, ReadingBatchEncoder]):
+    """Each device's batch encoder, made on its first poll: it carries the outbox's
+    incarnation, known only once the outbox is open."""
+
+    def __init__(self, service: GatewayService) -> None:
+        super().__init__()
+        self._service = service
+
+    def __missing__(self, device_id: str) -> ReadingBatchEncoder:
+        service = self._service
+        assert service.outbox.incarnation, "outbox not open"
+        device, profile = service.devices[device_id]
+        encoder = self[device_id] = ReadingBatchEncoder(
+            service.gateway.id, device.id, device.institution, profile.kind, device.profile,
+            service.outbox.incarnation)
+        return encoder
+
+
+def _alarm_thresholds(
+    devices: list[tuple[Device, DeviceProfile]],
+) -> dict[str, dict[str, float]]:
+    """Per device, the lowest value of each reading that matters to one of its ``above``
+    alarm rules (the site's set point, less the hysteresis): a full outbox keeps such batches."""
+    thresholds: dict[str, dict[str, float]] = {}
+    for device, profile in devices:
+        for rule in profile.alarms:
+            set_point = device.set_points.get(rule.name, rule.set_point)
+            if rule.condition is Condition.ABOVE and set_point is not None:
+                lows = thresholds.setdefault(device.id, {})
+                low = set_point - rule.hysteresis
+                lows[rule.field] = min(low, lows.get(rule.field, low))
+    return thresholds

@@ -12,8 +12,8 @@ import asyncio
 import logging
 from typing import Any
 
-from firewatch.consumer import DeadLetters, GatewayMessageConsumer
-from firewatch.contract import DeviceEvent, ReadingBatch
+from firewatch.consumer import Admit, DeadLetters, GatewayMessageConsumer
+from firewatch.contract import GatewayMessage, ReadingBatch
 from firewatch.mqtt import BrokerAddress
 from ingest.retention import SqliteCompactor
 from ingest.spool import Spool
@@ -37,6 +37,7 @@ class IngestService:
         max_batch: int = 5000,
         max_wait_s: float = 0.05,
         compactor: SqliteCompactor | None = None,
+        admit: Admit | None = None,
     ) -> None:
         self.store = store
         self.spool = spool
@@ -48,10 +49,10 @@ class IngestService:
         self.consumer = GatewayMessageConsumer(
             "ingest", broker, self._apply, dead_letters,
             shared_subscription=shared_subscription, instance=instance,
-            max_batch=max_batch, max_wait_s=max_wait_s,
+            max_batch=max_batch, max_wait_s=max_wait_s, admit=admit,
         )
 
-    async def _apply(self, messages: list[ReadingBatch | DeviceEvent]) -> None:
+    async def _apply(self, messages: list[GatewayMessage]) -> None:
         # reachability events are the alert service's business
         batches = [m for m in messages if isinstance(m, ReadingBatch)]
         if not batches:

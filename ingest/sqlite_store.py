@@ -1,7 +1,8 @@
 """The embedded time-series store: SQLite, for laptops, demos and small sites with no InfluxDB.
 
 One row per (device, field, time).  A write of many batches is one transaction together with
-the record of which (gateway, seq) it applied, so a redelivered batch is recognised and skipped,
+the record of which (gateway, outbox incarnation, seq) it applied, so a redelivered batch is
+recognised and skipped,
 and a crash leaves either all or nothing.  The work runs on a worker thread with a connection
 of its own: one thread hop per write, not one per statement.
 
@@ -38,8 +39,19 @@ CREATE TABLE IF NOT EXISTS rollups (
 CREATE INDEX IF NOT EXISTS rollups_by_age ON rollups (every_s, ts);
 CREATE TABLE IF NOT EXISTS rollup_tiers (every_s INTEGER PRIMARY KEY, covers_from REAL);
 CREATE TABLE IF NOT EXISTS applied (
-    gateway_id TEXT NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (gateway_id, seq)
+    gateway_id TEXT NOT NULL, incarnation TEXT NOT NULL, seq INTEGER NOT NULL,
+    PRIMARY KEY (gateway_id, incarnation, seq)
 ) WITHOUT ROWID;
+"""
+#: a store from before incarnations: its record of applied batches, as the legacy stream ("")
+UPGRADE_APPLIED = """
+ALTER TABLE applied RENAME TO applied_before_incarnations;
+CREATE TABLE applied (
+    gateway_id TEXT NOT NULL, incarnation TEXT NOT NULL, seq INTEGER NOT NULL,
+    PRIMARY KEY (gateway_id, incarnation, seq)
+) WITHOUT ROWID;
+INSERT INTO applied SELECT gateway_id, '', seq FROM applied_before_incarnations;
+DROP TABLE applied_before_incarnations;
 """
 
 
@@ -70,6 +82,9 @@ class SqliteTimeSeries:
     async def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        applied = {c[1] for c in self._db.execute("PRAGMA table_info(applied)")}
+        if applied and "incarnation" not in applied:
+            self._db.executescript(f"BEGIN; {UPGRADE_APPLIED} COMMIT;")
         self._db.executescript(SCHEMA)
 
     async def close(self) -> None:
@@ -91,8 +106,8 @@ class SqliteTimeSeries:
         db.execute("BEGIN")
         try:
             for b in batches:
-                if db.execute("INSERT OR IGNORE INTO applied VALUES (?, ?)",
-                              (b.gateway_id, b.seq)).rowcount == 0:
+                if db.execute("INSERT OR IGNORE INTO applied VALUES (?, ?, ?)",
+                              (b.gateway_id, b.incarnation, b.seq)).rowcount == 0:
                     continue
                 new += 1
                 ts, kind = b.ts.timestamp(), b.kind.value

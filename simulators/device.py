@@ -2,8 +2,9 @@
 
 Values follow the profile's ``simulation`` section: typical values with noise when normal, and
 value scenarios that move readings towards targets over ``ramp_s`` seconds.  Link scenarios
-(offline, slow or garbled replies) belong to the transport: they are only recorded here, and the
-Modbus server or MQTT publisher acts on them, so the gateway meets them on the wire.
+(offline, slow, garbled or exception replies) belong to the transport: they are only recorded
+here, and the Modbus server or MQTT publisher acts on them, so the gateway meets them on the
+wire.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ NORMAL = "normal"
 OFFLINE = "offline"
 SLOW_REPLIES = "slow-replies"
 GARBLED = "garbled"
-MODBUS_LINK_SCENARIOS = (OFFLINE, SLOW_REPLIES, GARBLED)
+EXCEPTION_REPLIES = "exception-replies"
+MODBUS_LINK_SCENARIOS = (OFFLINE, SLOW_REPLIES, GARBLED, EXCEPTION_REPLIES)
 #: an MQTT device is never asked anything, so it cannot answer slowly
 MQTT_LINK_SCENARIOS = (OFFLINE, GARBLED)
 

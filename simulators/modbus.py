@@ -19,6 +19,9 @@ Link faults are made on the wire, on the reply frame after pymodbus has built it
   pymodbus's Modbus TCP client raises while reading it and drops the connection (then
   reconnects), which is what line noise does to it too; in RTU framing the client keeps
   waiting for the rest of the frame and times out.
+* ``exception-replies``: every reply is a Modbus exception response, code
+  ``EXCEPTION_CODE`` (server device failure), as from a unit whose measuring part has failed
+  while its interface still answers.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import math
 from collections.abc import Callable
 
 from pymodbus import FramerType
+from pymodbus.framer.rtu import FramerRTU
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType as SimType
 from pymodbus.simulator import SimData, SimDevice
@@ -36,7 +40,13 @@ from pymodbus.transaction import TransactionManager
 
 from firewatch.profiles import DataType, Register, Table, read_blocks
 from firewatch.site import ModbusEndpoint
-from simulators.device import GARBLED, OFFLINE, SLOW_REPLIES, SimulatedDevice
+from simulators.device import (
+    EXCEPTION_REPLIES,
+    GARBLED,
+    OFFLINE,
+    SLOW_REPLIES,
+    SimulatedDevice,
+)
 
 #: the read function code of each table; pymodbus's datastore picks the table by it
 FUNCTION_CODE = {
@@ -48,6 +58,8 @@ FUNCTION_CODE = {
 #: where the unit id is in a frame: after the MBAP header's tid(2) pid(2) length(2) in Modbus
 #: TCP, first in RTU.  Then come the function code and, in a read reply, the byte count.
 UNIT_ID_AT = {FramerType.SOCKET: 6, FramerType.RTU: 0}
+#: the exception code of the ``exception-replies`` scenario: 4, server device failure
+EXCEPTION_CODE = 4
 #: raw values a register can hold; a reading beyond them saturates, as a sensor's output does
 _RAW_RANGE = {
     DataType.INT16: (-(2**15), 2**15 - 1),
@@ -189,7 +201,18 @@ class SimulatedEndpoint:
             garbled = bytearray(frame)
             garbled[byte_count_at] = (garbled[byte_count_at] + 7) & 0xFF
             return bytes(garbled)
+        if scenario == EXCEPTION_REPLIES:
+            return self._exception_reply(frame)
         return frame
+
+    def _exception_reply(self, frame: bytes) -> bytes:
+        """The exception response to the request ``frame`` answers: unit, function code with
+        its high bit set, the code; in an MBAP header of length 3, or with the RTU CRC."""
+        unit, function = frame[self._unit_at], frame[self._unit_at + 1]
+        pdu = bytes([unit, function | 0x80, EXCEPTION_CODE])
+        if self._unit_at == 0:  # RTU
+            return pdu + FramerRTU.compute_CRC(pdu).to_bytes(2, "big")
+        return frame[:4] + len(pdu).to_bytes(2, "big") + pdu
 
     async def write(self, unit: SimulatedDevice) -> None:
         """Put the unit's current readings and flags into its registers."""

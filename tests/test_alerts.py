@@ -112,6 +112,19 @@ async def test_a_press_among_a_queue_of_readings_is_one_alarm_and_each_device_ke
         assert await session.scalar(select(func.count()).select_from(db.ProcessedMessage)) == 51
 
 
+async def test_a_press_from_a_gateway_whose_outbox_was_replaced_is_no_replay(service):
+    """A new outbox (new SD card) numbers its messages from 1 again, under a new incarnation."""
+    quiet = gas(service, 5.0, seq=1)
+    await service.apply(quiet)
+    pressed = button(service, True, "rc-btn-1", "gw-rongcheng", "rongcheng-eldercare")
+    press = pressed.model_copy(update={"seq": 1, "incarnation": "0123456789abcdef"})
+    await service.apply(press)
+    [alarm] = await rows(service, db.Alarm)
+    assert (alarm.device_id, alarm.rule) == ("rc-btn-1", "one_key_alarm")
+    await service.apply(press)  # its redelivery is still recognised
+    assert len(await rows(service, db.Notice)) == 1
+
+
 async def test_a_press_queued_behind_routine_readings_is_notified_before_they_are_applied(
     service,
 ):
@@ -188,6 +201,37 @@ async def test_a_device_gone_silent_is_offline_with_the_reason_and_a_fault_notic
     [notice] = await rows(service, db.Notice)
     assert "【故障】" in content(notice)
     assert "no answer to 3 polls" in content(notice)
+
+
+def link_event(svc, event: EventType, reason: str = "") -> DeviceEvent:
+    svc.clock += timedelta(seconds=1)
+    return DeviceEvent(
+        gateway_id="gw-rongcheng", seq=next(svc.seq), device_id="rc-gas-1",
+        institution_id="rongcheng-eldercare", kind="gas_detector", ts=svc.clock,
+        event=event, reason=reason)
+
+
+async def test_a_device_answering_only_exception_replies_is_a_fault_on_the_map_until_it_answers(
+    service,
+):
+    reason = "异常应答 exception replies to 3 polls in a row: exception code 2 (非法数据地址)"
+    await service.apply(link_event(service, EventType.FAULT, reason))
+    async with service.sessions() as session:
+        device = await session.get(db.Device, "rc-gas-1")
+        assert (device.state, device.state_reason) == ("fault", "设备故障（应答异常）")
+    [alarm] = await rows(service, db.Alarm)
+    assert (alarm.rule, alarm.severity, alarm.status) == ("device_fault", "fault", "active")
+    [notice] = await rows(service, db.Notice)
+    assert "【故障】" in content(notice) and "exception code 2" in content(notice)
+
+    await service.apply(link_event(service, EventType.OFFLINE, "no answer"))  # then silent
+    async with service.sessions() as session:
+        assert (await session.get(db.Device, "rc-gas-1")).state == "offline"
+    await service.apply(link_event(service, EventType.ONLINE, "device answers polls"))
+    async with service.sessions() as session:
+        assert (await session.get(db.Device, "rc-gas-1")).state == "normal"
+    assert {(a.rule, a.status) for a in await rows(service, db.Alarm)} == {
+        ("device_fault", "cleared"), ("offline", "cleared")}
 
 
 async def test_a_site_set_point_overrides_the_profiles_default(service):

@@ -6,9 +6,13 @@ requests go through the full FastAPI stack (httpx's ASGI transport).
 
 from __future__ import annotations
 
+import asyncio
 import io
+import os
+import re
 import subprocess
 import sys
+import threading
 from datetime import timedelta
 
 import httpx
@@ -16,11 +20,20 @@ import jwt
 import openpyxl
 import pytest
 from fastapi.routing import APIRoute
+from sqlalchemy import select
 
 from alerts import ledger
 from alerts.ledger import NewEntry, Source
-from firewatch.accounts import StartupRefused, refuse_default_secrets, remove_demo_accounts
+from firewatch.accounts import (
+    HashingBusy,
+    PasswordWork,
+    StartupRefused,
+    prepare_accounts,
+    refuse_default_secrets,
+    remove_demo_accounts,
+)
 from firewatch.contract import utc_now
+from firewatch.db import User
 from firewatch.mqtt import free_port
 from firewatch.profiles import HazardCategory
 from firewatch.settings import DEFAULT_SECRET_KEY, Settings
@@ -156,8 +169,7 @@ async def test_duty_staff_rectify_and_only_the_bureau_signs_off(demo, client):
     assert (await step(admin, "sign-off")).json()["status"] == "closed"
     trail = (await staff.get(f"/api/hazards/{entry}/events")).json()
     assert [(e["action"], e["actor"]) for e in trail[1:]] == [
-        ("start", "蓉城镇敬老院（演示）值班员"), ("submit", "蓉城镇敬老院（演示）值班员"),
-        ("sign-off", "县民政局管理员（演示）")]
+        ("start", f"duty-{RONGCHENG}"), ("submit", f"duty-{RONGCHENG}"), ("sign-off", "admin")]
 
 
 async def test_an_acknowledgement_is_recorded_under_the_logged_in_user(demo, client):
@@ -167,7 +179,7 @@ async def test_an_acknowledgement_is_recorded_under_the_logged_in_user(demo, cli
                              json={"note": "已到场，误按", "by": "冒充的名字"})
     assert reply.status_code == 200
     assert (reply.json()["acknowledged_by"], reply.json()["ack_note"]) == (
-        "蓉城镇敬老院（演示）值班员", "已到场，误按")
+        f"duty-{RONGCHENG}", "已到场，误按")
 
 
 async def test_a_viewer_reads_everything_and_changes_nothing(demo, client):
@@ -227,3 +239,109 @@ async def test_duty_staff_statistics_and_export_cover_their_own_institution_only
     sheet = openpyxl.load_workbook(io.BytesIO(export.content)).active
     cells = {str(c.value) for row in sheet.iter_rows() for c in row if c.value is not None}
     assert "蓉城镇敬老院（演示）" in cells and "丁桥镇敬老院（演示）" not in cells
+
+
+async def test_the_demo_accounts_stay_removed_after_a_restart(demo, client):
+    await remove_demo_accounts(demo.sessions)
+    await prepare_accounts(Settings(), demo.sessions)  # what `firewatch up` does on start
+    refused = await (await client()).post(
+        "/api/auth/token", data={"username": "admin", "password": DEMO_PASSWORD})
+    assert refused.status_code == 401
+    async with demo.sessions() as session:
+        assert list(await session.scalars(select(User.username))) == []
+
+
+async def test_the_sixth_wrong_password_in_five_minutes_answers_429(client):
+    anonymous = await client()
+
+    def attempt(password: str):
+        return anonymous.post("/api/auth/token", data={"username": "admin", "password": password})
+
+    for _ in range(5):
+        assert (await attempt("guess-again")).status_code == 401
+    throttled = await attempt("guess-again")
+    assert throttled.status_code == 429
+    assert 0 < int(throttled.headers["Retry-After"]) <= 300
+    assert (await attempt(DEMO_PASSWORD)).status_code == 429  # the right one waits too
+    assert (await client("viewer")).headers["Authorization"]  # other accounts log in
+
+
+async def test_twenty_failures_from_one_address_answer_429_for_any_account(client):
+    anonymous = await client()
+    for i in range(20):
+        reply = await anonymous.post("/api/auth/token",
+                                     data={"username": f"guess-{i}", "password": "guess"})
+        assert reply.status_code == 401
+    reply = await anonymous.post("/api/auth/token",
+                                 data={"username": "viewer", "password": DEMO_PASSWORD})
+    assert reply.status_code == 429 and int(reply.headers["Retry-After"]) > 0
+
+
+def user_command(demo, *args: str) -> subprocess.CompletedProcess[str]:
+    """`firewatch user ...` on the demo app's database, as an operator runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "firewatch.cli", "user", *args],
+        env={**os.environ, "FIREWATCH_DATABASE_URL": demo.database_url,
+             "FIREWATCH_PASSWORD": "a-new-password-1"},
+        capture_output=True, text=True, timeout=60)
+
+
+async def test_a_disabled_account_cannot_log_in_and_its_token_stops_working(demo, client):
+    staff = await client(f"duty-{RONGCHENG}")
+    assert (await staff.get("/api/alarms")).status_code == 200
+    assert user_command(demo, "disable", f"duty-{RONGCHENG}").returncode == 0
+
+    assert (await staff.get("/api/alarms")).status_code == 401
+    again = await (await client()).post(
+        "/api/auth/token", data={"username": f"duty-{RONGCHENG}", "password": DEMO_PASSWORD})
+    assert again.status_code == 401
+    listed = user_command(demo, "list").stdout
+    assert re.search(rf"^duty-{RONGCHENG} +staff +{RONGCHENG} +disabled", listed, re.M), listed
+
+    assert user_command(demo, "enable", f"duty-{RONGCHENG}").returncode == 0
+    assert (await staff.get("/api/alarms")).status_code == 200
+
+
+async def test_an_account_is_given_a_new_password_and_role_from_the_command_line(demo, client):
+    before = await client("viewer")
+    assert user_command(demo, "passwd", "viewer").returncode == 0
+    assert (await before.get("/api/alarms")).status_code == 401  # logins with the old one end
+    assert user_command(demo, "role", "viewer", "--role", "staff",
+                        "--institution", DINGQIAO).returncode == 0
+    refused = user_command(demo, "role", "tester", "--role", "staff")
+    assert refused.returncode == 1 and "institution" in refused.stderr
+
+    anonymous = await client()
+    old = await anonymous.post("/api/auth/token",
+                               data={"username": "viewer", "password": DEMO_PASSWORD})
+    assert old.status_code == 401
+    moved = await login_async(await client(), "viewer", "a-new-password-1")
+    assert {i["id"] for i in (await moved.get("/api/institutions")).json()} == {DINGQIAO}
+
+
+async def test_anonymous_metrics_answers_401_and_health_only_the_status(tmp_path):
+    token = "scrape-" + "t" * 32
+    async with demo_app(tmp_path, Settings(metrics_token=token)) as demo:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(demo.app),
+                                     base_url="http://t") as anonymous:
+            assert (await anonymous.get("/metrics")).status_code == 401
+            assert (await anonymous.get("/api/health")).json() == {"status": "ok"}
+            scraper = {"Authorization": f"Bearer {token}"}
+            assert (await anonymous.get("/metrics", headers=scraper)).status_code == 200
+            assert "database" in (await anonymous.get("/api/health", headers=scraper)).json()
+            viewer = await login_async(anonymous, "viewer")
+            assert (await viewer.get("/metrics")).status_code == 401
+            admin = await login_async(viewer, "admin")
+            assert (await admin.get("/metrics")).status_code == 200
+
+
+async def test_password_checks_run_on_their_own_pool_and_a_flood_beyond_its_queue_is_refused():
+    work = PasswordWork(workers=1, waiting=1)
+    assert (await work.run(lambda: threading.current_thread().name)).startswith("argon2")
+    release = threading.Event()
+    held = [asyncio.ensure_future(work.run(release.wait)) for _ in range(2)]
+    await asyncio.sleep(0)  # one check running, one waiting: the pool is full
+    with pytest.raises(HashingBusy):
+        await work.run(release.wait)
+    release.set()
+    assert await asyncio.gather(*held) == [True, True]

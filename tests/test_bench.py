@@ -57,6 +57,14 @@ def test_alarm_latency_reports_percentiles_for_presses_and_breaches_against_an_m
     assert figures["flow"]["cores"].keys() == processes
 
 
+def test_alarm_latency_under_a_hostile_flood_reports_what_was_refused():
+    figures = bench("alarms", "--devices", "20", "--hostile-rate", "200")
+    assert figures["one_key_missing"] == figures["polled_missing"] == 0
+    assert figures["hostile"]["sent"] > 200
+    # most of the flood is refused by both consumers, or by the gateway, and counted
+    assert figures["hostile"]["refused"] >= figures["hostile"]["sent"] // 2
+
+
 def test_map_load_reports_requests_per_second_against_bare_uvicorn_serving_the_same_bytes():
     figures = bench("map", "--devices", "8", "--seconds", "0.5", "--repeat", "1")
     assert figures["benchmark"] == "map" and figures["devices"] == 8

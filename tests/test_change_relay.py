@@ -108,3 +108,21 @@ async def test_a_listener_that_lost_the_broker_tells_its_pages_to_reload_when_ba
             assert await next_change(page) == RESYNC
         assert listener.subscribed
 
+
+
+async def test_a_change_the_contract_has_no_kind_for_is_set_aside_and_the_next_alarm_is_relayed(
+    broker, county,
+):
+    alert_hub = ChangeHub()
+    alert_hub.watch(county.sessions)
+    web = ChangeHub()
+    listener = ChangeListener(web, broker, "fw-web-0", DeadLetters(county.sessions, "web"))
+    async with (running(ChangePublisher(alert_hub, broker, "fw-alerts-changes"), listener),
+                web.subscribe() as page):
+        assert await next_change(page) == RESYNC
+        # e.g. a row kind added to the hub before the contract learnt it
+        alert_hub.publish(Change("gateway", "rongcheng-eldercare", {"id": "gw-rongcheng"}))
+        alarm = await county.raise_alarm("rc-btn-1", "one_key_alarm", utc_now())
+        change = await next_change(page)
+    assert (change.kind, change.data["id"]) == ("alarm", alarm)
+    assert alert_hub.errors == {"publish": 1}

@@ -148,3 +148,12 @@ async def test_the_official_account_token_is_cached_and_fetched_anew_once_expire
             await channel.send(http, OPENID, MESSAGE, 3)
     assert fake.token_requests == 2
     assert sorted(fake.delivered()) == [f"{OPENID}/firewatch-notice-{n}" for n in (1, 2, 3)]
+
+
+@pytest.mark.parametrize("webhook", ["wecom.example/cgi-bin/webhook/send?key=k",  # no scheme
+                                     "http://[::1/cgi-bin/webhook/send?key=k"])  # no port
+async def test_a_robot_address_that_is_no_url_is_no_failure_to_retry(webhook):
+    """A retry cannot mend it: the notifier gives up on the channel for that notice at once."""
+    async with httpx.AsyncClient(timeout=1) as http:
+        with pytest.raises((httpx.UnsupportedProtocol, httpx.InvalidURL)):  # no SendFailed
+            await WeComRobot().send(http, webhook, MESSAGE, 1)

@@ -12,12 +12,14 @@ import json
 import math
 import time
 from datetime import timedelta
+from urllib.parse import quote
 
 import openpyxl
 import pytest
 from playwright.sync_api import expect
 
 from firewatch.contract import utc_now
+from tests.support.auth import DEMO_PASSWORD
 from tests.support.browser import (
     ARTIFACTS,
     PAINTED_DOT,
@@ -60,6 +62,21 @@ def test_a_wrong_password_is_refused_on_the_login_page(stack, browser):
     page.click("#login-submit")
     expect(page.locator("#login-error")).to_have_text("用户名或密码错误")
     screenshot(page, "login-refused")
+    page.close()
+
+
+def test_next_evil_example_goes_to_the_map_after_login_and_a_page_of_the_site_is_kept(
+        stack, browser):
+    page = browser.new_page(base_url=stack.url)
+    for next_path, landing in [("//evil.example/", "/"), ("/\\evil.example/", "/"),
+                               ("https://evil.example/", "/"), ("/\t/evil.example/", "/"),
+                               ("/alarms?status=active", "/alarms?status=active")]:
+        page.goto(f"/login?next={quote(next_path, safe='')}")
+        page.fill("#username", "viewer")
+        page.fill("#password", DEMO_PASSWORD)
+        page.click("#login-submit")
+        page.wait_for_url(lambda url: "/login" not in url, timeout=10_000)
+        assert page.url == stack.url + landing, next_path
     page.close()
 
 
@@ -146,7 +163,7 @@ def test_duty_staff_acknowledge_and_close_an_alarm_with_notes_and_the_bureau_see
         .to_have_attribute("data-status", "acknowledged")
     row = staff.locator(f'#history-body tr[data-alarm-id="{alarm_id}"]')
     expect(row).to_contain_text("已到场确认：老人误按，无火情")
-    expect(row).to_contain_text("丁桥镇敬老院（演示）值班员")
+    expect(row).to_contain_text("duty-dingqiao-eldercare")  # the account, as audited
     # the bureau's map learns of it by push
     expect(bureau.locator(f'#alarm-list li[data-alarm-id="{alarm_id}"]')) \
         .to_have_attribute("data-status", "acknowledged")

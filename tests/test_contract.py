@@ -12,10 +12,12 @@ from firewatch.contract import (
     DeviceEvent,
     DeviceKind,
     EventType,
+    GatewayHeartbeat,
     InvalidPayload,
     ReadingBatch,
     ReadingBatchEncoder,
     change_topic,
+    heartbeat_topic,
     parse_change,
     parse_message,
     readings_topic,
@@ -35,12 +37,32 @@ def test_a_batch_survives_the_trip_through_bytes():
     assert parse_message(readings_topic("gw-1", "dev-1"), original.to_bytes()) == original
 
 
-def test_an_event_is_told_apart_from_a_batch_by_its_schema():
+@pytest.mark.parametrize("kind", list(EventType))
+def test_an_event_is_told_apart_from_a_batch_by_its_schema(kind):
     event = DeviceEvent(gateway_id="gw-1", seq=8, device_id="dev-1", institution_id="inst-1",
-                        kind="gas_detector", ts=datetime.now(UTC), event=EventType.OFFLINE,
-                        reason="no answer")
+                        kind="gas_detector", ts=datetime.now(UTC), event=kind,
+                        reason="异常应答 exception code 4")
     parsed = parse_message("firewatch/v1/events/gw-1/dev-1", event.to_bytes())
-    assert isinstance(parsed, DeviceEvent) and parsed.event is EventType.OFFLINE
+    assert isinstance(parsed, DeviceEvent) and parsed == event
+
+
+def test_a_heartbeat_travels_on_its_gateways_topic():
+    beat = GatewayHeartbeat(gateway_id="gw-1", incarnation="0123456789abcdef", seq=9,
+                            ts=datetime.now(UTC), outbox=3)
+    assert heartbeat_topic("gw-1") == "firewatch/v1/heartbeats/gw-1"
+    assert parse_message(heartbeat_topic("gw-1"), beat.to_bytes()) == beat
+    with pytest.raises(InvalidPayload, match="arrived on topic"):
+        parse_message(heartbeat_topic("gw-2"), beat.to_bytes())
+
+
+def test_a_message_names_the_incarnation_of_the_outbox_it_came_from():
+    fresh = batch(incarnation="0123456789abcdef")
+    assert parse_message(readings_topic("gw-1", "dev-1"), fresh.to_bytes()) == fresh
+    # a message from an outbox made before incarnations existed belongs to the stream ""
+    assert parse_message(readings_topic("gw-1", "dev-1"), batch().to_bytes()).incarnation == ""
+    with pytest.raises(InvalidPayload, match="incarnation"):
+        parse_message(readings_topic("gw-1", "dev-1"),
+                      batch().to_bytes().replace(b'"incarnation":""', b'"incarnation":"x;drop"'))
 
 
 def test_a_payload_on_another_devices_topic_is_rejected():

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 import tomllib
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,7 +24,13 @@ from firewatch.profiles import load_profiles
 from firewatch.settings import SITES_DIR, Settings
 from firewatch.site import load_site
 from ingest.influx_store import batch_to_point
-from tests.support.deploy import ROOT, docker_compose, firewatch_services, resolved_compose
+from tests.support.deploy import (
+    ROOT,
+    SECRETS,
+    docker_compose,
+    firewatch_services,
+    resolved_compose,
+)
 
 GRAFANA = ROOT / "deploy" / "grafana"
 
@@ -183,3 +190,30 @@ def test_the_readme_documents_every_setting():
     missing = [f"FIREWATCH_{name.upper()}" for name in Settings.model_fields
                if not documented(f"FIREWATCH_{name.upper()}")]
     assert not missing, f"README's Configuration does not name {missing}"
+
+
+def test_compose_refuses_to_start_without_firewatch_secret_key():
+    for missing in ("FIREWATCH_SECRET_KEY", "POSTGRES_PASSWORD", "MQTT_PASSWORD_GW_RONGCHENG"):
+        result = docker_compose("config", "--quiet",
+                                variables={k: v for k, v in SECRETS.items() if k != missing})
+        assert result.returncode != 0, f"started without {missing}"
+        assert f"set {missing}" in result.stderr, result.stderr
+
+
+def test_the_web_service_runs_in_production_mode_with_the_secret_key_it_is_given():
+    web = service_settings(firewatch_services()["web"]["environment"])
+    assert (web.env, web.secret_key) == ("production", SECRETS["FIREWATCH_SECRET_KEY"])
+
+
+def test_generate_env_writes_every_secret_the_compose_file_requires(tmp_path):
+    target = tmp_path / ".env"
+    subprocess.run(["sh", str(ROOT / "deploy" / "generate-env.sh"), str(target)], check=True,
+                   capture_output=True)
+    assert target.stat().st_mode & 0o077 == 0  # for its owner's eyes only
+    generated = dict(line.split("=", 1) for line in target.read_text().splitlines())
+    assert set(generated) == set(SECRETS)
+    assert all(re.fullmatch(r"[A-Za-z0-9_-]{48}", v) for v in generated.values())
+    assert docker_compose("config", "--quiet", variables=generated).returncode == 0
+    again = subprocess.run(["sh", str(ROOT / "deploy" / "generate-env.sh"), str(target)],
+                           capture_output=True, text=True)
+    assert again.returncode != 0 and "not overwritten" in again.stderr

@@ -1,15 +1,18 @@
 """The production broker's config, run for real: Debian's Mosquitto with deploy/mosquitto/.
 
 Only the paths and the port are adapted (a temporary directory, a free loopback port); the
-password file, the ACL and every other line are the ones docker-compose.yml mounts, and the
-credentials are the ones the compose file gives each service.
+ACL and every other line are the ones docker-compose.yml mounts, the password file is built by
+the container's entrypoint.sh from the environment the compose file gives the broker, and the
+credentials are the ones it gives each service.
 """
 
 from __future__ import annotations
 
 import asyncio
 import getpass
+import os
 import shutil
+import subprocess
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -27,7 +30,7 @@ from firewatch.contract import (
     shared,
 )
 from firewatch.mqtt import BrokerAddress
-from tests.support.deploy import ROOT, firewatch_services
+from tests.support.deploy import ROOT, firewatch_services, resolved_compose
 
 pytestmark = pytest.mark.timeout(60)
 DEPLOYED = ROOT / "deploy" / "mosquitto"
@@ -38,8 +41,8 @@ class DeployedMosquitto(Mosquitto):
 
     def __init__(self, workdir: Path) -> None:
         super().__init__(workdir)
-        for name in ("passwd", "acl"):
-            shutil.copy(DEPLOYED / name, workdir / name)
+        shutil.copy(DEPLOYED / "acl", workdir / "acl")
+        build_password_file(workdir / "passwd")
         config = (DEPLOYED / "mosquitto.conf").read_text()
         config = config.replace("/mosquitto/config/", f"{workdir}/")
         config = config.replace("/mosquitto/data/", f"{workdir}/")
@@ -47,6 +50,16 @@ class DeployedMosquitto(Mosquitto):
         config = config.replace("\nlistener 1883\n", f"\nlistener {self.port} 127.0.0.1\n")
         # started as root, mosquitto would drop to user mosquitto and lose the work dir
         self.config.write_text(config + f"\nuser {getpass.getuser()}\n")
+
+
+def build_password_file(path: Path) -> subprocess.CompletedProcess[str]:
+    """Run the broker container's entrypoint as compose starts it (its environment), with
+    ``true`` for the broker."""
+    environment = resolved_compose()["services"]["mosquitto"]["environment"]
+    return subprocess.run(
+        ["sh", str(DEPLOYED / "entrypoint.sh"), "true"], check=True, capture_output=True,
+        text=True, env={"PATH": os.environ["PATH"], "MOSQUITTO_PASSWD_FILE": str(path),
+                        **environment})
 
 
 def credentials() -> dict[str, BrokerAddress]:
@@ -168,3 +181,14 @@ async def test_a_wrong_password_and_no_password_are_refused(broker):
         with pytest.raises(aiomqtt.MqttError, match="[Nn]ot authori[sz]ed"):
             async with client:
                 pass
+
+
+def test_the_repository_holds_no_broker_password_and_an_empty_one_stops_the_broker(tmp_path):
+    assert not (DEPLOYED / "passwd").exists()
+    environment = resolved_compose()["services"]["mosquitto"]["environment"]
+    refused = subprocess.run(
+        ["sh", str(DEPLOYED / "entrypoint.sh"), "echo", "started"], capture_output=True,
+        text=True, env={"PATH": os.environ["PATH"], "MOSQUITTO_PASSWD_FILE": str(tmp_path / "p"),
+                        **environment, "MQTT_PASSWORD_INGEST": ""})
+    assert refused.returncode != 0 and "MQTT_PASSWORD_INGEST is empty" in refused.stderr
+    assert "started" not in refused.stdout

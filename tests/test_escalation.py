@@ -184,6 +184,43 @@ async def test_a_public_report_goes_round_the_whole_loop_with_a_failed_recheck(c
     assert rejected_row.status == "rejected"  # kept in the ledger, never chased
 
 
+#: the last hour of the calendar: no China time for it, and no reminder a day after it
+YEAR_9999 = datetime(9999, 12, 31, 23, tzinfo=UTC)
+
+
+async def test_an_entry_due_in_9999_does_not_stop_the_escalation_of_another_institutions_alarm(
+    county,
+):
+    self_check = await county.file(T0 + DAY, institution_id="dingqiao-eldercare",
+                                   source=Source.SELF_CHECK, description="自查：灭火器年检")
+    await county.set_deadline(self_check, YEAR_9999)
+    alarm = await county.raise_alarm("rc-gas-1", "gas_low", T0)
+    esc = escalator(county)
+
+    assert await esc.sweep(T0 + 3 * MIN) == {f"alarm:{alarm}": T0 + 8 * MIN,
+                                             f"hazard:{self_check}": YEAR_9999}
+    [to_head] = await notices(county)
+    assert (to_head.alarm_id, said(to_head)) == (alarm, ("报警升级", "已 3 分钟无人确认"))
+    assert esc.set_aside == {}
+
+
+async def test_an_alarm_the_escalator_cannot_read_is_set_aside_and_the_others_are_escalated(
+    county,
+):
+    odd = await county.raise_alarm("dq-gas-1", "gas_low", T0)
+    await county.set_severity(odd, "critical")  # written by another version, or by hand
+    alarm = await county.raise_alarm("rc-gas-1", "gas_low", T0)
+    esc = escalator(county)
+
+    assert await esc.sweep(T0 + 3 * MIN) == {f"alarm:{alarm}": T0 + 8 * MIN}
+    assert await esc.sweep(T0 + 8 * MIN) == {f"alarm:{alarm}": None}
+    assert [(n.alarm_id, said(n)[0]) for n in await notices(county)] == [
+        (alarm, "报警升级"), (alarm, "提级督办")]
+    assert list(esc.set_aside) == [f"alarm:{odd}"]
+    assert "'critical' is not a valid Severity" in esc.set_aside[f"alarm:{odd}"]
+    assert esc.errors == {"ValueError": 1}  # counted once, not once per sweep
+
+
 def test_a_site_file_sets_timings_per_category_and_keeps_defaults_for_what_it_leaves_out():
     policy = EscalationPolicy.model_validate(yaml.safe_load("""
         alarm_by_category: {electrical: {head_after_min: 2, bureau_after_min: 4}}

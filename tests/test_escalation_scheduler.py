@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -19,6 +19,7 @@ import pytest
 from alerts.channels.wecom_robot import WeComRobot as WeComRobotChannel
 from alerts.escalation_scheduler import EscalationScheduler
 from alerts.escalator import Escalator
+from alerts.ledger import Source
 from alerts.notifier import Fallback, Notifier
 from alerts.outbox import Routing, recipients_of
 from firewatch import db
@@ -147,3 +148,39 @@ async def test_a_scheduled_recheck_survives_a_restart_of_the_scheduler(database_
 async def _has_job(running: EscalationScheduler, job_id: str) -> bool:
     return running.scheduler.get_job(job_id) is not None
 
+
+
+async def test_a_ledger_entry_due_in_9999_neither_ends_the_scheduler_nor_holds_up_an_alarm(county):
+    self_check = await county.file(utc_now() + timedelta(days=1), source=Source.SELF_CHECK,
+                                   description="自查：灭火器年检")
+    await county.set_deadline(self_check, datetime(9999, 12, 31, 23, tzinfo=UTC))
+    alarm = await county.raise_alarm("rc-gas-1", "gas_low", utc_now())
+    async with scheduler(county, "", 0.1) as running:
+        await eventually(lambda: _labels_are(county, ["报警升级", "提级督办"]), 10,
+                         "the alarm's two steps")
+        await asyncio.sleep(0.3)  # sweeps after them
+        assert running.scheduler.running
+        assert await _has_job(running, f"hazard:{self_check}")  # flagged in year 9999
+        assert running.escalator.set_aside == {}
+    assert {n.alarm_id for n in await county.rows(db.Notice)} == {alarm}
+
+
+async def test_an_alarm_whose_step_raises_in_its_job_is_set_aside_and_escalated_once_mended(
+    county,
+):
+    alarm = await county.raise_alarm("rc-gas-1", "gas_low", utc_now())
+    async with scheduler(county, "", 60) as running:  # no sweep comes before the job fires
+        await eventually(lambda: _has_job(running, f"alarm:{alarm}"), 5, "the head step's job")
+        await county.set_severity(alarm, "critical")  # by hand, or by another version
+        await eventually(lambda: _set_aside(running, f"alarm:{alarm}"), 5, "the job's failure")
+        assert running.scheduler.running and running.escalator.errors == {"ValueError": 1}
+        assert await county.rows(db.Notice) == []
+
+        await county.set_severity(alarm, "alarm")
+        await running.sweep()
+        assert await labels(county) == ["报警升级"]
+        assert running.escalator.set_aside == {}
+
+
+async def _set_aside(running: EscalationScheduler, key: str) -> bool:
+    return key in running.escalator.set_aside

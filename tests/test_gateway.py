@@ -14,9 +14,11 @@ import pytest
 
 from firewatch.consumer import GatewayMessageConsumer
 from firewatch.contract import (
+    HEARTBEATS_FILTER,
     DeviceEvent,
     DeviceKind,
     EventType,
+    GatewayHeartbeat,
     ReadingBatch,
     ReadingBatchEncoder,
     parse_message,
@@ -113,17 +115,69 @@ async def test_a_detector_that_stops_answering_goes_offline_with_the_reason_then
     poller.client.close()
 
 
-async def test_garbled_replies_are_counted_as_misses_and_polling_goes_on(site_and_profiles, fleet):
+async def test_a_device_answering_garbage_becomes_a_fault_with_the_reason_and_polling_goes_on(
+    site_and_profiles, fleet
+):
     recorder = Recorder()
     poller = poller_for(site_and_profiles, fleet, "dingqiao-rs485", recorder)
+    await poll_all(poller)
     await fleet.trigger("dq-gas-1", "garbled")
-    await poll_all(poller, times=2)
-    assert poller.stats["dq-gas-1"].missed == 2
+    await poll_all(poller, times=3)  # offline_after_misses: 3
+    [fault] = [e for e in recorder.events if e[1] is EventType.FAULT]
+    assert fault[0] == "dq-gas-1" and fault[2].startswith(
+        "应答无法解析 garbled replies to 3 polls in a row from dingqiao-rs485 unit 2: ")
+    assert poller.stats["dq-gas-1"].garbled == 3 and poller.stats["dq-gas-1"].missed == 0
     await fleet.trigger("dq-gas-1", "normal")
     await poll_all(poller)
-    assert poller.stats["dq-gas-1"].answered >= 1
-    assert poller.stats["dq-efm-1"].answered == 3
+    assert recorder.events[-1][:2] == ("dq-gas-1", EventType.ONLINE)
+    assert poller.stats["dq-efm-1"].answered == 5
     poller.client.close()
+
+
+@pytest.mark.parametrize("scenario, reason", [
+    ("exception-replies", "异常应答 exception replies to 3 polls in a row from dingqiao-rs485 unit 2: "
+                          "exception code 4 (从站设备故障 server device failure) at register 0"),
+    ("garbled", "应答无法解析 garbled replies to 3 polls in a row from dingqiao-rs485 unit 2: "),
+])
+async def test_a_failing_device_becomes_a_fault_while_its_neighbour_keeps_its_interval(
+    site_and_profiles, fleet, scenario, reason
+):
+    """Both units polled every 0.25 s, the failing one's time-out as long (as the demo's
+    1 s and 1 s, faster).  Before backoff, a garbled unit's two tries per poll halved its
+    neighbour's readings."""
+    site, profiles = site_and_profiles
+    interval = 0.25
+    fast = {m: p.model_copy(update={"poll_interval_s": interval, "timeout_s": interval})
+            for m, p in profiles.items()}
+    recorder = Recorder()
+    read_at: list[float] = []
+    loop = asyncio.get_running_loop()
+
+    async def on_readings(device, readings, flags, ts):
+        if device.id == "dq-efm-1":
+            read_at.append(loop.time())
+
+    endpoint = site.endpoint("dingqiao-rs485")
+    poller = EndpointPoller(
+        endpoint, fleet.endpoint_port(endpoint.id),
+        [(d, fast[d.profile]) for d in site.devices if d.endpoint == endpoint.id],
+        on_readings, recorder.on_event)
+    await fleet.trigger("dq-gas-1", scenario)
+    polling = asyncio.create_task(poller.run())
+    await asyncio.sleep(8)
+    polling.cancel()
+    await asyncio.gather(polling, return_exceptions=True)
+
+    faults = [(d, r) for d, e, r in recorder.events if e is EventType.FAULT]
+    assert [d for d, _ in faults] == ["dq-gas-1"] and faults[0][1].startswith(reason)
+    assert poller.stats["dq-gas-1"].state == "fault"
+    # the neighbour: (nearly) every interval read, and no gap longer than one time-out and
+    # retry of the failing unit (before it backs off) plus an interval
+    gaps = [b - a for a, b in zip(read_at, read_at[1:])]
+    expected = (read_at[-1] - read_at[0]) / interval
+    profile = fast["generic-gas-lel"]
+    assert len(gaps) >= 0.85 * expected, f"{len(gaps)} of {expected:.0f} intervals read"
+    assert max(gaps) <= 2 * interval + (profile.retries + 1) * profile.timeout_s, max(gaps)
 
 
 async def test_a_float_register_holding_nan_is_left_out_counted_and_polling_goes_on(
@@ -163,19 +217,77 @@ def test_a_button_reporting_nan_is_refused_naming_the_key():
         parse_uplink(button, b'{"alarm": 1, "bat": NaN}')
 
 
-async def test_a_register_the_device_does_not_have_is_refused_and_counted(site_and_profiles, fleet):
+UNKNOWN_KEYS = ",".join(f'"k{i}": {i}' for i in range(10_000))
+
+
+@pytest.mark.parametrize("payload, reason", [
+    (b'{"alarm": 1, "bat": 1' + b"0" * 400 + b"}", "bad_value"),  # an integer of 400 digits
+    (b'{"alarm": 1, "bat": 1' + b"0" * 5000 + b"}", "not_json"),  # longer than Python converts
+    (b'{"alarm": 1, "bat": 1.7976931348623157e308}', "bad_value"),
+    (b'{"alarm": 1, "bat": Infinity}', "bad_value"),
+    (b'{"alarm": 1, "bat": "3.1"}', "bad_value"),
+    (b'{"alarm": 2}', "bad_value"),
+    (b'{"alarm": 1e308}', "bad_value"),
+    (rb'{"alarm": "\ud800"}', "bad_value"),  # a lone surrogate: valid JSON, not UTF-8
+    (rb'{"\ud800": 1}', "no_known_key"),
+    (b'{"alarm": "\xed\xa0\x80"}', "not_json"),  # a surrogate in bytes: not UTF-8
+    (b"[" * 200_000 + b"]" * 200_000, "too_large"),
+    (b"[" * 30_000 + b"]" * 30_000, "not_json"),  # nested deeper than the parser goes
+    (b"[1, 2]", "not_object"),
+    (b"{" + UNKNOWN_KEYS.encode() + b"}", "no_known_key"),
+    (b"x" * (256 * 1024 + 1), "too_large"),
+])
+def test_a_hostile_report_is_refused_with_its_reason(payload, reason):
+    button = load_profiles()["generic-onekey-mqtt"]
+    with pytest.raises(UplinkError) as refused:
+        parse_uplink(button, payload)
+    assert refused.value.kind == reason and len(str(refused.value)) < 400
+
+
+@pytest.mark.parametrize("payload, readings, flags", [
+    (b'{"alarm": 1, "alarm": 0}', {}, {"button_pressed": False}),  # the last one counts
+    (b'\xef\xbb\xbf{"alarm": 1}', {}, {"button_pressed": True}),  # a UTF-8 byte-order mark
+    (b'{"alarm": true, "tamper": 1.0}', {}, {"button_pressed": True, "tamper": True}),
+    (b'{"alarm": 0, "bat": -0.0}', {"battery_voltage": 0.0}, {"button_pressed": False}),
+    (b'{"alarm": 0, "bat": 5e-324}', {"battery_voltage": 5e-324}, {"button_pressed": False}),
+    (b'{"alarm": 1, ' + UNKNOWN_KEYS.encode() + b"}", {}, {"button_pressed": True}),
+])
+def test_an_odd_but_meaningful_report_is_read_as_it_means(payload, readings, flags):
+    button = load_profiles()["generic-onekey-mqtt"]
+    assert parse_uplink(button, payload) == (readings, flags)
+    assert str(parse_uplink(button, payload)[0].get("battery_voltage", 0.0)) != "-0.0"
+
+
+async def test_a_device_refusing_every_read_becomes_a_fault_naming_the_exception_code(
+    site_and_profiles, fleet
+):
+    """A profile asking for a register the device does not have: it answers every poll with
+    exception code 2, which is a fault of that device, not silence and not normal."""
     site, profiles = site_and_profiles
     gas = profiles["generic-gas-lel"]
     wrong = gas.model_copy(update={"registers": [*gas.registers,
                                                  Register(name="extra", address=40)]})
     recorder = Recorder()
     poller = poller_for(site_and_profiles, fleet, "dingqiao-rs485", recorder,
-                                 profiles={**profiles, "generic-gas-lel": wrong})
-    await poll_all(poller, times=2)
+                        profiles={**profiles, "generic-gas-lel": wrong})
+    await poll_all(poller, times=3)
     stats = poller.stats["dq-gas-1"]
-    assert stats.exceptions == 2 and "exception response code" in stats.last_error
-    assert stats.online is True  # it answers, just not that register
+    assert (stats.exceptions, stats.state) == (3, "fault")
+    assert [(d, e) for d, e, _ in recorder.events] == [
+        ("dq-efm-1", EventType.ONLINE), ("dq-gas-1", EventType.FAULT)]
+    assert recorder.events[1][2] == (
+        "异常应答 exception replies to 3 polls in a row from dingqiao-rs485 unit 2: "
+        "exception code 2 (非法数据地址 illegal data address) at register 40")
+    assert [d for d, *_ in recorder.readings] == ["dq-efm-1"] * 3
     poller.client.close()
+
+
+class EveryMessage(GatewayMessageConsumer):
+    """A consumer of every message a gateway publishes, its heartbeats too."""
+
+    @property
+    def filters(self) -> list[str]:
+        return list(dict.fromkeys([*super().filters, HEARTBEATS_FILTER]))
 
 
 async def test_a_broker_restart_mid_stream_loses_and_duplicates_no_reading(
@@ -199,8 +311,7 @@ async def test_a_broker_restart_mid_stream_loses_and_duplicates_no_reading(
     # a plain subscription, as the README advises for one replica on Mosquitto: a `$share/`
     # one is not restored after a broker restart (Mosquitto 2.0.11), and what a gateway
     # replays before the consumer has subscribed again is dropped (seen here in 1 of 5 runs)
-    consumer = GatewayMessageConsumer("test", broker, collect, NoDeadLetters(),
-                                      shared_subscription=False)
+    consumer = EveryMessage("test", broker, collect, NoDeadLetters(), shared_subscription=False)
     gateway = GatewayService(site.gateways[0], site, profiles, broker, tmp_path / "outbox.db",
                              lambda e: fleet.endpoint_port(e.id))
     tasks = [asyncio.create_task(consumer.run())]
@@ -337,10 +448,12 @@ async def test_while_the_broker_is_away_each_device_is_queued_online_first_then_
     messages = [parse_message(topic, payload) for _, topic, payload in rows]
     assert [m.seq for m in messages] == [seq for seq, _, _ in rows] == list(
         range(1, len(rows) + 1))
+    assert isinstance(messages[0], GatewayHeartbeat)  # the gateway says it is alive at once
+    assert {m.incarnation for m in messages} == {gateway.outbox.incarnation}
     polled = {d.id for d in site.devices
               if d.gateway == gateway.gateway.id and profiles[d.profile].registers}
     for device_id in polled:
-        mine = [m for m in messages if m.device_id == device_id]
+        mine = [m for m in messages if getattr(m, "device_id", None) == device_id]
         assert isinstance(mine[0], DeviceEvent) and mine[0].event is EventType.ONLINE
         readings = [m for m in mine[1:] if isinstance(m, ReadingBatch)]
         assert len(readings) >= 2 and readings == sorted(readings, key=lambda m: m.ts)

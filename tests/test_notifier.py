@@ -15,14 +15,17 @@ import pytest
 from sqlalchemy import select
 
 from alerts.channels.aliyun_sms import AliyunSms
+from alerts.channels.tencent_sms import TencentSms
 from alerts.channels.wecom_robot import WeComRobot
 from alerts.notices import NoticeMessage
 from alerts.notifier import Fallback, Notifier
 from alerts.outbox import Outbox, Routing
 from firewatch import db
 from firewatch.contract import utc_now
+from firewatch.metrics import FirewatchCollector, registry_for
 from tests.support.aliyun_sms import AliyunSmsProvider
 from tests.support.providers import ProviderServer, Trouble
+from tests.support.tencent_sms import TencentSmsProvider
 from tests.support.wecom import WeComServer
 
 INSTITUTION = "rongcheng-eldercare"
@@ -255,3 +258,100 @@ async def test_a_new_notice_goes_out_while_another_institutions_robot_is_slow_to
             await eventually(quick_got_it, 1.5, "the quick robot's notice, not 3 s later")
         finally:
             task.cancel()
+
+
+# --- a notice that cannot be sent is set aside; the others go out ----------------------------
+
+
+def metric(running: Notifier, name: str, **labels: str) -> float | None:
+    registry = registry_for(FirewatchCollector(notifier=running))
+    return registry.get_sample_value(name, labels)
+
+
+async def test_a_notice_to_a_webhook_httpx_cannot_parse_is_marked_failed_and_the_others_are_sent(
+    sessions, writer, robot
+):
+    broken = "http://[::1/cgi-bin/webhook/send?key=k"  # "Invalid port": no retry mends it
+    routes = Routing("wecom_robot", None, frozenset({"wecom_robot"}),
+                     {"broken-home": {"wecom_robot": broken},
+                      INSTITUTION: {"wecom_robot": robot.url}})
+    waiting = asyncio.Event()
+    running = Notifier(sessions, writer, waiting, {"wecom_robot": WeComRobot()}, routes,
+                       Fallback(99, 3600), timeout_s=1, backoff_s=0.1)
+    outbox = Outbox(routes, storm_window_s=0)
+    [bad] = await _raise_at(sessions, outbox, "broken-home")
+    [first] = await _raise_at(sessions, outbox, INSTITUTION)
+    task = asyncio.create_task(running.run())
+    try:
+        await eventually(lambda: _robot_got(robot, 1), 10, "the other institution's notice")
+        [second] = await _raise_at(sessions, outbox, INSTITUTION)  # the next alarm's notice
+        waiting.set()
+        await eventually(lambda: _robot_got(robot, 2), 10, "the next alarm's notice")
+        assert not task.done()
+    finally:
+        task.cancel()
+    assert robot.robot.delivered() == {str(first): 1, str(second): 1}
+    [failed] = [n for n in await notices(sessions) if n.id == bad]
+    assert (failed.status, failed.attempts) == ("failed", 1)
+    assert failed.last_error.startswith("InvalidURL: Invalid port")
+    assert metric(running, "firewatch_notices_unsendable_total",
+                  channel="wecom_robot", reason="InvalidURL") == 1
+
+
+async def test_a_stored_notice_no_channel_can_read_is_marked_failed_and_the_next_is_sent(
+    sessions, writer, robot, sms
+):
+    async with sessions.begin() as session:  # e.g. written by an older or newer version
+        session.add(db.Notice(institution_id=INSTITUTION, channel="wecom_robot",
+                              target=robot.url, body={"kind": "raise", "title": 7}))
+    [good] = await store(sessions, robot, 1)  # after it, to the same robot
+    running = notifier(sessions, writer, robot, sms, fallback_after=1)
+    task = asyncio.create_task(running.run())
+    try:
+        await eventually(lambda: _robot_got(robot, 1), 10, "the notice after the unreadable one")
+        await asyncio.sleep(1.0)  # rounds that could have handed the bad one on
+        assert not task.done()
+    finally:
+        task.cancel()
+    assert robot.robot.delivered() == {str(good): 1}
+    assert sms.provider.accepted == []  # the same body would be unreadable there too
+    [unreadable, _] = await notices(sessions)
+    assert (unreadable.channel, unreadable.status) == ("wecom_robot", "failed")
+    assert unreadable.last_error.startswith("ValidationError")
+
+
+async def test_a_notice_whose_sms_template_names_a_missing_variable_goes_out_on_the_fallback(
+    sessions, writer, robot
+):
+    with ProviderServer(TencentSmsProvider(template_params=2)) as tencent:
+        routes = Routing("tencent_sms", "wecom_robot",
+                         frozenset({"tencent_sms", "wecom_robot"}),
+                         {INSTITUTION: {"tencent_sms": PHONE, "wecom_robot": robot.url}})
+        sms = TencentSms("AKID-test", "test-key", "1400000001", "青阳民政", "100001",
+                         ["institution", "floor"],  # no message has a "floor"
+                         "ap-guangzhou", tencent.base_url)
+        running = Notifier(sessions, writer, asyncio.Event(),
+                           {"tencent_sms": sms, "wecom_robot": WeComRobot()}, routes,
+                           Fallback(99, 3600), timeout_s=1, backoff_s=0.1)
+        [notice_id] = await _raise_at(sessions, Outbox(routes, storm_window_s=0), INSTITUTION)
+        task = asyncio.create_task(running.run())
+        try:
+            await eventually(lambda: all_sent(sessions), 10, "the notice on the robot")
+            assert not task.done()
+        finally:
+            task.cancel()
+        assert tencent.provider.accepted == []
+    assert robot.robot.delivered() == {str(notice_id): 1}
+    [notice] = await notices(sessions)
+    assert notice.channel == "wecom_robot"
+    assert notice.last_error == "tencent_sms: KeyError: 'floor'; sent on wecom_robot"
+    assert metric(running, "firewatch_notices_unsendable_total",
+                  channel="tencent_sms", reason="KeyError") == 1
+
+
+async def _raise_at(sessions, outbox: Outbox, institution: str) -> list[int]:
+    async with sessions.begin() as session:
+        await session.run_sync(outbox.add, institution, None, NoticeMessage(
+            kind="raise", institution=institution, title="一键报警（人工火警）",
+            location="1号楼", device="btn-1", time="2026-11-22 20:00:00", immediate=True))
+    return [n.id for n in await notices(sessions)][-1:]

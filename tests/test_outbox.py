@@ -9,13 +9,29 @@ import textwrap
 from datetime import UTC, datetime
 from pathlib import Path
 
-from firewatch.contract import DeviceEvent, EventType
-from gateway.outbox import ROWS_PER_INSERT, Outbox
+import pytest
+
+from firewatch.contract import DeviceEvent, EventType, GatewayHeartbeat, ReadingBatch
+from gateway.outbox import ROWS_PER_INSERT, Keep, Outbox
 
 
 def event(seq: int) -> DeviceEvent:
     return DeviceEvent(gateway_id="gw-1", seq=seq, device_id="dev-1", institution_id="inst-1",
                        kind="gas_detector", ts=datetime.now(UTC), event=EventType.ONLINE)
+
+
+def button(seq: int, pressed: bool = False, battery: float = 3.0) -> ReadingBatch:
+    return ReadingBatch(gateway_id="gw-1", seq=seq, device_id="btn-1", institution_id="inst-1",
+                        kind="one_key_alarm", ts=datetime.now(UTC), profile="generic-onekey-mqtt",
+                        readings={"battery_voltage": battery}, flags={"button_pressed": pressed})
+
+
+def routine(seq: int) -> ReadingBatch:
+    return button(seq)
+
+
+def heartbeat(seq: int) -> GatewayHeartbeat:
+    return GatewayHeartbeat(gateway_id="gw-1", seq=seq, ts=datetime.now(UTC))
 
 
 async def test_sequence_numbers_keep_rising_after_everything_was_sent_and_the_gateway_restarted(
@@ -56,8 +72,8 @@ async def test_a_full_outbox_drops_the_oldest_messages_and_counts_them(tmp_path)
     outbox = Outbox(tmp_path / "outbox.db", max_messages=3)
     await outbox.open()
     for _ in range(5):
-        await outbox.put(event)
-    assert outbox.dropped == 2
+        await outbox.put(routine)
+    assert outbox.dropped_by_kind == {"reading": 2}
     assert outbox.size == 3
     assert [seq for seq, _, _ in await outbox.oldest(10)] == [3, 4, 5]
     await outbox.close()
@@ -69,13 +85,13 @@ async def test_messages_being_published_are_not_dropped_and_counted_when_the_out
     outbox = Outbox(tmp_path / "outbox.db", max_messages=3)
     await outbox.open()
     for _ in range(3):
-        await outbox.put(event)
+        await outbox.put(routine)
     assert [seq for seq, _, _ in await outbox.oldest(10)] == [1, 2, 3]  # handed to the broker
-    await outbox.put(event)
+    await outbox.put(routine)
     assert (outbox.dropped, outbox.size) == (0, 4)
 
     outbox.publishing_stopped()  # the broker went away before acknowledging them
-    await outbox.put(event)
+    await outbox.put(routine)
     assert (outbox.dropped, outbox.size) == (2, 3)
     assert [seq for seq, _, _ in await outbox.oldest(10)] == [3, 4, 5]
     await outbox.close()
@@ -165,3 +181,81 @@ async def test_every_batch_whose_commit_was_confirmed_is_there_after_the_gateway
     assert polls == {device: list(range(50)) for device in range(10)}
     assert (await reopened.put(event)).seq == 501
     await reopened.close()
+
+
+async def test_the_outbox_at_its_bound_keeps_the_presses_events_and_readings_at_a_set_point(
+    tmp_path,
+):
+    keep = Keep({"btn-1": {"battery_voltage": 10.0}})  # a set point a reading can reach
+    outbox = Outbox(tmp_path / "outbox.db", max_messages=4, keep=keep)
+    await outbox.open()
+    kept = [
+        (await outbox.put(lambda seq: button(seq, pressed=True))).seq,
+        (await outbox.put(event)).seq,
+        (await outbox.put(lambda seq: button(seq, battery=12.5))).seq,
+    ]
+    for _ in range(20):  # a long broker outage: routine polls and heartbeats keep coming
+        await outbox.put(routine)
+        await outbox.put(heartbeat)
+    kept.append((await outbox.put(lambda seq: button(seq, pressed=True))).seq)
+    rows = await outbox.oldest(100)
+    await outbox.close()
+    assert [seq for seq, _, _ in rows][:4] == kept
+    assert outbox.size == len(rows) == 4  # the press took the place of the newest routine one
+    assert outbox.dropped_by_kind == {"reading": 20, "heartbeat": 20}
+
+
+async def test_an_outbox_of_nothing_but_presses_grows_past_its_bound_rather_than_lose_one(
+    tmp_path,
+):
+    outbox = Outbox(tmp_path / "outbox.db", max_messages=2)
+    await outbox.open()
+    for _ in range(5):
+        await outbox.put(lambda seq: button(seq, pressed=True))
+    assert (outbox.size, outbox.dropped) == (5, 0)
+    await outbox.close()
+
+
+async def test_a_new_outbox_file_is_a_new_incarnation_and_an_old_one_keeps_its_own(tmp_path):
+    outbox = Outbox(tmp_path / "outbox.db")
+    await outbox.open()
+    first = outbox.incarnation
+    await outbox.put(event)
+    await outbox.close()
+    assert len(first) == 16 and int(first, 16) >= 0
+
+    reopened = Outbox(tmp_path / "outbox.db")
+    await reopened.open()
+    assert reopened.incarnation == first and (await reopened.put(event)).seq == 2
+    await reopened.close()
+
+    for name in ("outbox.db", "outbox.db-wal", "outbox.db-shm"):  # a new SD card
+        (tmp_path / name).unlink(missing_ok=True)
+    replaced = Outbox(tmp_path / "outbox.db")
+    await replaced.open()
+    assert replaced.incarnation != first and (await replaced.put(event)).seq == 1
+    await replaced.close()
+
+
+async def test_an_outbox_from_before_incarnations_gets_one_and_keeps_its_messages(tmp_path):
+    import sqlite3
+
+    db = sqlite3.connect(tmp_path / "outbox.db")
+    db.execute("CREATE TABLE outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT NOT NULL,"
+               " payload BLOB NOT NULL)")
+    db.execute("INSERT INTO outbox (topic, payload) VALUES (?, ?)",
+               ("firewatch/v1/readings/gw-1/btn-1", routine(1).to_bytes()))
+    db.commit()
+    db.close()
+    outbox = Outbox(tmp_path / "outbox.db", max_messages=1)
+    await outbox.open()
+    assert len(outbox.incarnation) == 16
+    assert (await outbox.put(lambda seq: button(seq, pressed=True))).seq == 2
+    assert [seq for seq, _, _ in await outbox.oldest(10)] == [2]  # the old routine one shed
+    await outbox.close()
+
+
+@pytest.mark.parametrize("payload", [b"{", b"[]", b'{"flags": 3}', b'{"readings": {"x": "y"}}'])
+def test_a_reading_row_that_cannot_be_read_is_kept(payload):
+    keep = Keep({"btn-1": {"x": 1.0}})
+    assert keep("firewatch/v1/readings/gw-1/btn-1", payload) is True

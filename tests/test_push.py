@@ -7,23 +7,30 @@ browser's pages read it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 import pytest
 import uvicorn
 
+from firewatch.accounts import set_disabled
+from firewatch.hub import Change, ChangeHub
 from firewatch.mqtt import free_port
+from firewatch.settings import Settings
+from firewatch.web import push
 from tests.support.auth import login_async
-from tests.support.webapp import demo_app
+from tests.support.webapp import DemoApp, demo_app
 
 pytestmark = pytest.mark.timeout(60)
 
 
-@pytest.fixture
-async def served(tmp_path):
-    async with demo_app(tmp_path) as demo:
+@contextlib.asynccontextmanager
+async def serve(tmp_path: Path, settings: Settings | None = None) -> AsyncIterator[DemoApp]:
+    """The demo app on a real uvicorn; ``url`` says where."""
+    async with demo_app(tmp_path, settings) as demo:
         port = free_port()
         server = uvicorn.Server(uvicorn.Config(demo.app, host="127.0.0.1", port=port,
                                                lifespan="off", log_level="warning"))
@@ -35,6 +42,12 @@ async def served(tmp_path):
         demo.app.state.hub.close()  # ends the open streams, as `firewatch up` does on Ctrl-C
         server.should_exit = True
         await asyncio.wait_for(task, 10)
+
+
+@pytest.fixture
+async def served(tmp_path):
+    async with serve(tmp_path) as demo:
+        yield demo
 
 
 async def events(client: httpx.AsyncClient) -> AsyncIterator[tuple[str, dict]]:
@@ -76,7 +89,8 @@ async def test_an_acknowledgement_reaches_the_bureau_and_the_institution_but_no_
         await rongcheng.post(f"/api/alarms/{rongcheng_alarm}/acknowledge", json={"note": "误按"})
         # events arrive in commit order: the first the staff stream sees is their own alarm
         seen = await asyncio.wait_for(next_event(staff_stream, "alarm"), 5)
-        assert (seen["id"], seen["acknowledged_by"]) == (rongcheng_alarm, "蓉城镇敬老院（演示）值班员")
+        assert (seen["id"], seen["acknowledged_by"]) == (rongcheng_alarm,
+                                                          "duty-rongcheng-eldercare")
         await admin_stream.aclose()
         await staff_stream.aclose()
 
@@ -91,3 +105,41 @@ async def test_a_device_turning_to_alarm_is_pushed_with_its_alarm(served):
         assert (pushed["device"]["id"], pushed["device"]["state"]) == ("cw-gas-1", "alarm")
         assert (pushed["alarm"]["device_id"], pushed["alarm"]["status"]) == ("cw-gas-1", "active")
         await stream.aclose()
+
+
+async def test_the_event_stream_ends_when_its_token_expires(tmp_path):
+    async with (serve(tmp_path, Settings(token_hours=3 / 3600)) as served,
+                httpx.AsyncClient(base_url=served.url, timeout=10) as viewer):
+        await login_async(viewer, "viewer")
+        stream = events(viewer)
+        await next_event(stream, "ready")
+        await asyncio.wait_for(next_event(stream, "expired"), 10)  # heartbeats come every 15 s
+        assert [kind async for kind, _ in stream] == []  # and then the stream is over
+        assert (await viewer.get("/api/events")).status_code == 401  # a reconnection is refused
+
+
+async def test_the_event_stream_of_an_account_disabled_meanwhile_ends_at_the_next_heartbeat(
+        served, monkeypatch):
+    monkeypatch.setattr(push, "HEARTBEAT_S", 0.2)
+    async with httpx.AsyncClient(base_url=served.url, timeout=10) as viewer:
+        await login_async(viewer, "viewer")
+        stream = events(viewer)
+        await next_event(stream, "ready")
+        await set_disabled(served.sessions, "viewer", True)
+        await asyncio.wait_for(next_event(stream, "expired"), 5)
+
+
+async def test_a_change_the_page_cannot_be_shown_has_it_reload_and_the_next_change_arrives(served):
+    hub: ChangeHub = served.app.state.hub
+    async with httpx.AsyncClient(base_url=served.url, timeout=10) as viewer:
+        await login_async(viewer, "viewer")
+        stream = events(viewer)
+        await next_event(stream, "ready")
+        # relayed by an alert service of another version: no row the alarm route can show
+        hub.publish(Change("alarm", "county-child-welfare", {"id": "第一号"}))
+        assert await asyncio.wait_for(anext(stream), 5) == ("resync", {})
+        await served.raise_alarm("cw-gas-1")
+        pushed = dict([await asyncio.wait_for(anext(stream), 5) for _ in range(2)])
+        assert (pushed["alarm"]["device_id"], pushed["alarm"]["status"]) == ("cw-gas-1", "active")
+        await stream.aclose()
+    assert hub.errors == {"push": 1}

@@ -79,6 +79,15 @@ async def test_an_overheating_cable_warns_of_the_rise_before_the_temperature_ala
         "cable_temp_1_rise": "cleared", "cable_temp_1_high": "cleared"}
 
 
+async def test_a_rise_is_still_seen_after_the_gateways_clock_steps_back(sessions, service):
+    feed = Feed(service, "cw-efm-1")
+    await feed.run("normal", 70)
+    feed.t -= 180  # NTP sets the gateway's clock three minutes back
+    await feed.run("normal", 70)  # a minute of history on the clock set right
+    await feed.run("overheat", 8)
+    assert "cable_temp_1_rise" in await alarms(sessions, "cw-efm-1")
+
+
 async def test_a_slow_temperature_rise_reaches_the_set_point_without_a_rise_warning(
         sessions, service):
     feed = Feed(service, "cw-efm-1")

@@ -113,8 +113,9 @@ def test_a_button_press_shows_live_on_the_admins_page_served_by_the_web_process(
 ):
     web, alerts = services["web"], services["alerts"]
     running = list(services.values())
-    until(lambda: httpx.get(f"http://127.0.0.1:{web.port}/api/health").json()["services"][
-        "changes"]["subscribed"], "the web process to follow the change notices", running)
+    with admin(web) as client:  # the services' details are for admins
+        until(lambda: client.get("/api/health").json()["services"]["changes"]["subscribed"],
+              "the web process to follow the change notices", running)
     pushed: dict[str, dict[str, Any]] = {}
     deadline = time.monotonic() + 30
     with admin(web) as client, client.stream(

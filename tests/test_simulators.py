@@ -299,6 +299,22 @@ async def test_an_rtu_over_tcp_endpoint_answers_in_rtu_frames_and_its_faults_too
                 with pytest.raises(ModbusIOException):
                     await client.read_holding_registers(0, count=2, device_id=3)
                 await read_device(client, gas, unit_id=4)  # its neighbour still answers
+            await fleet.trigger("dev-0", "exception-replies")
+            reply = await client.read_holding_registers(0, count=2, device_id=3)
+            assert (reply.isError(), reply.exception_code) == (True, 4)
+
+
+async def test_a_unit_in_exception_replies_answers_every_read_with_code_4_its_neighbour_normally(
+    fleet, profiles
+):
+    async with modbus_client(fleet, "rongcheng-rs485", timeout=0.3) as client:
+        await fleet.trigger("rc-gas-1", "exception-replies")
+        for start, count in ((0, 2), (1, 1)):
+            reply = await client.read_holding_registers(start, count=count, device_id=2)
+            assert (reply.isError(), reply.exception_code, reply.dev_id) == (True, 4, 2)
+        await read_device(client, profiles["generic-efm-4t"], unit_id=1)
+        await fleet.trigger("rc-gas-1", "normal")
+        await read_device(client, profiles["generic-gas-lel"], unit_id=2)
 
 
 # --- scenarios and status -------------------------------------------------------------------
@@ -306,7 +322,8 @@ async def test_an_rtu_over_tcp_endpoint_answers_in_rtu_frames_and_its_faults_too
 
 async def test_each_device_offers_normal_its_profiles_scenarios_and_the_link_faults(fleet):
     assert fleet.scenarios("rc-gas-1") == [
-        "normal", "gas-leak", "sensor-fault", "offline", "slow-replies", "garbled"]
+        "normal", "gas-leak", "sensor-fault", "offline", "slow-replies", "garbled",
+        "exception-replies"]
     assert fleet.scenarios("rc-btn-1") == ["normal", "button-press", "offline", "garbled"]
 
 

@@ -24,6 +24,30 @@ async def test_a_redelivered_batch_is_stored_once(tmp_path):
     await store.close()
 
 
+async def test_a_gateway_with_a_new_outbox_numbering_from_1_again_is_stored(tmp_path):
+    store = SqliteTimeSeries(tmp_path / "ts.db")
+    await store.open()
+    assert await store.write([batch(1, 0, 1.0)]) == 1
+    reflashed = batch(1, 5, 2.0).model_copy(update={"incarnation": "0123456789abcdef"})
+    assert await store.write([reflashed]) == 1
+    assert await store.write([reflashed]) == 0  # and its own redelivery is still recognised
+    await store.close()
+
+
+async def test_a_store_from_before_incarnations_still_recognises_its_redeliveries(tmp_path):
+    import sqlite3
+
+    old = sqlite3.connect(tmp_path / "ts.db")
+    old.executescript("CREATE TABLE applied (gateway_id TEXT NOT NULL, seq INTEGER NOT NULL,"
+                      " PRIMARY KEY (gateway_id, seq)) WITHOUT ROWID;"
+                      "INSERT INTO applied VALUES ('gw-1', 1);")
+    old.close()
+    store = SqliteTimeSeries(tmp_path / "ts.db")
+    await store.open()
+    assert await store.write([batch(1, 0, 1.0), batch(2, 1, 2.0)]) == 1
+    await store.close()
+
+
 async def test_history_averages_each_interval_and_keeps_min_and_max(tmp_path):
     store = SqliteTimeSeries(tmp_path / "ts.db")
     await store.open()

@@ -1,8 +1,10 @@
 """What every notice channel is: one ``send`` that returns only on the provider's success answer.
 
-A channel raises :class:`SendFailed` for anything else (network error, time-out, HTTP error,
-a provider error code in a 200 answer); ``retry_after`` says the provider asked us to slow
-down, which the notifier honours instead of retrying hot.
+A channel raises :class:`SendFailed` for anything else that may pass (network error, time-out,
+HTTP error, a provider error code in a 200 answer); ``retry_after`` says the provider asked us
+to slow down, which the notifier honours instead of retrying hot.  What cannot pass on a retry
+(a target that is no URL httpx can send to, a template naming a variable the message lacks) is
+raised as it is, and the notifier gives up on the channel for that notice.
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ async def exchange(http: httpx.AsyncClient, request: httpx.Request) -> tuple[int
     """Send ``request``; the HTTP status and the JSON answer, or SendFailed if there is none."""
     try:
         reply = await http.send(request)
+    except httpx.UnsupportedProtocol:
+        raise  # the target is no http(s) URL: the notice's own, no retry mends it
     except httpx.HTTPError as exc:
         raise SendFailed(f"{type(exc).__name__}: {exc}") from None
     try:

@@ -17,6 +17,10 @@ Every measured alarm is in an institution of its own, and storm grouping is off
 (``FIREWATCH_NOTICE_STORM_WINDOW_S=0``) so that the detector's ``gas_low`` alarm, raised around
 the same time, cannot fold ``gas_high`` into a summary.  The baseline, taken on the same broker
 under the same load just before, is a bare MQTT QoS 1 round trip: publish, a subscriber receives.
+
+``--hostile-rate N`` adds a flood of N hostile messages a second (firewatch.bench.hostile) from
+before the flow is measured to the end: the presses and breaches must get past it, and the
+figures say how many of the flood the services refused.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ import yaml
 
 from alerts.service import CONSUMER as ALERTS
 from firewatch.bench.common import percentiles_ms, report, versions
+from firewatch.bench.hostile import flood
 from firewatch.bench.recorder import WebhookRecorder
 from firewatch.bench.servers import Mosquitto, PostgreSQL
 from firewatch.bench.stack_process import running_services, running_stack, scrape
@@ -155,6 +160,10 @@ async def mqtt_round_trips(broker: BrokerAddress, count: int) -> list[float]:
     return took
 
 
+#: the counters of what the services refused: a consumer's dead letters, a gateway's uplinks
+REFUSALS = ("firewatch_dead_letters_total", "firewatch_gateway_uplinks_refused_total")
+
+
 def health_totals(metrics: dict[str, str]) -> dict[str, float]:
     """From the services' ``/metrics``: batches the gateways had published, and alerts and
     ingest had taken, so far; CPU seconds each process had used."""
@@ -168,6 +177,7 @@ def health_totals(metrics: dict[str, str]) -> dict[str, float]:
     applied = dict((labels["consumer"], v)
                    for labels, v in values("firewatch_consumer_messages_applied_total"))
     return {"published": sum(published),
+            "refused": sum(v for metric in REFUSALS for _, v in values(metric)),
             "gateways_publishing": sum(1 for v in published if v > 0),
             "alerts_applied": applied[ALERTS],
             "notices_failed": sum(v for _, v in values("firewatch_notices_failed_total")),
@@ -221,7 +231,8 @@ def broker_version(mosquitto: Mosquitto | None) -> str:
 
 
 async def run(devices: int, count: int | None, spacing_s: float, broker_kind: str,
-              shape: str, as_json: bool, database: str = "sqlite") -> dict[str, Any]:
+              shape: str, as_json: bool, database: str = "sqlite",
+              hostile_rate: float = 0.0) -> dict[str, Any]:
     if shape == "services" and broker_kind == "embedded":
         raise SystemExit("firewatch bench alarms: the services shape needs a broker between "
                          "processes: --broker mosquitto")
@@ -262,6 +273,10 @@ async def run(devices: int, count: int | None, spacing_s: float, broker_kind: st
             with system(shape, stack_file, workdir, env) as metrics:
                 await until_every_gateway_publishes(metrics, institutions, 180)
                 fleet.start_mqtt()
+                hostile_sent = [0]
+                refused_before = (await asyncio.to_thread(health_totals, metrics))["refused"]
+                flooding = asyncio.create_task(flood(broker, site, hostile_rate, hostile_sent)) \
+                    if hostile_rate > 0 else None
                 flow = await flow_rates(metrics, 5)
                 rtt = await mqtt_round_trips(broker, max(20, 2 * count))
                 presses = [Measured(f"inst-{i:03d}", f"btn-{i:03d}-0", one_key.title_zh,
@@ -288,10 +303,13 @@ async def run(devices: int, count: int | None, spacing_s: float, broker_kind: st
                 while time.monotonic() < deadline and not all(
                         robot.first(m.institution, m.title) for m in measured):
                     await asyncio.sleep(0.1)
-                for watcher in watchers:
-                    watcher.cancel()
-                notices_failed = (await asyncio.to_thread(health_totals, metrics))[
-                    "notices_failed"]
+                for task in [*watchers, *([flooding] if flooding else [])]:
+                    task.cancel()
+                await asyncio.sleep(1)  # what the flood sent last is taken (or refused)
+                totals = await asyncio.to_thread(health_totals, metrics)
+                notices_failed = totals["notices_failed"]
+                hostile = {"rate_per_s": hostile_rate, "sent": hostile_sent[0],
+                           "refused": totals["refused"] - refused_before}
         finally:
             await fleet.stop()
             if mosquitto is not None:
@@ -328,6 +346,7 @@ async def run(devices: int, count: int | None, spacing_s: float, broker_kind: st
         "polled_goal_p99_ms": polled_goal_ms,
         "polled_p50_vs_mqtt_round_trip": _ratio(polled_ms, rtt_ms),
         "robot_throttled": robot.throttled, "notice_sends_failed": notices_failed,
+        "hostile": hostile,
         "versions": versions("aiomqtt", "pymodbus", "httpx"),
     }
 
@@ -358,6 +377,9 @@ async def run(devices: int, count: int | None, spacing_s: float, broker_kind: st
                 f"poll {poll_s:g} s + 300)"),
             row("  of which to the broker", figures["polled_to_broker_ms"],
                 "device, the poll's wait and the gateway"),
+            *([("hostile messages", f"{hostile['sent']:,} sent at {hostile_rate:g}/s",
+                f"{hostile['refused']:,.0f} refused (dead letters, refused uplinks)")]
+              if hostile_rate > 0 else []),
         ],
         figures, as_json,
     )

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import secrets
 import subprocess
 import sys
 import time
@@ -25,6 +26,8 @@ from firewatch.mqtt import free_port
 from firewatch.settings import Settings
 
 SERVICES = ("alerts", "ingest", "gateway")
+#: the children's FIREWATCH_METRICS_TOKEN: the web port's /metrics is for admins or this token
+SCRAPE_TOKEN = secrets.token_urlsafe(32)
 
 
 @contextlib.contextmanager
@@ -35,8 +38,10 @@ def _child(args: list[str], env: dict[str, str], log_path: Path) -> Iterator[sub
     benchmark's temporary directory would otherwise take with it.
     """
     with log_path.open("ab") as log:
-        process = subprocess.Popen([sys.executable, "-m", "firewatch.cli", *args],
-                                   env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "firewatch.cli", *args],
+            env={**os.environ, "FIREWATCH_METRICS_TOKEN": SCRAPE_TOKEN, **env}, stdout=log,
+            stderr=subprocess.STDOUT)
     try:
         yield process
     finally:
@@ -114,8 +119,8 @@ Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 def scrape(url: str, timeout_s: float = 30) -> Samples:
     """What one ``/metrics`` gives, for the benchmarks and the tests that read a service as an
-    operator would."""
-    reply = httpx.get(url, timeout=timeout_s)
+    operator would (with the scrape token Prometheus would give the web port)."""
+    reply = httpx.get(url, timeout=timeout_s, headers={"Authorization": f"Bearer {SCRAPE_TOKEN}"})
     reply.raise_for_status()
     return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
             for family in text_string_to_metric_families(reply.text)

@@ -100,8 +100,7 @@ def create_app(ctx: AppContext) -> FastAPI:
     )
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     names: dict[str, str] = {i.id: i.name for i in ctx.site.institutions}
-    app.state.auth = auth.AuthConfig(ctx.sessions, ctx.settings.secret_key,
-                                     ctx.settings.token_hours)
+    app.state.auth = auth.AuthConfig.from_settings(ctx.sessions, ctx.settings)
     app.state.hub = hub = ctx.hub
     hub.watch(ctx.sessions)
 
@@ -120,13 +119,21 @@ def create_app(ctx: AppContext) -> FastAPI:
                        dependencies=[Depends(auth.current_user)])
 
     @app.get("/metrics", include_in_schema=False)
-    async def metrics() -> Response:
+    async def metrics(operator: Annotated[bool, Depends(auth.is_admin_or_scraper)]) -> Response:
+        """For a logged-in admin, or Prometheus with FIREWATCH_METRICS_TOKEN as bearer token."""
+        if not operator:
+            raise HTTPException(detail="需要管理员登录或监控令牌 (admin login or metrics token)",
+                                status_code=401, headers={"WWW-Authenticate": "Bearer"})
         if ctx.metrics is None:
             raise HTTPException(404, "this app serves no metrics")
         return Response(generate_latest(ctx.metrics), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/api/health")
-    async def health() -> dict[str, Any]:
+    async def health(
+        operator: Annotated[bool, Depends(auth.is_admin_or_scraper)],
+    ) -> dict[str, Any]:
+        """Anonymous readers (load balancers, container health checks) get the status only;
+        an admin or the metrics token also gets what is wrong (errors name hosts, versions)."""
         try:
             async with ctx.sessions() as session:
                 await session.execute(text("SELECT 1"))
@@ -134,9 +141,17 @@ def create_app(ctx: AppContext) -> FastAPI:
         except Exception as exc:  # report, don't fail: health must answer when parts are down
             database = f"error: {exc}"
         services = {name: status() for name, status in ctx.statuses.items()}
-        ok = database == "ok"
+        # a service's status may say why it cannot do its job (e.g. monitoring interrupted)
+        reasons = [f"{name}: {s['degraded']}" for name, s in services.items()
+                   if s.get("degraded")]
+        if database != "ok":
+            reasons.insert(0, f"database: {database}")
+        status = "degraded" if reasons else "ok"
+        if not operator:
+            return {"status": status}
         return {
-            "status": "ok" if ok else "degraded",
+            "status": status,
+            "reasons": reasons,
             "version": __version__,
             "database": database,
             "timeseries": ctx.timeseries.name,
@@ -231,7 +246,7 @@ def create_app(ctx: AppContext) -> FastAPI:
             if alarm is None or not user.sees(alarm.institution_id):
                 raise HTTPException(404, f"no alarm {alarm_id}")
             try:
-                alarm = await step(session, alarm_id, user.display_name, note)
+                alarm = await step(session, alarm_id, user.username, note)
             except lifecycle.AlarmTransitionError as exc:
                 raise HTTPException(409, str(exc)) from None
             return named(alarm)
@@ -277,7 +292,7 @@ def create_app(ctx: AppContext) -> FastAPI:
         entry = NewEntry(**filing.model_dump())
         async with ctx.sessions.begin() as session:
             try:
-                hazard = await ledger.file_entry(session, entry, user.display_name)
+                hazard = await ledger.file_entry(session, entry, user.username)
             except LedgerError as exc:
                 raise HTTPException(422, str(exc)) from None
             return named(hazard)
@@ -294,7 +309,7 @@ def create_app(ctx: AppContext) -> FastAPI:
                 raise HTTPException(404, f"no hazard entry {hazard_id}")
             try:
                 hazard = await ledger.transition(
-                    session, hazard_id, request.action, user.display_name, request.note)
+                    session, hazard_id, request.action, user.username, request.note)
             except LedgerError as exc:
                 raise HTTPException(409, str(exc)) from None
             return named(hazard)

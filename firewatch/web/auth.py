@@ -9,8 +9,9 @@ tells a staff member nothing.
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Annotated, Any
 
@@ -22,9 +23,11 @@ from sqlalchemy import Select
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from alerts.ledger import TRANSITIONS, Source
-from firewatch.accounts import ROLE_ZH, Role, authenticate
+from firewatch.accounts import ROLE_ZH, HashingBusy, PasswordWork, Role, authenticate
 from firewatch.contract import utc_now
 from firewatch.db import User
+from firewatch.settings import Settings
+from firewatch.web.throttle import LoginThrottle
 
 ALGORITHM = "HS256"
 
@@ -46,6 +49,8 @@ ACKNOWLEDGERS = (Role.ADMIN, Role.STAFF)
 OPERATORS = (Role.ADMIN, Role.TESTER)  # simulators, dead letters
 
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/api/auth/token")
+#: the same bearer header where a login is optional (anonymous readers get less)
+optional_token = OAuth2PasswordBearer(tokenUrl="/api/auth/token", auto_error=False)
 
 
 @dataclass(frozen=True)
@@ -53,6 +58,17 @@ class AuthConfig:
     sessions: async_sessionmaker
     secret_key: str
     token_hours: float
+    throttle: LoginThrottle
+    metrics_token: str | None = None
+    hashing: PasswordWork = field(default_factory=PasswordWork)
+
+    @classmethod
+    def from_settings(cls, sessions: async_sessionmaker, settings: Settings) -> AuthConfig:
+        return cls(sessions, settings.secret_key, settings.token_hours,
+                   LoginThrottle(settings.login_failures_per_account,
+                                 settings.login_failures_per_address,
+                                 settings.login_failure_window_s),
+                   settings.metrics_token)
 
 
 @dataclass(frozen=True)
@@ -61,14 +77,16 @@ class Principal:
     display_name: str
     role: Role
     institution_id: str | None  # None: bureau-wide
+    expires_at: float = float("inf")  # the token's end (epoch seconds): live streams end there
 
     def sees(self, institution_id: str | None) -> bool:
         return self.institution_id is None or institution_id == self.institution_id
 
 
-def issue_token(config: AuthConfig, username: str) -> str:
+def issue_token(config: AuthConfig, user: User) -> str:
     now = utc_now()
-    claims = {"sub": username, "iat": now, "exp": now + timedelta(hours=config.token_hours)}
+    claims = {"sub": user.username, "gen": user.token_generation, "iat": now,
+              "exp": now + timedelta(hours=config.token_hours)}
     return jwt.encode(claims, config.secret_key, algorithm=ALGORITHM)
 
 
@@ -87,10 +105,31 @@ async def current_user(request: Request, token: Annotated[str, Depends(oauth2_sc
         user = await session.get(User, claims["sub"])
     if user is None:  # removed since the token was issued
         raise HTTPException(detail="账号不存在 (no such account)", **_UNAUTHORIZED)
-    return Principal(user.username, user.display_name, Role(user.role), user.institution_id)
+    if user.disabled:  # disabled since the token was issued
+        raise HTTPException(detail="账号已停用 (account disabled)", **_UNAUTHORIZED)
+    if claims.get("gen", 0) != user.token_generation:  # a new password since
+        raise HTTPException(detail="密码已更改，请重新登录 (password changed)", **_UNAUTHORIZED)
+    return Principal(user.username, user.display_name, Role(user.role), user.institution_id,
+                     claims["exp"])
 
 
 CurrentUser = Annotated[Principal, Depends(current_user)]
+
+
+async def is_admin_or_scraper(request: Request,
+                              token: Annotated[str | None, Depends(optional_token)]) -> bool:
+    """Whether the request may read the operator's details (/metrics, the detailed health):
+    a logged-in admin, or Prometheus with the metrics token.  Anonymous: False, no error."""
+    if token is None:
+        return False
+    config: AuthConfig = request.app.state.auth
+    if config.metrics_token and hmac.compare_digest(token.encode(), config.metrics_token.encode()):
+        return True
+    try:
+        user = await current_user(request, token)
+    except HTTPException:
+        return False
+    return user.role is Role.ADMIN
 
 
 def require_roles(*roles: Role) -> Callable[..., Awaitable[Principal]]:
@@ -157,12 +196,25 @@ router = APIRouter(tags=["auth"])
 @router.post("/api/auth/token", response_model=TokenOut)
 async def login(request: Request,
                 form: Annotated[OAuth2PasswordRequestForm, Depends()]) -> TokenOut:
+    """Throttled: after too many failures of the account or the address lately, 429 with
+    Retry-After before the password is even checked."""
     config: AuthConfig = request.app.state.auth
-    user = await authenticate(config.sessions, form.username, form.password)
+    address = request.client.host if request.client else ""
+    wait_s = config.throttle.retry_after_s(form.username, address)
+    if wait_s:
+        raise HTTPException(429, f"登录失败次数过多，请 {wait_s} 秒后再试 (too many failed logins)",
+                            headers={"Retry-After": str(wait_s)})
+    try:
+        user = await authenticate(config.sessions, config.hashing, form.username, form.password)
+    except HashingBusy:
+        raise HTTPException(503, "登录繁忙，请稍后再试 (too many logins at once)",
+                            headers={"Retry-After": "1"}) from None
     if user is None:
+        config.throttle.failed(form.username, address)
         raise HTTPException(detail="用户名或密码错误 (wrong user name or password)",
                             **_UNAUTHORIZED)
-    return TokenOut(access_token=issue_token(config, user.username))
+    config.throttle.succeeded(form.username)
+    return TokenOut(access_token=issue_token(config, user))
 
 
 @router.get("/api/me", response_model=MeOut)

@@ -89,7 +89,8 @@ class DeviceOut(BaseModel):
 
 class AlarmOut(BaseModel):
     id: int
-    device_id: str
+    device_id: str | None = Field(description="the device; none for a gateway's link fault")
+    gateway_id: str | None = Field(None, description="a link fault's gateway (网关通信中断)")
     institution_id: str
     institution_name: str
     rule: str

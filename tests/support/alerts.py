@@ -42,12 +42,15 @@ def robot_outbox(webhook: str = WEBHOOK, storm_window_s: float = 0) -> Outbox:
 _writers: dict[int, db.Writer] = {}
 
 
-def alert_service(sessions, outbox: Outbox, site: Site = SITE) -> AlertService:
-    """An alert service on a database from :func:`database` (sharing its writer)."""
+def alert_service(sessions, outbox: Outbox, site: Site = SITE,
+                  broker: BrokerAddress = BrokerAddress("127.0.0.1", 1),
+                  silent_after: timedelta = timedelta(seconds=60)) -> AlertService:
+    """An alert service on a database from :func:`database` (sharing its writer); it
+    consumes from ``broker`` when run."""
     return AlertService(
-        site, PROFILES, sessions, BrokerAddress("127.0.0.1", 1), shared_subscription=False,
+        site, PROFILES, sessions, broker, shared_subscription=False,
         outbox=outbox, hazard_deadline=timedelta(hours=24), notices_waiting=asyncio.Event(),
-        writer=_writers[id(sessions)],
+        writer=_writers[id(sessions)], silent_after=silent_after,
     )
 
 

@@ -1,7 +1,7 @@
 """The production stack's files as docker compose reads them, without a Docker engine.
 
 Debian's ``docker-compose`` (installed by scripts/test.sh) validates the file against the
-Compose schema and resolves anchors, merges and ``${VAR:-default}`` interpolation; its
+Compose schema and resolves anchors, merges and ``${VAR:?error}`` interpolation; its
 ``config`` command needs no engine.  The tests check the resolved result, not the raw YAML.
 """
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -18,20 +19,32 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
-#: variables the compose file interpolates; unset, so that the demo defaults are what is seen
-COMPOSE_VARIABLES = ("POSTGRES_PASSWORD", "INFLUX_TOKEN", "INFLUX_PASSWORD", "GRAFANA_PASSWORD",
-                     "WECOM_WEBHOOK_URL", "FIREWATCH_ENV", "FIREWATCH_SECRET_KEY")
+#: the secrets the compose file requires, as an operator's .env gives them (test values)
+SECRETS = {
+    "FIREWATCH_SECRET_KEY": "test-secret-key-" + "k" * 32,
+    "POSTGRES_PASSWORD": "test-postgres", "INFLUX_TOKEN": "test-influx-token",
+    "INFLUX_PASSWORD": "test-influx-password", "GRAFANA_PASSWORD": "test-grafana",
+    **{f"MQTT_PASSWORD_{user}": f"test-{user.lower()}"
+       for user in ("GW_RONGCHENG", "GW_DINGQIAO", "GW_CHILD_WELFARE", "INGEST", "ALERTS",
+                    "WEB")},
+}
+#: variables the compose file interpolates: only what a call gives reaches it
+COMPOSE_VARIABLES = (*SECRETS, "WECOM_WEBHOOK_URL", "FIREWATCH_ENV")
 
 
-def docker_compose(*args: str) -> subprocess.CompletedProcess[str]:
+def docker_compose(*args: str, variables: dict[str, str] = SECRETS,
+                   ) -> subprocess.CompletedProcess[str]:
     binary = shutil.which("docker-compose")
     if binary is None:
         raise RuntimeError("docker-compose is not installed: scripts/test.sh installs it "
                            "(apt-get install docker-compose)")
     env = {k: v for k, v in os.environ.items()
            if k not in COMPOSE_VARIABLES and not k.startswith("MQTT_PASSWORD_")}
-    return subprocess.run([binary, "-f", str(COMPOSE_FILE), *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=60)
+    # an empty --env-file: a developer's own .env beside the compose file is not read
+    with tempfile.NamedTemporaryFile(suffix=".env") as no_env:
+        return subprocess.run(
+            [binary, "-f", str(COMPOSE_FILE), "--env-file", no_env.name, *args], cwd=ROOT,
+            env={**env, **variables}, capture_output=True, text=True, timeout=60)
 
 
 @cache

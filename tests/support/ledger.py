@@ -42,6 +42,11 @@ class County:
             await session.flush()
             return alarm.id
 
+    async def set_severity(self, alarm_id: int, severity: str) -> None:
+        """Change a stored alarm's severity as a hand-made fix or another version might."""
+        async with self.sessions.begin() as session:
+            (await session.get_one(db.Alarm, alarm_id)).severity = severity
+
     async def acknowledge(self, alarm_id: int, by: str = "值班员 李明") -> None:
         """What the console's acknowledge does to the alarm."""
         async with self.sessions.begin() as session:
@@ -58,6 +63,12 @@ class County:
                          responsible_phone="13800000202", deadline=deadline)
         async with self.sessions.begin() as session:
             return (await ledger.file_entry(session, entry, by)).id
+
+    async def set_deadline(self, entry_id: int, deadline: datetime) -> None:
+        """A deadline as it may already be stored (by duty staff, before the forms checked
+        dates, or by hand): whatever the ledger's forms would now accept."""
+        async with self.sessions.begin() as session:
+            (await session.get_one(db.Hazard, entry_id)).deadline = deadline
 
     async def move(self, entry_id: int, *actions: str, by: str = "县民政局 张科长",
                    note: str = "") -> None:

@@ -17,7 +17,7 @@ import paho.mqtt.publish
 import pytest
 
 from firewatch.bench.servers import Mosquitto
-from firewatch.bench.stack_process import Samples, scrape
+from firewatch.bench.stack_process import SCRAPE_TOKEN, Samples, scrape
 from firewatch.mqtt import free_port
 from tests.support.wecom import WeComServer
 
@@ -31,7 +31,7 @@ class Service:
         self.port = int(env.get("FIREWATCH_PORT", self.metrics_port))
         self.log = workdir / f"{name}.log"
         env = {**os.environ, **env, "FIREWATCH_METRICS_PORT": str(self.metrics_port),
-               "FIREWATCH_LOG_FORMAT": "json"}
+               "FIREWATCH_LOG_FORMAT": "json", "FIREWATCH_METRICS_TOKEN": SCRAPE_TOKEN}
         with self.log.open("wb") as log, (workdir / f"{name}.out").open("wb") as out:
             self.process = subprocess.Popen([sys.executable, "-m", "firewatch.cli", *command],
                                             env=env, stdout=out, stderr=log)

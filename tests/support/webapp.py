@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from firewatch import db
@@ -24,6 +25,7 @@ from tests.support.ledger import demo_county
 class DemoApp:
     app: FastAPI
     sessions: async_sessionmaker
+    database_url: str  # for the `firewatch user` command beside it
 
     async def raise_alarm(self, device_id: str) -> int:
         """An open alarm on ``device_id``, as the alert service would have stored it."""
@@ -41,12 +43,14 @@ class DemoApp:
 @contextlib.asynccontextmanager
 async def demo_app(data_dir: Path, settings: Settings | None = None,
                    database_url: str | None = None) -> AsyncIterator[DemoApp]:
-    async with demo_county(database_url or f"sqlite+aiosqlite:///{data_dir}/fw.db") as county:
+    database_url = database_url or f"sqlite+aiosqlite:///{data_dir}/fw.db"
+    async with demo_county(database_url) as county:
         await ensure_demo_accounts(county.sessions, DEMO_PASSWORD)
         app = create_app(AppContext(
             sessions=county.sessions, timeseries=SqliteTimeSeries(data_dir / "ts.db"),
-            site=county.site, site_dir=SITES_DIR, statuses={}, settings=settings or Settings()))
+            site=county.site, site_dir=SITES_DIR, statuses={}, settings=settings or Settings(),
+            metrics=CollectorRegistry()))
         try:
-            yield DemoApp(app, county.sessions)
+            yield DemoApp(app, county.sessions, database_url)
         finally:
             app.state.hub.close()

@@ -3,8 +3,19 @@
 import { login } from "./api.js";
 import { $ } from "./vocab.js";
 
-const next = new URLSearchParams(location.search).get("next");
-const target = next && next.startsWith("/") && !next.startsWith("//") ? next : "/";
+/** `next` as a path of this site, else "/": resolved the way the browser would follow it, so
+ * "//evil.example", "/\\evil.example", "https://…" and tab or newline tricks lead home. */
+function sameSitePath(next) {
+  if (!next || !next.startsWith("/")) return "/";
+  try {
+    const url = new URL(next, location.origin);
+    return url.origin === location.origin ? url.pathname + url.search + url.hash : "/";
+  } catch {
+    return "/";
+  }
+}
+
+const target = sameSitePath(new URLSearchParams(location.search).get("next"));
 
 $("login-form").addEventListener("submit", async (ev) => {
   ev.preventDefault();

@@ -2,7 +2,7 @@
 
 import {
   $, ALARM_STATUS_ZH, HAZARD_CATEGORY_ZH, HAZARD_SOURCE_ZH, HAZARD_STATUS_ZH, KIND_ZH, SEVERITY_ZH,
-  STATES, alarmValueText, esc, fmtDate, fmtDateTime, parseTime, setAttr, setText, syncList, upsert,
+  STATES, alarmSubject, alarmValueText, esc, fmtDate, fmtDateTime, parseTime, setAttr, setText, syncList, upsert,
 } from "./vocab.js";
 
 const OPEN_ALARM = new Set(["active", "acknowledged"]);
@@ -118,7 +118,7 @@ export class Panels {
       `<span class="li-inst">${esc(a.institution_name)}</span>` +
       `<time datetime="${esc(a.raised_at)}">${esc(fmtDateTime(parseTime(a.raised_at)))}</time></div>` +
       `<div class="li-title">${esc(a.title)}${value ? ` <span class="li-value">${esc(value)}</span>` : ""}</div>` +
-      `<div class="li-sub"><a href="/devices/${encodeURIComponent(a.device_id)}">${esc(where)}</a>` +
+      `<div class="li-sub">${alarmSubject(a, where)}` +
       `${a.acknowledged_by ? ` · 确认人 ${esc(a.acknowledged_by)}` : ""}</div>`;
   }
 

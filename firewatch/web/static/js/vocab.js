@@ -105,6 +105,12 @@ export function alarmValueText(a) {
   return `${fmtNum(a.value)}${unit}${sp ? ` / 设定 ${sp}` : ""}`;
 }
 
+/** What an alarm is about, as a link: its device's page, or (a link fault) its gateway. */
+export function alarmSubject(a, label) {
+  if (!a.device_id) return `网关 ${esc(a.gateway_id || "")}`;
+  return `<a href="/devices/${encodeURIComponent(a.device_id)}">${esc(label || a.device_id)}</a>`;
+}
+
 /** Keyed list update: create new rows, rewrite changed ones, drop gone ones, keep the given order. */
 export function syncList(ul, items, rows, render, dataOf, tag = "li") {
   const seen = new Set();
