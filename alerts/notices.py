@@ -24,6 +24,9 @@ WECOM_MARKDOWN_LIMIT = 4096
 #: what one SMS template variable may hold (Alibaba Cloud: 35 characters for notice templates;
 #: Tencent Cloud is no looser) - to confirm against the signed templates
 SMS_VARIABLE_LIMIT = 35
+#: the variables :func:`template_variables` fills: all an SMS or template message can name
+#: (the settings that map templates to them are checked against this list at start-up)
+TEMPLATE_VARIABLES = ("institution", "location", "device", "alarm", "reading", "time", "advice")
 
 
 def local_time(ts: datetime) -> str:

@@ -313,11 +313,15 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from firewatch.settings import Settings
+    from firewatch.settings import Settings, SettingsError
 
     args = parser().parse_args(argv)
-    configure_logging(Settings().log_format, args.verbose)
-    return args.func(args)
+    try:
+        configure_logging(Settings().log_format, args.verbose)
+        return args.func(args)
+    except SettingsError as exc:  # one line naming the variable, not a traceback
+        print(f"firewatch: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -18,13 +18,22 @@ from pydantic import BaseModel, ConfigDict, Field
 from firewatch.profiles import HazardCategory, Severity
 
 
+#: upper bounds: an escalation later than this is no escalation, and a larger figure (or .inf)
+#: overflows the date arithmetic of the sweep
+MAX_ALARM_MIN = 7 * 24 * 60.0
+MAX_REMIND_HOURS = 31 * 24.0
+MAX_RECHECK_DAYS = 3 * 366.0
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class AlarmTiming(_Strict):
-    head_after_min: float = Field(gt=0, description="unacknowledged this long: tell the head")
-    bureau_after_min: float = Field(gt=0, description="and this long after that: the bureau")
+    head_after_min: float = Field(gt=0, le=MAX_ALARM_MIN,
+                                  description="unacknowledged this long: tell the head")
+    bureau_after_min: float = Field(gt=0, le=MAX_ALARM_MIN,
+                                    description="and this long after that: the bureau")
 
     @property
     def to_head(self) -> timedelta:
@@ -36,8 +45,10 @@ class AlarmTiming(_Strict):
 
 
 class LedgerTiming(_Strict):
-    remind_every_hours: float = Field(gt=0, description="overdue: remind again this often")
-    recheck_after_days: float = Field(gt=0, description="signed off: re-check (回头看) after")
+    remind_every_hours: float = Field(gt=0, le=MAX_REMIND_HOURS,
+                                      description="overdue: remind again this often")
+    recheck_after_days: float = Field(gt=0, le=MAX_RECHECK_DAYS,
+                                      description="signed off: re-check (回头看) after")
 
     @property
     def remind_every(self) -> timedelta:

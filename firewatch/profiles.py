@@ -15,12 +15,18 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from firewatch.contract import FIELD_PATTERN, DeviceKind
+from firewatch.yaml_files import UnreadableFile, load_yaml
 
 PROFILES_DIR = Path(__file__).resolve().parent.parent / "device_profiles"
+#: the longest a rule may wait before raising or clearing, or measure a rise over: an alarm an
+#: hour late is no longer monitoring, and a huge delay overflows the date arithmetic
+MAX_DELAY_S = 3600.0
+#: polling faster than this floods a serial line; a device heard from less than daily is not
+#: monitored (NB-IoT buttons report a heartbeat every few hours)
+POLL_INTERVAL_S = (0.05, 86400.0)
 
 
 class ProfileError(ValueError):
@@ -71,9 +77,10 @@ _STRUCT = {
 
 
 
-
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # finite numbers only: NaN compares false with everything (a set point of .nan never
+    # alarms) and .inf passes every ge/gt bound
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class Register(_Strict):
@@ -101,6 +108,12 @@ class Register(_Strict):
             raise ValueError(f"a {self.table} holds single bits: type must be bool")
         if not self.table.is_bit and self.type is DataType.BOOL:
             raise ValueError("type bool needs table coil or discrete_input")
+        if self.scale == 0:
+            raise ValueError("scale 0 would read every value as the offset")
+        last = self.address + self.count - 1
+        if last > 65535:
+            raise ValueError(f"a {self.type} at address {self.address} runs past the last "
+                             f"Modbus address 65535 (to {last})")
         width = 16 * self.type.width
         for bit in self.flags:
             if not 0 <= bit < width:
@@ -198,15 +211,24 @@ class AlarmRule(_Strict):
     condition: Condition
     field: str = Field(description="reading name (above) or flag name (flag)")
     set_point: float | None = None
+    set_point_range: tuple[float, float] | None = Field(
+        default=None,
+        description="[lowest, highest] set point the detector's standard or manual allows; "
+        "a site's override outside it is refused (a set point the sensor never reaches would "
+        "never alarm)",
+    )
     hysteresis: float = Field(default=0.0, ge=0, description="clear below set_point - this")
     on_delay_s: float = Field(
-        default=0.0, ge=0, description="the condition must hold this long before an alarm"
+        default=0.0, ge=0, le=MAX_DELAY_S,
+        description="the condition must hold this long before an alarm",
     )
     off_delay_s: float = Field(
-        default=0.0, ge=0, description="the condition must be gone this long before clearing"
+        default=0.0, ge=0, le=MAX_DELAY_S,
+        description="the condition must be gone this long before clearing",
     )
     window_s: float = Field(
-        default=0.0, ge=0, description="rate_of_rise: the span the rise is measured over"
+        default=0.0, ge=0, le=MAX_DELAY_S,
+        description="rate_of_rise: the span the rise is measured over",
     )
     immediate: bool = Field(
         default=False,
@@ -231,7 +253,24 @@ class AlarmRule(_Strict):
             raise ValueError("window_s is needed by, and only by, a 'rate_of_rise' rule")
         if self.immediate and (self.on_delay_s or self.off_delay_s):
             raise ValueError("an immediate rule takes no on_delay_s or off_delay_s")
+        if self.set_point_range is not None:
+            if self.condition is Condition.FLAG:
+                raise ValueError("a 'flag' rule takes no set_point_range")
+            low, high = self.set_point_range
+            if low > high:
+                raise ValueError(f"set_point_range [{low:g}, {high:g}] is upside down")
+            if self.set_point is not None:
+                self.check_set_point(self.set_point)
         return self
+
+    def check_set_point(self, value: float) -> None:
+        """Refuse a set point outside the range the profile states for this rule."""
+        if self.set_point_range is not None:
+            low, high = self.set_point_range
+            if not low <= value <= high:
+                unit = f" {self.unit}" if self.unit else ""
+                raise ValueError(f"set point {value:g}{unit} is outside the range "
+                                 f"[{low:g}, {high:g}]{unit} of rule {self.name!r}")
 
 
 class ValueScenario(_Strict):
@@ -240,7 +279,7 @@ class ValueScenario(_Strict):
     description: str = ""
     readings: dict[str, float] = Field(default_factory=dict)
     flags: dict[str, bool] = Field(default_factory=dict)
-    ramp_s: float = Field(default=0.0, ge=0)
+    ramp_s: float = Field(default=0.0, ge=0, le=MAX_DELAY_S)
 
 
 class Simulation(_Strict):
@@ -258,10 +297,10 @@ class DeviceProfile(_Strict):
     vendor: str = ""
     source: str = Field(min_length=1, description="Register map citation, or why there is none.")
     transport: Transport
-    poll_interval_s: float = Field(default=1.0, gt=0)
-    timeout_s: float = Field(default=1.0, gt=0)
-    retries: int = Field(default=1, ge=0)
-    offline_after_misses: int = Field(default=3, ge=1)
+    poll_interval_s: float = Field(default=1.0, ge=POLL_INTERVAL_S[0], le=POLL_INTERVAL_S[1])
+    timeout_s: float = Field(default=1.0, ge=0.05, le=60)
+    retries: int = Field(default=1, ge=0, le=10)
+    offline_after_misses: int = Field(default=3, ge=1, le=100)
     registers: list[Register] = Field(default_factory=list)
     mqtt: MqttUplink | None = None
     alarms: list[AlarmRule] = Field(default_factory=list)
@@ -319,15 +358,23 @@ def describe_validation_error(exc: ValidationError) -> str:
         where = ".".join(str(p) for p in err["loc"]) or "<top level>"
         got = err.get("input")
         shown = "" if isinstance(got, dict | list) else f" (got {got!r})"
-        lines.append(f"  field {where}: {err['msg']}{shown}")
+        lines.append(f"  field {where}: {err['msg']}{shown}{_quote_hint(err['type'], got)}")
     return "\n".join(lines)
+
+
+def _quote_hint(error_type: str, got: object) -> str:
+    """Why YAML gave a number, boolean or null where text was meant, and what to write."""
+    if error_type != "string_type" or isinstance(got, dict | list):
+        return ""
+    return ("; YAML read the unquoted value as "
+            f"{'null' if got is None else type(got).__name__}: put it in quotes, e.g. \"...\"")
 
 
 def load_profile(path: Path) -> DeviceProfile:
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ProfileError(f"device profile {path}: not valid YAML: {exc}") from None
+        data = load_yaml(path)
+    except UnreadableFile as exc:
+        raise ProfileError(f"device profile {path}: {exc}") from None
     if not isinstance(data, dict):
         raise ProfileError(f"device profile {path}: expected a mapping at the top level")
     try:

@@ -2,27 +2,106 @@
 
 from __future__ import annotations
 
+import re
 import socket
 from datetime import timedelta
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import AfterValidator, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsError as UnparsableSetting
 
+from alerts.notices import TEMPLATE_VARIABLES
 from firewatch.profiles import PROFILES_DIR
+from firewatch.urls import OptionalWebUrl, WebUrl
 
 SITES_DIR = Path(__file__).resolve().parent.parent / "sites"
 NoticeChannel = Literal["wecom_robot", "aliyun_sms", "tencent_sms", "wechat_oa"]
 #: the published development key; production mode refuses to start with it
 DEFAULT_SECRET_KEY = "firewatch-development-key-not-for-production"
+ENV_PREFIX = "FIREWATCH_"
+#: the longest a time series is kept: longer is an archive, not a monitoring store (and a
+#: figure like 1e300 days overflows the date arithmetic of the compaction)
+MAX_KEEP_DAYS = 3660.0
+#: the setting that turns each provider's channel on (alerts.channels.configured_channels)
+_CHANNEL_CREDENTIAL = {"aliyun_sms": "aliyun_sms_access_key_id",
+                       "tencent_sms": "tencent_sms_secret_id", "wechat_oa": "wechat_oa_app_id"}
+#: a WeChat template keyword: its type, then its number (thing1, time5, character_string2)
+_KEYWORD = re.compile(r"[a-z_]+[0-9]+")
+
+
+class SettingsError(ValueError):
+    """A setting that cannot be used; the one-line message names the FIREWATCH_ variable."""
+
+
+def _known_variables(names: list[str]) -> list[str]:
+    unknown = [n for n in names if n not in TEMPLATE_VARIABLES]
+    if unknown:
+        raise ValueError(f"notices have no variable {', '.join(map(repr, unknown))}; "
+                         f"they have {', '.join(TEMPLATE_VARIABLES)}")
+    return names
+
+
+def _template_keys(keys: dict[str, str]) -> dict[str, str]:
+    """Notice variable -> template keyword, as alerts.channels.wechat_oa fills them."""
+    _known_variables(list(keys))
+    for name, keyword in keys.items():
+        if not _KEYWORD.fullmatch(keyword):
+            raise ValueError(f"{keyword!r} (for {name}) is not a template keyword such as thing1")
+        # the channel writes a time keyword's value as a date and time: only the time fits
+        if re.sub(r"[0-9]+$", "", keyword) == "time" and name != "time":
+            raise ValueError(f"keyword {keyword!r} takes a time, and {name!r} is none; "
+                             "give it the variable 'time'")
+    return keys
+
+
+def _rollup_tiers(tiers: dict[int, float]) -> dict[int, float]:
+    for every_s, days in tiers.items():
+        if not 1 <= every_s <= 7 * 86400:
+            raise ValueError(f"interval {every_s} s is outside 1 s to 7 days")
+        if not 0 < days <= MAX_KEEP_DAYS:
+            raise ValueError(f"the {every_s} s tier keeps {days:g} days; "
+                             f"give more than 0 and at most {MAX_KEEP_DAYS:g}")
+    return tiers
+
+
+def describe_settings_error(exc: ValidationError) -> str:
+    """One line naming each refused FIREWATCH_ variable and why; a value is echoed only where
+    it cannot be a credential (a webhook URL holds its robot's key)."""
+    parts = []
+    for err in exc.errors():
+        if not err["loc"]:  # a check across settings: its message names them
+            parts.append("setting " + err["msg"].removeprefix("Value error, "))
+            continue
+        field, *inner = [str(p) for p in err["loc"] if p != "[key]"] or ["?"]
+        name = ENV_PREFIX + field.upper() + (f"[{'.'.join(inner)}]" if inner else "")
+        secret = re.search(r"secret|token|password|key|url", field)
+        shown = "" if secret or isinstance(err.get("input"), dict | list) else (
+            f" (got {err.get('input')!r})")
+        parts.append(f"setting {name}: {err['msg'].removeprefix('Value error, ')}{shown}")
+    return "; ".join(parts)
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="FIREWATCH_", env_file=".env", extra="ignore")
+    # finite numbers only: FIREWATCH_NOTICE_TIMEOUT_S=inf or =nan is a typo, never meant
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_file=".env", extra="ignore",
+                                      allow_inf_nan=False)
+
+    def __init__(self, **values: Any) -> None:
+        """Refuses a bad setting with :class:`SettingsError`, whose one line names it, so that
+        start-up stops with that line rather than a traceback."""
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            raise SettingsError(describe_settings_error(exc)) from None
+        except UnparsableSetting as exc:  # a JSON setting that is no JSON
+            field = re.search(r'field "(\w+)"', str(exc))
+            name = ENV_PREFIX + (field.group(1).upper() if field else "?")
+            raise SettingsError(f"setting {name}: not valid JSON") from None
 
     host: str = Field("127.0.0.1", description="Address the web app listens on.")
-    port: int = Field(8000, description="Port of the web app and its JSON API.")
+    port: int = Field(8000, ge=0, le=65535, description="Port of the web app and its JSON API.")
     data_dir: Path = Field(Path("firewatch-data"), description="All local state lives here.")
 
     mqtt_url: str | None = Field(
@@ -30,7 +109,8 @@ class Settings(BaseSettings):
         description="mqtt://[user:password@]host:port of a real broker (Mosquitto, EMQX). "
         "Unset: an embedded broker (amqtt) runs in-process.",
     )
-    mqtt_embedded_port: int = Field(0, description="Port of the embedded broker; 0 = free port.")
+    mqtt_embedded_port: int = Field(
+        0, ge=0, le=65535, description="Port of the embedded broker; 0 = free port.")
     mqtt_shared_subscriptions: bool | None = Field(
         None,
         description="Use $share/<group>/ subscriptions so replicas split the load. "
@@ -40,20 +120,23 @@ class Settings(BaseSettings):
     database_url: str | None = Field(
         None, description="SQLAlchemy async URL; unset: SQLite in data_dir/firewatch.db."
     )
-    influx_url: str | None = Field(None, description="InfluxDB v2 write URL; unset: SQLite store.")
+    influx_url: OptionalWebUrl = Field(
+        None, description="InfluxDB v2 write URL; unset: SQLite store.")
     influx_token: str = ""
     influx_org: str = "firewatch"
     influx_bucket: str = "firewatch"
     timeseries_raw_days: float = Field(
-        7, gt=0, description="SQLite store: days raw readings are kept before being rolled up."
+        7, gt=0, le=MAX_KEEP_DAYS,
+        description="SQLite store: days raw readings are kept before being rolled up.",
     )
-    timeseries_rollups: dict[int, float] = Field(
+    timeseries_rollups: Annotated[dict[int, float], AfterValidator(_rollup_tiers)] = Field(
         {60: 90, 3600: 730},
         description="SQLite store: aggregate tiers (mean, min, max, count per interval), interval "
         'in seconds -> days kept (JSON in the environment, e.g. {"60": 90, "3600": 730}).',
     )
     timeseries_compact_every_s: float = Field(
-        600, gt=0, description="SQLite store: how often ingest rolls up and expires old rows."
+        600, gt=0, le=86400,
+        description="SQLite store: how often ingest rolls up and expires old rows.",
     )
 
     site_file: Path = Field(SITES_DIR / "demo-county.yaml", description="Institutions, devices.")
@@ -62,11 +145,11 @@ class Settings(BaseSettings):
         True, description="Run device simulators for the site's simulated endpoints (demo)."
     )
     gateway_outbox_max_messages: int = Field(
-        1_000_000, ge=1,
+        1_000_000, ge=1, le=100_000_000,
         description="Messages a gateway keeps for an absent broker; beyond, the oldest are dropped.",
     )
 
-    wecom_webhook_url: str | None = Field(
+    wecom_webhook_url: OptionalWebUrl = Field(
         None,
         description="WeChat Work group-robot webhook used for institutions that name none "
         "(https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=KEY).",
@@ -78,42 +161,48 @@ class Settings(BaseSettings):
     notice_fallback_channel: NoticeChannel | None = Field(
         None, description="Channel that takes over a notice its channel keeps failing to send."
     )
-    notice_fallback_after_attempts: int = Field(3, ge=1, description="Failed sends before it.")
+    notice_fallback_after_attempts: int = Field(
+        3, ge=1, le=100, description="Failed sends before it.")
+    # at most an hour: a notice that found no way out for longer is no longer an alarm notice
     notice_fallback_after_s: float = Field(
-        120, description="Or this long after the notice was stored, whichever comes first."
+        120, ge=0, le=3600,
+        description="Or this long after the notice was stored, whichever comes first.",
     )
+    # at most ten minutes: the window holds alarm notices back
     notice_storm_window_s: float = Field(
-        60, ge=0, description="Alarms of one institution within this window after a notice are "
-        "sent as one summary at its end (0: off). One-key alarms always go out at once.",
+        60, ge=0, le=600, description="Alarms of one institution within this window after a "
+        "notice are sent as one summary at its end (0: off). One-key alarms always go out at "
+        "once.",
     )
-    notice_timeout_s: float = Field(10, gt=0, description="HTTP time-out of one send.")
+    notice_timeout_s: float = Field(10, gt=0, le=120, description="HTTP time-out of one send.")
     aliyun_sms_access_key_id: str | None = Field(None, description="Alibaba Cloud SMS (SendSms).")
     aliyun_sms_access_key_secret: str = ""
     aliyun_sms_sign_name: str = ""
     aliyun_sms_template_code: str = ""
-    aliyun_sms_endpoint: str = "https://dysmsapi.aliyuncs.com"
+    aliyun_sms_endpoint: WebUrl = "https://dysmsapi.aliyuncs.com"
     tencent_sms_secret_id: str | None = Field(None, description="Tencent Cloud SMS (SendSms).")
     tencent_sms_secret_key: str = ""
     tencent_sms_sdk_app_id: str = ""
     tencent_sms_sign_name: str = ""
     tencent_sms_template_id: str = ""
-    tencent_sms_template_params: list[str] = Field(
+    tencent_sms_template_params: Annotated[list[str], AfterValidator(_known_variables)] = Field(
         ["institution", "location", "device", "alarm", "reading", "advice"],
         description="The template's {1}, {2}, … in order (names as in alerts.notices).",
     )
     tencent_sms_region: str = "ap-guangzhou"
-    tencent_sms_endpoint: str = "https://sms.tencentcloudapi.com"
+    tencent_sms_endpoint: WebUrl = "https://sms.tencentcloudapi.com"
     wechat_oa_app_id: str | None = Field(None, description="Official Account template messages.")
     wechat_oa_app_secret: str = ""
     wechat_oa_template_id: str = ""
-    wechat_oa_template_keys: dict[str, str] = Field(
+    wechat_oa_template_keys: Annotated[dict[str, str], AfterValidator(_template_keys)] = Field(
         {"institution": "thing1", "alarm": "thing2", "location": "thing3",
          "reading": "thing4", "time": "time5"},
         description="Notice variable -> the template's keyword (JSON in the environment).",
     )
-    wechat_oa_endpoint: str = "https://api.weixin.qq.com"
+    wechat_oa_endpoint: WebUrl = "https://api.weixin.qq.com"
     iot_hazard_deadline_hours: float = Field(
-        24, description="Rectification deadline given to ledger entries raised by IoT alarms."
+        24, gt=0, le=366 * 24,
+        description="Rectification deadline given to ledger entries raised by IoT alarms.",
     )
     # what a gateway says is checked (firewatch.admission) and its link watched (alerts.links)
     gateway_clock_max_ahead_s: float = Field(
@@ -152,8 +241,9 @@ class Settings(BaseSettings):
         "text", description="text: lines for a terminal; json: one JSON object per line."
     )
     metrics_port: int = Field(
-        9464, description="Prometheus /metrics of a service run on its own (firewatch gateway, "
-        "ingest, alerts); `firewatch up` and `firewatch web` serve it on the web port."
+        9464, ge=0, le=65535,
+        description="Prometheus /metrics of a service run on its own (firewatch gateway, ingest, "
+        "alerts); `firewatch up` and `firewatch web` serve it on the web port."
     )
     instance: str = Field(
         default_factory=socket.gethostname,
@@ -198,6 +288,27 @@ class Settings(BaseSettings):
         "wgs84 for Tianditu (CGCS2000) and OpenStreetMap-style tiles.",
     )
     map_tile_attribution: str = Field("", description="Attribution shown under the tiles.")
+
+    @model_validator(mode="after")
+    def _channels_configured(self) -> Settings:
+        """A notice channel chosen without its credentials would leave every notice with
+        nobody to send it to."""
+        for setting in ("notice_channel", "notice_fallback_channel"):
+            credential = _CHANNEL_CREDENTIAL.get(getattr(self, setting))
+            if credential and not getattr(self, credential):
+                raise ValueError(f"{ENV_PREFIX}{setting.upper()}={getattr(self, setting)} needs "
+                                 f"{ENV_PREFIX}{credential.upper()} and that provider's other "
+                                 "settings")
+        return self
+
+    @model_validator(mode="after")
+    def _retention(self) -> Settings:
+        """The time-series tiers fit together (each divides the coarsest, none is kept for less
+        time than raw rows); the rules live with the compactor that relies on them."""
+        from ingest.retention import RetentionPolicy  # imported here: it imports Settings
+
+        RetentionPolicy.from_settings(self)
+        return self
 
     @property
     def dead_letter_keep(self) -> timedelta:

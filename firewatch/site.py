@@ -10,12 +10,13 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from firewatch.contract import Identifier
 from firewatch.escalation_policy import EscalationPolicy
 from firewatch.profiles import DeviceProfile, ProfileError, Transport, describe_validation_error
+from firewatch.urls import OptionalWebUrl
+from firewatch.yaml_files import UnreadableFile, load_yaml
 
 
 class InstitutionType(StrEnum):
@@ -24,12 +25,18 @@ class InstitutionType(StrEnum):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # finite numbers only: a set point or coordinate of .nan or .inf is a typo, never meant
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+#: a phone number as people write it: digits, single dashes between them, perhaps a leading +
+#: ("-----" is no number, though it matched the pattern this replaced)
+PHONE_PATTERN = r"^\+?[0-9](?:-?[0-9]){4,19}$"
 
 
 class Contact(_Strict):
     name: str
-    phone: str = Field(pattern=r"^\+?[0-9-]{5,20}$", description="mobile: SMS notices go here")
+    phone: str = Field(pattern=PHONE_PATTERN, description="mobile: SMS notices go here")
     wechat_openid: str | None = Field(
         None, description="openid under the Official Account: template-message notices go here"
     )
@@ -51,7 +58,7 @@ class Institution(_Strict):
     location: Location
     head: Contact = Field(description="机构主要负责人: second step of escalation")
     safety_officer: Contact = Field(description="安全管理人员: responsible person for IoT hazards")
-    wecom_webhook_url: str | None = None
+    wecom_webhook_url: OptionalWebUrl = None
     set_points: dict[str, float] = Field(
         default_factory=dict,
         description="alarm rule name -> set point for every device of this institution",
@@ -129,7 +136,7 @@ class Bureau(_Strict):
 
     name: str
     duty: Contact = Field(description="who answers for the bureau: escalations go to them")
-    wecom_webhook_url: str | None = Field(
+    wecom_webhook_url: OptionalWebUrl = Field(
         None, description="the bureau's WeChat Work group robot; unset: the default webhook"
     )
 
@@ -179,6 +186,21 @@ class Site(_Strict):
         return next(e for g in self.gateways for e in g.endpoints if e.id == endpoint_id)
 
 
+def check_unit_ids(site: Site, path: Path) -> None:
+    """No two devices on one line (endpoint) answer to one unit id: the gateway would read one
+    of them under both names, and the other not at all."""
+    on_line: dict[tuple[str, int], str] = {}
+    for index, d in enumerate(site.devices):
+        if d.endpoint is None or d.unit_id is None:
+            continue
+        first = on_line.setdefault((d.endpoint, d.unit_id), d.id)
+        if first != d.id:
+            raise ProfileError(
+                f"site file {path}: field devices.{index} ({d.id}).unit_id: {d.unit_id} is "
+                f"already device {first}'s on endpoint {d.endpoint}; unit ids on one line "
+                "must differ")
+
+
 def check_against_profiles(site: Site, profiles: dict[str, DeviceProfile], path: Path) -> None:
     """Cross-check devices with their profiles: known model, transport fits, set points exist."""
     rule_names = {r.name for p in profiles.values() for r in p.alarms}
@@ -187,6 +209,9 @@ def check_against_profiles(site: Site, profiles: dict[str, DeviceProfile], path:
         if unknown:
             raise ProfileError(f"site file {path}: field institutions.{index} ({i.id}).set_points: "
                                f"no profile has alarm rules {unknown}")
+        for profile in profiles.values():
+            _check_set_points(profile, i.set_points,
+                              f"site file {path}: field institutions.{index} ({i.id})")
     for index, d in enumerate(site.devices):
         where = f"site file {path}: field devices.{index} ({d.id})"
         profile = profiles.get(d.profile)
@@ -203,15 +228,27 @@ def check_against_profiles(site: Site, profiles: dict[str, DeviceProfile], path:
                 raise ProfileError(
                     f"{where}.set_points: {profile.model} has no alarm rule {rule!r}"
                 )
+        _check_set_points(profile, d.set_points, where)
+
+
+def _check_set_points(profile: DeviceProfile, set_points: dict[str, float], where: str) -> None:
+    """Each set point given for one of ``profile``'s rules lies in the range the rule states."""
+    for rule in profile.alarms:
+        if rule.name in set_points:
+            try:
+                rule.check_set_point(set_points[rule.name])
+            except ValueError as exc:
+                raise ProfileError(f"{where}.set_points.{rule.name}: {exc} "
+                                   f"(profile {profile.model})") from None
 
 
 def load_site(path: Path, profiles: dict[str, DeviceProfile]) -> Site:
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        site = Site.model_validate(data)
-    except (OSError, yaml.YAMLError) as exc:
-        raise ProfileError(f"site file {path}: cannot read: {exc}") from None
+        site = Site.model_validate(load_yaml(path))
+    except UnreadableFile as exc:
+        raise ProfileError(f"site file {path}: {exc}") from None
     except ValidationError as exc:
         raise ProfileError(f"site file {path} is invalid:\n{describe_validation_error(exc)}") from None
+    check_unit_ids(site, path)
     check_against_profiles(site, profiles, path)
     return site

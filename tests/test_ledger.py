@@ -1,10 +1,12 @@
 """The hazard ledger's closed loop, driven through the JSON API on real SQLite and PostgreSQL."""
 
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
 import pytest
 
+from firewatch.contract import utc_now
 from tests.support.auth import login_async
 from tests.support.webapp import demo_app
 
@@ -20,7 +22,8 @@ def filing(**changes):
     return {"institution_id": "dingqiao-eldercare", "category": "evacuation",
             "source": "inspection", "description": "二楼安全出口被杂物堵塞",
             "responsible_person": "赵强", "responsible_phone": "13800000202",
-            "deadline": "2026-12-01T00:00:00+08:00", **changes}
+            # a week ahead: a deadline must lie after the filing
+            "deadline": (utc_now() + timedelta(days=7)).isoformat(), **changes}
 
 
 async def move(api, entry_id, action):

@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from alerts import ledger, lifecycle
 from alerts.ledger import TRANSITIONS, LedgerError, NewEntry
 from firewatch import __version__
-from firewatch.contract import utc_now
+from firewatch.contract import ID_PATTERN, utc_now
 from firewatch.db import Alarm, DeadLetter, Device, Hazard, Institution, Notice
 from firewatch.hub import ChangeHub
 from firewatch.settings import Settings
@@ -54,6 +54,7 @@ from firewatch.web.schemas import (
     HistoryPointOut,
     InstitutionOut,
     NoticeOut,
+    QueryText,
     ScenarioRequest,
 )
 from ingest.store import TimeSeriesStore
@@ -61,6 +62,8 @@ from ingest.store import TimeSeriesStore
 #: an alarm or ledger entry number: PostgreSQL's INTEGER ids are 32-bit, and a larger number
 #: would fail in the database driver (a 500) instead of being refused (422)
 RowId = Annotated[int, UrlPath(ge=1, le=2**31 - 1)]
+#: a device id in a path: what the site file allows, so that no NUL reaches PostgreSQL (a 500)
+DeviceId = Annotated[str, UrlPath(pattern=ID_PATTERN)]
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 
@@ -179,16 +182,16 @@ def create_app(ctx: AppContext) -> FastAPI:
         return device
 
     @app.get("/api/devices/{device_id}", response_model=DeviceOut)
-    async def device(device_id: str, user: CurrentUser) -> Any:
+    async def device(device_id: DeviceId, user: CurrentUser) -> Any:
         return named(await visible_device(user, device_id))
 
     @app.get("/api/devices/{device_id}/history", response_model=list[HistoryPointOut])
     async def history(
-        device_id: str,
+        device_id: DeviceId,
         user: CurrentUser,
-        field: str = Query(description="reading name, e.g. residual_current"),
+        field: QueryText = Query(description="reading name, e.g. residual_current"),
         hours: float = Query(24, gt=0, le=24 * 31),
-        every_s: float = Query(300, ge=1),
+        every_s: float = Query(300, ge=1, le=24 * 31 * 3600),
     ) -> Any:
         await visible_device(user, device_id)
         end = utc_now()
@@ -204,9 +207,9 @@ def create_app(ctx: AppContext) -> FastAPI:
     async def alarms(
         user: CurrentUser,
         limit: int = Query(100, ge=1, le=1000),
-        status: list[str] | None = Query(
+        status: list[QueryText] | None = Query(
             None, description="active | acknowledged | cleared | closed (repeat for several)"),
-        device_id: str | None = None,
+        device_id: QueryText | None = None,
     ) -> Any:
         query = scope(select(Alarm).order_by(Alarm.id.desc()).limit(limit), user,
                       Alarm.institution_id)
@@ -258,11 +261,11 @@ def create_app(ctx: AppContext) -> FastAPI:
     async def hazards(
         user: CurrentUser,
         limit: int = Query(100, ge=1, le=1000),
-        status: list[str] | None = Query(None, description="repeat for several"),
-        category: str | None = None,
-        source: str | None = None,
-        township: str | None = None,
-        institution_id: str | None = None,
+        status: list[QueryText] | None = Query(None, description="repeat for several"),
+        category: QueryText | None = None,
+        source: QueryText | None = None,
+        township: QueryText | None = None,
+        institution_id: QueryText | None = None,
     ) -> Any:
         query = scope(select(Hazard).order_by(Hazard.id.desc()).limit(limit), user,
                       Hazard.institution_id)
@@ -363,7 +366,7 @@ def create_app(ctx: AppContext) -> FastAPI:
 
     @app.post("/api/simulator/devices/{device_id}/scenario",
               dependencies=[Depends(require_roles(*OPERATORS))])
-    async def trigger(device_id: str, request: ScenarioRequest) -> dict[str, str]:
+    async def trigger(device_id: DeviceId, request: ScenarioRequest) -> dict[str, str]:
         simulators = _simulators(ctx)
         try:
             valid = simulators.scenarios(device_id)

@@ -12,6 +12,7 @@ from datetime import datetime
 from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Query
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import async_sessionmaker
@@ -24,6 +25,7 @@ from firewatch.contract import utc_now
 from firewatch.profiles import HazardCategory
 from firewatch.site import Site
 from firewatch.web.auth import CurrentUser, own_institution
+from firewatch.web.schemas import EnteredDate, QueryText
 
 
 class Counts(BaseModel):
@@ -46,22 +48,22 @@ class StatisticsOut(BaseModel):
     totals: Counts
 
 
-def _zoned(ts: datetime | None) -> datetime | None:
-    return ts.replace(tzinfo=CST) if ts is not None and ts.tzinfo is None else ts
-
-
 def ledger_filter(
     status: list[Status] | None = Query(None, description="repeat for several"),
     category: HazardCategory | None = None,
     source: Source | None = None,
-    township: str | None = None,
-    institution_id: str | None = None,
-    since: datetime | None = Query(None, description="filed at or after (ISO 8601)"),
-    until: datetime | None = Query(None, description="filed before (ISO 8601)"),
+    township: QueryText | None = None,
+    institution_id: QueryText | None = None,
+    since: EnteredDate | None = Query(None, description="filed at or after (ISO 8601)"),
+    until: EnteredDate | None = Query(None, description="filed before (ISO 8601)"),
 ) -> LedgerFilter:
+    if since is not None and until is not None and until <= since:
+        raise RequestValidationError([{
+            "type": "value_error", "loc": ("query", "until"), "input": until.isoformat(),
+            "msg": "Value error, until must lie after since"}])
     return LedgerFilter(status=tuple(status or ()), category=category, source=source,
                         township=township, institution_id=institution_id,
-                        since=_zoned(since), until=_zoned(until))
+                        since=since, until=until)
 
 
 def scoped_filter(

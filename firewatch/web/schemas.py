@@ -1,14 +1,66 @@
-"""The JSON API's request and response models (what /docs shows)."""
+"""The JSON API's request and response models (what /docs shows).
+
+What a person types is bounded here, so that a mistake is a 422 naming the field rather than a
+500 from the database or a crash of the escalation sweep later:
+
+- dates: a date without a time zone is China time (+08:00), as the ledger's ``since``/``until``
+  filters always took it; every date lies between 2000 and 2100, and a deadline lies after
+  the filing and at most three years ahead (a deadline in 9999 overflowed the sweep);
+- text: bounded lengths; NUL and other control characters are refused (PostgreSQL refuses NUL
+  in text), and so are the invisible characters that reorder or hide what is displayed
+  (bidi overrides and isolates, zero-width characters: "Trojan Source", CVE-2021-42574).
+  They are refused rather than stripped: the ledger is a record people sign, and what is
+  stored must be what they typed and saw; the 422 names the field and the character.
+"""
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any
+import re
+import unicodedata
+from datetime import datetime, timedelta
+from typing import Annotated, Any
 
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field, field_validator
 
 from alerts.ledger import TRANSITIONS, Source
+from alerts.notices import CST
+from firewatch.contract import utc_now
 from firewatch.profiles import HazardCategory
+from firewatch.site import PHONE_PATTERN
+
+#: the dates a person may enter: before 2000 or after 2100 is a typo
+EARLIEST = datetime(2000, 1, 1, tzinfo=CST)
+LATEST = datetime(2100, 1, 1, tzinfo=CST)
+#: the furthest a rectification deadline may lie ahead of its filing
+MAX_DEADLINE_AHEAD = timedelta(days=3 * 366)
+#: bidi embeddings, overrides, isolates and marks; zero-width space, joiners, word joiner, BOM
+_INVISIBLE = re.compile("[\u061c\u200b-\u200f\u202a-\u202e\u2060\u2066-\u2069\ufeff]")
+
+
+def china_time(ts: datetime) -> datetime:
+    """``ts`` with China time assumed where it names no time zone, within 2000-2100."""
+    zoned = ts.replace(tzinfo=CST) if ts.tzinfo is None else ts
+    if not EARLIEST <= zoned < LATEST:
+        raise ValueError("a date between 2000 and 2100 is expected")
+    return zoned
+
+
+def _displayable(text: str) -> str:
+    for char in text:
+        if _INVISIBLE.match(char) or (
+                unicodedata.category(char) == "Cc" and char not in "\t\n\r"):
+            raise ValueError(f"character U+{ord(char):04X} is not allowed: it is a control or "
+                             "invisible character (retype the text without it)")
+    return text
+
+
+#: a date a person enters (ISO 8601); without a time zone it is China time
+EnteredDate = Annotated[datetime, AfterValidator(china_time)]
+#: text a person enters and others read, without control or invisible characters (bound its
+#: length where it is used)
+Displayable = Annotated[str, AfterValidator(_displayable)]
+#: a query's text filter (a township, an id): bounded, and no NUL for PostgreSQL to refuse
+QueryText = Annotated[str, Field(max_length=200), AfterValidator(_displayable)]
 
 
 class InstitutionOut(BaseModel):
@@ -98,26 +150,38 @@ class HistoryPointOut(BaseModel):
 class Acknowledgement(BaseModel):
     """Recorded as acknowledged by the logged-in user."""
 
-    note: str = Field("", max_length=500)
+    note: Displayable = Field("", max_length=500)
 
 
 class HazardFiling(BaseModel):
     """A hazard found by people: an institution's self-check, an inspection, a public report."""
 
-    institution_id: str
+    institution_id: Displayable = Field(max_length=64)
     category: HazardCategory
     source: Source = Field(description="self-check | inspection | public-report")
-    description: str = Field(min_length=1, max_length=2000)
-    responsible_person: str = Field(min_length=1, max_length=64)
-    responsible_phone: str = Field(pattern=r"^\+?[0-9-]{5,20}$")
-    deadline: datetime
+    description: Displayable = Field(min_length=1, max_length=2000)
+    responsible_person: Displayable = Field(min_length=1, max_length=64)
+    responsible_phone: str = Field(pattern=PHONE_PATTERN)
+    deadline: EnteredDate = Field(description="after now and at most three years ahead; "
+                                  "without a time zone: China time (+08:00)")
     # the column's length: PostgreSQL refuses a longer value (SQLite would keep it)
-    responsible_unit: str | None = Field(None, max_length=200)
+    responsible_unit: Annotated[
+        str, Field(max_length=200), AfterValidator(_displayable)] | None = None
+
+    @field_validator("deadline")
+    @classmethod
+    def _ahead(cls, deadline: datetime) -> datetime:
+        now = utc_now()
+        if deadline <= now:
+            raise ValueError("the deadline must lie after the filing (now)")
+        if deadline > now + MAX_DEADLINE_AHEAD:
+            raise ValueError("the deadline must lie at most three years ahead")
+        return deadline
 
 
 class HazardTransitionRequest(BaseModel):
-    action: str = Field(description=", ".join(TRANSITIONS))
-    note: str = Field("", max_length=2000)
+    action: str = Field(description=", ".join(TRANSITIONS), max_length=64)
+    note: Displayable = Field("", max_length=2000)
 
 
 class HazardEventOut(BaseModel):
