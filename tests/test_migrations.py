@@ -107,9 +107,10 @@ async def test_a_database_made_before_migrations_keeps_its_alarm_ledger_and_acco
     assert alarm.raised_at == datetime(2026, 11, 3, 2, 15, tzinfo=UTC)
     assert (hazard.description, hazard.alarm_id) == ("二楼安全出口被杂物堵塞", 7)
     assert hazard.deadline == datetime(2026, 12, 1, tzinfo=CST)
-    duty = await accounts.authenticate(sessions, "duty-rc", PASSWORD)
+    hashing = accounts.PasswordWork()
+    duty = await accounts.authenticate(sessions, hashing, "duty-rc", PASSWORD)
     assert (duty.role, duty.institution_id) == ("staff", "rongcheng-eldercare")
-    assert await accounts.authenticate(sessions, "admin", PASSWORD) is not None
+    assert await accounts.authenticate(sessions, hashing, "admin", PASSWORD) is not None
 
 
 async def test_the_migrations_make_what_the_models_say(engine):
