@@ -161,7 +161,7 @@ async def mqtt_round_trips(broker: BrokerAddress, count: int) -> list[float]:
 
 
 #: the counters of what the services refused: a consumer's dead letters, a gateway's uplinks
-REFUSALS = ("firewatch_dead_letters_total", "firewatch_gateway_uplinks_refused_total")
+REFUSALS = ("firewatch_dead_letters_total", "firewatch_gateway_uplinks_set_aside_total")
 
 
 def health_totals(metrics: dict[str, str]) -> dict[str, float]:
