@@ -43,17 +43,18 @@ from firewatch.consumer import (
     forget_applied,
 )
 from firewatch.contract import (
-    EVENTS_FILTER,
-    HEARTBEATS_FILTER,
-    READINGS_FILTER,
     DeviceEvent,
     GatewayHeartbeat,
     GatewayMessage,
     ReadingBatch,
+    events_filter,
+    heartbeats_filter,
+    readings_filter,
     utc_now,
 )
 from firewatch.db import ACTIVE_ALARM, Alarm, Device, Hazard, Institution, RuleState, Writer
 from firewatch.mqtt import BrokerAddress
+from firewatch.partition import Partition
 from firewatch.profiles import AlarmRule, DeviceProfile, Severity
 from firewatch.site import Site
 from firewatch.supervise import supervise
@@ -73,7 +74,7 @@ class AlertService:
         sessions: async_sessionmaker,
         broker: BrokerAddress,
         *,
-        shared_subscription: bool,
+        partition: Partition = Partition(),
         outbox: Outbox,
         hazard_deadline: timedelta,
         notices_waiting: asyncio.Event,
@@ -100,17 +101,20 @@ class AlertService:
         self.admission = admission or Admission(
             site, profiles, CONSUMER, max_ahead=timedelta(minutes=5), max_age=timedelta(days=30),
             restamp=True)
-        self.links = LinkWatch(site, self, silent_after, self.admission.clocks)
+        # each partition watches the links of its own gateways: the others are not its to hear
+        own = [g for g in site.gateways if partition.owns(g.id)]
+        self.links = LinkWatch(site.model_copy(update={"gateways": own}), self, silent_after,
+                               self.admission.clocks)
         self.consumer = GatewayMessageConsumer(
             CONSUMER, broker, self.apply_batch, DeadLetters(sessions, CONSUMER, keep_dead_letters),
-            shared_subscription=shared_subscription,
+            # and the gateways' heartbeats, which the link watch hears (alerts.selfcheck)
+            streams=(readings_filter, events_filter, heartbeats_filter),
+            gateway_ids=[g.id for g in site.gateways], partition=partition,
             # what has queued up is applied together; nothing waits for more to arrive.  While
             # the service keeps up that is a few messages; up to 500 when it has fallen behind,
             # where fewer, larger transactions catch up sooner (at 100, `firewatch up` with
             # 1,000 devices took 140 batches/s instead of 340-780)
             max_batch=500, max_wait_s=0.0, admit=self.admission,
-            # and the gateways' heartbeats, which the link watch hears (alerts.selfcheck)
-            topics=(READINGS_FILTER, EVENTS_FILTER, HEARTBEATS_FILTER),
         )
 
     async def run(self) -> None:

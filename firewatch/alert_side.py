@@ -28,6 +28,7 @@ from alerts.service import AlertService
 from firewatch.admission import admission_for
 from firewatch.db import Writer
 from firewatch.mqtt import BrokerAddress
+from firewatch.partition import Partition
 from firewatch.profiles import DeviceProfile
 from firewatch.settings import Settings
 from firewatch.site import Site
@@ -63,8 +64,9 @@ class AlertSide:
 
 def alert_side(
     settings: Settings, site: Site, profiles: dict[str, DeviceProfile],
-    sessions: async_sessionmaker, broker: BrokerAddress, shared: bool,
+    sessions: async_sessionmaker, broker: BrokerAddress, partition: Partition = Partition(),
 ) -> AlertSide:
+    """The alert side on ``broker``, reading the gateways of ``partition``."""
     notices_waiting = asyncio.Event()
     writer = Writer(sessions, "alerts-writer")
     channels = configured_channels(settings)
@@ -74,7 +76,7 @@ def alert_side(
     )
     alerts = AlertService(
         site, profiles, sessions, broker,
-        shared_subscription=shared,
+        partition=partition,
         outbox=Outbox(routing, settings.notice_storm_window_s),
         hazard_deadline=timedelta(hours=settings.iot_hazard_deadline_hours),
         notices_waiting=notices_waiting,

@@ -2,12 +2,11 @@
 
 Ingest and alerts both consume the gateways' messages.  This module is what they share:
 
-* a persistent MQTT session (clean_session off) so that QoS 1 messages published while the
-  consumer is down wait on the broker for it;
+* a persistent MQTT session (clean_session off) with plain subscriptions, one per partition
+  of the site's gateways (firewatch.partition), so that QoS 1 messages published while the
+  consumer is down, or while the broker restarts, wait on the broker for it;
 * *manual* acknowledgement: the PUBACK goes back only after the handler has made the message's
   effect durable, so a crash in between means redelivery, never loss;
-* a shared subscription (``$share/<group>/...``) where the broker has them, so replicas split
-  the stream;
 * payloads that break the contract, or that the consumer's admission check refuses (another
   gateway's device, a time far off: see ``firewatch.admission``), and messages whose own
   content makes the handler fail go to the dead-letter store with the reason, and the
@@ -19,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
@@ -32,19 +31,17 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlalchemy.orm import Session
 
 from firewatch.contract import (
-    EVENTS_FILTER,
-    READINGS_FILTER,
     DeviceEvent,
     GatewayMessage,
     InvalidPayload,
     ReadingBatch,
     parse_message,
-    shared,
     utc_now,
 )
 from firewatch.db import DeadLetter, ProcessedMessage, Writer
 from firewatch.faults import Fault, classify, reason_of, storable
 from firewatch.mqtt import BrokerAddress
+from firewatch.partition import Partition
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +49,8 @@ T = TypeVar("T")
 Handler = Callable[[list[GatewayMessage]], Awaitable[None]]
 #: ``admit(message, received_at)``: the message to apply, or InvalidPayload with the reason
 Admit = Callable[[GatewayMessage, datetime], GatewayMessage]
+#: topic filters per SUBSCRIBE packet: far below any broker's packet limit (EMQX: 1 MiB)
+FILTERS_PER_SUBSCRIBE = 100
 
 
 async def forget_applied(writer: Writer, consumer: str, before: datetime,
@@ -258,8 +257,11 @@ class _Item:
 class GatewayMessageConsumer:
     """Hands valid gateway messages to ``handler`` in batches, acknowledging them after.
 
-    ``max_batch=1`` (alerts) applies each message as it comes; a larger batch (ingest) takes
-    what has arrived, waiting at most ``max_wait_s`` for more, so one store write carries many.
+    It reads ``streams`` (topic filters of a gateway id from firewatch.contract: readings,
+    events, heartbeats) of the gateways ``partition`` owns among ``gateway_ids``, on the
+    persistent session ``fw-<name>-<partition>``.  ``max_batch=1`` applies each message as it
+    comes; a larger batch (ingest) takes what has arrived, waiting at most ``max_wait_s`` for
+    more, so one store write carries many.
     """
 
     def __init__(
@@ -269,23 +271,22 @@ class GatewayMessageConsumer:
         handler: Handler,
         dead_letters: DeadLetters,
         *,
-        shared_subscription: bool,
-        instance: str = "0",
+        streams: Sequence[Callable[[str], str]],
+        gateway_ids: Iterable[str] = (),
+        partition: Partition = Partition(),
         max_batch: int = 1,
         max_wait_s: float = 0.0,
         admit: Admit | None = None,
-        topics: tuple[str, ...] = (READINGS_FILTER, EVENTS_FILTER),
     ) -> None:
         self.name = name
         self.broker = broker
         self.handler = handler
         self.dead_letters = dead_letters
-        self.shared_subscription = shared_subscription
-        self.instance = instance
+        self.partition = partition
+        self.filters = partition.filters(streams, gateway_ids)
         self.max_batch = max_batch
         self.max_wait_s = max_wait_s
         self.admit = admit
-        self.topics = topics
         self.connected = False
         self.handled = 0
         self.ready = asyncio.Event()
@@ -294,34 +295,51 @@ class GatewayMessageConsumer:
                                     key=lambda item: hash((item.topic, item.payload)))
 
     @property
-    def filters(self) -> list[str]:
-        if self.shared_subscription:
-            return [shared(self.name, t) for t in self.topics]
-        return list(self.topics)
+    def client_id(self) -> str:
+        """One per partition, never per host or container: the broker queues for a partition
+        while it is away, and a replacement replica takes its session over."""
+        return f"fw-{self.name}-{self.partition}"
 
     async def run(self) -> None:
+        if not self.filters:
+            log.warning("%s %s: no gateway of the site falls in this partition; it reads "
+                        "nothing", self.name, self.partition)
         delay = 0.2
         while True:
-            client = self.broker.client(f"fw-{self.name}-{self.instance}", persistent=True)
+            client = self.broker.client(self.client_id, persistent=True)
             # aiomqtt has no public switch for it: the PUBACK must wait until the message's
             # effect is durable, so take acknowledgement into our own hands on paho's client.
             client._client.manual_ack_set(True)
             try:
-                async with client:
+                async with client, asyncio.TaskGroup() as tasks:
                     self.connected = True
                     delay = 0.2
-                    for topic in self.filters:
-                        await client.subscribe(topic, qos=1)
-                    self.ready.set()
-                    log.info("%s subscribed to %s on %s", self.name, self.filters,
-                             self.broker.url)
-                    await self._consume(client)
+                    # messages first: what the broker kept for this session comes before the
+                    # SUBACK, and amqtt answers the SUBSCRIBE only once those are acknowledged
+                    # (or, 5 s later, given up on)
+                    tasks.create_task(self._consume(client))
+                    await self._subscribe(client)
             except* aiomqtt.MqttError as group:
                 self.connected = False
                 log.warning("%s: broker %s unreachable (%s); retrying in %.1f s",
                             self.name, self.broker.url, group.exceptions[0], delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 10)
+
+    async def _subscribe(self, client: aiomqtt.Client) -> None:
+        """Subscribe again on every connection: the session may be new (first start, a broker
+        that lost it), and subscribing again to what a session has is harmless."""
+        for start in range(0, len(self.filters), FILTERS_PER_SUBSCRIBE):
+            chunk = self.filters[start : start + FILTERS_PER_SUBSCRIBE]
+            granted = await client.subscribe([(f, 1) for f in chunk])
+            refused = [f for f, code in zip(chunk, granted, strict=True) if code.is_failure]
+            if refused:
+                log.error("%s: broker %s refused the subscriptions %s (its ACL?): those "
+                          "gateways' messages are not read", self.name, self.broker.url, refused)
+        self.ready.set()
+        log.info("%s %s subscribed to %d topic filters (%s) on %s as %s", self.name,
+                 self.partition, len(self.filters), ", ".join(self.filters[:3])
+                 + (", ..." if len(self.filters) > 3 else ""), self.broker.url, self.client_id)
 
     async def _consume(self, client: aiomqtt.Client) -> None:
         incoming = aiter(client.messages)

@@ -363,10 +363,27 @@ def _check_topic(topic: str, expected: str) -> None:
 READINGS_PREFIX = f"{TOPIC_ROOT}/readings"
 EVENTS_PREFIX = f"{TOPIC_ROOT}/events"
 HEARTBEATS_PREFIX = f"{TOPIC_ROOT}/heartbeats"
-#: Every message a gateway publishes; ingest and alerts subscribe to these filters.
-READINGS_FILTER = f"{READINGS_PREFIX}/+/+"
-EVENTS_FILTER = f"{EVENTS_PREFIX}/+/+"
-HEARTBEATS_FILTER = f"{HEARTBEATS_PREFIX}/+"
+
+
+def readings_filter(gateway_id: str = "+") -> str:
+    """The readings of one gateway's devices; of every gateway's by default."""
+    return f"{READINGS_PREFIX}/{gateway_id}/+"
+
+
+def events_filter(gateway_id: str = "+") -> str:
+    return f"{EVENTS_PREFIX}/{gateway_id}/+"
+
+
+def heartbeats_filter(gateway_id: str = "+") -> str:
+    return f"{HEARTBEATS_PREFIX}/{gateway_id}"
+
+
+#: Every message a gateway publishes; ingest and alerts subscribe to these filters, or to the
+#: same ones for each gateway of their partition (firewatch.partition).
+READINGS_FILTER = readings_filter()
+EVENTS_FILTER = events_filter()
+HEARTBEATS_FILTER = heartbeats_filter()
+
 #: Change notices, one topic level per institution: what every web replica subscribes to.
 CHANGES_PREFIX = f"{TOPIC_ROOT}/changes"
 CHANGES_FILTER = f"{CHANGES_PREFIX}/+"
@@ -396,8 +413,3 @@ def message_topic(message: GatewayMessage) -> str:
 
 def change_topic(notice: ChangeNotice) -> str:
     return f"{CHANGES_PREFIX}/{notice.institution_id or RESYNC_LEVEL}"
-
-
-def shared(group: str, topic_filter: str) -> str:
-    """An MQTT shared subscription, so that replicas in ``group`` split the messages."""
-    return f"$share/{group}/{topic_filter}"

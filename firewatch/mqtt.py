@@ -95,9 +95,7 @@ class EmbeddedBroker:
 
         config = {
             "listeners": {"default": {"type": "tcp", "bind": f"{self.host}:{self.port}"}},
-            "plugins": {
-                "amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True},
-            },
+            "plugins": {"firewatch.amqtt_sessions.EveryoneKeepsTheirSession": {}},
         }
         self._broker = Broker(config)
         await self._broker.start()

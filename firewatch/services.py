@@ -57,13 +57,12 @@ from ingest.store import TimeSeriesStore
 log = logging.getLogger("firewatch")
 
 
-def external_broker(settings: Settings) -> tuple[BrokerAddress, bool]:
-    """The broker every service shares, and whether to subscribe as a shared group."""
+def external_broker(settings: Settings) -> BrokerAddress:
+    """The broker every service shares."""
     if not settings.mqtt_url:
         raise SystemExit("firewatch: a service on its own needs FIREWATCH_MQTT_URL (the broker "
                          "the other services use); `firewatch up` runs everything in one process")
-    shared = settings.mqtt_shared_subscriptions
-    return BrokerAddress.from_url(settings.mqtt_url), True if shared is None else shared
+    return BrokerAddress.from_url(settings.mqtt_url)
 
 
 def load(settings: Settings) -> tuple[dict[str, DeviceProfile], Site]:
@@ -129,7 +128,7 @@ async def run_gateway(settings: Settings, gateway_ids: list[str]) -> None:
     A gateway publishes only under its own topics; on a broker with an ACL, run one gateway per
     process with that gateway's credentials in FIREWATCH_MQTT_URL.
     """
-    broker, _ = external_broker(settings)
+    broker = external_broker(settings)
     profiles, site = load(settings)
     unknown = set(gateway_ids) - {g.id for g in site.gateways}
     if unknown:
@@ -163,17 +162,20 @@ async def run_gateway(settings: Settings, gateway_ids: list[str]) -> None:
 
 
 async def run_ingest(settings: Settings) -> None:
-    """Readings into the time-series store; replicas split the stream (shared subscription)."""
+    """Readings into the time-series store; replicas split the site's gateways (partitions)."""
     profiles, site = load(settings)  # the township tag of each institution; who owns a device
-    broker, shared = external_broker(settings)
+    broker, partition = external_broker(settings), settings.partition
     async with timeseries(settings, site) as store, database(settings) as sessions:
+        # the spool is the partition's, as its broker session is: a replica that replaces
+        # another (a new container, another host) finds what the last one spooled
         ingest = IngestService(
-            store, Spool(settings.data_dir / f"ingest-spool-{settings.instance}.db"), broker,
-            DeadLetters(sessions, "ingest", settings.dead_letter_keep), shared_subscription=shared,
-            instance=settings.instance, compactor=compactor_for(store, settings),
+            store, Spool(settings.data_dir / f"ingest-spool-{partition}.db"), broker,
+            DeadLetters(sessions, "ingest", settings.dead_letter_keep),
+            gateway_ids=[g.id for g in site.gateways], partition=partition,
+            compactor=compactor_for(store, settings),
             admit=admission_for(settings, site, profiles, "ingest", restamp=False),
         )
-        log.info("ingest %s: %s -> %s", settings.instance, broker.url, store.name)
+        log.info("ingest %s: %s -> %s", partition, broker.url, store.name)
         supervisor = Supervisor()
         await serve_until_signalled(
             supervisor, {"ingest": ingest.run},
@@ -186,15 +188,15 @@ async def run_alerts(settings: Settings) -> None:
     What it commits to devices, alarms and ledger entries goes out as change notices on the
     broker, for the web replicas' live pages.
     """
-    broker, shared = external_broker(settings)
+    broker = external_broker(settings)
     profiles, site = load(settings)
     async with database(settings) as sessions:
         await sync_site(sessions, site, profiles)
         hub = ChangeHub()
         hub.watch(sessions)
         changes = ChangePublisher(hub, broker, f"fw-alerts-changes-{settings.instance}")
-        alert = alert_side(settings, site, profiles, sessions, broker, shared)
-        log.info("alerts: consuming from %s", broker.url)
+        alert = alert_side(settings, site, profiles, sessions, broker, settings.partition)
+        log.info("alerts %s: consuming from %s", settings.partition, broker.url)
         supervisor = Supervisor()
         try:
             await serve_until_signalled(

@@ -13,6 +13,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from pydantic_settings import SettingsError as UnparsableSetting
 
 from alerts.notices import TEMPLATE_VARIABLES
+from firewatch.partition import Partition
 from firewatch.profiles import PROFILES_DIR
 from firewatch.urls import OptionalWebUrl, WebUrl
 
@@ -111,10 +112,15 @@ class Settings(BaseSettings):
     )
     mqtt_embedded_port: int = Field(
         0, ge=0, le=65535, description="Port of the embedded broker; 0 = free port.")
-    mqtt_shared_subscriptions: bool | None = Field(
-        None,
-        description="Use $share/<group>/ subscriptions so replicas split the load. "
-        "Unset: on for an external broker, off for the embedded one (it has none).",
+    # Replicas of `firewatch ingest` and `firewatch alerts` split the site's gateways, each on
+    # a persistent session of its own (firewatch.partition); `firewatch up` runs one of each.
+    consumer_partitions: int = Field(
+        1, ge=1, le=1024,
+        description="Replicas of this consumer (ingest or alerts) sharing the site's gateways; "
+        "each takes the gateways whose id hashes to its FIREWATCH_CONSUMER_PARTITION.",
+    )
+    consumer_partition: int = Field(
+        0, ge=0, description="This replica's partition, 0 to FIREWATCH_CONSUMER_PARTITIONS - 1.",
     )
 
     database_url: str | None = Field(
@@ -247,7 +253,7 @@ class Settings(BaseSettings):
     )
     instance: str = Field(
         default_factory=socket.gethostname,
-        description="Names this replica (MQTT client id, ingest spool file); default: hostname.",
+        description="Names this replica (the change notices' MQTT client id); default: hostname.",
     )
 
     env: Literal["development", "production"] = Field(
@@ -309,6 +315,19 @@ class Settings(BaseSettings):
 
         RetentionPolicy.from_settings(self)
         return self
+
+    @model_validator(mode="after")
+    def _partition_exists(self) -> Settings:
+        if self.consumer_partition >= self.consumer_partitions:
+            raise ValueError(
+                f"FIREWATCH_CONSUMER_PARTITION={self.consumer_partition}: the partitions are "
+                f"numbered 0 to FIREWATCH_CONSUMER_PARTITIONS - 1 = {self.consumer_partitions - 1}")
+        return self
+
+    @property
+    def partition(self) -> Partition:
+        """This consumer replica's share of the site's gateways."""
+        return Partition(self.consumer_partition, self.consumer_partitions)
 
     @property
     def dead_letter_keep(self) -> timedelta:

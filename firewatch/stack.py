@@ -158,9 +158,6 @@ async def run_stack(settings: Settings) -> None:
         stack.push_async_callback(engine.dispose)
         stack.push_async_callback(store.close)
         broker = await stack.enter_async_context(broker_for(settings))
-        shared = settings.mqtt_shared_subscriptions
-        if shared is None:
-            shared = not broker.embedded
 
         fleet = None
         if settings.simulate:
@@ -171,11 +168,11 @@ async def run_stack(settings: Settings) -> None:
             stack.push_async_callback(fleet.stop)
 
         endpoint_port = endpoint_ports(fleet)
-        alert = alert_side(settings, site, profiles, sessions, broker, shared)
+        alert = alert_side(settings, site, profiles, sessions, broker)
         stack.push_async_callback(alert.close)
         ingest = IngestService(
             store, Spool(settings.data_dir / "ingest-spool.db"), broker,
-            DeadLetters(sessions, "ingest", settings.dead_letter_keep), shared_subscription=shared,
+            DeadLetters(sessions, "ingest", settings.dead_letter_keep),
             compactor=compactor_for(store, settings),
             admit=admission_for(settings, site, profiles, "ingest", restamp=False),
         )

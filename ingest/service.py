@@ -10,12 +10,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterable
 from typing import Any
 
 from firewatch.consumer import Admit, DeadLetters, GatewayMessageConsumer, Isolation
-from firewatch.contract import GatewayMessage, ReadingBatch, readings_topic
+from firewatch.contract import (
+    GatewayMessage,
+    ReadingBatch,
+    events_filter,
+    readings_filter,
+    readings_topic,
+)
 from firewatch.faults import Fault, classify, reason_of
 from firewatch.mqtt import BrokerAddress
+from firewatch.partition import Partition
 from firewatch.supervise import Job, supervise
 from ingest.retention import SqliteCompactor
 from ingest.spool import Spool
@@ -34,8 +42,8 @@ class IngestService:
         broker: BrokerAddress,
         dead_letters: DeadLetters,
         *,
-        shared_subscription: bool,
-        instance: str = "0",
+        gateway_ids: Iterable[str] = (),
+        partition: Partition = Partition(),
         max_batch: int = 5000,
         max_wait_s: float = 0.05,
         compactor: SqliteCompactor | None = None,
@@ -52,8 +60,8 @@ class IngestService:
                                      self._set_aside, key=lambda row: row[0])
         self.consumer = GatewayMessageConsumer(
             "ingest", broker, self._apply, dead_letters,
-            shared_subscription=shared_subscription, instance=instance,
-            max_batch=max_batch, max_wait_s=max_wait_s, admit=admit,
+            streams=(readings_filter, events_filter), gateway_ids=gateway_ids,
+            partition=partition, max_batch=max_batch, max_wait_s=max_wait_s, admit=admit,
         )
 
     async def _apply(self, messages: list[GatewayMessage]) -> None:

@@ -91,7 +91,7 @@ async def test_an_alert_process_whose_notifier_raises_an_unexpected_error_keeps_
                 return sum(robot.robot.delivered().values()) == 1
 
             side = alert_side(Settings(wecom_webhook_url=robot.url), site, PROFILES, sessions,
-                              mosquitto, shared=False)
+                              mosquitto)
             async with running(side) as process, mosquitto.client("gateways") as gateways:
                 await asyncio.wait_for(side.alerts.consumer.ready.wait(), 10)
                 first = press("rc-btn-1", "gw-rongcheng", "rongcheng-eldercare")

@@ -199,12 +199,12 @@ async def consumers(mosquitto, tmp_path_factory):
     async with demo_county(f"sqlite+aiosqlite:///{workdir}/fw.db") as county:
         sessions = county.sessions
         side = alert_side(Settings(wecom_webhook_url=None), county.site,
-                          county.profiles, sessions, mosquitto, shared=True)
+                          county.profiles, sessions, mosquitto)
         alerts = side.alerts
         store = SqliteTimeSeries(workdir / "ts.db")
         await store.open()
         ingest = IngestService(store, Spool(workdir / "spool.db"), mosquitto,
-                               DeadLetters(sessions, "ingest"), shared_subscription=True)
+                               DeadLetters(sessions, "ingest"))
         tasks = [asyncio.create_task(alerts.run()), asyncio.create_task(ingest.run())]
         await alerts.consumer.ready.wait()
         await ingest.consumer.ready.wait()

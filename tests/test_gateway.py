@@ -14,14 +14,16 @@ import pytest
 
 from firewatch.consumer import GatewayMessageConsumer
 from firewatch.contract import (
-    HEARTBEATS_FILTER,
     DeviceEvent,
     DeviceKind,
     EventType,
     GatewayHeartbeat,
     ReadingBatch,
     ReadingBatchEncoder,
+    events_filter,
+    heartbeats_filter,
     parse_message,
+    readings_filter,
 )
 from firewatch.mqtt import BrokerAddress
 from firewatch.profiles import DataType, Register, load_profiles, read_blocks
@@ -282,14 +284,6 @@ async def test_a_device_refusing_every_read_becomes_a_fault_naming_the_exception
     poller.client.close()
 
 
-class EveryMessage(GatewayMessageConsumer):
-    """A consumer of every message a gateway publishes, its heartbeats too."""
-
-    @property
-    def filters(self) -> list[str]:
-        return list(dict.fromkeys([*super().filters, HEARTBEATS_FILTER]))
-
-
 async def test_a_broker_restart_mid_stream_loses_and_duplicates_no_reading(
     site_and_profiles, fleet, tmp_path
 ):
@@ -308,10 +302,9 @@ async def test_a_broker_restart_mid_stream_loses_and_duplicates_no_reading(
         async def put(self, topic, payload, reason):
             raise AssertionError(f"dead letter on {topic}: {reason}")
 
-    # a plain subscription, as the README advises for one replica on Mosquitto: a `$share/`
-    # one is not restored after a broker restart (Mosquitto 2.0.11), and what a gateway
-    # replays before the consumer has subscribed again is dropped (seen here in 1 of 5 runs)
-    consumer = EveryMessage("test", broker, collect, NoDeadLetters(), shared_subscription=False)
+    consumer = GatewayMessageConsumer(
+        "test", broker, collect, NoDeadLetters(),
+        streams=(readings_filter, events_filter, heartbeats_filter))  # every message
     gateway = GatewayService(site.gateways[0], site, profiles, broker, tmp_path / "outbox.db",
                              lambda e: fleet.endpoint_port(e.id))
     tasks = [asyncio.create_task(consumer.run())]

@@ -131,7 +131,7 @@ async def test_a_reading_stamped_an_hour_ahead_is_dead_lettered_not_stored(
         await store.open()
         ingest = IngestService(
             store, Spool(tmp_path / "spool.db"), mosquitto, DeadLetters(sessions, "ingest"),
-            shared_subscription=False, max_wait_s=0.01,
+            max_wait_s=0.01,
             admit=admission_for(Settings(), SITE, PROFILES, "ingest", restamp=False))
         try:
             async with running(alerts, ingest):

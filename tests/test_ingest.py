@@ -63,8 +63,7 @@ async def until(predicate, timeout: float = 30) -> None:
 async def test_every_batch_lands_once_in_the_sqlite_store_even_when_sent_twice(mosquitto, tmp_path):
     store = SqliteTimeSeries(tmp_path / "ts.db")
     await store.open()
-    ingest = IngestService(store, Spool(tmp_path / "spool.db"), mosquitto, Recorded(),
-                           shared_subscription=True)
+    ingest = IngestService(store, Spool(tmp_path / "spool.db"), mosquitto, Recorded())
     task = asyncio.create_task(ingest.run())
     await ingest.consumer.ready.wait()
     await publish(mosquitto, range(1, 501))
@@ -88,7 +87,7 @@ async def test_readings_older_than_the_raw_retention_are_rolled_up_by_the_runnin
     await store.open()
     compactor = compactor_for(store, Settings(timeseries_compact_every_s=0.1))
     ingest = IngestService(store, Spool(tmp_path / "spool.db"), mosquitto, Recorded(),
-                           shared_subscription=True, compactor=compactor)
+                           compactor=compactor)
     task = asyncio.create_task(ingest.run())
     eight_days_ago = T0 - timedelta(days=8)  # a gateway's outbox emptying after a long outage
     try:
@@ -119,8 +118,7 @@ async def test_readings_sent_while_the_database_is_down_are_spooled_and_caught_u
     victoria.start()
     store = InfluxTimeSeries(victoria.url, token="", org="o", bucket="b")
     await store.open()
-    ingest = IngestService(store, Spool(tmp_path / "spool.db"), mosquitto, Recorded(),
-                           shared_subscription=True)
+    ingest = IngestService(store, Spool(tmp_path / "spool.db"), mosquitto, Recorded())
     task = asyncio.create_task(ingest.run())
     try:
         await ingest.consumer.ready.wait()
@@ -150,7 +148,7 @@ async def drain_with_one_set_aside(store, tmp_path, mosquitto) -> db.DeadLetter:
     await store.open()
     async with demo_county(f"sqlite+aiosqlite:///{tmp_path}/fw.db") as county:
         ingest = IngestService(store, Spool(tmp_path / "spool.db"), mosquitto,
-                               DeadLetters(county.sessions, "ingest"), shared_subscription=True)
+                               DeadLetters(county.sessions, "ingest"))
         task = asyncio.create_task(ingest.run())
         try:
             await until(lambda: _true(ingest.written == 2 and ingest.spool.size == 0))

@@ -16,7 +16,13 @@ from sqlalchemy import select
 from firewatch import db
 from firewatch.alert_side import alert_side
 from firewatch.consumer import MAX_ATTEMPTS, DeadLetters, GatewayMessageConsumer
-from firewatch.contract import DeviceEvent, ReadingBatch, readings_topic
+from firewatch.contract import (
+    DeviceEvent,
+    ReadingBatch,
+    events_filter,
+    readings_filter,
+    readings_topic,
+)
 from firewatch.mqtt import BrokerAddress
 from firewatch.settings import Settings
 from tests.support.ledger import demo_county
@@ -52,7 +58,7 @@ async def test_a_year_9999_batch_is_dead_lettered_and_a_press_elsewhere_still_al
     content error it did not foresee is the handler's, and still only this message's."""
     async with demo_county(f"sqlite+aiosqlite:///{tmp_path}/fw.db") as county:
         side = alert_side(Settings(wecom_webhook_url=None), county.site, county.profiles,
-                          county.sessions, mosquitto, shared=False)
+                          county.sessions, mosquitto)
         side.alerts.consumer.admit = None
         running = asyncio.create_task(side.alerts.run())
         try:
@@ -95,7 +101,7 @@ async def test_a_handler_error_that_keeps_repeating_ends_as_a_dead_letter_and_th
 
         consumer = GatewayMessageConsumer("test", mosquitto, handler,
                                           DeadLetters(county.sessions, "test"),
-                                          shared_subscription=False)
+                                          streams=(readings_filter, events_filter))
         running = asyncio.create_task(consumer.run())
         try:
             await consumer.ready.wait()
@@ -120,7 +126,7 @@ async def test_a_database_that_is_away_for_a_moment_loses_no_message(
     bad day, not the press's fault.  The press waits, and becomes its alarm once."""
     async with demo_county(f"sqlite+aiosqlite:///{tmp_path}/fw.db") as county:
         side = alert_side(Settings(wecom_webhook_url=None), county.site, county.profiles,
-                          county.sessions, mosquitto, shared=False)
+                          county.sessions, mosquitto)
         running = asyncio.create_task(side.alerts.run())
         locker = sqlite3.connect(tmp_path / "fw.db", isolation_level=None)
         try:

@@ -72,8 +72,7 @@ async def through_ingest(broker: BrokerAddress, store: TimeSeriesStore, workdir:
                          batches: list[ReadingBatch], name: str) -> float:
     """Queue the batches on the broker for ingest's session, then time ingest taking them."""
     def service() -> IngestService:
-        return IngestService(store, Spool(workdir / f"spool-{name}.db"), broker, _NoDeadLetters(),
-                             shared_subscription=True, instance=name)
+        return IngestService(store, Spool(workdir / f"spool-{name}.db"), broker, _NoDeadLetters())
 
     first = service()  # create ingest's persistent session, so the broker queues for it
     task = asyncio.create_task(first.run())
@@ -96,9 +95,9 @@ async def through_ingest(broker: BrokerAddress, store: TimeSeriesStore, workdir:
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
     await store.close()
-    # End the persistent session: while it exists the broker keeps sharing the group's
-    # messages with it, and the next store's run would see only part of the stream.
-    async with broker.client(f"fw-ingest-{name}", persistent=False):
+    # End the persistent session: while it exists the broker queues every message for it,
+    # and the next store's run would find this run's batches before its own.
+    async with broker.client(ingest.consumer.client_id, persistent=False):
         pass
     return took
 

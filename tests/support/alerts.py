@@ -48,7 +48,7 @@ def alert_service(sessions, outbox: Outbox, site: Site = SITE,
     """An alert service on a database from :func:`database` (sharing its writer); it
     consumes from ``broker`` when run."""
     return AlertService(
-        site, PROFILES, sessions, broker, shared_subscription=False,
+        site, PROFILES, sessions, broker,
         outbox=outbox, hazard_deadline=timedelta(hours=24), notices_waiting=asyncio.Event(),
         writer=_writers[id(sessions)], silent_after=silent_after,
     )
