@@ -8,7 +8,6 @@ tests/test_broker_restarts.py.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import zlib
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -17,11 +16,11 @@ import pytest
 from pydantic import ValidationError
 
 from firewatch.bench.servers import Mosquitto
-from firewatch.consumer import GatewayMessageConsumer
 from firewatch.contract import GatewayMessage, ReadingBatch, message_topic, readings_filter
 from firewatch.mqtt import BrokerAddress, EmbeddedBroker
 from firewatch.partition import Partition
 from firewatch.settings import Settings
+from tests.support.consumers import Collected, consumer, running
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -30,52 +29,6 @@ def batch(gateway_id: str, seq: int) -> ReadingBatch:
     return ReadingBatch(gateway_id=gateway_id, seq=seq, device_id=f"{gateway_id}-gas",
                         institution_id="inst-1", kind="gas_detector", ts=datetime.now(UTC),
                         profile="generic-gas-lel", readings={"gas_concentration": seq / 10})
-
-
-class NoDeadLetters:
-    count = 0
-
-    async def put(self, topic: str, payload: bytes, reason: str) -> None:
-        raise AssertionError(f"dead letter on {topic}: {reason}")
-
-
-class Collected:
-    """A consumer's handler: what it applied, in order."""
-
-    def __init__(self) -> None:
-        self.seqs: dict[str, list[int]] = {}
-
-    async def __call__(self, messages: list[GatewayMessage]) -> None:
-        for message in messages:
-            self.seqs.setdefault(message.gateway_id, []).append(message.seq)
-
-    async def until(self, count: int) -> None:
-        for _ in range(1000):
-            if sum(map(len, self.seqs.values())) >= count:
-                return
-            await asyncio.sleep(0.02)
-        raise AssertionError(f"{count} messages expected, got {self.seqs}")
-
-
-def consumer(broker: BrokerAddress, handler, partition: Partition = Partition(),
-             gateway_ids: tuple[str, ...] = ()) -> GatewayMessageConsumer:
-    return GatewayMessageConsumer("test", broker, handler, NoDeadLetters(),
-                                  streams=(readings_filter,), gateway_ids=gateway_ids,
-                                  partition=partition, max_batch=100)
-
-
-@contextlib.asynccontextmanager
-async def running(*consumers: GatewayMessageConsumer) -> AsyncIterator[None]:
-    tasks = [asyncio.create_task(c.run()) for c in consumers]
-    try:
-        async with asyncio.timeout(10):
-            for c in consumers:
-                await c.ready.wait()
-        yield
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def publish(broker: BrokerAddress, messages: list[ReadingBatch]) -> None:

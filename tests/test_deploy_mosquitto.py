@@ -13,6 +13,7 @@ import getpass
 import os
 import shutil
 import subprocess
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -22,14 +23,29 @@ import pytest
 from firewatch.bench.servers import Mosquitto
 from firewatch.contract import (
     CHANGES_FILTER,
+    CHANGES_PREFIX,
+    EVENTS_FILTER,
+    HEARTBEATS_FILTER,
     READINGS_FILTER,
     ChangeKind,
     ChangeNotice,
+    GatewayHeartbeat,
+    ReadingBatch,
     change_topic,
+    events_filter,
+    events_topic,
+    heartbeat_topic,
+    heartbeats_filter,
+    message_topic,
+    readings_filter,
     readings_topic,
-    shared,
 )
 from firewatch.mqtt import BrokerAddress
+from firewatch.partition import Partition
+from firewatch.profiles import load_profiles
+from firewatch.settings import SITES_DIR
+from firewatch.site import load_site
+from tests.support.consumers import Collected, consumer, running
 from tests.support.deploy import ROOT, firewatch_services, resolved_compose
 
 pytestmark = pytest.mark.timeout(60)
@@ -77,10 +93,14 @@ def broker(tmp_path_factory):
     server.stop()
 
 
-def login(broker: DeployedMosquitto, service: str, replica: str = "") -> aiomqtt.Client:
+def local_address(broker: DeployedMosquitto, service: str) -> BrokerAddress:
+    """The broker as ``service`` reaches it, with its credentials."""
     address = credentials()[service]
-    local = BrokerAddress("127.0.0.1", broker.port, address.username, address.password)
-    return local.client(f"test-{service}{replica}")
+    return BrokerAddress("127.0.0.1", broker.port, address.username, address.password)
+
+
+def login(broker: DeployedMosquitto, service: str, replica: str = "") -> aiomqtt.Client:
+    return local_address(broker, service).client(f"test-{service}{replica}")
 
 
 async def received_until(subscriber: aiomqtt.Client, last: bytes) -> list[tuple[str, bytes]]:
@@ -101,17 +121,58 @@ async def test_every_service_logs_in_with_the_credentials_the_compose_file_gives
             pass
 
 
-async def test_a_gateway_cannot_publish_under_another_gateways_topic_but_can_under_its_own(
-    broker,
-):
-    own = readings_topic("gw-rongcheng", "rc-gas-1")
-    forged = readings_topic("gw-dingqiao", "dq-gas-1")
-    async with login(broker, "alerts") as alerts, login(broker, "gateway-rongcheng") as gateway:
-        await alerts.subscribe(shared("alerts", READINGS_FILTER), qos=1)
-        await gateway.publish(forged, b"forged", qos=1)
-        await gateway.publish(own, b"own", qos=1)
-        got = await received_until(alerts, b"own")
-    assert got == [(own, b"own")]
+async def test_a_gateway_publishes_its_own_messages_but_not_another_gateways_nor_changes(broker):
+    own = [readings_topic("gw-rongcheng", "rc-gas-1"), events_topic("gw-rongcheng", "rc-gas-1"),
+           heartbeat_topic("gw-rongcheng")]
+    forged = [readings_topic("gw-dingqiao", "dq-gas-1"), events_topic("gw-dingqiao", "dq-gas-1"),
+              heartbeat_topic("gw-dingqiao"), f"{CHANGES_PREFIX}/gw-rongcheng",
+              change_topic(alarm_notice("forged"))]
+    real = alarm_notice("from alerts")
+    async with login(broker, "alerts") as alerts, login(broker, "web") as web, \
+            login(broker, "gateway-rongcheng") as gateway:
+        for topic_filter in (READINGS_FILTER, EVENTS_FILTER, HEARTBEATS_FILTER):
+            await alerts.subscribe(topic_filter, qos=1)
+        await web.subscribe(CHANGES_FILTER, qos=1)
+        for topic in forged:
+            await gateway.publish(topic, b"forged", qos=1)
+        for topic in own:
+            await gateway.publish(topic, topic.encode(), qos=1)
+        await alerts.publish(change_topic(real), real.to_bytes(), qos=1)
+        assert await received_until(alerts, own[-1].encode()) == [(t, t.encode()) for t in own]
+        assert await received_until(web, real.to_bytes()) == [
+            (change_topic(real), real.to_bytes())]
+
+
+async def test_each_consumer_partition_reads_the_messages_of_its_own_gateways(broker):
+    """As docker-compose.yml runs them: ingest in two partitions, alerts in one."""
+    gateways = [g.id for g in load_site(SITES_DIR / "demo-county.yaml", load_profiles()).gateways]
+    shapes = {("ingest", 2): (readings_filter, events_filter),
+              ("alerts", 1): (readings_filter, events_filter, heartbeats_filter)}
+    partitions = [(service, Partition(index, count), streams)
+                  for (service, count), streams in shapes.items() for index in range(count)]
+    collected = [Collected() for _ in partitions]
+    async with running(*(
+        consumer(local_address(broker, service), handler, partition, gateways, streams, service)
+        for (service, partition, streams), handler in zip(partitions, collected)
+    )):
+        for gateway_id in gateways:
+            async with login(broker, gateway_id.replace("gw-", "gateway-")) as gateway:
+                for message in (a_reading(gateway_id, seq=1), a_heartbeat(gateway_id, seq=2)):
+                    await gateway.publish(message_topic(message), message.to_bytes(), qos=1)
+        for (service, partition, _), handler in zip(partitions, collected):
+            mine = [g for g in gateways if partition.owns(g)]
+            expected = {g: [1, 2] if service == "alerts" else [1] for g in mine}
+            await handler.until(sum(map(len, expected.values())))
+            assert handler.seqs == expected, (service, str(partition))
+
+
+def a_reading(gateway_id: str, seq: int) -> ReadingBatch:
+    return ReadingBatch(gateway_id=gateway_id, seq=seq, device_id="dev-1", institution_id="i-1",
+                        kind="gas_detector", ts=datetime.now(UTC), profile="generic-gas-lel")
+
+
+def a_heartbeat(gateway_id: str, seq: int) -> GatewayHeartbeat:
+    return GatewayHeartbeat(gateway_id=gateway_id, seq=seq, ts=datetime.now(UTC))
 
 
 async def test_the_consumers_can_read_but_not_publish(broker):
