@@ -1,5 +1,5 @@
 """The production shape: each part a process of its own (`firewatch gateway|ingest|alerts|web`),
-one real Mosquitto, one PostgreSQL database, two ingest replicas, JSON logs and /metrics.
+one real Mosquitto, one PostgreSQL database, two ingest partitions, JSON logs and /metrics.
 
 The processes are started as docker-compose.yml starts its containers, with FIREWATCH_*
 variables only; what the tests read is what an operator reads: metrics and log lines.
@@ -40,8 +40,9 @@ def services(tmp_path_factory, broker, database, robot) -> Iterator[dict[str, Se
         # alerts first: it writes the site's institutions and devices
         alerts = start("alerts", "alerts")
         until(lambda: alerts.metrics() is not None, "alerts to serve metrics", [alerts])
-        for replica in ("a", "b"):
-            start(f"ingest-{replica}", "ingest", FIREWATCH_INSTANCE=replica)
+        for partition in ("0", "1"):
+            start(f"ingest-p{partition}", "ingest", FIREWATCH_CONSUMER_PARTITIONS="2",
+                  FIREWATCH_CONSUMER_PARTITION=partition)
         start("web", "web", FIREWATCH_PORT=str(free_port()))
         start("gateway", "gateway")
         running = list(started.values())
@@ -79,16 +80,16 @@ def test_readings_flow_from_the_gateway_process_through_the_broker_to_alerts_and
     until(lambda: gateway.total("firewatch_gateway_polls_total", device="rc-efm-1") >= 2
           and gateway.total("firewatch_gateway_published_total", gateway="gw-dingqiao") > 0
           and alerts.total("firewatch_consumer_messages_applied_total") > 0
-          and services["ingest-a"].total("firewatch_ingest_written_total")
-          + services["ingest-b"].total("firewatch_ingest_written_total") > 0,
+          and services["ingest-p0"].total("firewatch_ingest_written_total")
+          + services["ingest-p1"].total("firewatch_ingest_written_total") > 0,
           "polls, published batches, applied and written readings", running)
     assert gateway.total("firewatch_gateway_outbox_depth") < 100
     assert gateway.total("firewatch_gateway_broker_connected") == 3
     assert alerts.total("firewatch_dead_letters_total") == 0
 
 
-def test_two_ingest_replicas_share_the_stream(services):
-    replicas = [services["ingest-a"], services["ingest-b"]]
+def test_two_ingest_partitions_share_the_gateways(services):
+    replicas = [services["ingest-p0"], services["ingest-p1"]]
     until(lambda: all(r.total("firewatch_ingest_written_total") >= 3 for r in replicas),
           "both ingest replicas to write readings", list(services.values()))
     assert all(r.total("firewatch_ingest_store_available") == 1 for r in replicas)
