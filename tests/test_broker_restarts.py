@@ -28,7 +28,7 @@ from sqlalchemy import create_engine, text
 from firewatch.bench.servers import Mosquitto, PostgreSQL
 from firewatch.contract import EVENTS_FILTER, READINGS_FILTER, ReadingBatch, parse_message
 from firewatch.profiles import PROFILES_DIR
-from tests.support.processes import Service, until
+from tests.support.processes import Service, kill_running, until
 from tests.support.stack import Stack
 
 pytestmark = pytest.mark.timeout(240)
@@ -162,6 +162,16 @@ def nothing_lost_nor_duplicated(data_dir: Path, tap: Tap, record: Record,
     return len(handed)
 
 
+def ten_restarts_lose_and_duplicate_nothing(broker: Mosquitto, data_dir: Path, tap: Tap,
+                                            record: Record, alive: Callable[[], None]) -> None:
+    """The scenario, once the consumers and gateways run on ``broker`` with ``data_dir``."""
+    assert within(30, lambda: len(record.applied_by_alerts()) > 50, alive), "no stream"
+    backlogs = restart_repeatedly(broker, [data_dir / f"outbox-{g}.db" for g in GATEWAYS], alive)
+    handed = nothing_lost_nor_duplicated(data_dir, tap, record, alive)
+    print(f"\n{handed} messages; backlogs as the broker came back: {backlogs}")
+    assert sum(b > 0 for b in backlogs) >= RESTARTS // 2, "the gateways had backlogs to replay"
+
+
 def missing(keys: set[tuple[str, int]]) -> str:
     """``keys`` as a count and seq ranges per gateway."""
     ranges: dict[str, list[list[int]]] = {}
@@ -200,19 +210,13 @@ def test_firewatch_up_on_mosquitto_loses_and_duplicates_nothing_over_ten_broker_
     stack.start()
     record = Record(f"sqlite:///{data_dir / 'firewatch.db'}", data_dir / "timeseries.db")
     try:
-        def alive() -> None:
-            stack.wait_until(lambda: True, 1, "the stack to keep running")
-
-        assert within(30, lambda: len(record.applied_by_alerts()) > 50, alive)
-        backlogs = restart_repeatedly(mosquitto, [data_dir / f"outbox-{g}.db" for g in GATEWAYS],
-                                      alive)
-        handed = nothing_lost_nor_duplicated(data_dir, tap, record, alive)
+        ten_restarts_lose_and_duplicate_nothing(
+            mosquitto, data_dir, tap, record,
+            alive=lambda: stack.wait_until(lambda: True, 1, "the stack to keep running"))
     finally:
         record.close()
         if stack.process is not None:
             stack.stop()
-    print(f"\n{handed} messages; backlogs as the broker came back: {backlogs}")
-    assert sum(b > 0 for b in backlogs) >= RESTARTS // 2, "the gateways had backlogs to replay"
 
 
 def test_the_production_services_lose_and_duplicate_nothing_over_ten_broker_restarts(
@@ -241,20 +245,11 @@ def test_the_production_services_lose_and_duplicate_nothing_over_ten_broker_rest
                           for s in services[1:]), "both ingest partitions to subscribe", services)
         start("gateway", "gateway")
 
-        def alive() -> None:
-            until(lambda: True, "the services to keep running", services)
-
-        assert within(30, lambda: len(record.applied_by_alerts()) > 50, alive)
-        backlogs = restart_repeatedly(mosquitto, [data_dir / f"outbox-{g}.db" for g in GATEWAYS],
-                                      alive)
-        handed = nothing_lost_nor_duplicated(data_dir, tap, record, alive)
+        ten_restarts_lose_and_duplicate_nothing(
+            mosquitto, data_dir, tap, record,
+            alive=lambda: until(lambda: True, "the services to keep running", services))
         for service in services:
             assert service.stop() == 0, service.log.read_text()[-2000:]
     finally:
         record.close()
-        for service in services:
-            if service.process.poll() is None:
-                service.process.kill()
-                service.process.wait(10)
-    print(f"\n{handed} messages; backlogs as the broker came back: {backlogs}")
-    assert sum(b > 0 for b in backlogs) >= RESTARTS // 2, "the gateways had backlogs to replay"
+        kill_running(services)

@@ -26,7 +26,7 @@ from sqlalchemy.engine import Connection, Engine
 from firewatch.bench.servers import Mosquitto, PostgreSQL
 from firewatch.contract import parse_message
 from firewatch.mqtt import free_port
-from tests.support.processes import Service, press, until
+from tests.support.processes import Service, kill_running, press, until
 from tests.support.providers import Trouble
 from tests.support.wecom import WeComServer
 
@@ -254,10 +254,7 @@ def test_a_gateway_restarted_with_a_full_outbox_delivers_what_it_kept_once_in_or
               "ingest to store every reading batch", [ingest])
     finally:
         tap.close()
-        for service in started:
-            if service.process.poll() is None:
-                service.process.kill()
-                service.process.wait(10)
+        kill_running(started)
         mosquitto.stop()
 
     first_arrivals = list(dict.fromkeys(seq for seq, _ in tap.deliveries))

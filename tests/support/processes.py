@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import httpx
@@ -46,6 +46,14 @@ class Service:
     def stop(self) -> int:
         self.process.send_signal(signal.SIGTERM)
         return self.process.wait(30)
+
+
+def kill_running(services: Iterable[Service]) -> None:
+    """What a test leaves running when it ends early."""
+    for service in services:
+        if service.process.poll() is None:
+            service.process.kill()
+            service.process.wait(10)
 
 
 def until(predicate: Callable[[], bool], what: str, services: list[Service],
