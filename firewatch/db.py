@@ -347,10 +347,11 @@ class ServiceHeartbeat(Base):
 class ProcessedMessage(Base):
     """(gateway, incarnation, seq) a consumer has applied: what makes redelivery harmless.
 
-    A set, not a high-water mark, because replicas sharing a subscription see a gateway's
-    messages interleaved, and a high-water mark would then drop the late-comers.  The
-    incarnation of the gateway's outbox is part of the key: a replaced outbox starts again at
-    seq 1, a new stream whose numbers were never applied.
+    A set, not a high-water mark: while the partition count changes, the old and the new
+    partitions both hand a gateway's messages to the consumer, interleaved, and a high-water
+    mark would then drop the late-comers.  The incarnation of the gateway's outbox is part of
+    the key: a replaced outbox starts again at seq 1, a new stream whose numbers were never
+    applied.
     """
 
     __tablename__ = "processed_messages"
