@@ -6,8 +6,9 @@ The gateways poll the demo's simulated devices every 0.2 s.  Mosquitto is stoppe
 `docker restart` does) for 1 to 3 s and started again after 2 to 4 s of service, ten times; the
 gateways reconnect at once and publish the backlog of their outboxes, the consumers come back on
 their own backoff.  Then every message an outbox handed to the broker (numbered, and no longer
-kept) must be in the alert service's record of what it applied and, for a reading batch, in
-ingest's store, once: nothing lost, nothing stored twice.
+kept) must have reached the consumers: a reading or device event in the alert service's record
+of what it applied (a heartbeat is heard, not recorded) and a reading batch in ingest's store,
+once: nothing lost, nothing stored twice.
 """
 
 from __future__ import annotations
@@ -26,7 +27,14 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from firewatch.bench.servers import Mosquitto, PostgreSQL
-from firewatch.contract import EVENTS_FILTER, READINGS_FILTER, ReadingBatch, parse_message
+from firewatch.contract import (
+    EVENTS_FILTER,
+    HEARTBEATS_FILTER,
+    READINGS_FILTER,
+    DeviceEvent,
+    ReadingBatch,
+    parse_message,
+)
 from firewatch.profiles import PROFILES_DIR
 from tests.support.processes import Service, kill_running, until
 from tests.support.stack import Stack
@@ -49,18 +57,22 @@ def fast_profiles(tmp_path: Path) -> Path:
     return target
 
 
+#: a message: (gateway id, incarnation of its outbox, seq)
+Key = tuple[str, str, int]
+
+
 class Tap:
     """Which of the gateways' messages are reading batches: a subscriber of its own on the
-    broker (persistent session, QoS 1), recording the kind of every (gateway, seq) it sees."""
+    broker (persistent session, QoS 1), recording the kind of every message it sees."""
 
     def __init__(self, broker: Mosquitto) -> None:
-        self.kinds: dict[tuple[str, int], type] = {}
+        self.kinds: dict[Key, type] = {}
         self.subscribed = threading.Event()
         self.client = paho.mqtt.client.Client(
             paho.mqtt.client.CallbackAPIVersion.VERSION2, "restart-test-tap", clean_session=False)
         self.client.reconnect_delay_set(0.1, 0.5)
         self.client.on_connect = lambda c, *_: c.subscribe(
-            [(READINGS_FILTER, 1), (EVENTS_FILTER, 1)])
+            [(READINGS_FILTER, 1), (EVENTS_FILTER, 1), (HEARTBEATS_FILTER, 1)])
         self.client.on_subscribe = lambda *_: self.subscribed.set()
         self.client.on_message = self._record
         self.client.connect("127.0.0.1", broker.port)
@@ -69,23 +81,25 @@ class Tap:
 
     def _record(self, client, userdata, message) -> None:
         parsed = parse_message(message.topic, message.payload)
-        self.kinds[(parsed.gateway_id, parsed.seq)] = type(parsed)
+        self.kinds[(parsed.gateway_id, parsed.incarnation, parsed.seq)] = type(parsed)
 
     def close(self) -> None:
         self.client.loop_stop()
         self.client.disconnect()
 
 
-def handed_to_the_broker(outbox: Path) -> tuple[set[int], int]:
-    """The seqs an outbox has handed to the broker (numbered and no longer kept: no outbox here
-    reaches its bound, so none was dropped), and how many it keeps."""
+def handed_to_the_broker(gateway_id: str, outbox: Path) -> tuple[set[Key], int]:
+    """The messages an outbox has handed to the broker (numbered and no longer kept: no outbox
+    here reaches its bound, so none was shed), and how many it keeps."""
     with contextlib.closing(sqlite3.connect(outbox, timeout=10)) as db, db:
+        [incarnation] = db.execute("SELECT value FROM meta WHERE key = 'incarnation'").fetchone()
         last = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'").fetchone()
         kept = {seq for (seq,) in db.execute("SELECT seq FROM outbox")}
-    return set(range(1, last[0] + 1 if last else 1)) - kept, len(kept)
+    return ({(gateway_id, incarnation, seq) for seq in range(1, last[0] + 1 if last else 1)
+             if seq not in kept}, len(kept))
 
 
-def restart_repeatedly(broker: Mosquitto, outboxes: list[Path],
+def restart_repeatedly(broker: Mosquitto, outboxes: dict[str, Path],
                        alive: Callable[[], None]) -> list[int]:
     """Stop and start the broker RESTARTS times; the messages the gateways kept as it came
     back each time (their backlog, published as soon as they reconnect)."""
@@ -95,28 +109,29 @@ def restart_repeatedly(broker: Mosquitto, outboxes: list[Path],
         time.sleep(rng.uniform(2, 4))
         broker.stop()
         time.sleep(rng.uniform(1, 3))
-        backlogs.append(sum(handed_to_the_broker(outbox)[1] for outbox in outboxes))
+        backlogs.append(sum(handed_to_the_broker(*outbox)[1] for outbox in outboxes.items()))
         broker.start()
         alive()
     return backlogs
 
 
 class Record:
-    """What the consumers recorded: (gateway, seq) applied by the alert service, stored by
+    """What the consumers recorded: the messages applied by the alert service and stored by
     ingest, and the most points any one series has at one time (2: a batch stored twice)."""
 
     def __init__(self, database_url: str, timeseries: Path) -> None:
         self.engine = create_engine(database_url)
         self.timeseries = timeseries
 
-    def applied_by_alerts(self) -> set[tuple[str, int]]:
+    def applied_by_alerts(self) -> set[Key]:
         with self.engine.connect() as connection:
-            return set(connection.execute(text(
-                "SELECT gateway_id, seq FROM processed_messages WHERE consumer = 'alerts'")))
+            return set(map(tuple, connection.execute(text(
+                "SELECT gateway_id, incarnation, seq FROM processed_messages"
+                " WHERE consumer = 'alerts'"))))
 
-    def stored_by_ingest(self) -> set[tuple[str, int]]:
+    def stored_by_ingest(self) -> set[Key]:
         with contextlib.closing(sqlite3.connect(self.timeseries, timeout=10)) as store:
-            return set(store.execute("SELECT gateway_id, seq FROM applied"))
+            return set(store.execute("SELECT gateway_id, incarnation, seq FROM applied"))
 
     def most_points_of_one_series_at_one_time(self) -> int:
         with contextlib.closing(sqlite3.connect(self.timeseries, timeout=10)) as store:
@@ -142,20 +157,27 @@ def nothing_lost_nor_duplicated(data_dir: Path, tap: Tap, record: Record,
                                 alive: Callable[[], None]) -> int:
     """Every message the outboxes handed to the broker, once in the consumers' records (after
     the gateways have published their last backlog); how many messages that was."""
-    outboxes = [data_dir / f"outbox-{gateway}.db" for gateway in GATEWAYS]
-    assert within(60, lambda: all(handed_to_the_broker(o)[1] < 20 for o in outboxes), alive), \
-        "the gateways did not publish their backlogs"
-    handed = {(gateway, seq) for gateway, outbox in zip(GATEWAYS, outboxes)
-              for seq in handed_to_the_broker(outbox)[0]}
+    outboxes = outboxes_in(data_dir)
+    assert within(60, lambda: all(handed_to_the_broker(*o)[1] < 20 for o in outboxes.items()),
+                  alive), "the gateways did not publish their backlogs"
+    handed = set().union(*(handed_to_the_broker(*o)[0] for o in outboxes.items()))
 
-    def readings() -> set[tuple[str, int]]:
-        return {key for key in handed if tap.kinds.get(key) is ReadingBatch}
+    def of(*kinds: type) -> set[Key]:
+        return {key for key in handed if tap.kinds.get(key) in kinds}
 
-    within(60, lambda: handed <= tap.kinds.keys() and handed <= record.applied_by_alerts()
+    # a heartbeat is heard by the alert service's link watch, not recorded as applied
+    def readings() -> set[Key]:
+        return of(ReadingBatch)
+
+    def device_messages() -> set[Key]:
+        return of(ReadingBatch, DeviceEvent)
+
+    within(60, lambda: handed <= tap.kinds.keys()
+           and device_messages() <= record.applied_by_alerts()
            and readings() <= record.stored_by_ingest(), alive)
     assert handed <= tap.kinds.keys(), f"the tap missed {missing(handed - tap.kinds.keys())}"
-    assert handed <= record.applied_by_alerts(), \
-        f"the alert service never applied {missing(handed - record.applied_by_alerts())}"
+    assert device_messages() <= record.applied_by_alerts(), "the alert service never applied " \
+        + missing(device_messages() - record.applied_by_alerts())
     assert readings() <= record.stored_by_ingest(), \
         f"ingest never stored {missing(readings() - record.stored_by_ingest())}"
     assert record.most_points_of_one_series_at_one_time() == 1, "a batch stored twice"
@@ -166,17 +188,21 @@ def ten_restarts_lose_and_duplicate_nothing(broker: Mosquitto, data_dir: Path, t
                                             record: Record, alive: Callable[[], None]) -> None:
     """The scenario, once the consumers and gateways run on ``broker`` with ``data_dir``."""
     assert within(30, lambda: len(record.applied_by_alerts()) > 50, alive), "no stream"
-    backlogs = restart_repeatedly(broker, [data_dir / f"outbox-{g}.db" for g in GATEWAYS], alive)
+    backlogs = restart_repeatedly(broker, outboxes_in(data_dir), alive)
     handed = nothing_lost_nor_duplicated(data_dir, tap, record, alive)
     print(f"\n{handed} messages; backlogs as the broker came back: {backlogs}")
     assert sum(b > 0 for b in backlogs) >= RESTARTS // 2, "the gateways had backlogs to replay"
 
 
-def missing(keys: set[tuple[str, int]]) -> str:
-    """``keys`` as a count and seq ranges per gateway."""
+def outboxes_in(data_dir: Path) -> dict[str, Path]:
+    return {gateway: data_dir / f"outbox-{gateway}.db" for gateway in GATEWAYS}
+
+
+def missing(keys: set[Key]) -> str:
+    """``keys`` as a count and seq ranges per gateway and incarnation."""
     ranges: dict[str, list[list[int]]] = {}
-    for gateway, seq in sorted(keys):
-        runs = ranges.setdefault(gateway, [])
+    for gateway, incarnation, seq in sorted(keys):
+        runs = ranges.setdefault(f"{gateway}/{incarnation}", [])
         if runs and runs[-1][1] == seq - 1:
             runs[-1][1] = seq
         else:

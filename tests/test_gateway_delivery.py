@@ -16,7 +16,15 @@ import pytest
 from sqlalchemy import select
 
 from firewatch import db
-from firewatch.contract import GatewayHeartbeat, ReadingBatch, parse_message
+from firewatch.consumer import GatewayMessageConsumer
+from firewatch.contract import (
+    GatewayHeartbeat,
+    ReadingBatch,
+    events_filter,
+    heartbeats_filter,
+    parse_message,
+    readings_filter,
+)
 from firewatch.mqtt import BrokerAddress
 from firewatch.profiles import load_profiles
 from firewatch.settings import SITES_DIR
@@ -24,7 +32,6 @@ from firewatch.site import Site, load_site
 from gateway.outbox import Outbox
 from gateway.service import GatewayService
 from tests.support.alerts import alert_service, database, robot_outbox
-from tests.test_gateway import EveryMessage
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -58,8 +65,9 @@ class Collector:
         async def collect(messages) -> None:
             self.messages.extend(messages)
 
-        self.consumer = EveryMessage("collector", BrokerAddress.from_url(broker.url), collect,
-                                     _NoDeadLetters(), shared_subscription=False)
+        self.consumer = GatewayMessageConsumer(
+            "collector", BrokerAddress.from_url(broker.url), collect, _NoDeadLetters(),
+            streams=(readings_filter, events_filter, heartbeats_filter))
 
     def presses(self) -> list[ReadingBatch]:
         return [m for m in self.messages
