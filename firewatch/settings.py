@@ -253,7 +253,8 @@ class Settings(BaseSettings):
     )
     instance: str = Field(
         default_factory=socket.gethostname,
-        description="Names this replica (the change notices' MQTT client id); default: hostname.",
+        description="Names this replica (its change notices' MQTT client id, its service "
+        "heartbeat); default: hostname.",
     )
 
     env: Literal["development", "production"] = Field(
@@ -319,9 +320,10 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _partition_exists(self) -> Settings:
         if self.consumer_partition >= self.consumer_partitions:
+            last = self.consumer_partitions - 1
             raise ValueError(
-                f"FIREWATCH_CONSUMER_PARTITION={self.consumer_partition}: the partitions are "
-                f"numbered 0 to FIREWATCH_CONSUMER_PARTITIONS - 1 = {self.consumer_partitions - 1}")
+                f"{ENV_PREFIX}CONSUMER_PARTITION={self.consumer_partition}: the partitions are "
+                f"numbered 0 to {ENV_PREFIX}CONSUMER_PARTITIONS - 1 = {last}")
         return self
 
     @property

@@ -13,13 +13,12 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import pytest
-from pydantic import ValidationError
 
 from firewatch.bench.servers import Mosquitto
 from firewatch.contract import GatewayMessage, ReadingBatch, message_topic, readings_filter
 from firewatch.mqtt import BrokerAddress, EmbeddedBroker
 from firewatch.partition import Partition
-from firewatch.settings import Settings
+from firewatch.settings import Settings, SettingsError
 from tests.support.consumers import Collected, consumer, running
 
 pytestmark = pytest.mark.timeout(60)
@@ -103,8 +102,8 @@ def test_partitions_split_gateways_by_a_hash_that_is_the_same_everywhere():
 
 
 def test_a_partition_outside_the_count_is_refused_naming_the_settings():
-    with pytest.raises(ValidationError, match="FIREWATCH_CONSUMER_PARTITION=2: .* 0 to "
-                                              "FIREWATCH_CONSUMER_PARTITIONS - 1 = 1"):
+    with pytest.raises(SettingsError, match="FIREWATCH_CONSUMER_PARTITION=2: .* 0 to "
+                                            "FIREWATCH_CONSUMER_PARTITIONS - 1 = 1"):
         Settings(_env_file=None, consumer_partitions=2, consumer_partition=2)
 
 
