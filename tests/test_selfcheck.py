@@ -22,6 +22,7 @@ from alerts.notices import NoticeMessage, wecom_markdown
 from alerts.service import AlertService
 from firewatch import db
 from firewatch.bench.servers import Mosquitto
+from firewatch.bench.stack_process import SCRAPE_TOKEN
 from firewatch.contract import GatewayHeartbeat, ReadingBatch, message_topic, utc_now
 from firewatch.mqtt import BrokerAddress, free_port
 from tests.support.alerts import alert_service, database, robot_outbox
@@ -110,8 +111,9 @@ def test_the_bureau_is_told_when_the_alert_service_stops(
         web = Service("web", ["web"], {**env, "FIREWATCH_PORT": str(free_port())}, tmp_path)
         started.append(web)
 
-        def health() -> dict:
-            return httpx.get(f"http://127.0.0.1:{web.port}/api/health").json()
+        def health() -> dict:  # the details, as the operators' monitoring reads them
+            return httpx.get(f"http://127.0.0.1:{web.port}/api/health",
+                             headers={"Authorization": f"Bearer {SCRAPE_TOKEN}"}).json()
 
         def told(label: str) -> bool:
             return any(f"【{label}】青阳县民政局（演示）" in r.body["markdown"]["content"]
