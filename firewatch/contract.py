@@ -27,7 +27,7 @@ import math
 import re
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Final, Literal
 
 from pydantic import (
     AwareDatetime,
@@ -44,10 +44,11 @@ from pydantic import (
 CONTRACT_VERSION = "v1"
 TOPIC_ROOT = f"firewatch/{CONTRACT_VERSION}"
 
-READINGS_SCHEMA = "firewatch.readings/1"
-EVENT_SCHEMA = "firewatch.event/1"
-HEARTBEAT_SCHEMA = "firewatch.heartbeat/1"
-CHANGE_SCHEMA = "firewatch.change/1"
+# Final: each is its literal type too, so the models' ``Literal[...]`` fields can default to it
+READINGS_SCHEMA: Final = "firewatch.readings/1"
+EVENT_SCHEMA: Final = "firewatch.event/1"
+HEARTBEAT_SCHEMA: Final = "firewatch.heartbeat/1"
+CHANGE_SCHEMA: Final = "firewatch.change/1"
 
 MAX_SEQ = 2**63 - 1
 

@@ -134,7 +134,8 @@ class Register(_Strict):
             if self.type is DataType.INT16:
                 return words[0] - 0x10000 if words[0] & 0x8000 else words[0]
         data = self._reorder(b"".join(w.to_bytes(2, "big") for w in words))
-        return struct.unpack(">" + _STRUCT[self.type], data)[0]
+        value: int | float = struct.unpack(">" + _STRUCT[self.type], data)[0]
+        return value
 
     def encode(self, raw: int | float | bool) -> list[int]:
         """The inverse of :meth:`decode`, used by the simulators."""
@@ -400,7 +401,9 @@ def load_profiles(directory: Path = PROFILES_DIR) -> dict[str, DeviceProfile]:
     return profiles
 
 
-def read_blocks(registers: Iterable[Register], max_gap: int = 0, max_count: int = 120):
+def read_blocks(
+    registers: Iterable[Register], max_gap: int = 0, max_count: int = 120
+) -> list[tuple[Table, int, int, list[Register]]]:
     """Group registers into as few read requests as possible: (table, start, count, members).
 
     Registers in the same table whose addresses are contiguous (or within ``max_gap``) share
