@@ -187,14 +187,14 @@ class Escalator:
         row = subject.row
         if isinstance(row, Alarm):
             category = self.categories.get((_about(row), row.rule), HazardCategory.OTHER)
-            timing = self.policy.for_alarm(category, Severity(row.severity))
-            return plan_alarm(now, row.raised_at, row.acknowledged_at is not None, timing,
+            alarm_timing = self.policy.for_alarm(category, Severity(row.severity))
+            return plan_alarm(now, row.raised_at, row.acknowledged_at is not None, alarm_timing,
                               subject.taken)
-        timing = self.policy.for_entry(HazardCategory(row.category))
+        ledger_timing = self.policy.for_entry(HazardCategory(row.category))
         if subject.sign_off is not None:
             return plan_recheck(now, row.status, subject.sign_off.at, subject.sign_off.id,
-                                timing, subject.taken)
-        return plan_overdue(now, row.status, row.deadline, timing, subject.taken)
+                                ledger_timing, subject.taken)
+        return plan_overdue(now, row.status, row.deadline, ledger_timing, subject.taken)
 
     def _notice(
         self, step: Step, subject: _Subject, institution: Institution, now: datetime
@@ -238,11 +238,11 @@ class Escalator:
             bureau_told = select(EscalationStep.id).where(
                 EscalationStep.subject == "alarm", EscalationStep.subject_id == Alarm.id,
                 EscalationStep.step == Step.BUREAU.value)
-            query = select(Alarm).where(Alarm.acknowledged_at.is_(None),
-                                        not_(bureau_told.exists()))
+            alarm_query = select(Alarm).where(Alarm.acknowledged_at.is_(None),
+                                              not_(bureau_told.exists()))
             if number:
-                query = query.where(Alarm.id == int(number))
-            alarms = list(session.scalars(query))
+                alarm_query = alarm_query.where(Alarm.id == int(number))
+            alarms = list(session.scalars(alarm_query))
             taken = _taken(session, "alarm", [a.id for a in alarms])
             subjects |= {f"alarm:{a.id}": _Subject(a, taken.get(a.id, frozenset()))
                          for a in alarms}

@@ -16,11 +16,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from io import BytesIO
+from typing import overload
 
 from openpyxl import Workbook
-from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE, Cell
+from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE, Cell, MergedCell
 from openpyxl.styles import Alignment, Border, Font, PatternFill, Side
 from openpyxl.utils import get_column_letter
+from openpyxl.worksheet.properties import PageSetupProperties
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -157,13 +159,17 @@ def subtitle(where: LedgerFilter, now: datetime) -> str:
     return f"导出时间：{now.astimezone(CST):%Y-%m-%d %H:%M}　范围：{scope}"
 
 
+@overload
+def _printable(value: str) -> str: ...
+@overload
+def _printable(value: object) -> object: ...
 def _printable(value: object) -> object:
     """Text without the control characters an .xlsx cannot hold (a filter or a report typed
     by the public may carry them); openpyxl would refuse the whole workbook."""
     return ILLEGAL_CHARACTERS_RE.sub("", value) if isinstance(value, str) else value
 
 
-def _text_only(cell: Cell) -> None:
+def _text_only(cell: Cell | MergedCell) -> None:
     """Keep a text cell text: never a formula, not even after someone edits it in Excel.
 
     openpyxl writes a string that starts with ``=`` as a formula; Excel turns one that starts
@@ -183,7 +189,7 @@ def workbook(title: str, subtitle: str, rows: list[list]) -> bytes:
     title, subtitle = _printable(title), _printable(subtitle)
     rows = [[_printable(v) for v in values] for values in rows]
     book = Workbook()
-    sheet = book.active
+    sheet = book.worksheets[0]  # a new workbook's one sheet, the active one
     sheet.title = "隐患台账"
     last_column = get_column_letter(len(COLUMNS))
     for row, text, size in ((1, title, 16), (2, subtitle, 10)):
@@ -206,19 +212,19 @@ def workbook(title: str, subtitle: str, rows: list[list]) -> bytes:
     for values in rows:
         sheet.append(values)
         for index, column in enumerate(COLUMNS, start=1):
-            cell = sheet.cell(row=sheet.max_row, column=index)
-            _text_only(cell)
-            cell.alignment = Alignment(vertical="top", wrap_text=True)
-            cell.border = border
+            data_cell = sheet.cell(row=sheet.max_row, column=index)
+            _text_only(data_cell)
+            data_cell.alignment = Alignment(vertical="top", wrap_text=True)
+            data_cell.border = border
             if column.number_format:
-                cell.number_format = column.number_format
+                data_cell.number_format = column.number_format
     sheet.freeze_panes = f"A{HEADER_ROW + 1}"
     sheet.auto_filter.ref = f"A{HEADER_ROW}:{last_column}{max(sheet.max_row, HEADER_ROW)}"
     sheet.print_title_rows = f"{HEADER_ROW}:{HEADER_ROW}"
     sheet.page_setup.orientation = "landscape"
     sheet.page_setup.fitToWidth = 1
     sheet.page_setup.fitToHeight = 0
-    sheet.sheet_properties.pageSetUpPr.fitToPage = True
+    sheet.sheet_properties.pageSetUpPr = PageSetupProperties(fitToPage=True)
     out = BytesIO()
     book.save(out)
     return out.getvalue()

@@ -301,7 +301,7 @@ class Notifier:
         """Put ``row`` on the fallback channel, once, if it has an address there."""
         fallback = self.routing.fallback
         target = self.routing.target(row.institution_id, fallback)
-        if target is None or fallback == row.channel:
+        if fallback is None or target is None or fallback == row.channel:
             return False
         log.warning("notice %d: %s; handing it to %s", row.id, why, fallback)
         row.last_error = f"{why}; sent on {fallback}"

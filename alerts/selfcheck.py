@@ -190,6 +190,7 @@ class LinkWatch:
         open_alarms: dict[str, list[Alarm]] = {d.id: [] for d in devices}
         for alarm in session.scalars(select(Alarm).where(
                 Alarm.device_id.in_(open_alarms), Alarm.status.in_(ACTIVE_ALARM))):
+            assert alarm.device_id is not None  # the query asked for these devices' alarms
             open_alarms[alarm.device_id].append(alarm)
         for device in devices:
             settle_state(device, open_alarms[device.id], link_down)

@@ -153,11 +153,13 @@ class AlertService:
         tells the link watch that its gateway is heard (alerts.selfcheck).
         """
         self.links.hear(messages, utc_now())
-        messages = [m for m in messages if not isinstance(m, GatewayHeartbeat)]
-        urgent = {m.device_id for m in messages if self._urgent(m)}
-        first = [m for m in messages if m.device_id in urgent]
-        for part in (first, [m for m in messages if m.device_id not in urgent]):
-            if part and await self.writer.run(partial(self._apply_together, messages=part)):
+        devices_said = [m for m in messages if not isinstance(m, GatewayHeartbeat)]
+        urgent = {m.device_id for m in devices_said if self._urgent(m)}
+        first = [m for m in devices_said if m.device_id in urgent]
+        for part in (first, [m for m in devices_said if m.device_id not in urgent]):
+            if not part:
+                continue
+            if await self.writer.run(partial(self._apply_together, messages=part)):
                 self.notices_waiting.set()
         self.last_applied_at = utc_now()
 
@@ -184,6 +186,7 @@ class AlertService:
         open_alarms: dict[str, dict[str, Alarm]] = {i: {} for i in ids}
         for alarm in session.scalars(select(Alarm).where(
                 Alarm.device_id.in_(ids), Alarm.status.in_(ACTIVE_ALARM))):
+            assert alarm.device_id is not None  # the query asked for these devices' alarms
             open_alarms[alarm.device_id][alarm.rule] = alarm
         rule_states: dict[str, dict[str, RuleState]] = {i: {} for i in ids}
         for row in session.scalars(select(RuleState).where(RuleState.device_id.in_(ids))):
