@@ -120,7 +120,9 @@ class InfluxTimeSeries:
         lines = [batch_to_line(b, self._township_tags.get(b.institution_id, "")) for b in batches]
         try:
             await self._client.write_api().write(
-                bucket=self.bucket, record=lines, write_precision=WritePrecision.MS)
+                bucket=self.bucket, record=lines,
+                # influxdb-client annotates the parameter WritePrecision, whose members are str
+                write_precision=WritePrecision.MS)  # type: ignore[arg-type]
         except ApiException as exc:
             answer = f"{self.name} answered {exc.status}: {exc.message or exc.reason}"
             if exc.status is not None and 400 <= exc.status < 500 and exc.status not in (

@@ -36,13 +36,17 @@ class Spool:
                 self._db.close()
                 self._db = None
 
-    async def put(self, batches: list[ReadingBatch]) -> None:
+    def _open_db(self) -> sqlite3.Connection:
         assert self._db is not None, "spool not open"
+        return self._db
+
+    async def put(self, batches: list[ReadingBatch]) -> None:
+        db = self._open_db()
         rows = [(b.to_bytes(),) for b in batches]
 
         def insert() -> None:
-            with self._db:  # one transaction
-                self._db.executemany("INSERT INTO spool (batch) VALUES (?)", rows)
+            with db:  # one transaction
+                db.executemany("INSERT INTO spool (batch) VALUES (?)", rows)
 
         async with self._lock:
             await asyncio.to_thread(insert)
@@ -51,19 +55,19 @@ class Spool:
     async def oldest(self, limit: int) -> list[tuple[int, bytes]]:
         """The oldest rows as stored (id, the batch's JSON): read by the caller, who sets aside
         a row that no longer reads (a spool written by another version, a damaged file)."""
-        assert self._db is not None, "spool not open"
+        db = self._open_db()
         async with self._lock:
             return await asyncio.to_thread(
-                lambda: self._db.execute(
+                lambda: db.execute(
                     "SELECT id, batch FROM spool ORDER BY id LIMIT ?", (limit,)).fetchall()
             )
 
     async def remove_through(self, last_id: int) -> None:
-        assert self._db is not None, "spool not open"
+        db = self._open_db()
 
         def delete() -> int:
-            with self._db:
-                return self._db.execute("DELETE FROM spool WHERE id <= ?", (last_id,)).rowcount
+            with db:
+                return db.execute("DELETE FROM spool WHERE id <= ?", (last_id,)).rowcount
 
         async with self._lock:
             self.size -= await asyncio.to_thread(delete)

@@ -101,7 +101,8 @@ class SqliteTimeSeries:
 
     @staticmethod
     def _write(db: sqlite3.Connection, batches: list[ReadingBatch]) -> int:
-        rows = []
+        # (device, field, time, value, kind, institution, gateway): the points table's columns
+        rows: list[tuple[str, str, float, float, str, str, str]] = []
         new = 0
         db.execute("BEGIN")
         try:
