@@ -4,31 +4,35 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Collection, Sequence
+from functools import partial
+from typing import Any, Generic, TypeVar, cast
 
 from firewatch.contract import ReadingBatchEncoder
 from firewatch.profiles import Register, Table, read_blocks
 
 Word = int | bool
+#: a member's type: ``str | None`` for a reading's, ``str`` for a status word's flags
+Member = TypeVar("Member")
 #: per one-word register definition (a model's devices share one): its members by raw word
-_MEMBERS_BY_WORD: dict[tuple[object, ...], _MembersByWord] = {}
+_MEMBERS_BY_WORD: dict[tuple[object, ...], _MembersByWord[Any]] = {}
 
 
-class _MembersByWord(dict[Word, str | None]):
+class _MembersByWord(dict[Word, Member], Generic[Member]):
     """A one-word register's JSON member for each raw word (None: no finite value), each
     worked out the first time that word is read."""
 
-    def __init__(self, member: Callable[[Word], str | None]) -> None:
+    def __init__(self, member: Callable[[Word], Member]) -> None:
         super().__init__()
         self._member = member
 
-    def __missing__(self, word: Word) -> str | None:
+    def __missing__(self, word: Word) -> Member:
         member = self[word] = self._member(word)
         return member
 
 
 def _members_by_word(
-    member: Callable[[Word], str | None], *definition: object
-) -> _MembersByWord:
+    member: Callable[[Word], Member], *definition: object
+) -> _MembersByWord[Member]:
     """The table of a one-word register's members, shared by every register of the same
     ``definition`` (all that its members depend on)."""
     return _MEMBERS_BY_WORD.setdefault(definition, _MembersByWord(member))
@@ -48,6 +52,16 @@ def _flags(reg: Register, raw: int | float | bool, set_later: Collection[str]) -
     word = int(raw)
     bits = {name: word >> bit & 1 == 1 for bit, name in reg.flags.items() if name not in set_later}
     return ",".join(map(ReadingBatchEncoder.flag_member, bits, bits.values()))
+
+
+def _reading_of_word(reg: Register, word: Word) -> str | None:
+    """:func:`_reading` of a one-word register's raw word."""
+    return _reading(reg, reg.decode([word]))
+
+
+def _flags_of_word(reg: Register, set_later: Collection[str], word: Word) -> str:
+    """:func:`_flags` of a one-word status register's raw word."""
+    return _flags(reg, reg.decode([word]), set_later)
 
 
 class BlockDecoder:
@@ -78,8 +92,8 @@ class BlockDecoder:
         ordered = sorted(registers, key=lambda r: r.address)
         self._count = count
         #: (members by word, the word's place in the block), for one-word registers
-        self._readings: list[tuple[_MembersByWord, int]] = []
-        self._flags: list[tuple[_MembersByWord, int]] = []
+        self._readings: list[tuple[_MembersByWord[str | None], int]] = []
+        self._flags: list[tuple[_MembersByWord[str], int]] = []
         #: (register, the place of its first word), for two-word registers: decoded per poll
         self._two_word_readings: list[tuple[Register, int]] = []
         self._two_word_flags: list[tuple[Register, int, frozenset[str]]] = []
@@ -95,13 +109,13 @@ class BlockDecoder:
                     self._two_word_flags.append((reg, at, later))
                 else:
                     self._flags.append((_members_by_word(
-                        lambda w, reg=reg, later=later: _flags(reg, reg.decode([w]), later),
+                        partial(_flags_of_word, reg, later),
                         reg.type, reg.byte_order, tuple(reg.flags.items()), later), at))
             elif reg.count == 2:
                 self._two_word_readings.append((reg, at))
             else:
                 self._readings.append((_members_by_word(
-                    lambda w, reg=reg: _reading(reg, reg.decode([w])),
+                    partial(_reading_of_word, reg),
                     reg.name, reg.type, reg.byte_order, reg.scale, reg.offset), at))
         for placed in (self._readings, self._flags, self._two_word_readings,
                        self._two_word_flags):
@@ -128,7 +142,7 @@ class BlockDecoder:
         if self._may_be_unfinite and None in members:
             readings += [member for member in members if member is not None]
             return [name for name, member in zip(self._names, members) if member is None]
-        readings += members
+        readings += cast(list[str], members)  # None in none of them, as checked above
         return []
 
 

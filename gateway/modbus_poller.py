@@ -21,7 +21,7 @@ import zlib
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TypeVar
+from typing import TypedDict, TypeVar
 
 from pymodbus import FramerType, ModbusException
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
@@ -204,13 +204,23 @@ _READERS = {
 }
 
 
+class _ClientOptions(TypedDict):
+    """What a TCP and a serial client are both given."""
+
+    timeout: float
+    retries: int
+    reconnect_delay: float
+    reconnect_delay_max: float
+    trace_packet: Callable[[bool, bytes], bytes]
+
+
 def _client(
     endpoint: ModbusEndpoint, port: int, timeout: float, heard: Callable[[bool, bytes], bytes],
 ) -> AsyncModbusTcpClient | AsyncModbusSerialClient:
     """The one connection of an endpoint: a TCP socket, or the serial port of an RS-485 line.
     ``heard`` sees every frame sent and every byte received (pymodbus's trace_packet)."""
-    common = {"timeout": timeout, "retries": 0, "reconnect_delay": 0.5,
-              "reconnect_delay_max": 10, "trace_packet": heard}
+    common: _ClientOptions = {"timeout": timeout, "retries": 0, "reconnect_delay": 0.5,
+                              "reconnect_delay_max": 10, "trace_packet": heard}
     if endpoint.transport is Transport.MODBUS_RTU:
         assert endpoint.serial is not None  # the site model requires it
         return AsyncModbusSerialClient(
@@ -475,5 +485,6 @@ def _refusal(reply: object, start: int) -> DeviceRefused | DeviceUnreachable:
     """A Modbus exception response as the failure it is: a serial server's "no answer from
     the unit" codes are silence, any other code the device refusing."""
     code = getattr(reply, "exception_code", None)
-    text = f"exception code {code} ({EXCEPTION_CODES.get(code, '?')}) at register {start}"
+    meaning = EXCEPTION_CODES.get(code, "?") if isinstance(code, int) else "?"
+    text = f"exception code {code} ({meaning}) at register {start}"
     return DeviceUnreachable(text) if code in NO_ANSWER_CODES else DeviceRefused(text)
