@@ -209,8 +209,8 @@ def check_against_profiles(site: Site, profiles: dict[str, DeviceProfile], path:
         if unknown:
             raise ProfileError(f"site file {path}: field institutions.{index} ({i.id}).set_points: "
                                f"no profile has alarm rules {unknown}")
-        for profile in profiles.values():
-            _check_set_points(profile, i.set_points,
+        for known in profiles.values():
+            _check_set_points(known, i.set_points,
                               f"site file {path}: field institutions.{index} ({i.id})")
     for index, d in enumerate(site.devices):
         where = f"site file {path}: field devices.{index} ({d.id})"

@@ -69,6 +69,12 @@ _RAW_RANGE = {
 }
 
 
+def _unit_id(unit: SimulatedDevice) -> int:
+    """The unit's Modbus address: the site model requires one of a Modbus device."""
+    assert unit.device.unit_id is not None
+    return unit.device.unit_id
+
+
 def _sim_device(unit: SimulatedDevice) -> SimDevice:
     """The unit's four tables, one SimData per register at the register's own address."""
     tables: dict[Table, list[SimData]] = {table: [] for table in FUNCTION_CODE}
@@ -84,7 +90,7 @@ def _sim_device(unit: SimulatedDevice) -> SimDevice:
         if not data:
             data.append(SimData(0, datatype=SimType.BITS if table.is_bit else SimType.INVALID))
     return SimDevice(
-        id=unit.device.unit_id,  # type: ignore[arg-type]  # a Modbus device always has one
+        id=_unit_id(unit),
         simdata=(
             tables[Table.COIL],
             tables[Table.DISCRETE_INPUT],
@@ -177,9 +183,9 @@ class SimulatedEndpoint:
         self.port = port
         self.slow_reply_s = slow_reply_s
         self._unit_at = UNIT_ID_AT[FramerType.RTU if serial_line is not None else framer]
-        self.units = {u.device.unit_id: u for u in units}
+        self.units = {_unit_id(u): u for u in units}
         #: contiguous registers, written with one call per block as the gateway reads them
-        self._blocks = {u.device.unit_id: read_blocks(u.profile.registers) for u in units}
+        self._blocks = {_unit_id(u): read_blocks(u.profile.registers) for u in units}
         devices = [_sim_device(u) for u in units]
         self.server: _TcpServer | _SerialServer = (
             _SerialServer(devices, serial_line, self._on_reply)
@@ -216,7 +222,7 @@ class SimulatedEndpoint:
 
     async def write(self, unit: SimulatedDevice) -> None:
         """Put the unit's current readings and flags into its registers."""
-        unit_id = unit.device.unit_id
+        unit_id = _unit_id(unit)
         for table, start, _count, registers in self._blocks[unit_id]:
             words = [w for reg in registers for w in reg.encode(_raw(reg, unit))]
             values = [bool(w) for w in words] if table.is_bit else words
