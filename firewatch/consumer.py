@@ -22,10 +22,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterab
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 import aiomqtt
-from sqlalchemy import delete, select, tuple_
+from paho.mqtt.reasoncodes import ReasonCode
+from sqlalchemy import CursorResult, delete, select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlalchemy.orm import Session
@@ -79,7 +80,10 @@ def _forget_some(session: Session, consumer: str, before: datetime, chunk: int) 
     old = (select(*key)
            .where(ProcessedMessage.consumer == consumer, ProcessedMessage.processed_at < before)
            .limit(chunk))
-    return session.execute(delete(ProcessedMessage).where(tuple_(*key).in_(old))).rowcount
+    # a DELETE's result is a CursorResult; Session.execute is annotated with the base class
+    deleted = cast(CursorResult[Any],
+                   session.execute(delete(ProcessedMessage).where(tuple_(*key).in_(old))))
+    return deleted.rowcount
 
 
 def claim(
@@ -98,7 +102,7 @@ def claim(
     unique: dict[tuple[str, str, int], ReadingBatch | DeviceEvent] = {}
     for message in messages:  # a message twice in one batch is applied once
         unique.setdefault((message.gateway_id, message.incarnation, message.seq), message)
-    dialect = {"sqlite": sqlite, "postgresql": postgresql}[session.bind.dialect.name]
+    dialect = {"sqlite": sqlite, "postgresql": postgresql}[session.get_bind().dialect.name]
     new = {(gateway_id, incarnation, seq) for gateway_id, incarnation, seq in session.execute(
         dialect.insert(ProcessedMessage).on_conflict_do_nothing()
         .returning(ProcessedMessage.gateway_id, ProcessedMessage.incarnation,
@@ -331,7 +335,9 @@ class GatewayMessageConsumer:
         that lost it), and subscribing again to what a session has is harmless."""
         for start in range(0, len(self.filters), FILTERS_PER_SUBSCRIBE):
             chunk = self.filters[start : start + FILTERS_PER_SUBSCRIBE]
-            granted = await client.subscribe([(f, 1) for f in chunk])
+            # paho-mqtt 2 answers with reason codes; aiomqtt's annotation also allows paho 1's
+            # granted QoS numbers
+            granted = cast(list[ReasonCode], await client.subscribe([(f, 1) for f in chunk]))
             refused = [f for f, code in zip(chunk, granted, strict=True) if code.is_failure]
             if refused:
                 log.error("%s: broker %s refused the subscriptions %s (its ACL?): those "
