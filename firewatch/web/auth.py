@@ -90,7 +90,9 @@ def issue_token(config: AuthConfig, user: User) -> str:
     return jwt.encode(claims, config.secret_key, algorithm=ALGORITHM)
 
 
-_UNAUTHORIZED = {"status_code": 401, "headers": {"WWW-Authenticate": "Bearer"}}
+def _unauthorized(detail: str) -> HTTPException:
+    """A 401 that tells the client to log in (again) and send a bearer token."""
+    return HTTPException(401, detail, headers={"WWW-Authenticate": "Bearer"})
 
 
 async def current_user(request: Request, token: Annotated[str, Depends(oauth2_scheme)]) -> Principal:
@@ -99,16 +101,15 @@ async def current_user(request: Request, token: Annotated[str, Depends(oauth2_sc
         claims = jwt.decode(token, config.secret_key, algorithms=[ALGORITHM],
                             options={"require": ["sub", "exp"]})
     except jwt.InvalidTokenError:
-        raise HTTPException(detail="登录已失效，请重新登录 (invalid or expired token)",
-                            **_UNAUTHORIZED) from None
+        raise _unauthorized("登录已失效，请重新登录 (invalid or expired token)") from None
     async with config.sessions() as session:
         user = await session.get(User, claims["sub"])
     if user is None:  # removed since the token was issued
-        raise HTTPException(detail="账号不存在 (no such account)", **_UNAUTHORIZED)
+        raise _unauthorized("账号不存在 (no such account)")
     if user.disabled:  # disabled since the token was issued
-        raise HTTPException(detail="账号已停用 (account disabled)", **_UNAUTHORIZED)
+        raise _unauthorized("账号已停用 (account disabled)")
     if claims.get("gen", 0) != user.token_generation:  # a new password since
-        raise HTTPException(detail="密码已更改，请重新登录 (password changed)", **_UNAUTHORIZED)
+        raise _unauthorized("密码已更改，请重新登录 (password changed)")
     return Principal(user.username, user.display_name, Role(user.role), user.institution_id,
                      claims["exp"])
 
@@ -211,8 +212,7 @@ async def login(request: Request,
                             headers={"Retry-After": "1"}) from None
     if user is None:
         config.throttle.failed(form.username, address)
-        raise HTTPException(detail="用户名或密码错误 (wrong user name or password)",
-                            **_UNAUTHORIZED)
+        raise _unauthorized("用户名或密码错误 (wrong user name or password)")
     config.throttle.succeeded(form.username)
     return TokenOut(access_token=issue_token(config, user))
 
