@@ -86,6 +86,7 @@ async def run(devices: int, per_endpoint: int, seconds: float, as_json: bool,
         [(_, _, count, _)] = read_blocks(profiles[PROFILE].registers)
         units: dict[str, list[int]] = {}
         for d in site.devices:
+            assert d.endpoint is not None and d.unit_id is not None  # Modbus devices, all
             units.setdefault(d.endpoint, []).append(d.unit_id)
         bare_runs, flat_runs = [], []
         with simulator_process(site_file, workdir) as ports:

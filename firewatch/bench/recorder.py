@@ -19,6 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
 from urllib.parse import parse_qs, urlsplit
 
+HOST = "127.0.0.1"
 PER_MINUTE = 20
 THROTTLED = {"errcode": 45009, "errmsg": "api freq out of limit"}
 
@@ -65,7 +66,7 @@ class WebhookRecorder:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self._server = _Server(("127.0.0.1", 0), Handler)
+        self._server = _Server((HOST, 0), Handler)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     def take(self, key: str, raw: bytes, at: float) -> dict[str, Any]:
@@ -80,8 +81,7 @@ class WebhookRecorder:
         return {"errcode": 0, "errmsg": "ok"}
 
     def webhook(self, key: str) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}/cgi-bin/webhook/send?key={key}"
+        return f"http://{HOST}:{self._server.server_port}/cgi-bin/webhook/send?key={key}"
 
     def first(self, key: str, containing: str) -> Arrival | None:
         """The first notice to robot ``key`` whose content contains ``containing``."""

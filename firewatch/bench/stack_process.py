@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -51,6 +52,10 @@ def _child(args: list[str], env: dict[str, str], log_path: Path) -> Iterator[sub
         if stopped is not None:
             raise RuntimeError(f"firewatch {args[0]} stopped by itself (exit code {stopped}):\n"
                                f"{log_path.read_text(errors='replace')[-3000:]}")
+
+
+def _answers(url: str) -> bool:
+    return httpx.get(url).is_success
 
 
 def _until_up(process: subprocess.Popen, ready: Callable[[], bool], log_path: Path,
@@ -108,7 +113,7 @@ def running_services(site_file: Path, workdir: Path, env: dict[str, str],
                 "FIREWATCH_SIMULATE": "false",
             }, log_path))
             url = f"http://127.0.0.1:{port}/metrics"
-            _until_up(process, lambda url=url: httpx.get(url).is_success, log_path, timeout_s)
+            _until_up(process, partial(_answers, url), log_path, timeout_s)
             urls[name] = url
         yield urls
 
