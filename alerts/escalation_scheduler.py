@@ -23,6 +23,7 @@ next sweep; a sweep that fails (the database away) is logged, counted, and the n
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -112,10 +113,8 @@ class EscalationScheduler:
                                 args=[key], replace_existing=True)
 
     def _remove(self, key: str) -> None:
-        try:
+        with contextlib.suppress(JobLookupError):  # it fired meanwhile
             self._scheduler.remove_job(key)
-        except JobLookupError:
-            pass  # it fired meanwhile
 
     def status(self) -> dict[str, Any]:
         return {"escalation_steps_taken": self.escalator.steps_taken,

@@ -21,6 +21,7 @@ retry: it is final for that channel, and one notice's error never stops the othe
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import Counter, defaultdict, deque
 from collections.abc import Callable
@@ -117,10 +118,9 @@ class Notifier:
         async with httpx.AsyncClient(timeout=self.timeout_s) as http, \
                 asyncio.TaskGroup() as senders:
             while True:
-                try:
+                # also look again every second for retries that have come due
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.waiting.wait(), timeout=1.0)
-                except TimeoutError:
-                    pass  # also look again every second for retries that have come due
                 self.waiting.clear()
                 try:
                     await self.send_due(http, senders)

@@ -75,9 +75,9 @@ class Outbox:
 
     def add(self, session: Session, institution_id: str, alarm_id: int | None,
             message: NoticeMessage) -> None:
-        if not message.immediate and self.storm_window:
-            if self._fold(session, institution_id, message):
-                return
+        if not message.immediate and self.storm_window and self._fold(session, institution_id,
+                                                                        message):
+            return
         self._store(session, institution_id, alarm_id, message, utc_now())
 
     def _store(self, session: Session, institution_id: str, alarm_id: int | None,

@@ -2,7 +2,8 @@
 
 Pure functions, no I/O: the service feeds them a batch, the rules already in alarm and each
 rule's memory, and acts on the verdicts; ``settle_state`` colours a device row from its open
-alarms (the service's and the link watch's, alerts.selfcheck).  Three things stop a rule from flapping:
+alarms (the service's and the link watch's, alerts.selfcheck).  Three things stop a rule from
+flapping:
 
 - hysteresis: a rule in alarm stays in alarm until the value falls below
   ``set_point - hysteresis``, so a reading hovering at the set point does not toggle;

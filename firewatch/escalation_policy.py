@@ -17,7 +17,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from firewatch.profiles import HazardCategory, Severity
 
-
 #: upper bounds: an escalation later than this is no escalation, and a larger figure (or .inf)
 #: overflows the date arithmetic of the sweep
 MAX_ALARM_MIN = 7 * 24 * 60.0

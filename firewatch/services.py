@@ -38,7 +38,6 @@ from firewatch.mqtt import BrokerAddress
 from firewatch.profiles import DeviceProfile, load_profiles
 from firewatch.settings import Settings
 from firewatch.site import Site, load_site
-from firewatch.supervise import Job, Supervisor
 from firewatch.stack import (
     endpoint_ports,
     gateway_jobs,
@@ -46,6 +45,7 @@ from firewatch.stack import (
     sync_site,
     timeseries_store,
 )
+from firewatch.supervise import Job, Supervisor
 from firewatch.watchdog import MonitorWatch
 from firewatch.web.app import AppContext, create_app
 from gateway.service import GatewayService

@@ -152,7 +152,9 @@ class Settings(BaseSettings):
     )
     gateway_outbox_max_messages: int = Field(
         1_000_000, ge=1, le=100_000_000,
-        description="Messages a gateway keeps for an absent broker; beyond, the oldest are dropped.",
+        description=(
+            "Messages a gateway keeps for an absent broker; beyond, the oldest are dropped."
+        ),
     )
 
     wecom_webhook_url: OptionalWebUrl = Field(

@@ -1,1 +1,2 @@
-"""Gateway: polls Modbus devices, bridges MQTT-native ones, publishes reading batches through a durable outbox."""
+"""Gateway: polls Modbus devices, bridges MQTT-native ones, publishes reading batches through a
+durable outbox."""

@@ -141,7 +141,7 @@ class BlockDecoder:
             flags.append(_flags(reg, reg.decode(list(words[at : at + 2])), later))
         if self._may_be_unfinite and None in members:
             readings += [member for member in members if member is not None]
-            return [name for name, member in zip(self._names, members) if member is None]
+            return [name for name, member in zip(self._names, members, strict=True) if member is None]
         readings += cast(list[str], members)  # None in none of them, as checked above
         return []
 

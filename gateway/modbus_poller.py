@@ -430,8 +430,8 @@ class EndpointPoller:
                 return blocks
             except PollFailed as exc:
                 error = exc
-            except (ModbusException, OSError, asyncio.TimeoutError, IndexError,
-                    ValueError) as exc:  # no reply, or one that did not decode
+            except (TimeoutError, ModbusException, OSError, IndexError, ValueError) as exc:
+                # no reply, or one that did not decode
                 text = f"{type(exc).__name__}: {exc}".strip(": ")
                 error = (DeviceGarbled(f"garbled reply: {text}")
                          if self._heard or isinstance(exc, IndexError | ValueError)

@@ -166,7 +166,8 @@ def _expire(db: sqlite3.Connection, policy: RetentionPolicy, now: float) -> int:
             cutoff = _floor(now - tier.keep_s, policy.align_s)
             expired += db.execute("DELETE FROM rollups WHERE every_s = ? AND ts < ?",
                                   (tier.every_s, cutoff)).rowcount
-            db.execute("UPDATE rollup_tiers SET covers_from = max(coalesce(covers_from, :cut), :cut)"
+            db.execute("UPDATE rollup_tiers"
+                       " SET covers_from = max(coalesce(covers_from, :cut), :cut)"
                        " WHERE every_s = :every", {"cut": cutoff, "every": tier.every_s})
         db.execute("COMMIT")
     except BaseException:

@@ -321,18 +321,19 @@ async def test_an_account_is_given_a_new_password_and_role_from_the_command_line
 
 async def test_anonymous_metrics_answers_401_and_health_only_the_status(tmp_path):
     token = "scrape-" + "t" * 32
-    async with demo_app(tmp_path, Settings(metrics_token=token)) as demo:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(demo.app),
-                                     base_url="http://t") as anonymous:
-            assert (await anonymous.get("/metrics")).status_code == 401
-            assert (await anonymous.get("/api/health")).json() == {"status": "ok"}
-            scraper = {"Authorization": f"Bearer {token}"}
-            assert (await anonymous.get("/metrics", headers=scraper)).status_code == 200
-            assert "database" in (await anonymous.get("/api/health", headers=scraper)).json()
-            viewer = await login_async(anonymous, "viewer")
-            assert (await viewer.get("/metrics")).status_code == 401
-            admin = await login_async(viewer, "admin")
-            assert (await admin.get("/metrics")).status_code == 200
+    async with (
+        demo_app(tmp_path, Settings(metrics_token=token)) as demo,
+        httpx.AsyncClient(transport=httpx.ASGITransport(demo.app), base_url="http://t") as anonymous,
+    ):
+        assert (await anonymous.get("/metrics")).status_code == 401
+        assert (await anonymous.get("/api/health")).json() == {"status": "ok"}
+        scraper = {"Authorization": f"Bearer {token}"}
+        assert (await anonymous.get("/metrics", headers=scraper)).status_code == 200
+        assert "database" in (await anonymous.get("/api/health", headers=scraper)).json()
+        viewer = await login_async(anonymous, "viewer")
+        assert (await viewer.get("/metrics")).status_code == 401
+        admin = await login_async(viewer, "admin")
+        assert (await admin.get("/metrics")).status_code == 200
 
 
 async def test_password_checks_run_on_their_own_pool_and_a_flood_beyond_its_queue_is_refused():

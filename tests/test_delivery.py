@@ -117,7 +117,7 @@ async def test_two_partitions_take_every_gateways_messages_once_each_gateway_in_
         async with running(*(consumer(broker, half, Partition(i, 2), gateways)
                              for i, half in enumerate(halves))):
             await publish(broker, [batch(g, seq) for seq in range(1, 11) for g in gateways])
-            for half, partition in zip(halves, (Partition(0, 2), Partition(1, 2))):
+            for half, partition in zip(halves, (Partition(0, 2), Partition(1, 2)), strict=True):
                 await half.until(10 * sum(partition.owns(g) for g in gateways))
     finally:
         mosquitto.stop()

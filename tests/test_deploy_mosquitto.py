@@ -153,13 +153,13 @@ async def test_each_consumer_partition_reads_the_messages_of_its_own_gateways(br
     collected = [Collected() for _ in partitions]
     async with running(*(
         consumer(local_address(broker, service), handler, partition, gateways, streams, service)
-        for (service, partition, streams), handler in zip(partitions, collected)
+        for (service, partition, streams), handler in zip(partitions, collected, strict=True)
     )):
         for gateway_id in gateways:
             async with login(broker, gateway_id.replace("gw-", "gateway-")) as gateway:
                 for message in (a_reading(gateway_id, seq=1), a_heartbeat(gateway_id, seq=2)):
                     await gateway.publish(message_topic(message), message.to_bytes(), qos=1)
-        for (service, partition, _), handler in zip(partitions, collected):
+        for (service, partition, _), handler in zip(partitions, collected, strict=True):
             mine = [g for g in gateways if partition.owns(g)]
             expected = {g: [1, 2] if service == "alerts" else [1] for g in mine}
             await handler.until(sum(map(len, expected.values())))

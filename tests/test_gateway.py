@@ -9,9 +9,11 @@ import random
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
+from itertools import pairwise
 
 import pytest
 
+from firewatch.bench.servers import Mosquitto
 from firewatch.consumer import GatewayMessageConsumer
 from firewatch.contract import (
     DeviceEvent,
@@ -35,7 +37,6 @@ from gateway.mqtt_bridge import UplinkError, parse_uplink
 from gateway.outbox import Outbox
 from gateway.service import GatewayService
 from simulators.fleet import SimulatorFleet
-from firewatch.bench.servers import Mosquitto
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -137,8 +138,9 @@ async def test_a_device_answering_garbage_becomes_a_fault_with_the_reason_and_po
 
 
 @pytest.mark.parametrize("scenario, reason", [
-    ("exception-replies", "异常应答 exception replies to 3 polls in a row from dingqiao-rs485 unit 2: "
-                          "exception code 4 (从站设备故障 server device failure) at register 0"),
+    ("exception-replies", "异常应答 exception replies to 3 polls in a row from dingqiao-rs485 "
+                          "unit 2: exception code 4 (从站设备故障 server device failure) at "
+                          "register 0"),
     ("garbled", "应答无法解析 garbled replies to 3 polls in a row from dingqiao-rs485 unit 2: "),
 ])
 async def test_a_failing_device_becomes_a_fault_while_its_neighbour_keeps_its_interval(
@@ -175,7 +177,7 @@ async def test_a_failing_device_becomes_a_fault_while_its_neighbour_keeps_its_in
     assert poller.stats["dq-gas-1"].state == "fault"
     # the neighbour: (nearly) every interval read, and no gap longer than one time-out and
     # retry of the failing unit (before it backs off) plus an interval
-    gaps = [b - a for a, b in zip(read_at, read_at[1:])]
+    gaps = [b - a for a, b in pairwise(read_at)]
     expected = (read_at[-1] - read_at[0]) / interval
     profile = fast["generic-gas-lel"]
     assert len(gaps) >= 0.85 * expected, f"{len(gaps)} of {expected:.0f} intervals read"
@@ -401,12 +403,13 @@ def test_the_gateways_block_decoders_make_the_batch_the_model_makes_of_the_regis
     for decoders in (block_decoders(registers), block_decoders(registers)):
         for _ in range(200):
             readings, flags, left_out, words_of = [], [], [], {}
-            for (_, start, count, members), (*_, decoder) in zip(blocks, decoders):
+            for (_, start, count, members), (*_, decoder) in zip(blocks, decoders, strict=True):
                 words = random_words(members, start, count, rng)
                 left_out += decoder.decode(words, readings, flags)
                 words_of.update({reg.name: words[reg.address - start:][:reg.count]
                                  for reg in members})
-            expected = decoded_one_by_one(in_decoding_order, lambda reg: words_of[reg.name])
+            expected = decoded_one_by_one(in_decoding_order,
+                                          lambda reg, words_of=words_of: words_of[reg.name])
             members = ",".join(readings), ",".join(flags)
             as_decoded = json.loads(f"{{{members[0]}}}"), json.loads(f"{{{members[1]}}}")
             assert (*as_decoded, left_out) == expected

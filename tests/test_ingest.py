@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import select
 
 from firewatch import db
+from firewatch.bench.servers import VictoriaMetrics
 from firewatch.consumer import DeadLetters
 from firewatch.contract import ReadingBatch
 from firewatch.mqtt import BrokerAddress
@@ -19,7 +20,6 @@ from ingest.retention import compactor_for
 from ingest.service import IngestService
 from ingest.spool import Spool
 from ingest.sqlite_store import SqliteTimeSeries
-from firewatch.bench.servers import VictoriaMetrics
 from tests.support.influx_standin import InfluxStandIn
 from tests.support.ledger import demo_county
 

@@ -122,7 +122,7 @@ async def test_polls_finishing_together_are_committed_together_in_the_order_they
     assert [seq for seq, _, _ in rows] == list(range(1, 82))
     stored = [json.loads(payload) for _, _, payload in rows]
     assert [(m["device"], m["poll"]) for m in stored] == [*order, (0, 10)]
-    assert all(m["seq"] == seq for m, (seq, _, _) in zip(stored, rows))
+    assert all(m["seq"] == seq for m, (seq, _, _) in zip(stored, rows, strict=True))
     assert rows[3][1] == "firewatch/v1/readings/gw-1/dev-3"
 
 

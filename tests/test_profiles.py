@@ -186,8 +186,8 @@ def test_a_site_file_saved_as_gbk_is_named_as_not_utf8_with_the_byte_offset(tmp_
      "field devices.1 (rc-gas-1).unit_id: 1 is already device rc-efm-1's on endpoint "
      "rongcheng-rs485"),
     ('phone: "13800000101"', "phone: 13800000101", "field institutions.0.head.phone: Input "
-     "should be a valid string (got 13800000101); YAML read the unquoted value as int: put it "
-     "in quotes"),
+     "should be a valid string (got 13800000101); YAML read the unquoted value as int: "
+     "put it in quotes"),
     ('phone: "13800000101"', 'phone: "-----"', "field institutions.0.head.phone: String "
      "should match pattern"),
     ("id: rongcheng-eldercare", "id: null",

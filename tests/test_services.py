@@ -163,7 +163,8 @@ def test_every_log_line_of_every_service_is_a_json_object(services):
             try:
                 entry = json.loads(line)
             except json.JSONDecodeError:
-                raise AssertionError(f"{service.name} logged a line that is not JSON: {line}")
+                raise AssertionError(
+                    f"{service.name} logged a line that is not JSON: {line}") from None
             assert {"ts", "level", "logger", "message"} <= set(entry), line
 
 

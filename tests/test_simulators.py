@@ -224,10 +224,12 @@ async def test_registers_are_served_from_the_table_and_address_the_profile_gives
                                   "outdoor_temp": -5.5, "flow": 70000}},
     })
     site = site_of(demo_site, [("dev-0", "test-mixed-tables", 0, 7)])
-    async with running(site, {"test-mixed-tables": mixed}) as fleet:
-        async with modbus_client(fleet, "line-0") as client:
-            readings, _ = await read_device(client, mixed, unit_id=7)
-            refused = await client.read_input_registers(0, count=1, device_id=7)
+    async with (
+        running(site, {"test-mixed-tables": mixed}) as fleet,
+        modbus_client(fleet, "line-0") as client,
+    ):
+        readings, _ = await read_device(client, mixed, unit_id=7)
+        refused = await client.read_input_registers(0, count=1, device_id=7)
     assert readings == {"relay": 1.0, "door_open": 0.0, "temperature": 21.5,
                         "outdoor_temp": pytest.approx(-5.5), "flow": 65535}  # flow saturates
     assert refused.isError() and refused.exception_code == 2
@@ -290,18 +292,20 @@ async def test_an_rtu_over_tcp_endpoint_answers_in_rtu_frames_and_its_faults_too
         transport=Transport.MODBUS_RTU_OVER_TCP,
     )
     gas = profiles["generic-gas-lel"]
-    async with running(site, profiles) as fleet:
-        async with modbus_client(fleet, "line-0", timeout=0.3, framer=FramerType.RTU) as client:
-            readings, _ = await read_device(client, gas, unit_id=3)
-            assert 0 <= readings["gas_concentration"] <= 1.0
-            for scenario in ("offline", "garbled"):
-                await fleet.trigger("dev-0", scenario)
-                with pytest.raises(ModbusIOException):
-                    await client.read_holding_registers(0, count=2, device_id=3)
-                await read_device(client, gas, unit_id=4)  # its neighbour still answers
-            await fleet.trigger("dev-0", "exception-replies")
-            reply = await client.read_holding_registers(0, count=2, device_id=3)
-            assert (reply.isError(), reply.exception_code) == (True, 4)
+    async with (
+        running(site, profiles) as fleet,
+        modbus_client(fleet, "line-0", timeout=0.3, framer=FramerType.RTU) as client,
+    ):
+        readings, _ = await read_device(client, gas, unit_id=3)
+        assert 0 <= readings["gas_concentration"] <= 1.0
+        for scenario in ("offline", "garbled"):
+            await fleet.trigger("dev-0", scenario)
+            with pytest.raises(ModbusIOException):
+                await client.read_holding_registers(0, count=2, device_id=3)
+            await read_device(client, gas, unit_id=4)  # its neighbour still answers
+        await fleet.trigger("dev-0", "exception-replies")
+        reply = await client.read_holding_registers(0, count=2, device_id=3)
+        assert (reply.isError(), reply.exception_code) == (True, 4)
 
 
 async def test_a_unit_in_exception_replies_answers_every_read_with_code_4_its_neighbour_normally(

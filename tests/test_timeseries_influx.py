@@ -4,9 +4,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from firewatch.bench.servers import InfluxDB1, VictoriaMetrics
 from firewatch.contract import ReadingBatch
 from ingest.influx_store import InfluxTimeSeries, batch_to_line, batch_to_point, township_tag
-from firewatch.bench.servers import InfluxDB1, VictoriaMetrics
 
 T0 = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=10)
 

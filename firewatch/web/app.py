@@ -96,7 +96,9 @@ def create_app(ctx: AppContext) -> FastAPI:
     app = FastAPI(
         title="Firewatch",
         version=__version__,
-        description="智慧消防物联网监测 — devices, alarms and the hazard ledger (重大事故隐患台账).",
+        description=(
+            "智慧消防物联网监测 — devices, alarms and the hazard ledger (重大事故隐患台账)."
+        ),
     )
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     names: dict[str, str] = {i.id: i.name for i in ctx.site.institutions}

@@ -48,7 +48,10 @@ def console_router(static_dir: Any, settings: Settings) -> APIRouter:
         return MapConfigOut(
             tile_url=url, tile_attribution=settings.map_tile_attribution,
             tile_coords=settings.map_tile_coords,
-            note_zh="坐标按 WGS-84 存储；高德底图为 GCJ-02，绘制时偏移换算；天地图（CGCS2000）与 WGS-84 相差厘米级。",
+            note_zh=(
+                "坐标按 WGS-84 存储；高德底图为 GCJ-02，绘制时偏移换算；"
+                "天地图（CGCS2000）与 WGS-84 相差厘米级。"
+            ),
         )
 
     return router

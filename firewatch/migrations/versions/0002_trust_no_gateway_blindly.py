@@ -21,7 +21,6 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-
 # revision identifiers, used by Alembic.
 revision: str = '0002'
 down_revision: str | Sequence[str] | None = '0001'
