@@ -5,9 +5,16 @@
 # (throwaway clusters for the relational store), docker-compose (validates docker-compose.yml;
 # its `config` needs no Docker engine), chromium (the console's browser tests, driven by Playwright;
 # never `playwright install`) and fonts-wqy-microhei (Chinese glyphs in its screenshots).
-# Python packages: the project and its test extras, pinned by constraints.txt.
+# Python packages: the project and its test and lint extras, pinned by constraints.txt.
+# Before the tests: ruff (lint, then format check) and mypy (configured in pyproject.toml); any
+# finding fails the run.  --no-lint, as the first argument, skips them for a quick run.
 # Extra arguments go to pytest (e.g. -k button).
 set -euo pipefail
+lint=1
+if [ "${1:-}" = "--no-lint" ]; then
+  lint=0
+  shift
+fi
 debian_packages=(mosquitto victoria-metrics influxdb postgresql docker-compose chromium fonts-wqy-microhei socat)
 missing=()
 for pkg in "${debian_packages[@]}"; do
@@ -20,5 +27,11 @@ if [ ${#missing[@]} -gt 0 ]; then
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-source "$(dirname "$0")/venv.sh" test
+source "$(dirname "$0")/venv.sh" test,lint
+if [ "$lint" -eq 1 ]; then
+  echo "ruff check, ruff format --check, mypy"
+  .venv/bin/ruff check --quiet .
+  .venv/bin/ruff format --check .
+  .venv/bin/mypy
+fi
 exec .venv/bin/python -m pytest "$@"

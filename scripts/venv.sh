@@ -1,6 +1,6 @@
 # Sourced by scripts/up.sh and scripts/test.sh: a project virtualenv in .venv with the project
 # installed (editable) at the versions pinned in constraints.txt.
-# Usage: source scripts/venv.sh [EXTRAS]   e.g. "test"
+# Usage: source scripts/venv.sh [EXTRAS]   e.g. "test" or "test,lint"
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 if [ ! -x .venv/bin/python ]; then
