@@ -3,12 +3,13 @@
 # Debian packages: the real servers the tests talk to: mosquitto (MQTT broker),
 # victoria-metrics (takes InfluxDB v2 writes), influxdb (1.6, answers InfluxQL), postgresql
 # (throwaway clusters for the relational store), docker-compose (validates docker-compose.yml;
-# its `config` needs no Docker engine), chromium (the console's browser tests, driven by Playwright;
+# its `config` needs no Docker engine), prometheus (its promtool checks and unit-tests
+# deploy/prometheus/'s alerting rules), chromium (the console's browser tests, driven by Playwright;
 # never `playwright install`) and fonts-wqy-microhei (Chinese glyphs in its screenshots).
 # Python packages: the project and its test extras, pinned by constraints.txt.
 # Extra arguments go to pytest (e.g. -k button).
 set -euo pipefail
-debian_packages=(mosquitto victoria-metrics influxdb postgresql docker-compose chromium fonts-wqy-microhei socat)
+debian_packages=(mosquitto victoria-metrics influxdb postgresql docker-compose prometheus chromium fonts-wqy-microhei socat)
 missing=()
 for pkg in "${debian_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
