@@ -144,6 +144,31 @@ def _simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _say(line: str) -> None:
+    """Progress of a long command: on stderr, so that stdout stays what was asked for."""
+    print(line, file=sys.stderr, flush=True)
+
+
+def _backup(args: argparse.Namespace) -> int:
+    from firewatch import backup
+    from firewatch.settings import Settings
+
+    settings = Settings(**({"data_dir": args.data_dir} if args.data_dir else {}))
+    try:
+        if args.command == "backup":
+            manifest = backup.backup(settings, args.dest, _say)
+            print(args.dest)
+        else:
+            manifest = backup.restore(settings, args.source, args.force, _say)
+            print(settings.data_dir)
+    except backup.BackupError as exc:
+        print(f"firewatch: {exc}", file=sys.stderr)
+        return 1
+    for name, what in manifest.files.items():
+        _say(f"  {name}: {what}")
+    return 0
+
+
 def _user(args: argparse.Namespace) -> int:
     """Console accounts, straight in the database (works while the stack is down)."""
     import getpass
@@ -267,6 +292,18 @@ def parser() -> argparse.ArgumentParser:
     for action in named + others:
         action.add_argument("--data-dir", type=Path, help="the stack's data dir (SQLite)")
         action.set_defaults(func=_user)
+
+    back = sub.add_parser("backup", help="copy the databases into a new directory, while the "
+                                         "stack runs (SQLite: online backup; PostgreSQL: pg_dump)")
+    back.add_argument("dest", type=Path, help="a new (or empty) directory for the backup")
+    restore = sub.add_parser("restore", help="put a backup into a fresh data dir (or database)")
+    restore.add_argument("source", type=Path, help="a directory made by `firewatch backup`")
+    restore.add_argument("--force", action="store_true",
+                         help="replace a data dir (or database) that has data; stop the stack "
+                              "first")
+    for action in (back, restore):
+        action.add_argument("--data-dir", type=Path, help="the stack's data dir")
+        action.set_defaults(func=_backup)
 
     bench = sub.add_parser("bench", help="measure against baselines taken in the same run")
     bench.add_argument("--json", action="store_true", help="end with one JSON line of figures")
