@@ -93,7 +93,8 @@ def _run_pg(program: str, args: list[str], env: dict[str, str]) -> None:
         raise BackupError(f"{program} not found: install PostgreSQL's client programs "
                           "(Debian: apt-get install postgresql-client), the same major version "
                           "as the server or newer")
-    done = subprocess.run([program, *args], env=env, capture_output=True, text=True)
+    done = subprocess.run([program, *args], env=env, capture_output=True, text=True,
+                          check=False)
     if done.returncode != 0:
         raise BackupError(f"{program} failed: {done.stderr.strip()}")
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 
-from firewatch.logs import configure_logging
+from firewatch.logs import configure_logging, progress
 from firewatch.profiles import ProfileError
 
 
@@ -108,11 +108,24 @@ def _login(api: httpx.Client, user: str) -> None:
     password = os.environ.get("FIREWATCH_PASSWORD") or Settings().demo_password
     reply = api.post("/api/auth/token", data={"username": user, "password": password})
     if reply.status_code != 200:
-        raise LoginRefused(f"login as {user!r} refused: {reply.json().get('detail', reply.text)}")
+        raise LoginRefused(f"login as {user!r} refused: {_detail(reply)}")
     api.headers["Authorization"] = f"Bearer {reply.json()['access_token']}"
 
 
+def _detail(reply: httpx.Response) -> str:
+    """What the stack said was wrong: its ``detail``, pydantic's list of errors made one line."""
+    try:
+        detail = reply.json().get("detail", reply.text)
+    except ValueError:
+        return reply.text or reply.reason_phrase
+    if isinstance(detail, list):
+        return "; ".join(f"{'.'.join(map(str, e.get('loc', [])[1:]))}: {e.get('msg')}"
+                         for e in detail if isinstance(e, dict))
+    return str(detail)
+
+
 def _simulate(args: argparse.Namespace) -> int:
+    url = f"http://{args.host}:{args.port}"
     try:
         with _api(args.port, args.host) as api:
             _login(api, args.user)
@@ -123,17 +136,23 @@ def _simulate(args: argparse.Namespace) -> int:
                     f"/api/simulator/devices/{args.device_id}/scenario",
                     json={"scenario": args.scenario},
                 )
-    except httpx.ConnectError:
-        print(f"firewatch: no Firewatch stack answers on {args.host}:{args.port} "
-              "(start one with `firewatch up`, or give --port)", file=sys.stderr)
+                if reply.status_code == 404:
+                    known = api.get("/api/simulator/devices")
+                    if known.status_code == 200:
+                        ids = ", ".join(d["device_id"] for d in known.json())
+                        print(f"firewatch: no simulated device {args.device_id!r}; "
+                              f"the stack at {url} simulates: {ids}", file=sys.stderr)
+                        return 1
+    except httpx.TransportError:
+        print(f"firewatch: no Firewatch answers at {url} — is `firewatch up` running? "
+              "give --port (and --host) of the stack", file=sys.stderr)
         return 1
     except LoginRefused as exc:
         print(f"firewatch: {exc} (give --user, and the password in FIREWATCH_PASSWORD)",
               file=sys.stderr)
         return 1
     if reply.status_code >= 400:
-        detail = reply.json().get("detail", reply.text) if reply.content else reply.reason_phrase
-        print(f"firewatch: {detail}", file=sys.stderr)
+        print(f"firewatch: {_detail(reply)}", file=sys.stderr)
         return 1
     if args.action == "list":
         for device in reply.json():
@@ -144,11 +163,6 @@ def _simulate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _say(line: str) -> None:
-    """Progress of a long command: on stderr, so that stdout stays what was asked for."""
-    print(line, file=sys.stderr, flush=True)
-
-
 def _backup(args: argparse.Namespace) -> int:
     from firewatch import backup
     from firewatch.settings import Settings
@@ -156,16 +170,16 @@ def _backup(args: argparse.Namespace) -> int:
     settings = Settings(**({"data_dir": args.data_dir} if args.data_dir else {}))
     try:
         if args.command == "backup":
-            manifest = backup.backup(settings, args.dest, _say)
+            manifest = backup.backup(settings, args.dest, progress)
             print(args.dest)
         else:
-            manifest = backup.restore(settings, args.source, args.force, _say)
+            manifest = backup.restore(settings, args.source, args.force, progress)
             print(settings.data_dir)
     except backup.BackupError as exc:
         print(f"firewatch: {exc}", file=sys.stderr)
         return 1
     for name, what in manifest.files.items():
-        _say(f"  {name}: {what}")
+        progress(f"  {name}: {what}")
     return 0
 
 
@@ -354,7 +368,8 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parser().parse_args(argv)
     try:
-        configure_logging(Settings().log_format, args.verbose)
+        configure_logging(Settings().log_format, args.verbose,
+                          quiet=args.func in (_simulate, _user, _backup, _bench))
         return args.func(args)
     except SettingsError as exc:  # one line naming the variable, not a traceback
         print(f"firewatch: {exc}", file=sys.stderr)

@@ -22,7 +22,8 @@ OFFICER_PASSWORD = "备份-值班-2026"
 
 def firewatch(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "firewatch.cli", *args], capture_output=True,
-                          text=True, timeout=120, env={**os.environ, **(env or {})})
+                          text=True, timeout=120, check=False,
+                          env={**os.environ, **(env or {})})
 
 
 def what_it_serves(stack: Stack) -> tuple[list, list, list]:

@@ -159,33 +159,37 @@ def insert_at_the_first_revision(conn: sqlalchemy.Connection) -> None:
     tables.reflect(conn)
     at = datetime(2026, 11, 3, 2, 15, tzinfo=UTC)
     rows = {
-        "institutions": dict(
-            id="rongcheng-eldercare", name="荣成敬老院", type="eldercare", township="荣成镇",
-            address="荣成镇东街1号", lat=30.1, lon=120.2, head_name="王芳",
-            head_phone="13800000101", safety_officer_name="李强",
-            safety_officer_phone="13800000102"),
-        "devices": dict(
-            id="rc-btn-1", institution_id="rongcheng-eldercare", gateway_id="gw-rongcheng",
-            kind="button", profile="alarm-button", location="一楼值班室", state="alarm",
-            state_reason="按下", last_readings={}, last_flags={"pressed": True}, last_seen=at,
-            updated_at=at),
-        "alarms": dict(
-            id=7, device_id="rc-btn-1", institution_id="rongcheng-eldercare", rule="button",
-            title="一键报警", severity="critical", status="acknowledged", value=None,
-            set_point=None, unit="", raised_at=at, acknowledged_at=at,
-            acknowledged_by="duty-rc", ack_note="已到场", cleared_at=None),
-        "hazards": dict(
-            id=3, institution_id="rongcheng-eldercare", township="荣成镇", category="evacuation",
-            source="iot", description="二楼安全出口被杂物堵塞", responsible_unit="荣成敬老院",
-            responsible_person="赵强", responsible_phone="13800000202",
-            deadline=datetime(2026, 12, 1, tzinfo=UTC), status="open", device_id="rc-btn-1",
-            rule="button", alarm_id=7, created_at=at, updated_at=at),
-        "users": dict(
-            username="duty-rc", display_name="荣成值班员", role="staff",
-            institution_id="rongcheng-eldercare", password_hash=accounts.PASSWORDS.hash(PASSWORD),
-            demo=False, created_at=at),
-        "processed_messages": dict(consumer="alerts", gateway_id="gw-rongcheng", seq=41,
-                                   processed_at=at),
+        "institutions": {
+            "id": "rongcheng-eldercare", "name": "荣成敬老院", "type": "eldercare",
+            "township": "荣成镇", "address": "荣成镇东街1号", "lat": 30.1, "lon": 120.2,
+            "head_name": "王芳", "head_phone": "13800000101", "safety_officer_name": "李强",
+            "safety_officer_phone": "13800000102"},
+        "devices": {
+            "id": "rc-btn-1", "institution_id": "rongcheng-eldercare",
+            "gateway_id": "gw-rongcheng", "kind": "button", "profile": "alarm-button",
+            "location": "一楼值班室", "state": "alarm", "state_reason": "按下",
+            "last_readings": {}, "last_flags": {"pressed": True}, "last_seen": at,
+            "updated_at": at},
+        "alarms": {
+            "id": 7, "device_id": "rc-btn-1", "institution_id": "rongcheng-eldercare",
+            "rule": "button", "title": "一键报警", "severity": "critical",
+            "status": "acknowledged", "value": None, "set_point": None, "unit": "",
+            "raised_at": at, "acknowledged_at": at, "acknowledged_by": "duty-rc",
+            "ack_note": "已到场", "cleared_at": None},
+        "hazards": {
+            "id": 3, "institution_id": "rongcheng-eldercare", "township": "荣成镇",
+            "category": "evacuation", "source": "iot", "description": "二楼安全出口被杂物堵塞",
+            "responsible_unit": "荣成敬老院", "responsible_person": "赵强",
+            "responsible_phone": "13800000202", "deadline": datetime(2026, 12, 1, tzinfo=UTC),
+            "status": "open", "device_id": "rc-btn-1", "rule": "button", "alarm_id": 7,
+            "created_at": at, "updated_at": at},
+        "users": {
+            "username": "duty-rc", "display_name": "荣成值班员", "role": "staff",
+            "institution_id": "rongcheng-eldercare",
+            "password_hash": accounts.PASSWORDS.hash(PASSWORD), "demo": False,
+            "created_at": at},
+        "processed_messages": {"consumer": "alerts", "gateway_id": "gw-rongcheng", "seq": 41,
+                               "processed_at": at},
     }
     for table, row in rows.items():
         conn.execute(tables.tables[table].insert(), row)
