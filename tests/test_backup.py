@@ -4,26 +4,18 @@ demo runs comes back in a new data dir with its alarms, ledger and accounts."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 import pytest
 
-from firewatch import accounts, db, migrations
+from firewatch import db, migrations
 from tests.support.auth import login
+from tests.support.cli import firewatch
 from tests.support.stack import Stack
+from tests.test_migrations import walked_from_the_first_revision
 
 OFFICER_PASSWORD = "备份-值班-2026"
-
-
-def firewatch(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "firewatch.cli", *args], capture_output=True,
-                          text=True, timeout=120, check=False,
-                          env={**os.environ, **(env or {})})
 
 
 def what_it_serves(stack: Stack) -> tuple[list, list, list]:
@@ -113,40 +105,11 @@ def test_a_backup_of_a_data_dir_without_a_database_says_which_dir_it_looked_in(t
     assert "Traceback" not in done.stderr
 
 
-async def _fill(engine) -> None:
-    """An institution's button, its alarm and ledger entry, and an account."""
-    async with db.sessionmaker(engine).begin() as session:
-        session.add(db.Institution(
-            id="rongcheng-eldercare", name="荣成敬老院", type="eldercare", township="荣成镇",
-            lat=30.1, lon=120.2, head_name="王芳", head_phone="13800000101",
-            safety_officer_name="李强", safety_officer_phone="13800000102"))
-        await session.flush()
-        session.add(db.Device(id="rc-btn-1", institution_id="rongcheng-eldercare",
-                              gateway_id="gw-rongcheng", kind="button", profile="alarm-button"))
-        await session.flush()
-        session.add(db.Alarm(
-            id=7, device_id="rc-btn-1", institution_id="rongcheng-eldercare", rule="button",
-            title="一键报警", severity="critical", status="active",
-            raised_at=datetime(2026, 11, 3, 2, 15, tzinfo=UTC)))
-        await session.flush()
-        session.add(db.Hazard(
-            id=3, institution_id="rongcheng-eldercare", township="荣成镇", category="evacuation",
-            source="iot", description="一键报警", responsible_unit="荣成敬老院",
-            responsible_person="赵强", responsible_phone="13800000202",
-            deadline=datetime(2026, 12, 1, tzinfo=UTC), alarm_id=7))
-        session.add(db.User(username="duty-rc", display_name="荣成值班员", role="staff",
-                            institution_id="rongcheng-eldercare",
-                            password_hash=accounts.PASSWORDS.hash(OFFICER_PASSWORD)))
-
-
 async def test_a_postgresql_backup_restores_into_a_fresh_database(postgres, tmp_path):
     """pg_dump -Fc, then pg_restore into a database of its own: the ledger, the alarm and the
-    accounts are there, read through the current models."""
+    account are there, read through the current models (the data of the migrations test)."""
     source, target = postgres.new_database(), postgres.new_database()
-    engine = db.create_engine(source)
-    await db.create_schema(engine)
-    await _fill(engine)
-    await engine.dispose()
+    await (await walked_from_the_first_revision(source)).dispose()
 
     env = {"FIREWATCH_DATABASE_URL": source}
     taken = firewatch("backup", str(tmp_path / "backup"), "--data-dir", str(tmp_path / "a"),

@@ -4,19 +4,12 @@ was wrong and what to do, progress of long runs on stderr."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
 from firewatch.mqtt import free_port
+from tests.support.cli import firewatch
 from tests.support.stack import Stack
-
-
-def firewatch(*args: str, **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "firewatch.cli", *args], capture_output=True,
-                          text=True, timeout=170, check=False, env={**os.environ, **env})
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +39,7 @@ def test_simulate_names_the_valid_devices_when_given_an_unknown_one(stack):
 
 def test_simulate_with_a_wrong_password_says_the_login_was_refused(stack):
     done = firewatch("simulate", "list", "--port", str(stack.port),
-                     FIREWATCH_PASSWORD="not-the-password")
+                     env={"FIREWATCH_PASSWORD": "not-the-password"})
 
     assert done.returncode == 1
     assert "login as 'tester' refused" in done.stderr and "FIREWATCH_PASSWORD" in done.stderr

@@ -195,15 +195,22 @@ def insert_at_the_first_revision(conn: sqlalchemy.Connection) -> None:
         conn.execute(tables.tables[table].insert(), row)
 
 
+async def walked_from_the_first_revision(url: str) -> AsyncEngine:
+    """The database at ``url`` made by the first migration, given data, then brought to the
+    head as every service does on start; an engine on it, for the caller to dispose of."""
+    async with migrations.locked(make_url(url)) as conn:
+        await conn.run_sync(lambda c: command.upgrade(migrations.config(c), migrations.BASELINE))
+        await conn.run_sync(insert_at_the_first_revision)
+    engine = db.create_engine(url)
+    await db.create_schema(engine)
+    return engine
+
+
 async def test_a_database_walked_from_the_first_migration_to_the_last_keeps_its_data(
     database_url,
 ):
-    async with migrations.locked(make_url(database_url)) as conn:
-        await conn.run_sync(lambda c: command.upgrade(migrations.config(c), migrations.BASELINE))
-        await conn.run_sync(insert_at_the_first_revision)
-    engine = db.create_engine(database_url)
+    engine = await walked_from_the_first_revision(database_url)
     try:
-        await db.create_schema(engine)  # what every service does on start: up to the head
 
         sessions = db.sessionmaker(engine)
         async with sessions() as session:
