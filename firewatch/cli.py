@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 
-from firewatch.logs import configure_logging
+from firewatch.logs import configure_logging, progress
 from firewatch.profiles import ProfileError
 
 
@@ -108,11 +108,24 @@ def _login(api: httpx.Client, user: str) -> None:
     password = os.environ.get("FIREWATCH_PASSWORD") or Settings().demo_password
     reply = api.post("/api/auth/token", data={"username": user, "password": password})
     if reply.status_code != 200:
-        raise LoginRefused(f"login as {user!r} refused: {reply.json().get('detail', reply.text)}")
+        raise LoginRefused(f"login as {user!r} refused: {_detail(reply)}")
     api.headers["Authorization"] = f"Bearer {reply.json()['access_token']}"
 
 
+def _detail(reply: httpx.Response) -> str:
+    """What the stack said was wrong: its ``detail``, pydantic's list of errors made one line."""
+    try:
+        detail = reply.json().get("detail", reply.text)
+    except ValueError:
+        return reply.text or reply.reason_phrase
+    if isinstance(detail, list):
+        return "; ".join(f"{'.'.join(map(str, e.get('loc', [])[1:]))}: {e.get('msg')}"
+                         for e in detail if isinstance(e, dict))
+    return str(detail)
+
+
 def _simulate(args: argparse.Namespace) -> int:
+    url = f"http://{args.host}:{args.port}"
     try:
         with _api(args.port, args.host) as api:
             _login(api, args.user)
@@ -123,17 +136,23 @@ def _simulate(args: argparse.Namespace) -> int:
                     f"/api/simulator/devices/{args.device_id}/scenario",
                     json={"scenario": args.scenario},
                 )
-    except httpx.ConnectError:
-        print(f"firewatch: no Firewatch stack answers on {args.host}:{args.port} "
-              "(start one with `firewatch up`, or give --port)", file=sys.stderr)
+                if reply.status_code == 404:
+                    known = api.get("/api/simulator/devices")
+                    if known.status_code == 200:
+                        ids = ", ".join(d["device_id"] for d in known.json())
+                        print(f"firewatch: no simulated device {args.device_id!r}; "
+                              f"the stack at {url} simulates: {ids}", file=sys.stderr)
+                        return 1
+    except httpx.TransportError:
+        print(f"firewatch: no Firewatch answers at {url} — is `firewatch up` running? "
+              "give --port (and --host) of the stack", file=sys.stderr)
         return 1
     except LoginRefused as exc:
         print(f"firewatch: {exc} (give --user, and the password in FIREWATCH_PASSWORD)",
               file=sys.stderr)
         return 1
     if reply.status_code >= 400:
-        detail = reply.json().get("detail", reply.text) if reply.content else reply.reason_phrase
-        print(f"firewatch: {detail}", file=sys.stderr)
+        print(f"firewatch: {_detail(reply)}", file=sys.stderr)
         return 1
     if args.action == "list":
         for device in reply.json():
@@ -141,6 +160,26 @@ def _simulate(args: argparse.Namespace) -> int:
                   f"{', '.join(device['scenarios'])}")
     else:
         print(f"{args.device_id}: scenario {args.scenario} started")
+    return 0
+
+
+def _backup(args: argparse.Namespace) -> int:
+    from firewatch import backup
+    from firewatch.settings import Settings
+
+    settings = Settings(**({"data_dir": args.data_dir} if args.data_dir else {}))
+    try:
+        if args.command == "backup":
+            manifest = backup.backup(settings, args.dest, progress)
+            print(args.dest)
+        else:
+            manifest = backup.restore(settings, args.source, args.force, progress)
+            print(settings.data_dir)
+    except backup.BackupError as exc:
+        print(f"firewatch: {exc}", file=sys.stderr)
+        return 1
+    for name, what in manifest.files.items():
+        progress(f"  {name}: {what}")
     return 0
 
 
@@ -268,6 +307,18 @@ def parser() -> argparse.ArgumentParser:
         action.add_argument("--data-dir", type=Path, help="the stack's data dir (SQLite)")
         action.set_defaults(func=_user)
 
+    back = sub.add_parser("backup", help="copy the databases into a new directory, while the "
+                                         "stack runs (SQLite: online backup; PostgreSQL: pg_dump)")
+    back.add_argument("dest", type=Path, help="a new (or empty) directory for the backup")
+    restore = sub.add_parser("restore", help="put a backup into a fresh data dir (or database)")
+    restore.add_argument("source", type=Path, help="a directory made by `firewatch backup`")
+    restore.add_argument("--force", action="store_true",
+                         help="replace a data dir (or database) that has data; stop the stack "
+                              "first")
+    for action in (back, restore):
+        action.add_argument("--data-dir", type=Path, help="the stack's data dir")
+        action.set_defaults(func=_backup)
+
     bench = sub.add_parser("bench", help="measure against baselines taken in the same run")
     bench.add_argument("--json", action="store_true", help="end with one JSON line of figures")
     bench.add_argument("--gateway-devices", type=int, default=1000)
@@ -317,7 +368,8 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parser().parse_args(argv)
     try:
-        configure_logging(Settings().log_format, args.verbose)
+        configure_logging(Settings().log_format, args.verbose,
+                          quiet=args.func in (_simulate, _user, _backup, _bench))
         return args.func(args)
     except SettingsError as exc:  # one line naming the variable, not a traceback
         print(f"firewatch: {exc}", file=sys.stderr)

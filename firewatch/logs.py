@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -39,12 +40,21 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False, default=str)
 
 
-def configure_logging(log_format: LogFormat, verbose: bool = False) -> None:
+def configure_logging(log_format: LogFormat, verbose: bool = False, quiet: bool = False) -> None:
+    """``quiet``: warnings only, for a command the user runs and reads (`firewatch simulate`,
+    `user`, `backup`, `bench`), whose output is what was asked for, not every HTTP request,
+    migration step or outbox opened on the way; the services log at INFO for the operator."""
     handler = logging.StreamHandler()
     formatter = JsonFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT)
     handler.setFormatter(formatter)
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    root.setLevel(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
     for noisy in NOISY:
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def progress(line: str) -> None:
+    """A stage of a long command (a backup, a benchmark), on stderr: stdout keeps what was
+    asked for (a report, --json's line) for whoever reads or parses it."""
+    print(line, file=sys.stderr, flush=True)

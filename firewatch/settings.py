@@ -101,13 +101,16 @@ class Settings(BaseSettings):
             name = ENV_PREFIX + (field.group(1).upper() if field else "?")
             raise SettingsError(f"setting {name}: not valid JSON") from None
 
-    host: str = Field("127.0.0.1", description="Address the web app listens on.")
-    port: int = Field(8000, ge=0, le=65535, description="Port of the web app and its JSON API.")
-    data_dir: Path = Field(Path("firewatch-data"), description="All local state lives here.")
+    host: str = Field("127.0.0.1", description="Address the web app listens on (also "
+                      "`--host`); a service's own /metrics listens on it too.")
+    port: int = Field(8000, ge=0, le=65535, description="Port of the web app, its JSON API and "
+                      "(`firewatch up`, `firewatch web`) its /metrics (also `--port`).")
+    data_dir: Path = Field(Path("firewatch-data"), description="All local state lives here: the "
+                           "SQLite databases, gateway outboxes, ingest spool (also `--data-dir`).")
 
     mqtt_url: str | None = Field(
         None,
-        description="mqtt://[user:password@]host:port of a real broker (Mosquitto, EMQX). "
+        description="`mqtt://[user:password@]host:port` of a real broker (Mosquitto, EMQX). "
         "Unset: an embedded broker (amqtt) runs in-process.",
     )
     mqtt_embedded_port: int = Field(
@@ -117,20 +120,24 @@ class Settings(BaseSettings):
     consumer_partitions: int = Field(
         1, ge=1, le=1024,
         description="Replicas of this consumer (ingest or alerts) sharing the site's gateways; "
-        "each takes the gateways whose id hashes to its FIREWATCH_CONSUMER_PARTITION.",
+        "each takes the gateways whose id hashes (CRC-32) to its FIREWATCH_CONSUMER_PARTITION, "
+        "on a persistent MQTT session of its own (`fw-ingest-p0of2`).",
     )
     consumer_partition: int = Field(
         0, ge=0, description="This replica's partition, 0 to FIREWATCH_CONSUMER_PARTITIONS - 1.",
     )
 
     database_url: str | None = Field(
-        None, description="SQLAlchemy async URL; unset: SQLite in data_dir/firewatch.db."
+        None, description="SQLAlchemy async URL (`postgresql+asyncpg://…`); unset: SQLite in "
+        "data_dir/firewatch.db. The alert side writes through the same database's synchronous "
+        "driver (pysqlite, psycopg) on a thread of its own.",
     )
     influx_url: OptionalWebUrl = Field(
-        None, description="InfluxDB v2 write URL; unset: SQLite store.")
-    influx_token: str = ""
-    influx_org: str = "firewatch"
-    influx_bucket: str = "firewatch"
+        None, description="InfluxDB 2/3 URL (v2 write API); unset: the SQLite time-series store "
+        "in the data dir. InfluxDB keeps readings for its bucket's retention.")
+    influx_token: str = Field("", description="InfluxDB API token.")
+    influx_org: str = Field("firewatch", description="InfluxDB organisation.")
+    influx_bucket: str = Field("firewatch", description="InfluxDB bucket readings go to.")
     timeseries_raw_days: float = Field(
         7, gt=0, le=MAX_KEEP_DAYS,
         description="SQLite store: days raw readings are kept before being rolled up.",
@@ -142,19 +149,21 @@ class Settings(BaseSettings):
     )
     timeseries_compact_every_s: float = Field(
         600, gt=0, le=86400,
-        description="SQLite store: how often ingest rolls up and expires old rows.",
+        description="SQLite store: how often ingest rolls up and expires old rows; trends read "
+        "raw and rolled-up rows together.",
     )
 
-    site_file: Path = Field(SITES_DIR / "demo-county.yaml", description="Institutions, devices.")
+    site_file: Path = Field(SITES_DIR / "demo-county.yaml", description="The site file: "
+                            "institutions, gateways, devices, bureau (also `--site`).")
     profiles_dir: Path = Field(PROFILES_DIR, description="Device profile YAML files.")
     simulate: bool = Field(
-        True, description="Run device simulators for the site's simulated endpoints (demo)."
+        True, description="Run device simulators for the site's simulated endpoints (demo; "
+        "`--no-simulate` turns them off)."
     )
     gateway_outbox_max_messages: int = Field(
         1_000_000, ge=1, le=100_000_000,
-        description=(
-            "Messages a gateway keeps for an absent broker; beyond, the oldest are dropped."
-        ),
+        description="Messages a gateway keeps for an absent broker; beyond, the oldest routine "
+        "ones are dropped (counted in `firewatch_gateway_outbox_dropped`).",
     )
 
     wecom_webhook_url: OptionalWebUrl = Field(
@@ -170,44 +179,58 @@ class Settings(BaseSettings):
         None, description="Channel that takes over a notice its channel keeps failing to send."
     )
     notice_fallback_after_attempts: int = Field(
-        3, ge=1, le=100, description="Failed sends before it.")
+        3, ge=1, le=100, description="Failed sends of a notice before it goes out, once, on "
+        "FIREWATCH_NOTICE_FALLBACK_CHANNEL.")
     # at most an hour: a notice that found no way out for longer is no longer an alarm notice
     notice_fallback_after_s: float = Field(
         120, ge=0, le=3600,
-        description="Or this long after the notice was stored, whichever comes first.",
+        description="Or this long after the notice was stored, whichever comes first (at most "
+        "an hour: a notice that found no way out for longer is no longer an alarm notice).",
     )
     # at most ten minutes: the window holds alarm notices back
     notice_storm_window_s: float = Field(
-        60, ge=0, le=600, description="Alarms of one institution within this window after a "
-        "notice are sent as one summary at its end (0: off). One-key alarms always go out at "
-        "once.",
+        60, ge=0, le=600, description="Storm control: alarms of one institution within this "
+        "window after a notice are sent as one summary at its end (0: off; at most ten minutes, "
+        "as the window holds alarm notices back). One-key alarms always go out at once.",
     )
-    notice_timeout_s: float = Field(10, gt=0, le=120, description="HTTP time-out of one send.")
-    aliyun_sms_access_key_id: str | None = Field(None, description="Alibaba Cloud SMS (SendSms).")
-    aliyun_sms_access_key_secret: str = ""
-    aliyun_sms_sign_name: str = ""
-    aliyun_sms_template_code: str = ""
-    aliyun_sms_endpoint: WebUrl = "https://dysmsapi.aliyuncs.com"
-    tencent_sms_secret_id: str | None = Field(None, description="Tencent Cloud SMS (SendSms).")
-    tencent_sms_secret_key: str = ""
-    tencent_sms_sdk_app_id: str = ""
-    tencent_sms_sign_name: str = ""
-    tencent_sms_template_id: str = ""
+    notice_timeout_s: float = Field(10, gt=0, le=120, description="HTTP time-out of one "
+                                    "notice send.")
+    aliyun_sms_access_key_id: str | None = Field(
+        None, description="Alibaba Cloud SMS (SendSms) AccessKey ID; set: the aliyun_sms channel "
+        "exists.")
+    aliyun_sms_access_key_secret: str = Field("", description="Alibaba Cloud AccessKey secret.")
+    aliyun_sms_sign_name: str = Field("", description="Registered SMS signature (签名).")
+    aliyun_sms_template_code: str = Field(
+        "", description="Registered SMS template (SMS_…); its variables are the notice's "
+        "(institution, location, device, alarm, reading, advice, time).")
+    aliyun_sms_endpoint: WebUrl = Field("https://dysmsapi.aliyuncs.com",
+                                        description="Alibaba Cloud SMS API endpoint.")
+    tencent_sms_secret_id: str | None = Field(
+        None, description="Tencent Cloud SMS (SendSms) SecretId; set: the tencent_sms channel "
+        "exists.")
+    tencent_sms_secret_key: str = Field("", description="Tencent Cloud SecretKey.")
+    tencent_sms_sdk_app_id: str = Field("", description="SMS application id (SdkAppId).")
+    tencent_sms_sign_name: str = Field("", description="Registered SMS signature (签名).")
+    tencent_sms_template_id: str = Field("", description="Registered SMS template id.")
     tencent_sms_template_params: Annotated[list[str], AfterValidator(_known_variables)] = Field(
         ["institution", "location", "device", "alarm", "reading", "advice"],
         description="The template's {1}, {2}, … in order (names as in alerts.notices).",
     )
-    tencent_sms_region: str = "ap-guangzhou"
-    tencent_sms_endpoint: WebUrl = "https://sms.tencentcloudapi.com"
-    wechat_oa_app_id: str | None = Field(None, description="Official Account template messages.")
-    wechat_oa_app_secret: str = ""
-    wechat_oa_template_id: str = ""
+    tencent_sms_region: str = Field("ap-guangzhou", description="Tencent Cloud region.")
+    tencent_sms_endpoint: WebUrl = Field("https://sms.tencentcloudapi.com",
+                                         description="Tencent Cloud SMS API endpoint.")
+    wechat_oa_app_id: str | None = Field(
+        None, description="WeChat Official Account AppID for template messages to a person's "
+        "`wechat_openid`; set: the wechat_oa channel exists.")
+    wechat_oa_app_secret: str = Field("", description="Official Account AppSecret.")
+    wechat_oa_template_id: str = Field("", description="Template message id.")
     wechat_oa_template_keys: Annotated[dict[str, str], AfterValidator(_template_keys)] = Field(
         {"institution": "thing1", "alarm": "thing2", "location": "thing3",
          "reading": "thing4", "time": "time5"},
         description="Notice variable -> the template's keyword (JSON in the environment).",
     )
-    wechat_oa_endpoint: WebUrl = "https://api.weixin.qq.com"
+    wechat_oa_endpoint: WebUrl = Field("https://api.weixin.qq.com",
+                                       description="WeChat API endpoint.")
     iot_hazard_deadline_hours: float = Field(
         24, gt=0, le=366 * 24,
         description="Rectification deadline given to ledger entries raised by IoT alarms.",
@@ -225,38 +248,41 @@ class Settings(BaseSettings):
     )
     gateway_silent_after_s: float = Field(
         60, gt=0, le=86400, allow_inf_nan=False,
-        description="A gateway heard of for this long (no heartbeat, no message) is a link "
-        "fault alarm for its institution; a gateway's silent_after_s in the site file wins.",
+        description="A gateway not heard of for this long (no heartbeat, no message) is a link "
+        "fault alarm (网关通信中断) for its institution; a gateway's silent_after_s in the site "
+        "file wins.",
     )
     monitor_silent_after_s: float = Field(
         60, gt=0, le=86400, allow_inf_nan=False,
-        description="The web process tells the bureau that monitoring is interrupted when the "
+        description="The web process tells the bureau 【监控中断】 when the "
         "alert service has not recorded its own heartbeat (every quarter of this, at most 5 s) "
         "for this long.",
     )
     applied_keep_hours: float = Field(
         24, gt=0, description="How long the alert service remembers which gateway messages it "
-        "applied, to recognise a redelivery (one row per message). A broker away longer than "
+        "applied, to recognise a redelivery (one row per message, pruned every 10 s). A broker "
+        "away longer than "
         "this could redeliver a message it has forgotten.",
     )
     dead_letter_keep_days: float = Field(
         30, gt=0, le=3650, allow_inf_nan=False,
-        description="How long a consumer keeps the messages it set aside (dead letters) before "
-        "forgetting them; each consumer prunes its own every hour.",
+        description="How long a consumer keeps the messages it set aside (dead letters, the "
+        "first 64 KiB of each) before forgetting them; each consumer prunes its own every hour.",
     )
 
     log_format: Literal["text", "json"] = Field(
-        "text", description="text: lines for a terminal; json: one JSON object per line."
+        "text", description="text: lines for a terminal; json: one JSON object per line (`ts`, "
+        "`level`, `logger`, `message`)."
     )
     metrics_port: int = Field(
         9464, ge=0, le=65535,
         description="Prometheus /metrics of a service run on its own (firewatch gateway, ingest, "
-        "alerts); `firewatch up` and `firewatch web` serve it on the web port."
+        "alerts), on FIREWATCH_HOST; `firewatch up` and `firewatch web` serve it on the web port."
     )
     instance: str = Field(
         default_factory=socket.gethostname,
         description="Names this replica (its change notices' MQTT client id, its service "
-        "heartbeat); default: hostname.",
+        "heartbeat, its ingest spool file); default: the host name.",
     )
 
     env: Literal["development", "production"] = Field(
@@ -264,18 +290,22 @@ class Settings(BaseSettings):
         description="production: refuse to start with the default secret key or demo accounts.",
     )
     secret_key: str = Field(
-        DEFAULT_SECRET_KEY, description="Signs login tokens (HS256); 32+ random characters."
+        DEFAULT_SECRET_KEY, description="Signs login tokens (HS256); 32+ random characters "
+        "(the default is a published development key, refused in production)."
     )
     token_hours: float = Field(12, gt=0, le=24 * 31, description="How long a console login "
                                "lasts; a live-update stream ends with it.")
     # failed logins, counted in each web process: beyond either limit within the window, a
     # login answers 429 with Retry-After, whatever the password
-    login_failures_per_account: int = Field(5, ge=1, le=1000,
-                                            description="Failed logins of one account allowed.")
-    login_failures_per_address: int = Field(20, ge=1, le=100_000,
-                                            description="Failed logins from one address allowed.")
+    login_failures_per_account: int = Field(
+        5, ge=1, le=1000, description="Failed logins of one account allowed within "
+        "FIREWATCH_LOGIN_FAILURE_WINDOW_S (counted in each web process); then a login answers "
+        "429 with Retry-After, whatever the password.")
+    login_failures_per_address: int = Field(
+        20, ge=1, le=100_000, description="Failed logins from one client address allowed "
+        "within the window; then 429 with Retry-After.")
     login_failure_window_s: float = Field(300, gt=0, le=86_400,
-                                          description="The window the failures are counted in.")
+                                          description="The window failed logins are counted in.")
     # Prometheus's credentials for the web port's /metrics (bearer token); logged-in admins
     # may read it too, anonymous readers never
     metrics_token: str | None = Field(
@@ -283,7 +313,8 @@ class Settings(BaseSettings):
         "/metrics and the detailed /api/health may give instead of an admin login.")
     demo_password: str = Field(
         "firewatch-demo",
-        description="Password of the demo accounts `firewatch up` creates outside production.",
+        description="Password of the demo accounts `firewatch up` creates (outside production "
+        "only).",
     )
     map_tile_url: str | None = Field(
         None,
@@ -293,8 +324,8 @@ class Settings(BaseSettings):
     map_tile_key: str = Field("", description="Tile service key (Tianditu tk, AMap key).")
     map_tile_coords: Literal["wgs84", "gcj02"] = Field(
         "wgs84",
-        description="gcj02 for AMap tiles (markers and outline are shifted when drawn); "
-        "wgs84 for Tianditu (CGCS2000) and OpenStreetMap-style tiles.",
+        description="gcj02 for AMap tiles (stored WGS-84 markers and outline are shifted when "
+        "drawn); wgs84 for Tianditu (CGCS2000) and OpenStreetMap-style tiles.",
     )
     map_tile_attribution: str = Field("", description="Attribution shown under the tiles.")
 

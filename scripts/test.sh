@@ -3,7 +3,8 @@
 # Debian packages: the real servers the tests talk to: mosquitto (MQTT broker),
 # victoria-metrics (takes InfluxDB v2 writes), influxdb (1.6, answers InfluxQL), postgresql
 # (throwaway clusters for the relational store), docker-compose (validates docker-compose.yml;
-# its `config` needs no Docker engine), chromium (the console's browser tests, driven by Playwright;
+# its `config` needs no Docker engine), prometheus (its promtool checks and unit-tests
+# deploy/prometheus/'s alerting rules), chromium (the console's browser tests, driven by Playwright;
 # never `playwright install`) and fonts-wqy-microhei (Chinese glyphs in its screenshots).
 # Python packages: the project and its test and lint extras, pinned by constraints.txt.
 # Before the tests: ruff (lint, then format check) and mypy (configured in pyproject.toml); any
@@ -15,7 +16,7 @@ if [ "${1:-}" = "--no-lint" ]; then
   lint=0
   shift
 fi
-debian_packages=(mosquitto victoria-metrics influxdb postgresql docker-compose chromium fonts-wqy-microhei socat)
+debian_packages=(mosquitto victoria-metrics influxdb postgresql docker-compose prometheus chromium fonts-wqy-microhei socat)
 missing=()
 for pkg in "${debian_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -1,7 +1,7 @@
 """Every benchmark runs end to end at a tiny size and ends with its figures as one JSON line.
 
 No timing is asserted (the machine is shared); what is checked is that each command runs the
-real parts it measures and reports the figures the README's table is made of.
+real parts it measures and reports the figures docs/benchmarks.md's table is made of.
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 Simulated devices, gateways, broker and alert service are all real; the pages follow the push
 stream (no polling), so a marker turning red proves the push path.  Screenshots of each page go
-to test-artifacts/console/.
+to test-artifacts/console/; those of the map, the alarm page and the ledger also to docs/images/,
+where the README shows them.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from tests.support.browser import (
     PAINTED_DOT,
     chromium,
     open_console,
+    readme_screenshot,
     screenshot,
     wait_for_dot_colour,
 )
@@ -108,7 +110,7 @@ def test_a_button_press_turns_the_marker_red_by_push(stack, browser):
     expect(marker(page, "dingqiao-eldercare")).to_have_attribute("data-state", "normal")
     stats = page.evaluate("window.firewatch.stats")
     assert stats["events"] >= 1  # the change came by push: the page does not poll
-    screenshot(page, "map-alarm")
+    readme_screenshot(page, "map-alarm")
     ARTIFACTS.joinpath("map-alarm.json").write_text(json.dumps(
         {"command_to_red_marker_s": round(seen, 3), "apply_ms": stats["lastApplyMs"]}))
     page.context.close()
@@ -167,7 +169,7 @@ def test_duty_staff_acknowledge_and_close_an_alarm_with_notes_and_the_bureau_see
     # the bureau's map learns of it by push
     expect(bureau.locator(f'#alarm-list li[data-alarm-id="{alarm_id}"]')) \
         .to_have_attribute("data-status", "acknowledged")
-    screenshot(staff, "alarms")
+    readme_screenshot(staff, "alarms")
 
     assert stack.simulate("dq-btn-1", "normal").returncode == 0  # the button is reset
     card = staff.locator(f'#live-list li[data-alarm-id="{alarm_id}"]')
@@ -242,7 +244,7 @@ def test_a_ledger_entry_is_walked_to_closed_by_the_institution_and_the_bureau(st
         .to_have_attribute("data-status", "closed")
     bars = bureau.locator('#stats-chart .bar-row[data-key="蓉城镇"]')
     expect(bars).to_contain_text("已销号 1")
-    screenshot(bureau, "ledger")
+    readme_screenshot(bureau, "ledger")
 
     with bureau.expect_download() as download:
         bureau.click("#export")

@@ -19,9 +19,11 @@ from types import ModuleType
 
 import pytest
 import sqlalchemy
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import select
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from firewatch import accounts, db, migrations
@@ -148,3 +150,89 @@ async def test_a_database_that_is_not_the_old_schema_is_refused_and_left_alone(
     assert "alembic_version" not in tables
     async with db.sessionmaker(engine)() as session:
         assert await session.scalar(select(db.Alarm.title).where(db.Alarm.id == 7)) == "一键报警"
+
+
+def insert_at_the_first_revision(conn: sqlalchemy.Connection) -> None:
+    """An alarm, its ledger entry, an account and a processed message, in the tables as the
+    first revision made them (reflected from the database, not today's models)."""
+    tables = sqlalchemy.MetaData()
+    tables.reflect(conn)
+    at = datetime(2026, 11, 3, 2, 15, tzinfo=UTC)
+    rows = {
+        "institutions": {
+            "id": "rongcheng-eldercare", "name": "荣成敬老院", "type": "eldercare",
+            "township": "荣成镇", "address": "荣成镇东街1号", "lat": 30.1, "lon": 120.2,
+            "head_name": "王芳", "head_phone": "13800000101", "safety_officer_name": "李强",
+            "safety_officer_phone": "13800000102"},
+        "devices": {
+            "id": "rc-btn-1", "institution_id": "rongcheng-eldercare",
+            "gateway_id": "gw-rongcheng", "kind": "button", "profile": "alarm-button",
+            "location": "一楼值班室", "state": "alarm", "state_reason": "按下",
+            "last_readings": {}, "last_flags": {"pressed": True}, "last_seen": at,
+            "updated_at": at},
+        "alarms": {
+            "id": 7, "device_id": "rc-btn-1", "institution_id": "rongcheng-eldercare",
+            "rule": "button", "title": "一键报警", "severity": "critical",
+            "status": "acknowledged", "value": None, "set_point": None, "unit": "",
+            "raised_at": at, "acknowledged_at": at, "acknowledged_by": "duty-rc",
+            "ack_note": "已到场", "cleared_at": None},
+        "hazards": {
+            "id": 3, "institution_id": "rongcheng-eldercare", "township": "荣成镇",
+            "category": "evacuation", "source": "iot", "description": "二楼安全出口被杂物堵塞",
+            "responsible_unit": "荣成敬老院", "responsible_person": "赵强",
+            "responsible_phone": "13800000202", "deadline": datetime(2026, 12, 1, tzinfo=UTC),
+            "status": "open", "device_id": "rc-btn-1", "rule": "button", "alarm_id": 7,
+            "created_at": at, "updated_at": at},
+        "users": {
+            "username": "duty-rc", "display_name": "荣成值班员", "role": "staff",
+            "institution_id": "rongcheng-eldercare",
+            "password_hash": accounts.PASSWORDS.hash(PASSWORD), "demo": False,
+            "created_at": at},
+        "processed_messages": {"consumer": "alerts", "gateway_id": "gw-rongcheng", "seq": 41,
+                               "processed_at": at},
+    }
+    for table, row in rows.items():
+        conn.execute(tables.tables[table].insert(), row)
+
+
+async def walked_from_the_first_revision(url: str) -> AsyncEngine:
+    """The database at ``url`` made by the first migration, given data, then brought to the
+    head as every service does on start; an engine on it, for the caller to dispose of."""
+    async with migrations.locked(make_url(url)) as conn:
+        await conn.run_sync(lambda c: command.upgrade(migrations.config(c), migrations.BASELINE))
+        await conn.run_sync(insert_at_the_first_revision)
+    engine = db.create_engine(url)
+    await db.create_schema(engine)
+    return engine
+
+
+async def test_a_database_walked_from_the_first_migration_to_the_last_keeps_its_data(
+    database_url,
+):
+    engine = await walked_from_the_first_revision(database_url)
+    try:
+
+        sessions = db.sessionmaker(engine)
+        async with sessions() as session:
+            alarm = await session.get(db.Alarm, 7)
+            hazard = await session.get(db.Hazard, 3)
+            device = await session.get(db.Device, "rc-btn-1")
+            processed = (await session.scalars(select(db.ProcessedMessage))).all()
+            version = await session.scalar(sqlalchemy.text(
+                "SELECT version_num FROM alembic_version"))
+        duty = await accounts.authenticate(sessions, accounts.PasswordWork(), "duty-rc",
+                                           PASSWORD)
+    finally:
+        await engine.dispose()
+    assert version == migrations.head()
+    assert (alarm.device_id, alarm.gateway_id, alarm.status, alarm.ack_note) == (
+        "rc-btn-1", None, "acknowledged", "已到场")
+    assert alarm.raised_at == datetime(2026, 11, 3, 2, 15, tzinfo=UTC)
+    assert (hazard.description, hazard.alarm_id, hazard.status) == (
+        "二楼安全出口被杂物堵塞", 7, "open")
+    assert (device.last_flags, device.last_stream, device.last_seq) == ({"pressed": True}, "",
+                                                                        None)
+    assert [(m.consumer, m.gateway_id, m.incarnation, m.seq) for m in processed] == [
+        ("alerts", "gw-rongcheng", "", 41)]
+    assert (duty.role, duty.institution_id, duty.disabled) == (
+        "staff", "rongcheng-eldercare", False)

@@ -39,7 +39,7 @@ from typing import Any, TypedDict
 import yaml
 
 from alerts.service import CONSUMER as ALERTS
-from firewatch.bench.common import percentiles_ms, report, versions
+from firewatch.bench.common import percentiles_ms, report, stage, versions
 from firewatch.bench.hostile import flood
 from firewatch.bench.recorder import WebhookRecorder
 from firewatch.bench.servers import Mosquitto, PostgreSQL
@@ -273,6 +273,8 @@ async def run(devices: int, count: int | None, spacing_s: float, broker_kind: st
             env["FIREWATCH_MQTT_EMBEDDED_PORT"] = str(broker.port)
         fleet = SimulatorFleet(load_site(fleet_file, profiles), profiles, broker, seed=1)
         try:
+            stage(f"starting {devices} simulated devices"
+                  f"{' and Mosquitto' if mosquitto else ''}")
             await fleet.start()
             if postgresql is not None:
                 postgresql.start()
@@ -283,13 +285,16 @@ async def run(devices: int, count: int | None, spacing_s: float, broker_kind: st
                 line = gateway["endpoints"][0]
                 line.update(simulated=False, port=fleet.endpoint_port(line["id"]))
             stack_file.write_text(yaml.safe_dump(site, allow_unicode=True), encoding="utf-8")
+            stage(f"starting Firewatch ({shape}, {database})")
             with system(shape, stack_file, workdir, env) as metrics:
+                stage("waiting for every gateway to publish")
                 await until_every_gateway_publishes(metrics, institutions, 180)
                 fleet.start_mqtt()
                 hostile_sent = [0]
                 refused_before = (await asyncio.to_thread(health_totals, metrics))["refused"]
                 flooding = asyncio.create_task(flood(broker, site, hostile_rate, hostile_sent)) \
                     if hostile_rate > 0 else None
+                stage("measuring the flow 5 s, then MQTT round trips")
                 flow = await flow_rates(metrics, 5)
                 rtt = await mqtt_round_trips(broker, max(20, 2 * count))
                 presses = [Measured(f"inst-{i:03d}", f"btn-{i:03d}-0", one_key.title_zh,
@@ -306,6 +311,8 @@ async def run(devices: int, count: int | None, spacing_s: float, broker_kind: st
                     asyncio.create_task(watch_broker(broker, presses + breaches, subscribed)),
                 ]
                 await subscribed.wait()
+                stage(f"pressing {count} buttons and leaking {count} gases, "
+                      f"{spacing_s:g} s apart")
                 for press, breach in zip(presses, breaches, strict=True):
                     press.event_at = time.perf_counter()
                     await fleet.trigger(press.device_id, "button-press")

@@ -16,6 +16,13 @@ from typing import Any
 
 import yaml
 
+from firewatch.logs import progress
+
+
+def stage(what: str) -> None:
+    """A line per stage of a long run (see :func:`firewatch.logs.progress`)."""
+    progress(f"{what}…")
+
 
 def versions(*packages: str) -> dict[str, str]:
     return {"python": platform.python_version(), **{p: version(p) for p in packages}}

@@ -24,7 +24,7 @@ from typing import Any
 
 from pymodbus.client import AsyncModbusTcpClient
 
-from firewatch.bench.common import report, simulator_process, synthetic_site, versions
+from firewatch.bench.common import report, simulator_process, stage, synthetic_site, versions
 from firewatch.mqtt import BrokerAddress
 from firewatch.profiles import load_profiles, read_blocks
 from firewatch.site import load_site
@@ -89,11 +89,15 @@ async def run(devices: int, per_endpoint: int, seconds: float, as_json: bool,
             assert d.endpoint is not None and d.unit_id is not None  # Modbus devices, all
             units.setdefault(d.endpoint, []).append(d.unit_id)
         bare_runs, flat_runs = [], []
+        stage(f"starting {devices} simulated Modbus devices")
         with simulator_process(site_file, workdir) as ports:
-            for _ in range(repeat):  # interleaved, so a change in load hits both alike
+            for r in range(repeat):  # interleaved, so a change in load hits both alike
+                stage(f"run {r + 1}/{repeat}: measuring a bare pymodbus loop, then the gateway, "
+                      f"{seconds:g} s each")
                 bare_runs.append(await bare_loop(ports, units, count, seconds) / seconds)
                 flat_out, _ = await gateway_run(site, profiles, ports, workdir, 1e-6, seconds)
                 flat_runs.append(flat_out / seconds)
+            stage(f"measuring the gateway at a 1 s interval, {seconds:g} s")
             paced, cpu = await gateway_run(site, profiles, ports, workdir, 1.0, seconds)
     bare, flat_rate = statistics.median(bare_runs), statistics.median(flat_runs)
     paced_rate = paced / seconds

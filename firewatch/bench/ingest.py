@@ -24,7 +24,7 @@ from influxdb_client import Point, WritePrecision
 from influxdb_client.client.influxdb_client_async import InfluxDBClientAsync
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from firewatch.bench.common import report, versions
+from firewatch.bench.common import report, stage, versions
 from firewatch.bench.servers import Mosquitto, VictoriaMetrics
 from firewatch.consumer import DeadLetters
 from firewatch.contract import ReadingBatch, message_topic
@@ -130,11 +130,14 @@ async def run(messages: int, repeat: int, as_json: bool) -> dict[str, Any]:
         workdir = Path(tmp)
         mosquitto = Mosquitto(workdir)
         victoria = VictoriaMetrics(workdir)
+        stage("starting Mosquitto and VictoriaMetrics")
         mosquitto.start()
         victoria.start()
         try:
             broker = BrokerAddress.from_url(mosquitto.url)
             for r in range(repeat):
+                stage(f"run {r + 1}/{repeat}: {messages:,} batches direct, then through ingest "
+                      "to InfluxDB and to SQLite")
                 runs["direct"].append(await direct_write(victoria.url, points))
                 runs["lines"].append(await direct_write(victoria.url, lines))
                 runs["influx"].append(await through_ingest(

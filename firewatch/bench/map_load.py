@@ -31,7 +31,7 @@ from typing import Any
 import httpx
 import yaml
 
-from firewatch.bench.common import percentiles_ms, report, versions
+from firewatch.bench.common import percentiles_ms, report, stage, versions
 from firewatch.bench.stack_process import running_stack, wait_until_normal
 from firewatch.mqtt import BrokerAddress, free_port
 from firewatch.profiles import load_profiles
@@ -130,6 +130,7 @@ async def run(devices: int, seconds: float, concurrency: int, repeat: int,
         site_file = county(devices, workdir)
         broker = BrokerAddress("127.0.0.1", free_port())
         env = {"FIREWATCH_MQTT_EMBEDDED_PORT": str(broker.port)}
+        stage(f"starting `firewatch up` with {devices} devices")
         with running_stack(site_file, workdir, env) as api:
             site = load_site(site_file, profiles)
             device_count = len(site.devices)
@@ -156,6 +157,8 @@ async def run(devices: int, seconds: float, concurrency: int, repeat: int,
                                       limits=limits, timeout=60) as stack,
                     httpx.AsyncClient(base_url=base_url, limits=limits, timeout=60) as base,
                 ):
+                    stage(f"measuring the stack and bare uvicorn, {seconds:g} s each, {repeat} "
+                          "times")
                     for _ in range(repeat):  # interleaved, so both see the same machine
                         runs["stack"].append(
                             await load(stack, stack_paths, False, seconds, concurrency))

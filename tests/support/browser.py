@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from tests.support.auth import DEMO_PASSWORD
 
 CHROMIUM = Path("/usr/bin/chromium")  # Debian's chromium (scripts/test.sh installs it)
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "console"
+DOC_IMAGES = Path(__file__).resolve().parents[2] / "docs" / "images"  # committed, in the README
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--disable-sync"]
 
@@ -47,6 +49,27 @@ def screenshot(page: Page, name: str) -> Path:
     path = ARTIFACTS / f"{name}.png"
     page.screenshot(path=path, full_page=True)
     return path
+
+
+def readme_screenshot(page: Page, name: str) -> Path:
+    """The README's picture of a page, rewritten by the test that shows the page working, so the
+    README shows the console as it is. The visible part down to where the content ends, at CSS
+    scale: a small PNG."""
+    screenshot(page, name)
+    path = DOC_IMAGES / f"{name}.png"
+    viewport = page.viewport_size
+    bottom = page.evaluate(_CONTENT_BOTTOM)
+    height = min(viewport["height"], math.ceil(bottom) + 16)
+    page.screenshot(path=path, scale="css", animations="disabled",
+                    clip={"x": 0, "y": 0, "width": viewport["width"], "height": height})
+    return path
+
+
+# Where the page's content ends: the lowest bottom edge of what is laid out in the flow (fixed
+# toasts and overlays are left out).
+_CONTENT_BOTTOM = """() => Math.max(...[...document.querySelectorAll("body > *")]
+    .filter((e) => !["fixed", "absolute"].includes(getComputedStyle(e).position))
+    .map((e) => e.getBoundingClientRect().bottom))"""
 
 
 # Where a device's circle is on the page and the colour the device canvas painted at its centre
