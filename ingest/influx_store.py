@@ -23,6 +23,10 @@ from firewatch.contract import FIELD_PATTERN, ID_PATTERN, ReadingBatch
 from firewatch.faults import Refused, Unavailable
 from ingest.store import HistoryPoint
 
+#: the precision of the points' times; influxdb-client annotates its write() parameter
+#: WritePrecision, but the class's members are plain str
+MILLISECONDS: WritePrecision = WritePrecision.MS  # type: ignore[assignment]
+
 
 def batch_to_point(batch: ReadingBatch, township: str | None = None) -> Point:
     """The batch as influxdb-client builds a point: the reference that ``batch_to_line`` matches."""
@@ -120,9 +124,7 @@ class InfluxTimeSeries:
         lines = [batch_to_line(b, self._township_tags.get(b.institution_id, "")) for b in batches]
         try:
             await self._client.write_api().write(
-                bucket=self.bucket, record=lines,
-                # influxdb-client annotates the parameter WritePrecision, whose members are str
-                write_precision=WritePrecision.MS)  # type: ignore[arg-type]
+                bucket=self.bucket, record=lines, write_precision=MILLISECONDS)
         except ApiException as exc:
             answer = f"{self.name} answered {exc.status}: {exc.message or exc.reason}"
             if exc.status is not None and 400 <= exc.status < 500 and exc.status not in (
