@@ -125,6 +125,7 @@ class _ReplyHook:
     _on_reply: OnReply
 
     def callback_new_connection(self) -> TransactionManager:
+        # a mixin: the pymodbus server class after it in the MRO has the method
         connection = super().callback_new_connection()  # type: ignore[misc]
         connection.trace_packet = functools.partial(self._trace, connection)
         return connection
