@@ -191,6 +191,10 @@ class FirewatchCollector(Collector):
             "Messages set aside with the reason in the dead-letter store, by reason class: "
             "contract (refused at the door) or the exception type that failed them.",
             labels=["consumer", "reason"])
+        unstored = CounterMetricFamily(
+            "firewatch_dead_letters_unstored",
+            "Messages set aside but not stored: over their source's budget of dead letters a "
+            "minute (a flood), counted by reason class.", labels=["consumer", "reason"])
         connected = GaugeMetricFamily(
             "firewatch_consumer_broker_connected", "1 while subscribed on the broker.",
             labels=["consumer"])
@@ -206,12 +210,14 @@ class FirewatchCollector(Collector):
             applied.add_metric([consumer.name], consumer.handled)
             for reason, count in list(consumer.dead_letters.by_reason.items()):
                 dead.add_metric([consumer.name, reason], count)
+            for reason, count in list(consumer.dead_letters.unstored.items()):
+                unstored.add_metric([consumer.name, reason], count)
             connected.add_metric([consumer.name], int(consumer.connected))
             if isinstance(consumer.admit, Admission):
                 for gateway, offset in consumer.admit.clocks.offsets().items():
                     offsets.add_metric([consumer.name, gateway], offset)
                 restamped.add_metric([consumer.name], consumer.admit.restamped)
-        yield from (applied, dead, connected, offsets, restamped)
+        yield from (applied, dead, unstored, connected, offsets, restamped)
 
     @staticmethod
     def _changes(relay: ChangePublisher | ChangeListener) -> Iterator[Metric]:

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import select, update
 
 from firewatch import db
-from firewatch.consumer import MAX_STORED_PAYLOAD, DeadLetters
+from firewatch.consumer import MAX_STORED_PAYLOAD, STORED_PER_SOURCE_PER_MINUTE, DeadLetters
 from firewatch.contract import utc_now
 from tests.support.auth import login_async
 from tests.support.webapp import demo_app
@@ -49,6 +49,19 @@ async def test_an_8_mib_payload_keeps_its_first_64_kib_and_its_length(demo):
     async with demo.sessions() as session:
         [letter] = await session.scalars(select(db.DeadLetter))
     assert (len(letter.payload), letter.payload_size) == (MAX_STORED_PAYLOAD, 8 << 20)
+
+
+async def test_a_flood_from_one_gateway_stores_a_minutes_budget_and_counts_the_rest(demo):
+    letters = DeadLetters(demo.sessions, "alerts")
+    for n in range(STORED_PER_SOURCE_PER_MINUTE + 40):
+        await letters.put(TOPIC, b"{}", "flood")
+    # another gateway's letter is still stored: the budget is per source
+    await letters.put("firewatch/v1/readings/gw-dingqiao/dq-gas-1", b"{}", "its own")
+    async with demo.sessions() as session:
+        stored = list(await session.scalars(select(db.DeadLetter.reason)))
+    assert stored.count("flood") == STORED_PER_SOURCE_PER_MINUTE and "its own" in stored
+    assert (letters.by_reason["contract"], letters.unstored["contract"]) == (
+        STORED_PER_SOURCE_PER_MINUTE + 1, 40)
 
 
 async def test_dead_letters_older_than_the_retention_are_forgotten_and_the_rest_kept(demo):

@@ -161,8 +161,10 @@ async def mqtt_round_trips(broker: BrokerAddress, count: int) -> list[float]:
     return took
 
 
-#: the counters of what the services refused: a consumer's dead letters, a gateway's uplinks
-REFUSALS = ("firewatch_dead_letters_total", "firewatch_gateway_uplinks_set_aside_total")
+#: the counters of what the services refused: a consumer's dead letters (stored, or over their
+#: source's budget and only counted), a gateway's uplinks
+REFUSALS = ("firewatch_dead_letters_total", "firewatch_dead_letters_unstored_total",
+            "firewatch_gateway_uplinks_set_aside_total")
 
 
 def health_totals(metrics: dict[str, str]) -> dict[str, float]:
