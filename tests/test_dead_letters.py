@@ -53,7 +53,7 @@ async def test_an_8_mib_payload_keeps_its_first_64_kib_and_its_length(demo):
 
 async def test_a_flood_from_one_gateway_stores_a_minutes_budget_and_counts_the_rest(demo):
     letters = DeadLetters(demo.sessions, "alerts")
-    for n in range(STORED_PER_SOURCE_PER_MINUTE + 40):
+    for _ in range(STORED_PER_SOURCE_PER_MINUTE + 40):
         await letters.put(TOPIC, b"{}", "flood")
     # another gateway's letter is still stored: the budget is per source
     await letters.put("firewatch/v1/readings/gw-dingqiao/dq-gas-1", b"{}", "its own")
