@@ -75,8 +75,14 @@ def plan_alarm(
 ) -> Plan:
     if acknowledged:
         return Plan()
-    return _plan(now, [_due(Step.HEAD, 0, raised_at, timing.to_head),
-                       _due(Step.BUREAU, 0, raised_at, timing.to_bureau)], taken)
+    return _plan(
+        now,
+        [
+            _due(Step.HEAD, 0, raised_at, timing.to_head),
+            _due(Step.BUREAU, 0, raised_at, timing.to_bureau),
+        ],
+        taken,
+    )
 
 
 def plan_overdue(
@@ -85,19 +91,28 @@ def plan_overdue(
     if status not in UNDER_RECTIFICATION:
         return Plan()
     latest = max(0, (now - deadline) // timing.remind_every)
-    return _plan(now, [
-        Due(Step.FLAG, 0, deadline),
-        _due(Step.OVERDUE, latest, deadline, latest * timing.remind_every),
-        _due(Step.OVERDUE, latest + 1, deadline, (latest + 1) * timing.remind_every),
-    ], taken)
+    return _plan(
+        now,
+        [
+            Due(Step.FLAG, 0, deadline),
+            _due(Step.OVERDUE, latest, deadline, latest * timing.remind_every),
+            _due(Step.OVERDUE, latest + 1, deadline, (latest + 1) * timing.remind_every),
+        ],
+        taken,
+    )
 
 
 def plan_recheck(
-    now: datetime, status: str, signed_off_at: datetime, sign_off_event: int,
-    timing: LedgerTiming, taken: Taken,
+    now: datetime,
+    status: str,
+    signed_off_at: datetime,
+    sign_off_event: int,
+    timing: LedgerTiming,
+    taken: Taken,
 ) -> Plan:
     """``signed_off_at`` and ``sign_off_event``: the entry's latest event, if it is a sign-off."""
     if status != Status.CLOSED:
         return Plan()
-    return _plan(now, [_due(Step.RECHECK, sign_off_event, signed_off_at, timing.recheck_after)],
-                 taken)
+    return _plan(
+        now, [_due(Step.RECHECK, sign_off_event, signed_off_at, timing.recheck_after)], taken
+    )

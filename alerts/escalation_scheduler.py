@@ -52,7 +52,8 @@ class EscalationScheduler:
     async def run(self) -> None:
         self.scheduler = AsyncIOScheduler(
             # a step whose time passed while the loop was busy is still taken, once
-            job_defaults={"misfire_grace_time": None, "coalesce": True}, timezone=UTC,
+            job_defaults={"misfire_grace_time": None, "coalesce": True},
+            timezone=UTC,
         )
         self.scheduler.start()
         try:
@@ -92,8 +93,12 @@ class EscalationScheduler:
         self.sweep_errors[type(exc).__name__] += 1
         text = f"{type(exc).__name__}: {exc}"
         if text != self._last_sweep_error:
-            log.error("escalation sweep failed (%s); sweeping again in %g s", text,
-                      self.sweep_every_s, exc_info=exc)
+            log.error(
+                "escalation sweep failed (%s); sweeping again in %g s",
+                text,
+                self.sweep_every_s,
+                exc_info=exc,
+            )
             self._last_sweep_error = text
 
     @property
@@ -109,15 +114,18 @@ class EscalationScheduler:
             return
         if job is not None and abs(job.next_run_time - at) < timedelta(milliseconds=1):
             return  # already there
-        self._scheduler.add_job(self.advance, "date", run_date=at, id=key, name=key,
-                                args=[key], replace_existing=True)
+        self._scheduler.add_job(
+            self.advance, "date", run_date=at, id=key, name=key, args=[key], replace_existing=True
+        )
 
     def _remove(self, key: str) -> None:
         with contextlib.suppress(JobLookupError):  # it fired meanwhile
             self._scheduler.remove_job(key)
 
     def status(self) -> dict[str, Any]:
-        return {"escalation_steps_taken": self.escalator.steps_taken,
-                "escalation_jobs_scheduled": self.jobs_scheduled,
-                "escalation_set_aside": len(self.escalator.set_aside),
-                "escalation_sweep_errors": sum(self.sweep_errors.values())}
+        return {
+            "escalation_steps_taken": self.escalator.steps_taken,
+            "escalation_jobs_scheduled": self.jobs_scheduled,
+            "escalation_set_aside": len(self.escalator.set_aside),
+            "escalation_sweep_errors": sum(self.sweep_errors.values()),
+        }

@@ -111,7 +111,8 @@ class Escalator:
             self.locations[g.id], self.devices[g.id] = gateway_names(g.id)
         self.categories = {
             (d.id, rule.name): rule.category
-            for d in site.devices for rule in [*profiles[d.profile].alarms, *LINK_RULES.values()]
+            for d in site.devices
+            for rule in [*profiles[d.profile].alarms, *LINK_RULES.values()]
         } | {(g.id, LINK_RULE.name): LINK_RULE.category for g in site.gateways}
         self.steps_taken = 0
         #: subjects whose last look failed, with the error: logged when it first (or newly) fails
@@ -147,8 +148,7 @@ class Escalator:
         reason = f"{type(exc).__name__}: {exc}"
         if self.set_aside.get(key) != reason:
             self.errors[type(exc).__name__] += 1
-            log.error("escalation %s set aside (%s); the others go on", key, reason,
-                      exc_info=exc)
+            log.error("escalation %s set aside (%s); the others go on", key, reason, exc_info=exc)
         self.set_aside[key] = reason
 
     def _looked_at(self, key: str) -> None:
@@ -175,9 +175,16 @@ class Escalator:
         plan = self._plan(subject, now)
         institution = session.get_one(Institution, subject.row.institution_id)
         for due in plan.due:
-            session.add(EscalationStep(subject=key.partition(":")[0],
-                                       subject_id=subject.row.id, step=due.step.value,
-                                       round=due.round, due_at=due.at, taken_at=now))
+            session.add(
+                EscalationStep(
+                    subject=key.partition(":")[0],
+                    subject_id=subject.row.id,
+                    step=due.step.value,
+                    round=due.round,
+                    due_at=due.at,
+                    taken_at=now,
+                )
+            )
             person, group, message = self._notice(due.step, subject, institution, now)
             session.add(self._stored(institution.id, subject.row, person, group, message))
             log.info("escalation %s: %s (round %d) taken", key, due.step, due.round)
@@ -188,12 +195,19 @@ class Escalator:
         if isinstance(row, Alarm):
             category = self.categories.get((_about(row), row.rule), HazardCategory.OTHER)
             alarm_timing = self.policy.for_alarm(category, Severity(row.severity))
-            return plan_alarm(now, row.raised_at, row.acknowledged_at is not None, alarm_timing,
-                              subject.taken)
+            return plan_alarm(
+                now, row.raised_at, row.acknowledged_at is not None, alarm_timing, subject.taken
+            )
         ledger_timing = self.policy.for_entry(HazardCategory(row.category))
         if subject.sign_off is not None:
-            return plan_recheck(now, row.status, subject.sign_off.at, subject.sign_off.id,
-                                ledger_timing, subject.taken)
+            return plan_recheck(
+                now,
+                row.status,
+                subject.sign_off.at,
+                subject.sign_off.id,
+                ledger_timing,
+                subject.taken,
+            )
         return plan_overdue(now, row.status, row.deadline, ledger_timing, subject.taken)
 
     def _notice(
@@ -207,10 +221,16 @@ class Escalator:
             where = self.locations.get(_about(row), _about(row))
             device = self.devices.get(_about(row), _about(row))
             if step is Step.HEAD:
-                return (self.heads.get(institution.id), own_group,
-                        say.alarm_to_head(institution, row, where, device, now))
-            return duty, self.bureau_group, say.alarm_to_bureau(self.bureau, institution, row,
-                                                                where, device, now)
+                return (
+                    self.heads.get(institution.id),
+                    own_group,
+                    say.alarm_to_head(institution, row, where, device, now),
+                )
+            return (
+                duty,
+                self.bureau_group,
+                say.alarm_to_bureau(self.bureau, institution, row, where, device, now),
+            )
         if step is Step.OVERDUE:
             responsible = Contact(name=row.responsible_person, phone=row.responsible_phone)
             return responsible, own_group, say.overdue_reminder(institution, row, now)
@@ -219,13 +239,22 @@ class Escalator:
         assert subject.sign_off is not None
         return duty, self.bureau_group, say.recheck_due(institution, row, subject.sign_off.at)
 
-    def _stored(self, institution_id: str, row: Alarm | Hazard, person: Contact | None,
-                group: str | None, message: NoticeMessage) -> Notice:
+    def _stored(
+        self,
+        institution_id: str,
+        row: Alarm | Hazard,
+        person: Contact | None,
+        group: str | None,
+        message: NoticeMessage,
+    ) -> Notice:
         channel, address = reach(self.routing, person, group)
         whom = person.name if person else "the bureau"
         return Notice(
-            alarm_id=row.id if isinstance(row, Alarm) else None, institution_id=institution_id,
-            channel=channel, target=address or "", body=message.model_dump(mode="json"),
+            alarm_id=row.id if isinstance(row, Alarm) else None,
+            institution_id=institution_id,
+            channel=channel,
+            target=address or "",
+            body=message.model_dump(mode="json"),
             status="pending" if address else "unconfigured",
             last_error=None if address else f"no address on {channel} for {whom}",
         )
@@ -236,33 +265,43 @@ class Escalator:
         subjects: dict[str, _Subject] = {}
         if kind in ("", "alarm"):
             bureau_told = select(EscalationStep.id).where(
-                EscalationStep.subject == "alarm", EscalationStep.subject_id == Alarm.id,
-                EscalationStep.step == Step.BUREAU.value)
-            alarm_query = select(Alarm).where(Alarm.acknowledged_at.is_(None),
-                                              not_(bureau_told.exists()))
+                EscalationStep.subject == "alarm",
+                EscalationStep.subject_id == Alarm.id,
+                EscalationStep.step == Step.BUREAU.value,
+            )
+            alarm_query = select(Alarm).where(
+                Alarm.acknowledged_at.is_(None), not_(bureau_told.exists())
+            )
             if number:
                 alarm_query = alarm_query.where(Alarm.id == int(number))
             alarms = list(session.scalars(alarm_query))
             taken = _taken(session, "alarm", [a.id for a in alarms])
-            subjects |= {f"alarm:{a.id}": _Subject(a, taken.get(a.id, frozenset()))
-                         for a in alarms}
+            subjects |= {f"alarm:{a.id}": _Subject(a, taken.get(a.id, frozenset())) for a in alarms}
         if kind in ("", "hazard"):
-            latest = (select(HazardEvent.hazard_id, func.max(HazardEvent.id).label("event_id"))
-                      .group_by(HazardEvent.hazard_id).subquery())
+            latest = (
+                select(HazardEvent.hazard_id, func.max(HazardEvent.id).label("event_id"))
+                .group_by(HazardEvent.hazard_id)
+                .subquery()
+            )
             query = (
                 select(Hazard, HazardEvent)
                 .join(latest, latest.c.hazard_id == Hazard.id)
                 .join(HazardEvent, HazardEvent.id == latest.c.event_id)
-                .where(or_(Hazard.status.in_(UNDER_RECTIFICATION),
-                           and_(Hazard.status == Status.CLOSED, HazardEvent.action == "sign-off")))
+                .where(
+                    or_(
+                        Hazard.status.in_(UNDER_RECTIFICATION),
+                        and_(Hazard.status == Status.CLOSED, HazardEvent.action == "sign-off"),
+                    )
+                )
             )
             if number:
                 query = query.where(Hazard.id == int(number))
             rows = list(session.execute(query).all())
             taken = _taken(session, "hazard", [h.id for h, _ in rows])
             subjects |= {
-                f"hazard:{h.id}": _Subject(h, taken.get(h.id, frozenset()),
-                                           event if h.status == Status.CLOSED else None)
+                f"hazard:{h.id}": _Subject(
+                    h, taken.get(h.id, frozenset()), event if h.status == Status.CLOSED else None
+                )
                 for h, event in rows
             }
         return subjects
@@ -278,9 +317,10 @@ def _taken(session: Session, subject: str, ids: list[int]) -> dict[int, Taken]:
         return {}
     rows = session.execute(
         select(EscalationStep.subject_id, EscalationStep.step, EscalationStep.round).where(
-            EscalationStep.subject == subject, EscalationStep.subject_id.in_(ids)))
+            EscalationStep.subject == subject, EscalationStep.subject_id.in_(ids)
+        )
+    )
     taken: dict[int, set[tuple[str, int]]] = {}
     for subject_id, step, round_ in rows:
         taken.setdefault(subject_id, set()).add((step, round_))
     return {k: frozenset(v) for k, v in taken.items()}
-

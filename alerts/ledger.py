@@ -111,10 +111,25 @@ class NewEntry:
     responsible_unit: str | None = None
 
 
-def _record(session: Session | AsyncSession, hazard: Hazard, action: str, actor: str, note: str,
-            before: str | None) -> None:
-    session.add(HazardEvent(hazard_id=hazard.id, action=action, actor=actor, note=note,
-                            from_status=before, to_status=hazard.status, at=utc_now()))
+def _record(
+    session: Session | AsyncSession,
+    hazard: Hazard,
+    action: str,
+    actor: str,
+    note: str,
+    before: str | None,
+) -> None:
+    session.add(
+        HazardEvent(
+            hazard_id=hazard.id,
+            action=action,
+            actor=actor,
+            note=note,
+            from_status=before,
+            to_status=hazard.status,
+            at=utc_now(),
+        )
+    )
 
 
 async def file_entry(session: AsyncSession, entry: NewEntry, actor: str) -> Hazard:
@@ -124,15 +139,20 @@ async def file_entry(session: AsyncSession, entry: NewEntry, actor: str) -> Haza
     institution = await session.get(Institution, entry.institution_id)
     if institution is None:
         raise LedgerError(f"no institution {entry.institution_id!r}")
-    status = (Status.PENDING_VERIFICATION if entry.source is Source.PUBLIC_REPORT
-              else Status.REPORTED)
+    status = (
+        Status.PENDING_VERIFICATION if entry.source is Source.PUBLIC_REPORT else Status.REPORTED
+    )
     hazard = Hazard(
-        institution_id=institution.id, township=institution.township,
-        category=entry.category.value, source=entry.source.value,
+        institution_id=institution.id,
+        township=institution.township,
+        category=entry.category.value,
+        source=entry.source.value,
         description=entry.description,
         responsible_unit=entry.responsible_unit or institution.name,
-        responsible_person=entry.responsible_person, responsible_phone=entry.responsible_phone,
-        deadline=entry.deadline, status=status.value,
+        responsible_person=entry.responsible_person,
+        responsible_phone=entry.responsible_phone,
+        deadline=entry.deadline,
+        status=status.value,
     )
     session.add(hazard)
     await session.flush()
@@ -171,6 +191,8 @@ async def transition(
 
 
 async def history(session: AsyncSession, hazard_id: int) -> list[HazardEvent]:
-    return list(await session.scalars(
-        select(HazardEvent).where(HazardEvent.hazard_id == hazard_id).order_by(HazardEvent.id)
-    ))
+    return list(
+        await session.scalars(
+            select(HazardEvent).where(HazardEvent.hazard_id == hazard_id).order_by(HazardEvent.id)
+        )
+    )

@@ -54,11 +54,22 @@ class Column:
 
 
 COLUMNS = (
-    Column("序号", 6), Column("乡镇", 10), Column("单位名称", 22), Column("隐患描述", 40),
-    Column("隐患类别", 12), Column("排查渠道", 13), Column("发现时间", 17, DATE_TIME),
-    Column("整改责任单位", 22), Column("责任人", 10), Column("联系电话", 14),
-    Column("整改时限", 17, DATE_TIME), Column("整改措施及进展", 44), Column("整改状态", 11),
-    Column("是否逾期", 9), Column("销号日期", 12, DATE), Column("回头看", 22),
+    Column("序号", 6),
+    Column("乡镇", 10),
+    Column("单位名称", 22),
+    Column("隐患描述", 40),
+    Column("隐患类别", 12),
+    Column("排查渠道", 13),
+    Column("发现时间", 17, DATE_TIME),
+    Column("整改责任单位", 22),
+    Column("责任人", 10),
+    Column("联系电话", 14),
+    Column("整改时限", 17, DATE_TIME),
+    Column("整改措施及进展", 44),
+    Column("整改状态", 11),
+    Column("是否逾期", 9),
+    Column("销号日期", 12, DATE),
+    Column("回头看", 22),
 )
 HEADER_ROW = 3
 #: how a cell's text makes Excel take it for a formula, now or once someone edits the cell
@@ -112,18 +123,29 @@ def _recheck(events: list[HazardEvent]) -> str | None:
     return "待开展"
 
 
-def _row(number: int, hazard: Hazard, unit_name: str, events: list[HazardEvent],
-         now: datetime) -> list[object]:
+def _row(
+    number: int, hazard: Hazard, unit_name: str, events: list[HazardEvent], now: datetime
+) -> list[object]:
     overdue = None
     if hazard.status in UNDER_RECTIFICATION:
         overdue = "是" if hazard.deadline < now else "否"
     signed_off = _signed_off(hazard, events)
     return [
-        number, hazard.township, unit_name, hazard.description,
-        CATEGORY_ZH[HazardCategory(hazard.category)], SOURCE_ZH[Source(hazard.source)],
-        _local(hazard.created_at), hazard.responsible_unit, hazard.responsible_person,
-        hazard.responsible_phone, _local(hazard.deadline), _progress(events),
-        STATUS_ZH[Status(hazard.status)], overdue, _local(signed_off) if signed_off else None,
+        number,
+        hazard.township,
+        unit_name,
+        hazard.description,
+        CATEGORY_ZH[HazardCategory(hazard.category)],
+        SOURCE_ZH[Source(hazard.source)],
+        _local(hazard.created_at),
+        hazard.responsible_unit,
+        hazard.responsible_person,
+        hazard.responsible_phone,
+        _local(hazard.deadline),
+        _progress(events),
+        STATUS_ZH[Status(hazard.status)],
+        overdue,
+        _local(signed_off) if signed_off else None,
         _recheck(events),
     ]
 
@@ -131,17 +153,22 @@ def _row(number: int, hazard: Hazard, unit_name: str, events: list[HazardEvent],
 async def ledger_rows(session: AsyncSession, where: LedgerFilter, now: datetime) -> list[list]:
     """The export's rows, oldest entry first (序号 1 is the first filed)."""
     chosen = where.apply(select(Hazard.id))
-    entries = (await session.execute(
-        where.apply(select(Hazard, Institution.name))
-        .join(Institution, Institution.id == Hazard.institution_id).order_by(Hazard.id)
-    )).all()
+    entries = (
+        await session.execute(
+            where.apply(select(Hazard, Institution.name))
+            .join(Institution, Institution.id == Hazard.institution_id)
+            .order_by(Hazard.id)
+        )
+    ).all()
     events: dict[int, list[HazardEvent]] = {}
     for event in await session.scalars(
         select(HazardEvent).where(HazardEvent.hazard_id.in_(chosen)).order_by(HazardEvent.id)
     ):
         events.setdefault(event.hazard_id, []).append(event)
-    return [_row(n, hazard, name, events.get(hazard.id, []), now)
-            for n, (hazard, name) in enumerate(entries, start=1)]
+    return [
+        _row(n, hazard, name, events.get(hazard.id, []), now)
+        for n, (hazard, name) in enumerate(entries, start=1)
+    ]
 
 
 def subtitle(where: LedgerFilter, now: datetime) -> str:
@@ -197,8 +224,7 @@ def workbook(title: str, subtitle: str, rows: list[list]) -> bytes:
         cell = sheet.cell(row=row, column=1, value=text)
         _text_only(cell)
         cell.font = Font(bold=row == 1, size=size)
-        cell.alignment = Alignment(horizontal="center" if row == 1 else "left",
-                                   vertical="center")
+        cell.alignment = Alignment(horizontal="center" if row == 1 else "left", vertical="center")
     sheet.row_dimensions[1].height = 30
     thin = Side(style="thin", color="999999")
     border = Border(left=thin, right=thin, top=thin, bottom=thin)

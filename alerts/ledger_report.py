@@ -51,9 +51,12 @@ class LedgerFilter:
     def apply(self, query: Select) -> Select:
         if self.status:
             query = query.where(Hazard.status.in_(self.status))
-        for column, value in ((Hazard.category, self.category), (Hazard.source, self.source),
-                              (Hazard.township, self.township),
-                              (Hazard.institution_id, self.institution_id)):
+        for column, value in (
+            (Hazard.category, self.category),
+            (Hazard.source, self.source),
+            (Hazard.township, self.township),
+            (Hazard.institution_id, self.institution_id),
+        ):
             if value is not None:
                 query = query.where(column == value)
         if self.since is not None:
@@ -102,9 +105,13 @@ async def statistics(
     is_overdue = and_(Hazard.status.in_(UNDER_RECTIFICATION), Hazard.deadline < now)
     is_closed = Hazard.status == Status.CLOSED
     query = where.apply(
-        select(key.label("key"), name.label("name"),
-               _count(is_open).label("open"), _count(is_overdue).label("overdue"),
-               _count(is_closed).label("closed"))
+        select(
+            key.label("key"),
+            name.label("name"),
+            _count(is_open).label("open"),
+            _count(is_overdue).label("overdue"),
+            _count(is_closed).label("closed"),
+        )
         .join(Institution, Institution.id == Hazard.institution_id)
         .where(Hazard.status.not_in(NOT_COUNTED))
         .group_by(key, name)
@@ -113,9 +120,18 @@ async def statistics(
     rows = []
     for row in (await session.execute(query)).mappings():
         counts = {name: int(row[name]) for name in ("open", "overdue", "closed")}
-        rows.append({"key": row["key"], "label": _label(by, row["key"], row["name"]),
-                     **counts, "total": counts["open"] + counts["closed"]})
+        rows.append(
+            {
+                "key": row["key"],
+                "label": _label(by, row["key"], row["name"]),
+                **counts,
+                "total": counts["open"] + counts["closed"],
+            }
+        )
     return {
-        "by": by.value, "since": where.since, "until": where.until, "rows": rows,
+        "by": by.value,
+        "since": where.since,
+        "until": where.until,
+        "rows": rows,
         "totals": {name: sum(r[name] for r in rows) for name in COUNTS},
     }

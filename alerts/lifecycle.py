@@ -23,10 +23,25 @@ class AlarmTransitionError(ValueError):
     """A step the alarm's current state does not allow; the message says why."""
 
 
-def record(session: Session | AsyncSession, alarm: Alarm, action: str, actor: str, note: str,
-           from_status: str | None) -> None:
-    session.add(AlarmEvent(alarm_id=alarm.id, action=action, actor=actor, note=note,
-                           from_status=from_status, to_status=alarm.status, at=utc_now()))
+def record(
+    session: Session | AsyncSession,
+    alarm: Alarm,
+    action: str,
+    actor: str,
+    note: str,
+    from_status: str | None,
+) -> None:
+    session.add(
+        AlarmEvent(
+            alarm_id=alarm.id,
+            action=action,
+            actor=actor,
+            note=note,
+            from_status=from_status,
+            to_status=alarm.status,
+            at=utc_now(),
+        )
+    )
 
 
 def clear(session: Session, alarm: Alarm, note: str) -> None:
@@ -78,6 +93,8 @@ async def close(session: AsyncSession, alarm_id: int, by: str, note: str) -> Ala
 
 
 async def history(session: AsyncSession, alarm_id: int) -> list[AlarmEvent]:
-    return list(await session.scalars(
-        select(AlarmEvent).where(AlarmEvent.alarm_id == alarm_id).order_by(AlarmEvent.id)
-    ))
+    return list(
+        await session.scalars(
+            select(AlarmEvent).where(AlarmEvent.alarm_id == alarm_id).order_by(AlarmEvent.id)
+        )
+    )

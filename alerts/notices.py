@@ -67,29 +67,49 @@ def _figure(value: float | None, unit: str) -> str:
 
 
 def raise_message(
-    institution: Institution, where: str, what: str, rule: AlarmRule, verdict: Verdict,
-    reason: str, ts: datetime,
+    institution: Institution,
+    where: str,
+    what: str,
+    rule: AlarmRule,
+    verdict: Verdict,
+    reason: str,
+    ts: datetime,
 ) -> NoticeMessage:
     """An alarm raised on ``what`` (a device, a gateway: 名称（id）) hanging at ``where``."""
     return NoticeMessage(
-        kind="raise", severity=rule.severity.value, institution=institution.name,
-        title=rule.title_zh, location=f"{institution.township} · {where}",
-        device=what, time=local_time(ts),
-        reading=_figure(verdict.value, rule.unit), set_point=_figure(verdict.set_point, rule.unit),
-        reason=reason, advice=rule.advice_zh, immediate=rule.immediate,
+        kind="raise",
+        severity=rule.severity.value,
+        institution=institution.name,
+        title=rule.title_zh,
+        location=f"{institution.township} · {where}",
+        device=what,
+        time=local_time(ts),
+        reading=_figure(verdict.value, rule.unit),
+        set_point=_figure(verdict.set_point, rule.unit),
+        reason=reason,
+        advice=rule.advice_zh,
+        immediate=rule.immediate,
         contact=f"{institution.safety_officer_name} {institution.safety_officer_phone}",
     )
 
 
 def clear_message(
-    institution: Institution, where: str, what: str, rule: AlarmRule, verdict: Verdict,
+    institution: Institution,
+    where: str,
+    what: str,
+    rule: AlarmRule,
+    verdict: Verdict,
     alarm: Alarm,
 ) -> NoticeMessage:
     return NoticeMessage(
-        kind="clear", institution=institution.name, title=f"{rule.title_zh}已恢复",
+        kind="clear",
+        institution=institution.name,
+        title=f"{rule.title_zh}已恢复",
         location=f"{institution.township} · {where}",
-        device=what, time=local_time(alarm.raised_at),
-        reading=_figure(verdict.value, rule.unit), immediate=rule.immediate,
+        device=what,
+        time=local_time(alarm.raised_at),
+        reading=_figure(verdict.value, rule.unit),
+        immediate=rule.immediate,
     )
 
 
@@ -108,8 +128,13 @@ def summary_line(message: NoticeMessage) -> str:
 def summary_message(first: NoticeMessage, window_end: datetime) -> NoticeMessage:
     """A storm summary that starts with ``first`` and is sent at ``window_end``."""
     return NoticeMessage(
-        kind="summary", institution=first.institution, title="", location="多处",
-        time=first.time, contact=first.contact, items=[summary_line(first)],
+        kind="summary",
+        institution=first.institution,
+        title="",
+        location="多处",
+        time=first.time,
+        contact=first.contact,
+        items=[summary_line(first)],
         window_end=window_end,
         advice="短时间内多处报警：请立即到场逐一核实，必要时拨打119并组织疏散。",
     )
@@ -123,25 +148,38 @@ def summary_title(message: NoticeMessage) -> str:
 
 
 def _level(message: NoticeMessage) -> str:
-    return {"raise": "报警" if message.severity == Severity.ALARM else "故障",
-            "clear": "恢复", "summary": "汇总", "escalation": message.label}[message.kind]
+    return {
+        "raise": "报警" if message.severity == Severity.ALARM else "故障",
+        "clear": "恢复",
+        "summary": "汇总",
+        "escalation": message.label,
+    }[message.kind]
 
 
 def wecom_markdown(message: NoticeMessage, notice_id: int) -> dict[str, Any]:
     """The WeChat Work group-robot body (markdown, at most 4,096 bytes)."""
-    color = {"raise": "warning" if message.severity == Severity.ALARM else "comment",
-             "clear": "info", "summary": "warning", "escalation": "warning"}[message.kind]
+    color = {
+        "raise": "warning" if message.severity == Severity.ALARM else "comment",
+        "clear": "info",
+        "summary": "warning",
+        "escalation": "warning",
+    }[message.kind]
     title = summary_title(message) if message.kind == "summary" else message.title
-    head = f"### <font color=\"{color}\">【{_level(message)}】{message.institution}：{title}</font>"
+    head = f'### <font color="{color}">【{_level(message)}】{message.institution}：{title}</font>'
     if message.kind == "summary":
         lines = [head, *(f"> {item}" for item in message.items)]
     else:
-        lines = [head, f"> 位置：{message.location}",
-                 *([f"> 设备：{message.device}"] if message.device else []),
-                 f"> {'报警时间' if message.kind == 'clear' else '时间'}：{message.time}"]
+        lines = [
+            head,
+            f"> 位置：{message.location}",
+            *([f"> 设备：{message.device}"] if message.device else []),
+            f"> {'报警时间' if message.kind == 'clear' else '时间'}：{message.time}",
+        ]
         if message.reading and message.kind == "raise":
-            lines.append(f"> 读数：<font color=\"warning\">{message.reading}</font>"
-                         f"（设定值 {message.set_point}）")
+            lines.append(
+                f'> 读数：<font color="warning">{message.reading}</font>'
+                f"（设定值 {message.set_point}）"
+            )
         elif message.reading:
             lines.append(f"> 当前读数：{message.reading}")
         if message.reason:
@@ -177,8 +215,12 @@ def template_variables(message: NoticeMessage) -> dict[str, str]:
         if message.set_point:
             reading += f"（设定值{message.set_point}）"
     values = {
-        "institution": message.institution, "location": message.location, "device": device,
-        "alarm": alarm, "reading": reading, "time": message.time,
+        "institution": message.institution,
+        "location": message.location,
+        "device": device,
+        "alarm": alarm,
+        "reading": reading,
+        "time": message.time,
         "advice": message.advice or "请核实并在系统中关闭报警",
     }
     return {k: _cut(v, SMS_VARIABLE_LIMIT) for k, v in values.items()}

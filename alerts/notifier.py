@@ -115,8 +115,10 @@ class Notifier:
         self.looked_at: datetime | None = None
 
     async def run(self) -> None:
-        async with httpx.AsyncClient(timeout=self.timeout_s) as http, \
-                asyncio.TaskGroup() as senders:
+        async with (
+            httpx.AsyncClient(timeout=self.timeout_s) as http,
+            asyncio.TaskGroup() as senders,
+        ):
             while True:
                 # also look again every second for retries that have come due
                 with contextlib.suppress(TimeoutError):
@@ -150,12 +152,16 @@ class Notifier:
         until its answer is recorded, and is not picked up again meanwhile.
         """
         async with self.sessions() as session:
-            due = [n for n in await session.scalars(
-                select(Notice)
-                .where(Notice.status == "pending", Notice.next_attempt_at <= utc_now())
-                .order_by(Notice.id)
-                .limit(100 + len(self._in_flight))
-            ) if n.id not in self._in_flight]
+            due = [
+                n
+                for n in await session.scalars(
+                    select(Notice)
+                    .where(Notice.status == "pending", Notice.next_attempt_at <= utc_now())
+                    .order_by(Notice.id)
+                    .limit(100 + len(self._in_flight))
+                )
+                if n.id not in self._in_flight
+            ]
         # one robot, phone or account after another in order; different ones at the same time,
         # so that a slow provider or a long queue for one institution holds up no one else
         queues: dict[tuple[str, str], list[Notice]] = {}
@@ -164,10 +170,16 @@ class Notifier:
         for key, queue in queues.items():
             self._in_flight.update(n.id for n in queue)
             self._senders[key] = senders.create_task(
-                self._send_after(self._senders.get(key), http, key, queue))
+                self._send_after(self._senders.get(key), http, key, queue)
+            )
 
-    async def _send_after(self, previous: asyncio.Task | None, http: httpx.AsyncClient,
-                          key: tuple[str, str], notices: list[Notice]) -> None:
+    async def _send_after(
+        self,
+        previous: asyncio.Task | None,
+        http: httpx.AsyncClient,
+        key: tuple[str, str],
+        notices: list[Notice],
+    ) -> None:
         """``notices`` once the sends to the same target handed out before them are done.
 
         Never raises: a sender that failed would end the senders' task group, and with it the
@@ -192,8 +204,9 @@ class Notifier:
                 await self._cannot_send(notice, exc)
                 continue
             if sent:  # recorded outside the guard: a notice the provider took is never resent
-                await self._update(notice.id, status="sent", sent_at=utc_now(),
-                                   attempts=notice.attempts + 1)
+                await self._update(
+                    notice.id, status="sent", sent_at=utc_now(), attempts=notice.attempts + 1
+                )
                 self.sent += 1
 
     async def _send_one(self, http: httpx.AsyncClient, notice: Notice) -> bool:
@@ -201,8 +214,11 @@ class Notifier:
         loop = asyncio.get_running_loop()
         channel = self.channels.get(notice.channel)
         if channel is None:
-            await self._update(notice.id, status="unconfigured",
-                               last_error=f"channel {notice.channel} is not configured")
+            await self._update(
+                notice.id,
+                status="unconfigured",
+                last_error=f"channel {notice.channel} is not configured",
+            )
             return False
         key = (notice.channel, notice.target)
         hold = self.limiter.wait_s(key, channel.per_minute, loop.time())
@@ -234,10 +250,18 @@ class Notifier:
         text = error_text(exc)
         unreadable = isinstance(exc, ValidationError)
         # the traceback of a channel's bug is what mends it; a body's errors say it all
-        log.error("notice %d cannot be sent on %s: %s", notice.id, notice.channel, text,
-                  exc_info=not unreadable)
-        handed = await self._store(partial(self._record_final, notice_id=notice.id,
-                                           error=text, try_fallback=not unreadable))
+        log.error(
+            "notice %d cannot be sent on %s: %s",
+            notice.id,
+            notice.channel,
+            text,
+            exc_info=not unreadable,
+        )
+        handed = await self._store(
+            partial(
+                self._record_final, notice_id=notice.id, error=text, try_fallback=not unreadable
+            )
+        )
         if handed:
             self.waiting.set()
 
@@ -246,6 +270,7 @@ class Notifier:
             row = session.get_one(Notice, notice_id)
             for name, value in values.items():
                 setattr(row, name, value)
+
         await self._store(update)
 
     async def _failed(self, notice_id: int, exc: SendFailed) -> None:
@@ -265,8 +290,9 @@ class Notifier:
             try:
                 return await self.writer.run(write)
             except DBAPIError as exc:
-                log.warning("a notice's status not stored (%s); retrying in %.1f s",
-                            exc.orig, delay)
+                log.warning(
+                    "a notice's status not stored (%s); retrying in %.1f s", exc.orig, delay
+                )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10)
 
@@ -276,19 +302,23 @@ class Notifier:
         row.attempts += 1
         row.last_error = str(exc)
         now = utc_now()
-        keeps_failing = (row.attempts >= self.fallback.after_attempts
-                         or now - row.created_at >= timedelta(seconds=self.fallback.after_s))
+        keeps_failing = (
+            row.attempts >= self.fallback.after_attempts
+            or now - row.created_at >= timedelta(seconds=self.fallback.after_s)
+        )
         if keeps_failing and self._handed_over(
-                row, f"{row.channel} failed {row.attempts} times ({exc})"):
+            row, f"{row.channel} failed {row.attempts} times ({exc})"
+        ):
             return True
-        backoff = min(self.backoff_s * 2 ** row.attempts, MAX_BACKOFF_S)
+        backoff = min(self.backoff_s * 2**row.attempts, MAX_BACKOFF_S)
         wait = max(backoff, exc.retry_after or 0)
         log.warning("notice %d not sent (%s); retrying in %g s", row.id, exc, wait)
         row.next_attempt_at = now + timedelta(seconds=wait)
         return False
 
-    def _record_final(self, session: Session, notice_id: int, error: str,
-                      try_fallback: bool) -> bool:
+    def _record_final(
+        self, session: Session, notice_id: int, error: str, try_fallback: bool
+    ) -> bool:
         """Hand the notice to the fallback channel, or mark it failed: True if it was handed."""
         row = session.get_one(Notice, notice_id)
         row.attempts += 1
@@ -311,6 +341,10 @@ class Notifier:
         return True
 
     def status(self) -> dict[str, Any]:
-        return {"notices_sent": self.sent, "send_failures": self.failures,
-                "fallbacks": self.fallbacks, "notices_failed": sum(self.errors.values()),
-                "round_errors": sum(self.round_errors.values())}
+        return {
+            "notices_sent": self.sent,
+            "send_failures": self.failures,
+            "fallbacks": self.fallbacks,
+            "notices_failed": sum(self.errors.values()),
+            "round_errors": sum(self.round_errors.values()),
+        }

@@ -73,30 +73,47 @@ class Outbox:
         self.routing = routing
         self.storm_window = timedelta(seconds=storm_window_s)
 
-    def add(self, session: Session, institution_id: str, alarm_id: int | None,
-            message: NoticeMessage) -> None:
-        if not message.immediate and self.storm_window and self._fold(session, institution_id,
-                                                                        message):
+    def add(
+        self, session: Session, institution_id: str, alarm_id: int | None, message: NoticeMessage
+    ) -> None:
+        if (
+            not message.immediate
+            and self.storm_window
+            and self._fold(session, institution_id, message)
+        ):
             return
         self._store(session, institution_id, alarm_id, message, utc_now())
 
-    def _store(self, session: Session, institution_id: str, alarm_id: int | None,
-               message: NoticeMessage, due: datetime) -> None:
+    def _store(
+        self,
+        session: Session,
+        institution_id: str,
+        alarm_id: int | None,
+        message: NoticeMessage,
+        due: datetime,
+    ) -> None:
         channel, target = self.routing.first_choice(institution_id)
-        session.add(Notice(
-            alarm_id=alarm_id, institution_id=institution_id, channel=channel,
-            target=target or "", body=message.model_dump(mode="json"),
-            status="pending" if target else "unconfigured",
-            last_error=None if target else f"no recipient on {channel} for {institution_id}",
-            next_attempt_at=due,
-        ))
+        session.add(
+            Notice(
+                alarm_id=alarm_id,
+                institution_id=institution_id,
+                channel=channel,
+                target=target or "",
+                body=message.model_dump(mode="json"),
+                status="pending" if target else "unconfigured",
+                last_error=None if target else f"no recipient on {channel} for {institution_id}",
+                next_attempt_at=due,
+            )
+        )
 
     def _fold(self, session: Session, institution_id: str, message: NoticeMessage) -> bool:
         """Fold ``message`` into the institution's storm window; False: none is open."""
         now = utc_now()
         latest = session.scalars(
-            select(Notice).where(Notice.institution_id == institution_id)
-            .order_by(Notice.id.desc()).limit(LOOKBACK)
+            select(Notice)
+            .where(Notice.institution_id == institution_id)
+            .order_by(Notice.id.desc())
+            .limit(LOOKBACK)
         )
         last = next((n for n in latest if not _body(n).get("immediate")), None)
         if last is None:
@@ -120,8 +137,7 @@ class Outbox:
         if now - opened >= self.storm_window:
             return False
         window_end = max(opened + self.storm_window, now + FOLD_MARGIN)
-        self._store(session, institution_id, None, summary_message(message, window_end),
-                    window_end)
+        self._store(session, institution_id, None, summary_message(message, window_end), window_end)
         return True
 
 

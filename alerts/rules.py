@@ -120,8 +120,9 @@ def rules_for(device: Device, profile: DeviceProfile, institution: Institution) 
     ]
 
 
-def may_raise_at_once(rules: list[AlarmRule], readings: dict[str, float],
-                      flags: dict[str, bool]) -> bool:
+def may_raise_at_once(
+    rules: list[AlarmRule], readings: dict[str, float], flags: dict[str, bool]
+) -> bool:
     """Whether a rule without an on-delay sees its condition in this batch: a button pressed, a
     reading at its set point.  A cheap look, without the rules' memory or the alarms already
     raised, that lets the service apply such a batch ahead of the routine ones."""
@@ -219,8 +220,7 @@ def device_state(open_severities: list[str], offline: bool) -> DeviceState:
     return DeviceState.NORMAL
 
 
-def settle_state(device: db.Device, open_alarms: Iterable[db.Alarm], link_down: str = ""
-                 ) -> None:
+def settle_state(device: db.Device, open_alarms: Iterable[db.Alarm], link_down: str = "") -> None:
     """The device's colour and reason on the map from its open alarms and, ``link_down``, the
     reason its gateway is not heard (its readings cannot come)."""
     alarms = list(open_alarms)

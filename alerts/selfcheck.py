@@ -69,8 +69,9 @@ class _Heard:
 
 
 class LinkWatch:
-    def __init__(self, site: Site, alarms: AlertService, silent_after: timedelta,
-                 clocks: ClockWatch) -> None:
+    def __init__(
+        self, site: Site, alarms: AlertService, silent_after: timedelta, clocks: ClockWatch
+    ) -> None:
         self.gateways = site.gateways
         self.alarms = alarms
         self.clocks = clocks
@@ -78,8 +79,9 @@ class LinkWatch:
             g.id: timedelta(seconds=g.silent_after_s) if g.silent_after_s else silent_after
             for g in site.gateways
         }
-        self.persist_every = {g: min(timedelta(seconds=15), s / 4)
-                              for g, s in self.silent_after.items()}
+        self.persist_every = {
+            g: min(timedelta(seconds=15), s / 4) for g, s in self.silent_after.items()
+        }
         self.started = utc_now()
         self.heard: dict[str, _Heard] = {}
         self.down = 0
@@ -104,14 +106,22 @@ class LinkWatch:
         async def check() -> None:
             if await writer.run(partial(self.check, now=utc_now())):
                 notices_waiting.set()
+
         await repeat(self.every_s, "the gateways' link check", check)
 
     def check(self, session: Session, now: datetime) -> bool:
         """Record what was heard; raise or clear link faults; True if notices were stored."""
         rows = {r.gateway_id: r for r in session.scalars(select(GatewayLink))}
-        faults = {a.gateway_id: a for a in session.scalars(select(Alarm).where(
-            Alarm.gateway_id.is_not(None), Alarm.rule == LINK_RULE.name,
-            Alarm.status.in_(ACTIVE_ALARM)))}
+        faults = {
+            a.gateway_id: a
+            for a in session.scalars(
+                select(Alarm).where(
+                    Alarm.gateway_id.is_not(None),
+                    Alarm.rule == LINK_RULE.name,
+                    Alarm.status.in_(ACTIVE_ALARM),
+                )
+            )
+        }
         offsets = self.clocks.offsets()
         told, down = False, 0
         for gateway in self.gateways:
@@ -142,22 +152,31 @@ class LinkWatch:
         return told
 
     @staticmethod
-    def _merge(row: GatewayLink, heard: _Heard | None, offset: float | None,
-               every: timedelta) -> None:
+    def _merge(
+        row: GatewayLink, heard: _Heard | None, offset: float | None, every: timedelta
+    ) -> None:
         """What this replica heard into the row, if it is news of ``every`` or more."""
-        if heard is None or (row.last_heard_at is not None
-                             and heard.at - row.last_heard_at < every):
+        if heard is None or (
+            row.last_heard_at is not None and heard.at - row.last_heard_at < every
+        ):
             return
         row.last_heard_at = heard.at
         if heard.heartbeat_at is not None and (
-                row.last_heartbeat_at is None or heard.heartbeat_at > row.last_heartbeat_at):
+            row.last_heartbeat_at is None or heard.heartbeat_at > row.last_heartbeat_at
+        ):
             row.last_heartbeat_at, row.last_ts = heard.heartbeat_at, heard.ts
             row.outbox = heard.outbox
         if offset is not None:
             row.clock_offset_s = round(offset, 3)
 
-    def _lost(self, session: Session, gateway: Gateway, row: GatewayLink,
-              last: datetime | None, now: datetime) -> None:
+    def _lost(
+        self,
+        session: Session,
+        gateway: Gateway,
+        row: GatewayLink,
+        last: datetime | None,
+        now: datetime,
+    ) -> None:
         since = last or self.started
         limit = self.silent_after[gateway.id].total_seconds()
         heard = "无任何消息" if last else "未收到任何消息（自报警服务启动）"
@@ -166,21 +185,32 @@ class LinkWatch:
         verdict = Verdict(LINK_RULE, True, None, None)
         where, what = gateway_names(gateway.id)
         self.alarms.open_alarm(
-            session, institution, verdict, now, reason,
+            session,
+            institution,
+            verdict,
+            now,
+            reason,
             raise_message(institution, where, what, LINK_RULE, verdict, reason, now),
-            gateway_id=gateway.id)
+            gateway_id=gateway.id,
+        )
         row.state, row.down_since = "down", since
-        self._settle_devices(session, gateway.id,
-                             f"{LINK_RULE.title_zh}（{gateway.id}，自 {local_time(since)}）")
+        self._settle_devices(
+            session, gateway.id, f"{LINK_RULE.title_zh}（{gateway.id}，自 {local_time(since)}）"
+        )
 
-    def _back(self, session: Session, gateway: Gateway, row: GatewayLink, last: datetime,
-              fault: Alarm) -> None:
+    def _back(
+        self, session: Session, gateway: Gateway, row: GatewayLink, last: datetime, fault: Alarm
+    ) -> None:
         institution = session.get_one(Institution, gateway.institution)
         verdict = Verdict(LINK_RULE, False, None, None)
         where, what = gateway_names(gateway.id)
         self.alarms.close_alarm(
-            session, institution, fault, f"网关 {gateway.id} 于 {local_time(last)} "
-            "恢复通信", clear_message(institution, where, what, LINK_RULE, verdict, fault))
+            session,
+            institution,
+            fault,
+            f"网关 {gateway.id} 于 {local_time(last)} 恢复通信",
+            clear_message(institution, where, what, LINK_RULE, verdict, fault),
+        )
         row.state, row.down_since = "up", None
         self._settle_devices(session, gateway.id, "")
 
@@ -188,22 +218,32 @@ class LinkWatch:
     def _settle_devices(session: Session, gateway_id: str, link_down: str) -> None:
         devices = list(session.scalars(select(Device).where(Device.gateway_id == gateway_id)))
         open_alarms: dict[str, list[Alarm]] = {d.id: [] for d in devices}
-        for alarm in session.scalars(select(Alarm).where(
-                Alarm.device_id.in_(open_alarms), Alarm.status.in_(ACTIVE_ALARM))):
+        for alarm in session.scalars(
+            select(Alarm).where(Alarm.device_id.in_(open_alarms), Alarm.status.in_(ACTIVE_ALARM))
+        ):
             assert alarm.device_id is not None  # the query asked for these devices' alarms
             open_alarms[alarm.device_id].append(alarm)
         for device in devices:
             settle_state(device, open_alarms[device.id], link_down)
 
 
-async def pulse(writer: Writer, instance: str, alerts: AlertService, notifier: Notifier,
-                every_s: float) -> None:
+async def pulse(
+    writer: Writer, instance: str, alerts: AlertService, notifier: Notifier, every_s: float
+) -> None:
     """The alert side's own heartbeat, every ``every_s``: what the web process watches."""
+
     def beat(session: Session) -> None:
-        session.merge(ServiceHeartbeat(
-            instance=instance, beat_at=utc_now(), last_applied_at=alerts.last_applied_at,
-            notifier_looked_at=notifier.looked_at, messages_applied=alerts.consumer.handled))
+        session.merge(
+            ServiceHeartbeat(
+                instance=instance,
+                beat_at=utc_now(),
+                last_applied_at=alerts.last_applied_at,
+                notifier_looked_at=notifier.looked_at,
+                messages_applied=alerts.consumer.handled,
+            )
+        )
 
     async def record() -> None:
         await writer.run(beat)
+
     await repeat(every_s, "the alert service's heartbeat", record, first_at_once=True)

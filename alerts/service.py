@@ -99,30 +99,45 @@ class AlertService:
         self.last_applied_at: datetime | None = None
         # what a gateway says is checked (default: the settings' default bounds)
         self.admission = admission or Admission(
-            site, profiles, CONSUMER, max_ahead=timedelta(minutes=5), max_age=timedelta(days=30),
-            restamp=True)
+            site,
+            profiles,
+            CONSUMER,
+            max_ahead=timedelta(minutes=5),
+            max_age=timedelta(days=30),
+            restamp=True,
+        )
         # each partition watches the links of its own gateways: the others are not its to hear
         own = [g for g in site.gateways if partition.owns(g.id)]
-        self.links = LinkWatch(site.model_copy(update={"gateways": own}), self, silent_after,
-                               self.admission.clocks)
+        self.links = LinkWatch(
+            site.model_copy(update={"gateways": own}), self, silent_after, self.admission.clocks
+        )
         self.consumer = GatewayMessageConsumer(
-            CONSUMER, broker, self.apply_batch, DeadLetters(sessions, CONSUMER, keep_dead_letters),
+            CONSUMER,
+            broker,
+            self.apply_batch,
+            DeadLetters(sessions, CONSUMER, keep_dead_letters),
             # and the gateways' heartbeats, which the link watch hears (alerts.selfcheck)
             streams=(readings_filter, events_filter, heartbeats_filter),
-            gateway_ids=[g.id for g in site.gateways], partition=partition,
+            gateway_ids=[g.id for g in site.gateways],
+            partition=partition,
             # what has queued up is applied together; nothing waits for more to arrive.  While
             # the service keeps up that is a few messages; up to 500 when it has fallen behind,
             # where fewer, larger transactions catch up sooner (at 100, `firewatch up` with
             # 1,000 devices took 140 batches/s instead of 340-780)
-            max_batch=500, max_wait_s=0.0, admit=self.admission,
+            max_batch=500,
+            max_wait_s=0.0,
+            admit=self.admission,
         )
 
     async def run(self) -> None:
-        await supervise({
-            "consumer": self.consumer.run, "forget-applied": self._forget_old_applied,
-            "link-watch": partial(self.links.run, self.writer, self.notices_waiting),
-            "dead-letter-retention": self.consumer.dead_letters.expire,
-        })
+        await supervise(
+            {
+                "consumer": self.consumer.run,
+                "forget-applied": self._forget_old_applied,
+                "link-watch": partial(self.links.run, self.writer, self.notices_waiting),
+                "dead-letter-retention": self.consumer.dead_letters.expire,
+            }
+        )
 
     async def _forget_old_applied(self, every_s: float = 10) -> None:
         """Keep the record of applied messages to ``keep_applied``: long enough to recognise
@@ -169,9 +184,7 @@ class AlertService:
         rules = self.rules.get(message.device_id)
         return rules is not None and may_raise_at_once(rules, message.readings, message.flags)
 
-    def _apply_together(
-        self, session: Session, messages: list[ReadingBatch | DeviceEvent]
-    ) -> bool:
+    def _apply_together(self, session: Session, messages: list[ReadingBatch | DeviceEvent]) -> bool:
         """These messages' effects in one transaction, with the record of applying them; True
         if notices were stored.
 
@@ -184,8 +197,9 @@ class AlertService:
         ids = {m.device_id for m in fresh if m.device_id in self.rules}
         devices = {d.id: d for d in session.scalars(select(Device).where(Device.id.in_(ids)))}
         open_alarms: dict[str, dict[str, Alarm]] = {i: {} for i in ids}
-        for alarm in session.scalars(select(Alarm).where(
-                Alarm.device_id.in_(ids), Alarm.status.in_(ACTIVE_ALARM))):
+        for alarm in session.scalars(
+            select(Alarm).where(Alarm.device_id.in_(ids), Alarm.status.in_(ACTIVE_ALARM))
+        ):
             assert alarm.device_id is not None  # the query asked for these devices' alarms
             open_alarms[alarm.device_id][alarm.rule] = alarm
         rule_states: dict[str, dict[str, RuleState]] = {i: {} for i in ids}
@@ -197,7 +211,8 @@ class AlertService:
                 log.warning("message from unknown device %s ignored", message.device_id)
                 continue
             new_notices |= self._apply_one(
-                session, message, device, open_alarms[device.id], rule_states[device.id])
+                session, message, device, open_alarms[device.id], rule_states[device.id]
+            )
         return new_notices
 
     def _apply_one(
@@ -215,20 +230,24 @@ class AlertService:
         the future must not make the real ones after it look old.
         """
         stream = f"{message.gateway_id}/{message.incarnation}"
-        if stream == device.last_stream and device.last_seq is not None \
-                and message.seq < device.last_seq:
+        if (
+            stream == device.last_stream
+            and device.last_seq is not None
+            and message.seq < device.last_seq
+        ):
             # overtaken by a newer message: the state moved on, but a press it carries happened
             verdicts = self._late_presses(device, message)
         else:
             if isinstance(message, ReadingBatch):
                 device.last_readings = dict(message.readings)
                 device.last_flags = dict(message.flags)
-                verdicts = self._evaluate(session, device, message, set(open_alarms),
-                                          rule_states)
+                verdicts = self._evaluate(session, device, message, set(open_alarms), rule_states)
             else:
                 # each event says what the link is now: offline, fault, or neither (online)
-                verdicts = [Verdict(rule, message.event is event, None, None)
-                            for event, rule in LINK_RULES.items()]
+                verdicts = [
+                    Verdict(rule, message.event is event, None, None)
+                    for event, rule in LINK_RULES.items()
+                ]
             device.last_seen = message.ts
             device.last_stream, device.last_seq = stream, message.seq
         new_notices = False
@@ -251,8 +270,11 @@ class AlertService:
         """The immediate flag rules (a button pressed) an overtaken batch breaches."""
         if not isinstance(message, ReadingBatch):
             return []
-        return [Verdict(rule, True, None, None) for rule in self.rules[device.id]
-                if rule.immediate and message.flags.get(rule.field) is True]
+        return [
+            Verdict(rule, True, None, None)
+            for rule in self.rules[device.id]
+            if rule.immediate and message.flags.get(rule.field) is True
+        ]
 
     def _raise(
         self,
@@ -265,17 +287,30 @@ class AlertService:
         rule = verdict.rule
         reason = message.reason if isinstance(message, DeviceEvent) else ""
         alarm = self.open_alarm(
-            session, institution, verdict, message.ts, _reading(verdict) or reason,
-            raise_message(institution, device.location, self._what(device), rule, verdict,
-                          reason, message.ts),
-            device_id=device.id)
+            session,
+            institution,
+            verdict,
+            message.ts,
+            _reading(verdict) or reason,
+            raise_message(
+                institution, device.location, self._what(device), rule, verdict, reason, message.ts
+            ),
+            device_id=device.id,
+        )
         if rule.major_hazard and rule.severity is Severity.ALARM:
             self._record_hazard(session, device, institution, rule, alarm)
         return alarm
 
     def open_alarm(
-        self, session: Session, institution: Institution, verdict: Verdict, at: datetime,
-        note: str, notice: NoticeMessage, *, device_id: str | None = None,
+        self,
+        session: Session,
+        institution: Institution,
+        verdict: Verdict,
+        at: datetime,
+        note: str,
+        notice: NoticeMessage,
+        *,
+        device_id: str | None = None,
         gateway_id: str | None = None,
     ) -> Alarm:
         """An alarm of a device or (a link fault) of a gateway: raised, recorded, told."""
@@ -298,8 +333,9 @@ class AlertService:
         if _RAISED not in session.info:
             session.info[_RAISED] = []
             event.listen(session, "after_commit", self._raised_committed)
-        session.info[_RAISED].append((alarm.id, device_id or gateway_id, rule.name,
-                                      institution.name))
+        session.info[_RAISED].append(
+            (alarm.id, device_id or gateway_id, rule.name, institution.name)
+        )
         lifecycle.record(session, alarm, "raise", lifecycle.SYSTEM, note, None)
         self.outbox.add(session, institution.id, alarm.id, notice)
         return alarm
@@ -312,8 +348,15 @@ class AlertService:
         alarm: Alarm,
         verdict: Verdict,
     ) -> None:
-        self.close_alarm(session, institution, alarm, _reading(verdict), clear_message(
-            institution, device.location, self._what(device), verdict.rule, verdict, alarm))
+        self.close_alarm(
+            session,
+            institution,
+            alarm,
+            _reading(verdict),
+            clear_message(
+                institution, device.location, self._what(device), verdict.rule, verdict, alarm
+            ),
+        )
 
     def _raised_committed(self, session: Session) -> None:
         """Count and log the alarms a transaction raised once it commits: a batch rolled back
@@ -322,12 +365,19 @@ class AlertService:
             self.raised += 1
             log.warning("alarm %d raised: %s %s (%s)", alarm_id, subject, rule, institution)
 
-    def close_alarm(self, session: Session, institution: Institution, alarm: Alarm, note: str,
-                    notice: NoticeMessage) -> None:
+    def close_alarm(
+        self,
+        session: Session,
+        institution: Institution,
+        alarm: Alarm,
+        note: str,
+        notice: NoticeMessage,
+    ) -> None:
         """An alarm's condition gone: cleared, recorded, told."""
         lifecycle.clear(session, alarm, note)
-        log.info("alarm %d cleared: %s %s", alarm.id, alarm.device_id or alarm.gateway_id,
-                 alarm.rule)
+        log.info(
+            "alarm %d cleared: %s %s", alarm.id, alarm.device_id or alarm.gateway_id, alarm.rule
+        )
         self.outbox.add(session, institution.id, alarm.id, notice)
 
     def _what(self, device: Device) -> str:

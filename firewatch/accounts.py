@@ -37,8 +37,12 @@ class Role(StrEnum):
     TESTER = "tester"  # 测试员: reads everything, drives the simulators
 
 
-ROLE_ZH = {Role.ADMIN: "局管理员", Role.VIEWER: "局查看人员", Role.STAFF: "机构值班人员",
-           Role.TESTER: "测试员"}
+ROLE_ZH = {
+    Role.ADMIN: "局管理员",
+    Role.VIEWER: "局查看人员",
+    Role.STAFF: "机构值班人员",
+    Role.TESTER: "测试员",
+}
 
 
 class StartupRefused(SystemExit):
@@ -107,9 +111,16 @@ async def ensure_demo_accounts(sessions: async_sessionmaker, password: str) -> l
         accounts = demo_accounts(institutions)
         for a in accounts:
             if a.username not in existing:
-                session.add(User(username=a.username, display_name=a.display_name, role=a.role,
-                                 institution_id=a.institution_id, password_hash=password_hash,
-                                 demo=True))
+                session.add(
+                    User(
+                        username=a.username,
+                        display_name=a.display_name,
+                        role=a.role,
+                        institution_id=a.institution_id,
+                        password_hash=password_hash,
+                        demo=True,
+                    )
+                )
     return accounts
 
 
@@ -125,15 +136,28 @@ async def _check_role(session: AsyncSession, role: Role, institution_id: str | N
         raise ValueError(f"no institution {institution_id!r}")
 
 
-async def add_user(sessions: async_sessionmaker, username: str, password: str, role: Role,
-                   display_name: str, institution_id: str | None = None) -> None:
+async def add_user(
+    sessions: async_sessionmaker,
+    username: str,
+    password: str,
+    role: Role,
+    display_name: str,
+    institution_id: str | None = None,
+) -> None:
     _check_password(password)
     async with sessions.begin() as session:
         await _check_role(session, role, institution_id)
         if await session.get(User, username) is not None:
             raise ValueError(f"user {username!r} exists")
-        session.add(User(username=username, display_name=display_name, role=role,
-                         institution_id=institution_id, password_hash=PASSWORDS.hash(password)))
+        session.add(
+            User(
+                username=username,
+                display_name=display_name,
+                role=role,
+                institution_id=institution_id,
+                password_hash=PASSWORDS.hash(password),
+            )
+        )
 
 
 async def _existing(session: AsyncSession, username: str) -> User:
@@ -159,8 +183,9 @@ async def set_password(sessions: async_sessionmaker, username: str, password: st
         user.token_generation += 1
 
 
-async def set_role(sessions: async_sessionmaker, username: str, role: Role,
-                   institution_id: str | None = None) -> None:
+async def set_role(
+    sessions: async_sessionmaker, username: str, role: Role, institution_id: str | None = None
+) -> None:
     """Takes effect at the account's next request: every request reads the account."""
     async with sessions.begin() as session:
         user = await _existing(session, username)
@@ -184,8 +209,9 @@ async def remove_demo_accounts(sessions: async_sessionmaker) -> list[str]:
     return [u.username for u in users]
 
 
-async def authenticate(sessions: async_sessionmaker, hashing: PasswordWork, username: str,
-                       password: str) -> User | None:
+async def authenticate(
+    sessions: async_sessionmaker, hashing: PasswordWork, username: str, password: str
+) -> User | None:
     """The account, if the password is its own and it is not disabled.  An unknown name
     costs the same hashing time, so timing does not tell who exists."""
     async with sessions() as session:
@@ -205,14 +231,16 @@ async def refuse_default_secrets(settings: Settings, sessions: async_sessionmake
         raise StartupRefused(
             "firewatch: production mode refuses the default or a short FIREWATCH_SECRET_KEY; "
             "set 32+ random characters (e.g. `python -c 'import secrets; "
-            "print(secrets.token_urlsafe(48))'`)")
+            "print(secrets.token_urlsafe(48))'`)"
+        )
     async with sessions() as session:
         demo = list(await session.scalars(select(User.username).where(User.demo.is_(True))))
     if demo:
         raise StartupRefused(
             f"firewatch: production mode refuses demo accounts with the published password "
             f"({', '.join(sorted(demo))}); remove them with `firewatch user remove-demo` and add "
-            f"real ones with `firewatch user add`")
+            f"real ones with `firewatch user add`"
+        )
 
 
 async def prepare_accounts(settings: Settings, sessions: async_sessionmaker) -> None:
@@ -223,11 +251,13 @@ async def prepare_accounts(settings: Settings, sessions: async_sessionmaker) -> 
         return
     accounts = await ensure_demo_accounts(sessions, settings.demo_password)
     if not accounts:
-        print("Demo accounts: removed for good (`firewatch user remove-demo`); log in with the "
-              "accounts made by `firewatch user add`.", flush=True)
+        print(
+            "Demo accounts: removed for good (`firewatch user remove-demo`); log in with the "
+            "accounts made by `firewatch user add`.",
+            flush=True,
+        )
         return
-    lines = [f"Demo accounts (password: {settings.demo_password}; "
-             "production mode refuses them):"]
+    lines = [f"Demo accounts (password: {settings.demo_password}; production mode refuses them):"]
     shown = accounts[:PRINTED_ACCOUNTS]
     for a in shown:
         where = f"  {a.institution_id}" if a.institution_id else ""

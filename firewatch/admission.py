@@ -90,9 +90,14 @@ class ClockWatch:
         if clock.logged is None or abs(estimate - clock.logged) >= self.log_step_s:
             clock.logged = estimate
             direction = "behind" if estimate >= 0 else "ahead of"
-            log.log(logging.INFO if abs(estimate) < self.log_step_s else logging.WARNING,
-                    "%s: gateway %s's clock is %.1f s %s ours (least of received - ts)",
-                    self.consumer, gateway_id, abs(estimate), direction)
+            log.log(
+                logging.INFO if abs(estimate) < self.log_step_s else logging.WARNING,
+                "%s: gateway %s's clock is %.1f s %s ours (least of received - ts)",
+                self.consumer,
+                gateway_id,
+                abs(estimate),
+                direction,
+            )
 
     def offsets(self) -> dict[str, float]:
         """Each gateway's clock offset in seconds (received - ts; positive: behind)."""
@@ -107,8 +112,14 @@ class Admission:
     """
 
     def __init__(
-        self, site: Site, profiles: dict[str, DeviceProfile], consumer: str, *,
-        max_ahead: timedelta, max_age: timedelta, restamp: bool,
+        self,
+        site: Site,
+        profiles: dict[str, DeviceProfile],
+        consumer: str,
+        *,
+        max_ahead: timedelta,
+        max_age: timedelta,
+        restamp: bool,
     ) -> None:
         self.gateways = {g.id for g in site.gateways}
         self.devices = {
@@ -134,9 +145,13 @@ class Admission:
             return message
         if self.restamp and _raises(message):
             self.restamped += 1
-            log.warning("%s: %s; %s is applied as read when received, %s", self.clocks.consumer,
-                        problem, "a device event" if isinstance(message, DeviceEvent)
-                        else "an alarm flag", received_at.isoformat())
+            log.warning(
+                "%s: %s; %s is applied as read when received, %s",
+                self.clocks.consumer,
+                problem,
+                "a device event" if isinstance(message, DeviceEvent) else "an alarm flag",
+                received_at.isoformat(),
+            )
             return message.model_copy(update={"ts": received_at})
         raise InvalidPayload(problem)
 
@@ -144,29 +159,38 @@ class Admission:
         gateway, device = message.gateway_id, message.device_id
         owned = self.devices.get(device)
         if owned is None:
-            raise InvalidPayload(f"gateway {gateway} spoke for device {device!r}, which is not "
-                                 "in the site file")
+            raise InvalidPayload(
+                f"gateway {gateway} spoke for device {device!r}, which is not in the site file"
+            )
         if owned.gateway != gateway:
-            raise InvalidPayload(f"gateway {gateway} spoke for device {device}, which the site "
-                                 f"file gives to gateway {owned.gateway} ({owned.institution})")
+            raise InvalidPayload(
+                f"gateway {gateway} spoke for device {device}, which the site "
+                f"file gives to gateway {owned.gateway} ({owned.institution})"
+            )
         said = {"institution_id": message.institution_id, "kind": message.kind}
         known = {"institution_id": owned.institution, "kind": owned.kind}
         if isinstance(message, ReadingBatch):
             said["profile"], known["profile"] = message.profile, owned.profile
         for name, value in said.items():
             if value != known[name]:
-                raise InvalidPayload(f"gateway {gateway} said device {device} has {name} "
-                                     f"{value!r}; the site file says {known[name]!r}")
+                raise InvalidPayload(
+                    f"gateway {gateway} said device {device} has {name} "
+                    f"{value!r}; the site file says {known[name]!r}"
+                )
 
     def _time_problem(self, ts: datetime, received_at: datetime) -> str | None:
         ahead = ts - received_at
         if ahead > self.max_ahead:
-            return (f"ts {ts.isoformat()} is {ahead.total_seconds():.0f} s ahead of its "
-                    f"receipt, more than the {self.max_ahead.total_seconds():.0f} s allowed")
+            return (
+                f"ts {ts.isoformat()} is {ahead.total_seconds():.0f} s ahead of its "
+                f"receipt, more than the {self.max_ahead.total_seconds():.0f} s allowed"
+            )
         if -ahead > self.max_age:
-            return (f"ts {ts.isoformat()} is {-ahead.total_seconds() / 86400:.1f} days before "
-                    f"its receipt, more than the {self.max_age.total_seconds() / 86400:g} "
-                    "days allowed")
+            return (
+                f"ts {ts.isoformat()} is {-ahead.total_seconds() / 86400:.1f} days before "
+                f"its receipt, more than the {self.max_age.total_seconds() / 86400:g} "
+                "days allowed"
+            )
         return None
 
 
@@ -175,9 +199,20 @@ def _raises(message: ReadingBatch | DeviceEvent) -> bool:
     return isinstance(message, DeviceEvent) or any(message.flags.values())
 
 
-def admission_for(settings: Settings, site: Site, profiles: dict[str, DeviceProfile],
-                  consumer: str, *, restamp: bool) -> Admission:
+def admission_for(
+    settings: Settings,
+    site: Site,
+    profiles: dict[str, DeviceProfile],
+    consumer: str,
+    *,
+    restamp: bool,
+) -> Admission:
     """The admission check of ``consumer`` with the settings' bounds."""
-    return Admission(site, profiles, consumer,
-                     max_ahead=timedelta(seconds=settings.gateway_clock_max_ahead_s),
-                     max_age=timedelta(days=settings.gateway_max_age_days), restamp=restamp)
+    return Admission(
+        site,
+        profiles,
+        consumer,
+        max_ahead=timedelta(seconds=settings.gateway_clock_max_ahead_s),
+        max_age=timedelta(days=settings.gateway_max_age_days),
+        restamp=restamp,
+    )

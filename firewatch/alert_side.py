@@ -47,15 +47,22 @@ class AlertSide:
     def services(self) -> dict[str, Job]:
         """What to run, by task name, each supervised on its own (firewatch.supervise); the
         pulse tells the web process the three are alive."""
-        return {"alerts": self.alerts.run, "notifier": self.notifier.run,
-                "escalation": self.escalation.run,
-                "pulse": partial(pulse, self.writer, self.instance, self.alerts, self.notifier,
-                                 self.pulse_every_s)}
+        return {
+            "alerts": self.alerts.run,
+            "notifier": self.notifier.run,
+            "escalation": self.escalation.run,
+            "pulse": partial(
+                pulse, self.writer, self.instance, self.alerts, self.notifier, self.pulse_every_s
+            ),
+        }
 
     def statuses(self) -> dict[str, Callable[[], dict[str, Any]]]:
         """What /api/health reports of each, by the same names."""
-        return {"alerts": self.alerts.status, "notifier": self.notifier.status,
-                "escalation": self.escalation.status}
+        return {
+            "alerts": self.alerts.status,
+            "notifier": self.notifier.status,
+            "escalation": self.escalation.status,
+        }
 
     async def close(self) -> None:
         """After the services have stopped: the writer's connection and thread."""
@@ -63,19 +70,28 @@ class AlertSide:
 
 
 def alert_side(
-    settings: Settings, site: Site, profiles: dict[str, DeviceProfile],
-    sessions: async_sessionmaker, broker: BrokerAddress, partition: Partition = Partition(),
+    settings: Settings,
+    site: Site,
+    profiles: dict[str, DeviceProfile],
+    sessions: async_sessionmaker,
+    broker: BrokerAddress,
+    partition: Partition = Partition(),
 ) -> AlertSide:
     """The alert side on ``broker``, reading the gateways of ``partition``."""
     notices_waiting = asyncio.Event()
     writer = Writer(sessions, "alerts-writer")
     channels = configured_channels(settings)
     routing = Routing(
-        settings.notice_channel, settings.notice_fallback_channel, frozenset(channels),
+        settings.notice_channel,
+        settings.notice_fallback_channel,
+        frozenset(channels),
         recipients_of(site, settings.wecom_webhook_url),
     )
     alerts = AlertService(
-        site, profiles, sessions, broker,
+        site,
+        profiles,
+        sessions,
+        broker,
         partition=partition,
         outbox=Outbox(routing, settings.notice_storm_window_s),
         hazard_deadline=timedelta(hours=settings.iot_hazard_deadline_hours),
@@ -87,11 +103,30 @@ def alert_side(
         keep_dead_letters=settings.dead_letter_keep,
     )
     fallback = Fallback(settings.notice_fallback_after_attempts, settings.notice_fallback_after_s)
-    notifier = Notifier(sessions, writer, notices_waiting, channels, routing, fallback,
-                        timeout_s=settings.notice_timeout_s)
-    escalator = Escalator(site, profiles, sessions, writer, routing,
-                          default_webhook=settings.wecom_webhook_url,
-                          notices_waiting=notices_waiting)
+    notifier = Notifier(
+        sessions,
+        writer,
+        notices_waiting,
+        channels,
+        routing,
+        fallback,
+        timeout_s=settings.notice_timeout_s,
+    )
+    escalator = Escalator(
+        site,
+        profiles,
+        sessions,
+        writer,
+        routing,
+        default_webhook=settings.wecom_webhook_url,
+        notices_waiting=notices_waiting,
+    )
     escalation = EscalationScheduler(escalator)
-    return AlertSide(alerts, notifier, escalation, writer, settings.instance,
-                     min(5.0, settings.monitor_silent_after_s / 4))
+    return AlertSide(
+        alerts,
+        notifier,
+        escalation,
+        writer,
+        settings.instance,
+        min(5.0, settings.monitor_silent_after_s / 4),
+    )

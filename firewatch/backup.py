@@ -90,11 +90,12 @@ def _libpq(url: URL) -> tuple[list[str], dict[str, str]]:
 
 def _run_pg(program: str, args: list[str], env: dict[str, str]) -> None:
     if shutil.which(program) is None:
-        raise BackupError(f"{program} not found: install PostgreSQL's client programs "
-                          "(Debian: apt-get install postgresql-client), the same major version "
-                          "as the server or newer")
-    done = subprocess.run([program, *args], env=env, capture_output=True, text=True,
-                          check=False)
+        raise BackupError(
+            f"{program} not found: install PostgreSQL's client programs "
+            "(Debian: apt-get install postgresql-client), the same major version "
+            "as the server or newer"
+        )
+    done = subprocess.run([program, *args], env=env, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise BackupError(f"{program} failed: {done.stderr.strip()}")
 
@@ -124,8 +125,9 @@ async def _pg_revision(url: URL) -> str | None:
     engine = db.create_engine(url.render_as_string(hide_password=False))
     try:
         async with engine.connect() as conn:
-            if not await conn.run_sync(lambda c: sqlalchemy.inspect(c).has_table(
-                    "alembic_version")):
+            if not await conn.run_sync(
+                lambda c: sqlalchemy.inspect(c).has_table("alembic_version")
+            ):
                 return None
             return await conn.scalar(sqlalchemy.text("SELECT version_num FROM alembic_version"))
     finally:
@@ -140,11 +142,13 @@ def backup(settings: Settings, dest: Path, progress: Progress) -> Manifest:
     if url.get_backend_name() == "sqlite":
         source = Path(url.database or "")
         if not source.is_file():
-            raise BackupError(f"no database at {source}: give the stack's --data-dir "
-                              "(or FIREWATCH_DATABASE_URL)")
+            raise BackupError(
+                f"no database at {source}: give the stack's --data-dir (or FIREWATCH_DATABASE_URL)"
+            )
     dest.mkdir(parents=True, exist_ok=True)
-    manifest = Manifest(firewatch.__version__, None, datetime.now(UTC).isoformat(),
-                        url.get_backend_name())
+    manifest = Manifest(
+        firewatch.__version__, None, datetime.now(UTC).isoformat(), url.get_backend_name()
+    )
     if manifest.database == "sqlite":
         progress(f"copying the relational database {source}…")
         sqlite_copy(source, dest / RELATIONAL)
@@ -176,9 +180,11 @@ def _check_revision(revision: str | None) -> None:
     try:
         ScriptDirectory.from_config(migrations.config()).get_revision(revision)
     except CommandError:
-        raise BackupError(f"the backup is at database revision {revision}, which this Firewatch "
-                          f"({firewatch.__version__}) does not know: restore it with the "
-                          "version that took it, or a newer one") from None
+        raise BackupError(
+            f"the backup is at database revision {revision}, which this Firewatch "
+            f"({firewatch.__version__}) does not know: restore it with the "
+            "version that took it, or a newer one"
+        ) from None
 
 
 async def _pg_has_tables(url: URL) -> bool:
@@ -196,35 +202,54 @@ def restore(settings: Settings, source: Path, force: bool, progress: Progress) -
     _check_revision(manifest.alembic_revision)
     url = _url(settings)
     if manifest.database != url.get_backend_name():
-        raise BackupError(f"the backup holds a {manifest.database} database, and this "
-                          f"configuration uses {url.get_backend_name()}: set "
-                          "FIREWATCH_DATABASE_URL to match")
+        raise BackupError(
+            f"the backup holds a {manifest.database} database, and this "
+            f"configuration uses {url.get_backend_name()}: set "
+            "FIREWATCH_DATABASE_URL to match"
+        )
     targets = {TIMESERIES: settings.data_dir / TIMESERIES}
     if manifest.database == "sqlite":
         targets[RELATIONAL] = Path(url.database or "")
-    present = [str(targets[name]) for name in manifest.files
-               if name in targets and targets[name].exists()]
+    present = [
+        str(targets[name]) for name in manifest.files if name in targets and targets[name].exists()
+    ]
     if manifest.database == "postgresql" and asyncio.run(_pg_has_tables(url)):
         present.append(f"PostgreSQL database {url.database}")
     if present and not force:
-        raise BackupError(f"{', '.join(present)} already hold data: restore into a fresh data "
-                          "dir (--data-dir), or stop the stack and give --force to replace it")
+        raise BackupError(
+            f"{', '.join(present)} already hold data: restore into a fresh data "
+            "dir (--data-dir), or stop the stack and give --force to replace it"
+        )
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     for name in manifest.files:
         if name == PG_ARCHIVE:
             progress(f"restoring PostgreSQL database {url.database} (pg_restore)…")
             args, env = _libpq(url)
-            _run_pg("pg_restore", ["--no-owner", "--exit-on-error", "--single-transaction",
-                                   *(["--clean", "--if-exists"] if force else []), *args,
-                                   str(source / PG_ARCHIVE)], env)
+            _run_pg(
+                "pg_restore",
+                [
+                    "--no-owner",
+                    "--exit-on-error",
+                    "--single-transaction",
+                    *(["--clean", "--if-exists"] if force else []),
+                    *args,
+                    str(source / PG_ARCHIVE),
+                ],
+                env,
+            )
             continue
         target = targets[name]
         progress(f"restoring {target}…")
-        for stale in (target, target.with_name(target.name + "-wal"),
-                      target.with_name(target.name + "-shm")):
+        for stale in (
+            target,
+            target.with_name(target.name + "-wal"),
+            target.with_name(target.name + "-shm"),
+        ):
             stale.unlink(missing_ok=True)  # a WAL left beside the old file would be replayed
         target.parent.mkdir(parents=True, exist_ok=True)
         sqlite_copy(source / name, target)
-    progress(f"restored the backup of {manifest.taken_at} (revision "
-             f"{manifest.alembic_revision}); start the stack: it upgrades the database")
+    progress(
+        f"restored the backup of {manifest.taken_at} (revision "
+        f"{manifest.alembic_revision}); start the stack: it upgrades the database"
+    )
     return manifest

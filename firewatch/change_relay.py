@@ -41,8 +41,9 @@ log = logging.getLogger(__name__)
 
 
 def notice_of(change: Change) -> ChangeNotice:
-    return ChangeNotice(kind=ChangeKind(change.kind), institution_id=change.institution_id,
-                        data=change.data)
+    return ChangeNotice(
+        kind=ChangeKind(change.kind), institution_id=change.institution_id, data=change.data
+    )
 
 
 def change_of(notice: ChangeNotice) -> Change:
@@ -74,8 +75,13 @@ class _Relay:
                     await session(client)
                     return
             except aiomqtt.MqttError as exc:
-                log.warning("change %s: broker %s unreachable (%s); retrying in %.1f s",
-                            self.role, self.broker.url, exc, delay)
+                log.warning(
+                    "change %s: broker %s unreachable (%s); retrying in %.1f s",
+                    self.role,
+                    self.broker.url,
+                    exc,
+                    delay,
+                )
             finally:
                 self.connected = False
             await asyncio.sleep(delay)
@@ -125,8 +131,9 @@ class ChangeListener(_Relay):
 
     role = "received"
 
-    def __init__(self, hub: ChangeHub, broker: BrokerAddress, client_id: str,
-                 dead_letters: DeadLetters) -> None:
+    def __init__(
+        self, hub: ChangeHub, broker: BrokerAddress, client_id: str, dead_letters: DeadLetters
+    ) -> None:
         super().__init__(hub, broker, client_id)
         self.dead_letters = dead_letters
         self.subscribed = False

@@ -18,8 +18,12 @@ def _up(args: argparse.Namespace) -> int:
     from firewatch.settings import Settings
     from firewatch.stack import run_stack
 
-    overrides = {"port": args.port, "host": args.host, "data_dir": args.data_dir,
-                 "site_file": args.site}
+    overrides = {
+        "port": args.port,
+        "host": args.host,
+        "data_dir": args.data_dir,
+        "site_file": args.site,
+    }
     if args.no_simulate:
         overrides["simulate"] = False
     settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
@@ -66,7 +70,9 @@ def _bench(args: argparse.Namespace) -> int:
     if args.benchmark == "gateway":
         from firewatch.bench import gateway
 
-        asyncio.run(gateway.run(args.devices, args.per_endpoint, args.seconds, args.json, args.repeat))
+        asyncio.run(
+            gateway.run(args.devices, args.per_endpoint, args.seconds, args.json, args.repeat)
+        )
     elif args.benchmark == "ingest":
         from firewatch.bench import ingest
 
@@ -74,13 +80,24 @@ def _bench(args: argparse.Namespace) -> int:
     elif args.benchmark == "alarms":
         from firewatch.bench import alarms
 
-        asyncio.run(alarms.run(args.devices, args.count, args.spacing, args.broker, args.shape,
-                               args.json, args.database, args.hostile_rate))
+        asyncio.run(
+            alarms.run(
+                args.devices,
+                args.count,
+                args.spacing,
+                args.broker,
+                args.shape,
+                args.json,
+                args.database,
+                args.hostile_rate,
+            )
+        )
     elif args.benchmark == "map":
         from firewatch.bench import map_load
 
-        asyncio.run(map_load.run(args.devices, args.seconds, args.concurrency, args.repeat,
-                                 args.json))
+        asyncio.run(
+            map_load.run(args.devices, args.seconds, args.concurrency, args.repeat, args.json)
+        )
     else:
         from firewatch.bench import suite
 
@@ -119,8 +136,11 @@ def _detail(reply: httpx.Response) -> str:
     except ValueError:
         return reply.text or reply.reason_phrase
     if isinstance(detail, list):
-        return "; ".join(f"{'.'.join(map(str, e.get('loc', [])[1:]))}: {e.get('msg')}"
-                         for e in detail if isinstance(e, dict))
+        return "; ".join(
+            f"{'.'.join(map(str, e.get('loc', [])[1:]))}: {e.get('msg')}"
+            for e in detail
+            if isinstance(e, dict)
+        )
     return str(detail)
 
 
@@ -140,24 +160,34 @@ def _simulate(args: argparse.Namespace) -> int:
                     known = api.get("/api/simulator/devices")
                     if known.status_code == 200:
                         ids = ", ".join(d["device_id"] for d in known.json())
-                        print(f"firewatch: no simulated device {args.device_id!r}; "
-                              f"the stack at {url} simulates: {ids}", file=sys.stderr)
+                        print(
+                            f"firewatch: no simulated device {args.device_id!r}; "
+                            f"the stack at {url} simulates: {ids}",
+                            file=sys.stderr,
+                        )
                         return 1
     except httpx.TransportError:
-        print(f"firewatch: no Firewatch answers at {url} — is `firewatch up` running? "
-              "give --port (and --host) of the stack", file=sys.stderr)
+        print(
+            f"firewatch: no Firewatch answers at {url} — is `firewatch up` running? "
+            "give --port (and --host) of the stack",
+            file=sys.stderr,
+        )
         return 1
     except LoginRefused as exc:
-        print(f"firewatch: {exc} (give --user, and the password in FIREWATCH_PASSWORD)",
-              file=sys.stderr)
+        print(
+            f"firewatch: {exc} (give --user, and the password in FIREWATCH_PASSWORD)",
+            file=sys.stderr,
+        )
         return 1
     if reply.status_code >= 400:
         print(f"firewatch: {_detail(reply)}", file=sys.stderr)
         return 1
     if args.action == "list":
         for device in reply.json():
-            print(f"{device['device_id']:<16} {device['scenario']:<24} "
-                  f"{', '.join(device['scenarios'])}")
+            print(
+                f"{device['device_id']:<16} {device['scenario']:<24} "
+                f"{', '.join(device['scenarios'])}"
+            )
     else:
         print(f"{args.device_id}: scenario {args.scenario} started")
     return 0
@@ -196,10 +226,14 @@ def _user(args: argparse.Namespace) -> int:
         return os.environ.get("FIREWATCH_PASSWORD") or getpass.getpass("password: ")
 
     async def listing(sessions) -> str:
-        return "\n".join(
-            f"{u.username:<30} {u.role:<8} {u.institution_id or '-':<28} "
-            f"{'disabled' if u.disabled else 'enabled':<9}{' demo' if u.demo else ''}"
-            for u in await accounts.list_users(sessions)) or "no accounts"
+        return (
+            "\n".join(
+                f"{u.username:<30} {u.role:<8} {u.institution_id or '-':<28} "
+                f"{'disabled' if u.disabled else 'enabled':<9}{' demo' if u.demo else ''}"
+                for u in await accounts.list_users(sessions)
+            )
+            or "no accounts"
+        )
 
     async def act(sessions) -> str:
         match args.action:
@@ -207,9 +241,14 @@ def _user(args: argparse.Namespace) -> int:
                 removed = await accounts.remove_demo_accounts(sessions)
                 return f"removed {len(removed)} demo accounts; they will not be created again"
             case "add":
-                await accounts.add_user(sessions, args.username, password(),
-                                        accounts.Role(args.role), args.name or args.username,
-                                        args.institution)
+                await accounts.add_user(
+                    sessions,
+                    args.username,
+                    password(),
+                    accounts.Role(args.role),
+                    args.name or args.username,
+                    args.institution,
+                )
                 return f"added {args.username} ({args.role})"
             case "disable" | "enable":
                 await accounts.set_disabled(sessions, args.username, args.action == "disable")
@@ -218,8 +257,9 @@ def _user(args: argparse.Namespace) -> int:
                 await accounts.set_password(sessions, args.username, password())
                 return f"new password for {args.username}"
             case "role":
-                await accounts.set_role(sessions, args.username, accounts.Role(args.role),
-                                        args.institution)
+                await accounts.set_role(
+                    sessions, args.username, accounts.Role(args.role), args.institution
+                )
                 return f"{args.username} is now {args.role}"
             case _:
                 return await listing(sessions)
@@ -259,12 +299,17 @@ def parser() -> argparse.ArgumentParser:
         ("alerts", "alarms, hazard ledger and notices, as its own service"),
         ("web", "the JSON API and the console, as its own service"),
     ]:
-        service = sub.add_parser(name, help=summary,
-                                 description=f"{summary}; configured by FIREWATCH_* variables.")
+        service = sub.add_parser(
+            name, help=summary, description=f"{summary}; configured by FIREWATCH_* variables."
+        )
         service.set_defaults(func=_service, gateway_ids=[])
     sub.choices["gateway"].add_argument(
-        "--gateway", dest="gateway_ids", action="append", metavar="ID",
-        help="a gateway of the site file to run (repeat for several; default: all)")
+        "--gateway",
+        dest="gateway_ids",
+        action="append",
+        metavar="ID",
+        help="a gateway of the site file to run (repeat for several; default: all)",
+    )
 
     sim = sub.add_parser("simulate", help="drive the simulators of a running stack")
     sim_sub = sim.add_subparsers(dest="action", required=True)
@@ -275,9 +320,12 @@ def parser() -> argparse.ArgumentParser:
     for action in (trigger, listing):
         action.add_argument("--port", type=int, default=8000, help="the stack's web port")
         action.add_argument("--host", default="127.0.0.1")
-        action.add_argument("--user", default="tester",
-                            help="account to log in as (default: the demo tester); "
-                                 "password from FIREWATCH_PASSWORD, else the demo password")
+        action.add_argument(
+            "--user",
+            default="tester",
+            help="account to log in as (default: the demo tester); "
+            "password from FIREWATCH_PASSWORD, else the demo password",
+        )
         action.set_defaults(func=_simulate)
     serve = sim_sub.add_parser("serve", help="run a site's simulated devices in this process")
     serve.add_argument("--site", type=Path, required=True, help="site file")
@@ -287,34 +335,45 @@ def parser() -> argparse.ArgumentParser:
 
     user = sub.add_parser("user", help="console accounts (production: add real ones, remove demo)")
     user_sub = user.add_subparsers(dest="action", required=True)
-    add = user_sub.add_parser("add", help="add an account; password from FIREWATCH_PASSWORD or "
-                                          "asked for")
+    add = user_sub.add_parser(
+        "add", help="add an account; password from FIREWATCH_PASSWORD or asked for"
+    )
     add.add_argument("--name", help="display name shown on the console")
     role = user_sub.add_parser("role", help="give an account another role (and institution)")
     for action in (add, role):
         action.add_argument("--role", required=True, choices=ROLES)
         action.add_argument("--institution", help="the institution of duty staff (role staff)")
-    named = [add, role] + [user_sub.add_parser(name, help=summary) for name, summary in [
-        ("disable", "refuse an account's logins; its tokens stop working at once"),
-        ("enable", "let a disabled account log in again"),
-        ("passwd", "a new password (from FIREWATCH_PASSWORD or asked for)"),
-    ]]
+    named = [add, role] + [
+        user_sub.add_parser(name, help=summary)
+        for name, summary in [
+            ("disable", "refuse an account's logins; its tokens stop working at once"),
+            ("enable", "let a disabled account log in again"),
+            ("passwd", "a new password (from FIREWATCH_PASSWORD or asked for)"),
+        ]
+    ]
     for action in named:
         action.add_argument("username")
-    others = [user_sub.add_parser("remove-demo", help="delete the demo accounts, for good"),
-              user_sub.add_parser("list", help="every account, its role and whether enabled")]
+    others = [
+        user_sub.add_parser("remove-demo", help="delete the demo accounts, for good"),
+        user_sub.add_parser("list", help="every account, its role and whether enabled"),
+    ]
     for action in named + others:
         action.add_argument("--data-dir", type=Path, help="the stack's data dir (SQLite)")
         action.set_defaults(func=_user)
 
-    back = sub.add_parser("backup", help="copy the databases into a new directory, while the "
-                                         "stack runs (SQLite: online backup; PostgreSQL: pg_dump)")
+    back = sub.add_parser(
+        "backup",
+        help="copy the databases into a new directory, while the "
+        "stack runs (SQLite: online backup; PostgreSQL: pg_dump)",
+    )
     back.add_argument("dest", type=Path, help="a new (or empty) directory for the backup")
     restore = sub.add_parser("restore", help="put a backup into a fresh data dir (or database)")
     restore.add_argument("source", type=Path, help="a directory made by `firewatch backup`")
-    restore.add_argument("--force", action="store_true",
-                         help="replace a data dir (or database) that has data; stop the stack "
-                              "first")
+    restore.add_argument(
+        "--force",
+        action="store_true",
+        help="replace a data dir (or database) that has data; stop the stack first",
+    )
     for action in (back, restore):
         action.add_argument("--data-dir", type=Path, help="the stack's data dir")
         action.set_defaults(func=_backup)
@@ -328,8 +387,9 @@ def parser() -> argparse.ArgumentParser:
     bench.add_argument("--seconds", type=float, default=5, help="length of each timed run")
     bench.add_argument("--repeat", type=int, default=3, help="runs of each; medians are reported")
     bench.set_defaults(func=_bench, benchmark=None)
-    bench_sub = bench.add_subparsers(dest="benchmark",
-                                     help="one benchmark (none: all four and a summary table)")
+    bench_sub = bench.add_subparsers(
+        dest="benchmark", help="one benchmark (none: all four and a summary table)"
+    )
     gw = bench_sub.add_parser("gateway", help="gateway polls/s vs a bare pymodbus loop")
     gw.add_argument("--devices", type=int, default=1000)
     gw.add_argument("--per-endpoint", type=int, default=50, help="unit ids per endpoint")
@@ -343,15 +403,28 @@ def parser() -> argparse.ArgumentParser:
     alarm.add_argument("--count", type=int, help="presses and breaches each (default: max)")
     alarm.add_argument("--spacing", type=float, default=0.25, help="seconds between triggers")
     alarm.add_argument("--broker", choices=["mosquitto", "embedded"], default="mosquitto")
-    alarm.add_argument("--shape", choices=["services", "up"], default="services",
-                       help="services: each in a process of its own, as in production; "
-                       "up: everything in one `firewatch up` process")
-    alarm.add_argument("--database", choices=["sqlite", "postgresql"], default="sqlite",
-                       help="the relational store: SQLite in the data dir, or a PostgreSQL "
-                       "cluster started for the run (Debian's package)")
-    alarm.add_argument("--hostile-rate", type=float, default=0.0, metavar="N",
-                       help="beside the load, N hostile messages a second (forged devices, far "
-                       "times, huge numbers, broken JSON): alarms must get past them")
+    alarm.add_argument(
+        "--shape",
+        choices=["services", "up"],
+        default="services",
+        help="services: each in a process of its own, as in production; "
+        "up: everything in one `firewatch up` process",
+    )
+    alarm.add_argument(
+        "--database",
+        choices=["sqlite", "postgresql"],
+        default="sqlite",
+        help="the relational store: SQLite in the data dir, or a PostgreSQL "
+        "cluster started for the run (Debian's package)",
+    )
+    alarm.add_argument(
+        "--hostile-rate",
+        type=float,
+        default=0.0,
+        metavar="N",
+        help="beside the load, N hostile messages a second (forged devices, far "
+        "times, huge numbers, broken JSON): alarms must get past them",
+    )
     mp = bench_sub.add_parser("map", help="map data requests/s vs bare uvicorn, same JSON size")
     mp.add_argument("--devices", type=int, default=2000, help="one-key buttons, four each")
     mp.add_argument("--seconds", type=float, default=5, help="length of each timed run")
@@ -368,8 +441,11 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parser().parse_args(argv)
     try:
-        configure_logging(Settings().log_format, args.verbose,
-                          quiet=args.func in (_simulate, _user, _backup, _bench))
+        configure_logging(
+            Settings().log_format,
+            args.verbose,
+            quiet=args.func in (_simulate, _user, _backup, _bench),
+        )
         return args.func(args)
     except SettingsError as exc:  # one line naming the variable, not a traceback
         print(f"firewatch: {exc}", file=sys.stderr)

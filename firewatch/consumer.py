@@ -56,8 +56,7 @@ Admit = Callable[[GatewayMessage, datetime], GatewayMessage]
 FILTERS_PER_SUBSCRIBE = 100
 
 
-async def forget_applied(writer: Writer, consumer: str, before: datetime,
-                         chunk: int = 2000) -> int:
+async def forget_applied(writer: Writer, consumer: str, before: datetime, chunk: int = 2000) -> int:
     """Drop the record of the messages ``consumer`` applied before ``before``; how many.
 
     The record is there to recognise a redelivery, which comes when a consumer reconnects
@@ -68,8 +67,9 @@ async def forget_applied(writer: Writer, consumer: str, before: datetime,
     """
     forgotten = 0
     while True:
-        done = await writer.run(partial(_forget_some, consumer=consumer, before=before,
-                                        chunk=chunk))
+        done = await writer.run(
+            partial(_forget_some, consumer=consumer, before=before, chunk=chunk)
+        )
         forgotten += done
         if done < chunk:
             return forgotten
@@ -77,14 +77,21 @@ async def forget_applied(writer: Writer, consumer: str, before: datetime,
 
 
 def _forget_some(session: Session, consumer: str, before: datetime, chunk: int) -> int:
-    key = (ProcessedMessage.consumer, ProcessedMessage.gateway_id, ProcessedMessage.incarnation,
-           ProcessedMessage.seq)
-    old = (select(*key)
-           .where(ProcessedMessage.consumer == consumer, ProcessedMessage.processed_at < before)
-           .limit(chunk))
+    key = (
+        ProcessedMessage.consumer,
+        ProcessedMessage.gateway_id,
+        ProcessedMessage.incarnation,
+        ProcessedMessage.seq,
+    )
+    old = (
+        select(*key)
+        .where(ProcessedMessage.consumer == consumer, ProcessedMessage.processed_at < before)
+        .limit(chunk)
+    )
     # a DELETE's result is a CursorResult; Session.execute is annotated with the base class
-    deleted = cast(CursorResult[Any],
-                   session.execute(delete(ProcessedMessage).where(tuple_(*key).in_(old))))
+    deleted = cast(
+        CursorResult[Any], session.execute(delete(ProcessedMessage).where(tuple_(*key).in_(old)))
+    )
     return deleted.rowcount
 
 
@@ -105,13 +112,20 @@ def claim(
     for message in messages:  # a message twice in one batch is applied once
         unique.setdefault((message.gateway_id, message.incarnation, message.seq), message)
     dialect = {"sqlite": sqlite, "postgresql": postgresql}[session.get_bind().dialect.name]
-    new = {(gateway_id, incarnation, seq) for gateway_id, incarnation, seq in session.execute(
-        dialect.insert(ProcessedMessage).on_conflict_do_nothing()
-        .returning(ProcessedMessage.gateway_id, ProcessedMessage.incarnation,
-                   ProcessedMessage.seq),
-        [{"consumer": consumer, "gateway_id": g, "incarnation": i, "seq": s}
-         for g, i, s in unique],
-    )}
+    new = {
+        (gateway_id, incarnation, seq)
+        for gateway_id, incarnation, seq in session.execute(
+            dialect.insert(ProcessedMessage)
+            .on_conflict_do_nothing()
+            .returning(
+                ProcessedMessage.gateway_id, ProcessedMessage.incarnation, ProcessedMessage.seq
+            ),
+            [
+                {"consumer": consumer, "gateway_id": g, "incarnation": i, "seq": s}
+                for g, i, s in unique
+            ],
+        )
+    }
     return [m for key, m in unique.items() if key in new]
 
 
@@ -148,8 +162,9 @@ class DeadLetters:
     must not become 8 MiB rows) and the original length.  ``expire`` keeps them ``keep``.
     """
 
-    def __init__(self, sessions: async_sessionmaker, consumer: str,
-                 keep: timedelta = DEAD_LETTER_KEEP) -> None:
+    def __init__(
+        self, sessions: async_sessionmaker, consumer: str, keep: timedelta = DEAD_LETTER_KEEP
+    ) -> None:
         self.sessions = sessions
         self.consumer = consumer
         self.keep = keep
@@ -164,8 +179,9 @@ class DeadLetters:
     def count(self) -> int:
         return self.by_reason.total()
 
-    async def put(self, topic: str, payload: bytes, reason: str,
-                  reason_class: str = "contract") -> None:
+    async def put(
+        self, topic: str, payload: bytes, reason: str, reason_class: str = "contract"
+    ) -> None:
         """Store the letter; a database away is waited for, so that the message is acknowledged
         only once its letter is stored.  Over its source's budget, it is counted instead."""
         if not self._within_budget(source_of(topic), reason_class, reason):
@@ -175,16 +191,26 @@ class DeadLetters:
         while True:
             try:
                 async with self.sessions.begin() as session:
-                    session.add(DeadLetter(
-                        consumer=self.consumer, topic=topic,
-                        payload=payload[:MAX_STORED_PAYLOAD], payload_size=len(payload),
-                        reason=reason, reason_class=reason_class[:32]))
+                    session.add(
+                        DeadLetter(
+                            consumer=self.consumer,
+                            topic=topic,
+                            payload=payload[:MAX_STORED_PAYLOAD],
+                            payload_size=len(payload),
+                            reason=reason,
+                            reason_class=reason_class[:32],
+                        )
+                    )
                 break
             except Exception as exc:
                 if classify(exc) is not Fault.TRANSIENT:
                     raise  # bounded and cleaned above: a bug, for the supervisor
-                log.warning("%s: a dead letter not stored (%s); retrying in %.1f s",
-                            self.consumer, reason_of(exc), delay)
+                log.warning(
+                    "%s: a dead letter not stored (%s); retrying in %.1f s",
+                    self.consumer,
+                    reason_of(exc),
+                    delay,
+                )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10)
         self.by_reason[reason_class] += 1
@@ -203,9 +229,14 @@ class DeadLetters:
         self.unstored[reason_class] += 1
         if minute[1] == STORED_PER_SOURCE_PER_MINUTE:  # once a minute per source
             minute[1] += 1
-            log.warning("%s: more than %d letters a minute from %s: counted, not stored, "
-                        "until the minute is over (the last: %s)", self.consumer,
-                        STORED_PER_SOURCE_PER_MINUTE, source, storable(reason)[:200])
+            log.warning(
+                "%s: more than %d letters a minute from %s: counted, not stored, "
+                "until the minute is over (the last: %s)",
+                self.consumer,
+                STORED_PER_SOURCE_PER_MINUTE,
+                source,
+                storable(reason)[:200],
+            )
         return False
 
     async def expire(self, every_s: float = 3600, chunk: int = 500) -> None:
@@ -215,11 +246,16 @@ class DeadLetters:
             before = utc_now() - self.keep
             while True:
                 async with self.sessions.begin() as session:
-                    old = (select(DeadLetter.id).where(DeadLetter.consumer == self.consumer,
-                                                       DeadLetter.received_at < before)
-                           .limit(chunk))
-                    done = (await session.execute(
-                        delete(DeadLetter).where(DeadLetter.id.in_(old)))).rowcount
+                    old = (
+                        select(DeadLetter.id)
+                        .where(
+                            DeadLetter.consumer == self.consumer, DeadLetter.received_at < before
+                        )
+                        .limit(chunk)
+                    )
+                    done = (
+                        await session.execute(delete(DeadLetter).where(DeadLetter.id.in_(old)))
+                    ).rowcount
                 if done < chunk:
                     break
                 await asyncio.sleep(0)
@@ -237,9 +273,13 @@ class Isolation(Generic[T]):
     the others are applied.  ``apply`` must apply a batch all or nothing, or be idempotent.
     """
 
-    def __init__(self, name: str, apply: Callable[[list[T]], Awaitable[None]],
-                 set_aside: Callable[[T, str, str], Awaitable[None]],
-                 key: Callable[[T], Hashable]) -> None:
+    def __init__(
+        self,
+        name: str,
+        apply: Callable[[list[T]], Awaitable[None]],
+        set_aside: Callable[[T, str, str], Awaitable[None]],
+        key: Callable[[T], Hashable],
+    ) -> None:
         self.name = name
         self.apply = apply
         self.set_aside = set_aside  # (item, reason, reason class)
@@ -257,8 +297,13 @@ class Isolation(Generic[T]):
             except Exception as exc:
                 fault = classify(exc)
                 if fault is Fault.TRANSIENT:
-                    log.warning("%s: could not apply %d items (%s); retrying in %.1f s",
-                                self.name, len(items), reason_of(exc), delay)
+                    log.warning(
+                        "%s: could not apply %d items (%s); retrying in %.1f s",
+                        self.name,
+                        len(items),
+                        reason_of(exc),
+                        delay,
+                    )
                 elif len(items) > 1:
                     half = len(items) // 2
                     await self(items[:half])
@@ -279,16 +324,26 @@ class Isolation(Generic[T]):
         key = self.key(item)
         tries = self._attempts.pop(key, 0) + 1
         if fault is Fault.CONTENT or tries >= MAX_ATTEMPTS:
-            log.error("%s: an item fails to apply after %d tries; set aside", self.name, tries,
-                      exc_info=exc)
-            await self.set_aside(item, f"not applied after {tries} tries: {reason_of(exc)}",
-                                 type(exc).__name__)
+            log.error(
+                "%s: an item fails to apply after %d tries; set aside",
+                self.name,
+                tries,
+                exc_info=exc,
+            )
+            await self.set_aside(
+                item, f"not applied after {tries} tries: {reason_of(exc)}", type(exc).__name__
+            )
             return True
         if len(self._attempts) >= 10_000:  # tries of items never seen again
             self._attempts.clear()
         self._attempts[key] = tries
-        log.warning("%s: an item failed alone (%s); try %d of %d", self.name, reason_of(exc),
-                    tries, MAX_ATTEMPTS)
+        log.warning(
+            "%s: an item failed alone (%s); try %d of %d",
+            self.name,
+            reason_of(exc),
+            tries,
+            MAX_ATTEMPTS,
+        )
         return False
 
 
@@ -338,8 +393,9 @@ class GatewayMessageConsumer:
         self.handled = 0
         self.ready = asyncio.Event()
         # a message's tries are kept by a hash, not by its payload, which may be megabytes
-        self._isolation = Isolation(name, self._apply, self._dead_letter,
-                                    key=lambda item: hash((item.topic, item.payload)))
+        self._isolation = Isolation(
+            name, self._apply, self._dead_letter, key=lambda item: hash((item.topic, item.payload))
+        )
 
     @property
     def client_id(self) -> str:
@@ -349,8 +405,11 @@ class GatewayMessageConsumer:
 
     async def run(self) -> None:
         if not self.filters:
-            log.warning("%s %s: no gateway of the site falls in this partition; it reads "
-                        "nothing", self.name, self.partition)
+            log.warning(
+                "%s %s: no gateway of the site falls in this partition; it reads nothing",
+                self.name,
+                self.partition,
+            )
         delay = 0.2
         while True:
             client = self.broker.client(self.client_id, persistent=True)
@@ -368,8 +427,13 @@ class GatewayMessageConsumer:
                     await self._subscribe(client)
             except* aiomqtt.MqttError as group:
                 self.connected = False
-                log.warning("%s: broker %s unreachable (%s); retrying in %.1f s",
-                            self.name, self.broker.url, group.exceptions[0], delay)
+                log.warning(
+                    "%s: broker %s unreachable (%s); retrying in %.1f s",
+                    self.name,
+                    self.broker.url,
+                    group.exceptions[0],
+                    delay,
+                )
             await asyncio.sleep(delay)
             delay = min(delay * 2, 10)
 
@@ -383,12 +447,23 @@ class GatewayMessageConsumer:
             granted = cast(list[ReasonCode], await client.subscribe([(f, 1) for f in chunk]))
             refused = [f for f, code in zip(chunk, granted, strict=True) if code.is_failure]
             if refused:
-                log.error("%s: broker %s refused the subscriptions %s (its ACL?): those "
-                          "gateways' messages are not read", self.name, self.broker.url, refused)
+                log.error(
+                    "%s: broker %s refused the subscriptions %s (its ACL?): those "
+                    "gateways' messages are not read",
+                    self.name,
+                    self.broker.url,
+                    refused,
+                )
         self.ready.set()
-        log.info("%s %s subscribed to %d topic filters (%s) on %s as %s", self.name,
-                 self.partition, len(self.filters), ", ".join(self.filters[:3])
-                 + (", ..." if len(self.filters) > 3 else ""), self.broker.url, self.client_id)
+        log.info(
+            "%s %s subscribed to %d topic filters (%s) on %s as %s",
+            self.name,
+            self.partition,
+            len(self.filters),
+            ", ".join(self.filters[:3]) + (", ..." if len(self.filters) > 3 else ""),
+            self.broker.url,
+            self.client_id,
+        )
 
     async def _consume(self, client: aiomqtt.Client) -> None:
         incoming = aiter(client.messages)
@@ -435,8 +510,12 @@ class GatewayMessageConsumer:
             except InvalidPayload as exc:
                 await self.dead_letters.put(topic, payload, exc.reason)
             except Exception as exc:  # hostile input the parser or the check did not foresee
-                await self.dead_letters.put(topic, payload, f"payload not readable or not "
-                                            f"checkable: {reason_of(exc)}", type(exc).__name__)
+                await self.dead_letters.put(
+                    topic,
+                    payload,
+                    f"payload not readable or not checkable: {reason_of(exc)}",
+                    type(exc).__name__,
+                )
         await self._isolation(valid)
 
     async def _apply(self, items: list[_Item]) -> None:

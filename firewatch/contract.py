@@ -111,7 +111,8 @@ class _Stream(BaseModel):
     )
     # at most 2**63-1: what a database's BIGINT holds; a larger one could never be recorded
     seq: int = Field(
-        ge=1, le=MAX_SEQ,
+        ge=1,
+        le=MAX_SEQ,
         description="Sequence number, strictly increasing within the gateway's incarnation.",
     )
 
@@ -173,12 +174,22 @@ class ReadingBatchEncoder:
     _layouts: ClassVar[dict[str, str]] = {}
 
     def __init__(
-        self, gateway_id: str, device_id: str, institution_id: str, kind: DeviceKind, profile: str,
+        self,
+        gateway_id: str,
+        device_id: str,
+        institution_id: str,
+        kind: DeviceKind,
+        profile: str,
         incarnation: str = "",
     ) -> None:
         template = ReadingBatch(
-            gateway_id=gateway_id, incarnation=incarnation, seq=1, device_id=device_id,
-            institution_id=institution_id, kind=kind, ts=datetime(2000, 1, 1, tzinfo=UTC),
+            gateway_id=gateway_id,
+            incarnation=incarnation,
+            seq=1,
+            device_id=device_id,
+            institution_id=institution_id,
+            kind=kind,
+            ts=datetime(2000, 1, 1, tzinfo=UTC),
             profile=profile,
         )
         self.topic = message_topic(template)
@@ -188,9 +199,13 @@ class ReadingBatchEncoder:
         static = template.to_bytes().decode().replace("%", "%%")
         device, empty = f'"device_id":"{device_id}",', ',"readings":{},"flags":{}}'
         assert static.count(device) == 1 and static.endswith(empty), static
-        layout = static.replace('"seq":1,', '"seq":%d,').replace(
-            device, '"device_id":"%s",').replace('"2000-01-01T00:00:00Z"', '"%s"').removesuffix(
-            empty) + ',"readings":{%s},"flags":{%s}}'
+        layout = (
+            static.replace('"seq":1,', '"seq":%d,')
+            .replace(device, '"device_id":"%s",')
+            .replace('"2000-01-01T00:00:00Z"', '"%s"')
+            .removesuffix(empty)
+            + ',"readings":{%s},"flags":{%s}}'
+        )
         #: one layout shared by the encoders of one model's devices at an institution, so
         #: that what a batch touches stays small and warm however many devices a gateway polls
         self._layout = self._layouts.setdefault(layout, layout)
@@ -210,8 +225,10 @@ class ReadingBatchEncoder:
     @classmethod
     def members(cls, readings: dict[str, float], flags: dict[str, bool]) -> tuple[str, str]:
         """The members of a batch's readings and flags objects, each checked."""
-        return (",".join(map(cls.reading_member, readings, readings.values())),
-                ",".join(map(cls.flag_member, flags, flags.values())))
+        return (
+            ",".join(map(cls.reading_member, readings, readings.values())),
+            ",".join(map(cls.flag_member, flags, flags.values())),
+        )
 
     @staticmethod
     def reading_member(name: str, value: float) -> str:
@@ -348,8 +365,7 @@ def parse_change(topic: str, payload: bytes) -> ChangeNotice:
 
 def _breach(exc: ValidationError) -> InvalidPayload:
     errors = "; ".join(
-        f"{'.'.join(str(p) for p in e['loc']) or '<payload>'}: {e['msg']}"
-        for e in exc.errors()[:5]
+        f"{'.'.join(str(p) for p in e['loc']) or '<payload>'}: {e['msg']}" for e in exc.errors()[:5]
     )
     return InvalidPayload(f"payload does not match the {CONTRACT_VERSION} contract: {errors}")
 

@@ -134,8 +134,9 @@ class Alarm(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     # a device's alarm names the device; a link fault (alerts.links) names its gateway instead
-    device_id: Mapped[str | None] = mapped_column(ForeignKey("devices.id"), index=True,
-                                                  default=None)
+    device_id: Mapped[str | None] = mapped_column(
+        ForeignKey("devices.id"), index=True, default=None
+    )
     gateway_id: Mapped[str | None] = mapped_column(String(64), index=True, default=None)
     institution_id: Mapped[str] = mapped_column(ForeignKey("institutions.id"), index=True)
     rule: Mapped[str] = mapped_column(String(64))
@@ -396,12 +397,16 @@ def synchronous_engine(engine: AsyncEngine) -> Engine:
     url = engine.url
     driver = SYNCHRONOUS_DRIVERS.get(url.drivername)
     if driver is None:
-        raise ValueError(f"database URL {url.render_as_string(hide_password=True)}: no "
-                         f"synchronous driver known for {url.drivername!r}; use one of "
-                         f"{', '.join(SYNCHRONOUS_DRIVERS)}")
+        raise ValueError(
+            f"database URL {url.render_as_string(hide_password=True)}: no "
+            f"synchronous driver known for {url.drivername!r}; use one of "
+            f"{', '.join(SYNCHRONOUS_DRIVERS)}"
+        )
     if url.drivername.startswith("sqlite") and url.database in (None, "", ":memory:"):
-        raise ValueError("an in-memory SQLite database is private to one connection; the "
-                         "alert service's writer needs a database file")
+        raise ValueError(
+            "an in-memory SQLite database is private to one connection; the "
+            "alert service's writer needs a database file"
+        )
     sync = sqlalchemy.create_engine(url.set(drivername=driver), pool_size=1)
     if sync.dialect.name == "sqlite":
         event.listen(sync, "connect", _sqlite_pragmas)
@@ -436,14 +441,15 @@ class Writer:
 
     async def run(self, work: Callable[[orm.Session], T]) -> T:
         """``work(session)`` in one transaction on the writer's thread; what it returns."""
-        return await asyncio.get_running_loop().run_in_executor(self._thread, self._in_thread,
-                                                                work)
+        return await asyncio.get_running_loop().run_in_executor(self._thread, self._in_thread, work)
 
     def _in_thread(self, work: Callable[[orm.Session], T]) -> T:
         if self._sessions is None:
             self._sessions = orm.sessionmaker(
-                synchronous_engine(self._async_sessions.kw["bind"]), expire_on_commit=False,
-                class_=self._async_sessions.kw.get("sync_session_class", orm.Session))
+                synchronous_engine(self._async_sessions.kw["bind"]),
+                expire_on_commit=False,
+                class_=self._async_sessions.kw.get("sync_session_class", orm.Session),
+            )
         with self._sessions.begin() as session:
             return work(session)
 
@@ -457,6 +463,7 @@ class Writer:
             if self._sessions is not None:
                 self._sessions.kw["bind"].dispose()
                 self._sessions = None
+
         await asyncio.get_running_loop().run_in_executor(self._thread, dispose)
         self._thread.shutdown(wait=False)
 

@@ -29,10 +29,12 @@ class _Strict(BaseModel):
 
 
 class AlarmTiming(_Strict):
-    head_after_min: float = Field(gt=0, le=MAX_ALARM_MIN,
-                                  description="unacknowledged this long: tell the head")
-    bureau_after_min: float = Field(gt=0, le=MAX_ALARM_MIN,
-                                    description="and this long after that: the bureau")
+    head_after_min: float = Field(
+        gt=0, le=MAX_ALARM_MIN, description="unacknowledged this long: tell the head"
+    )
+    bureau_after_min: float = Field(
+        gt=0, le=MAX_ALARM_MIN, description="and this long after that: the bureau"
+    )
 
     @property
     def to_head(self) -> timedelta:
@@ -44,10 +46,12 @@ class AlarmTiming(_Strict):
 
 
 class LedgerTiming(_Strict):
-    remind_every_hours: float = Field(gt=0, le=MAX_REMIND_HOURS,
-                                      description="overdue: remind again this often")
-    recheck_after_days: float = Field(gt=0, le=MAX_RECHECK_DAYS,
-                                      description="signed off: re-check (回头看) after")
+    remind_every_hours: float = Field(
+        gt=0, le=MAX_REMIND_HOURS, description="overdue: remind again this often"
+    )
+    recheck_after_days: float = Field(
+        gt=0, le=MAX_RECHECK_DAYS, description="signed off: re-check (回头看) after"
+    )
 
     @property
     def remind_every(self) -> timedelta:

@@ -41,17 +41,28 @@ def classify(exc: BaseException) -> Fault:
     # OperationalError: connection refused or lost, "database is locked", a server shutting
     # down; InterfaceError: a closed connection; a DBAPIError marked connection_invalidated: the
     # pool's connection went away under the statement
-    if isinstance(exc, OperationalError | InterfaceError | OSError | TimeoutError | Unavailable
-                  | sqlite3.OperationalError):
+    if isinstance(
+        exc,
+        OperationalError
+        | InterfaceError
+        | OSError
+        | TimeoutError
+        | Unavailable
+        | sqlite3.OperationalError,
+    ):
         return Fault.TRANSIENT
     if isinstance(exc, DBAPIError) and exc.connection_invalidated:
         return Fault.TRANSIENT
     # an integrity or data error is the row's own: the same values fail again
-    if isinstance(exc, IntegrityError | DataError | Refused | sqlite3.IntegrityError
-                  | sqlite3.DataError):
+    if isinstance(
+        exc, IntegrityError | DataError | Refused | sqlite3.IntegrityError | sqlite3.DataError
+    ):
         return Fault.CONTENT
-    if isinstance(exc, StatementError) and exc.orig is not None and not isinstance(
-            exc.orig, DBAPIError):
+    if (
+        isinstance(exc, StatementError)
+        and exc.orig is not None
+        and not isinstance(exc.orig, DBAPIError)
+    ):
         return classify(exc.orig)  # a Python error while binding the item's values
     # a value out of range (a date in year 9999 plus a day), of the wrong type, missing, or
     # nested too deep to handle: computations on the item's values

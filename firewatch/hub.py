@@ -86,8 +86,9 @@ class ChangeHub:
         self.errors[stage] += 1
         text = f"{type(exc).__name__}: {exc}"[:500]
         if self._last_error.get(stage) != text:
-            log.error("a change notice set aside at %s (%s); the others go on", stage, text,
-                      exc_info=exc)
+            log.error(
+                "a change notice set aside at %s (%s); the others go on", stage, text, exc_info=exc
+            )
             self._last_error[stage] = text
 
     def watch(self, sessions: async_sessionmaker) -> None:
@@ -127,8 +128,13 @@ class ChangeHub:
         changes = []
         for row in session.info.pop(_CHANGES, {}).values():
             try:
-                changes.append(Change(KINDS[type(row)], row.institution_id,
-                                      {c.key: getattr(row, c.key) for c in row.__table__.columns}))
+                changes.append(
+                    Change(
+                        KINDS[type(row)],
+                        row.institution_id,
+                        {c.key: getattr(row, c.key) for c in row.__table__.columns},
+                    )
+                )
             except Exception as exc:  # raised here, it would fail a commit that has happened
                 self.failed("collect", exc)
         if not changes:

@@ -34,8 +34,10 @@ class Partition:
 
     def __post_init__(self) -> None:
         if not 0 <= self.index < self.count:
-            raise ValueError(f"consumer partition {self.index} does not exist: there are "
-                             f"{self.count}, numbered 0 to {self.count - 1}")
+            raise ValueError(
+                f"consumer partition {self.index} does not exist: there are "
+                f"{self.count}, numbered 0 to {self.count - 1}"
+            )
 
     def __str__(self) -> str:
         return f"p{self.index}of{self.count}"
@@ -43,12 +45,16 @@ class Partition:
     def owns(self, gateway_id: str) -> bool:
         return zlib.crc32(gateway_id.encode()) % self.count == self.index
 
-    def filters(self, streams: Sequence[Callable[[str], str]],
-                gateway_ids: Iterable[str]) -> list[str]:
+    def filters(
+        self, streams: Sequence[Callable[[str], str]], gateway_ids: Iterable[str]
+    ) -> list[str]:
         """The topic filters of this partition: for each of ``streams`` (a function of the
         gateway id, from firewatch.contract), one per gateway it owns."""
         if self.count == 1:
             return [stream("+") for stream in streams]
-        return [stream(gateway_id) for gateway_id in sorted(set(gateway_ids))
-                if self.owns(gateway_id) for stream in streams]
-
+        return [
+            stream(gateway_id)
+            for gateway_id in sorted(set(gateway_ids))
+            if self.owns(gateway_id)
+            for stream in streams
+        ]

@@ -76,7 +76,6 @@ _STRUCT = {
 }
 
 
-
 class _Strict(BaseModel):
     # finite numbers only: NaN compares false with everything (a set point of .nan never
     # alarms) and .inf passes every ge/gt bound
@@ -112,8 +111,10 @@ class Register(_Strict):
             raise ValueError("scale 0 would read every value as the offset")
         last = self.address + self.count - 1
         if last > 65535:
-            raise ValueError(f"a {self.type} at address {self.address} runs past the last "
-                             f"Modbus address 65535 (to {last})")
+            raise ValueError(
+                f"a {self.type} at address {self.address} runs past the last "
+                f"Modbus address 65535 (to {last})"
+            )
         width = 16 * self.type.width
         for bit in self.flags:
             if not 0 <= bit < width:
@@ -220,15 +221,21 @@ class AlarmRule(_Strict):
     )
     hysteresis: float = Field(default=0.0, ge=0, description="clear below set_point - this")
     on_delay_s: float = Field(
-        default=0.0, ge=0, le=MAX_DELAY_S,
+        default=0.0,
+        ge=0,
+        le=MAX_DELAY_S,
         description="the condition must hold this long before an alarm",
     )
     off_delay_s: float = Field(
-        default=0.0, ge=0, le=MAX_DELAY_S,
+        default=0.0,
+        ge=0,
+        le=MAX_DELAY_S,
         description="the condition must be gone this long before clearing",
     )
     window_s: float = Field(
-        default=0.0, ge=0, le=MAX_DELAY_S,
+        default=0.0,
+        ge=0,
+        le=MAX_DELAY_S,
         description="rate_of_rise: the span the rise is measured over",
     )
     immediate: bool = Field(
@@ -270,8 +277,10 @@ class AlarmRule(_Strict):
             low, high = self.set_point_range
             if not low <= value <= high:
                 unit = f" {self.unit}" if self.unit else ""
-                raise ValueError(f"set point {value:g}{unit} is outside the range "
-                                 f"[{low:g}, {high:g}]{unit} of rule {self.name!r}")
+                raise ValueError(
+                    f"set point {value:g}{unit} is outside the range "
+                    f"[{low:g}, {high:g}]{unit} of rule {self.name!r}"
+                )
 
 
 class ValueScenario(_Strict):
@@ -367,8 +376,10 @@ def _quote_hint(error_type: str, got: object) -> str:
     """Why YAML gave a number, boolean or null where text was meant, and what to write."""
     if error_type != "string_type" or isinstance(got, dict | list):
         return ""
-    return ("; YAML read the unquoted value as "
-            f"{'null' if got is None else type(got).__name__}: put it in quotes, e.g. \"...\"")
+    return (
+        "; YAML read the unquoted value as "
+        f'{"null" if got is None else type(got).__name__}: put it in quotes, e.g. "..."'
+    )
 
 
 def load_profile(path: Path) -> DeviceProfile:
@@ -381,7 +392,9 @@ def load_profile(path: Path) -> DeviceProfile:
     try:
         profile = DeviceProfile.model_validate(data)
     except ValidationError as exc:
-        raise ProfileError(f"device profile {path} is invalid:\n{describe_validation_error(exc)}") from None
+        raise ProfileError(
+            f"device profile {path} is invalid:\n{describe_validation_error(exc)}"
+        ) from None
     if profile.model != path.stem:
         raise ProfileError(
             f"device profile {path}: field model is {profile.model!r} but the file is named "

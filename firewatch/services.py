@@ -60,8 +60,10 @@ log = logging.getLogger("firewatch")
 def external_broker(settings: Settings) -> BrokerAddress:
     """The broker every service shares."""
     if not settings.mqtt_url:
-        raise SystemExit("firewatch: a service on its own needs FIREWATCH_MQTT_URL (the broker "
-                         "the other services use); `firewatch up` runs everything in one process")
+        raise SystemExit(
+            "firewatch: a service on its own needs FIREWATCH_MQTT_URL (the broker "
+            "the other services use); `firewatch up` runs everything in one process"
+        )
     return BrokerAddress.from_url(settings.mqtt_url)
 
 
@@ -92,7 +94,9 @@ async def timeseries(settings: Settings, site: Site) -> AsyncIterator[TimeSeries
 
 
 async def serve_until_signalled(
-    supervisor: Supervisor, services: dict[str, Job], servers: list[uvicorn.Server],
+    supervisor: Supervisor,
+    services: dict[str, Job],
+    servers: list[uvicorn.Server],
     on_stop: Callable[[], None] = lambda: None,
 ) -> None:
     """Run services, each supervised on its own, and HTTP servers until SIGINT/SIGTERM.
@@ -132,13 +136,17 @@ async def run_gateway(settings: Settings, gateway_ids: list[str]) -> None:
     profiles, site = load(settings)
     unknown = set(gateway_ids) - {g.id for g in site.gateways}
     if unknown:
-        raise SystemExit(f"firewatch: no gateway {sorted(unknown)} in {settings.site_file}; "
-                         f"gateways: {[g.id for g in site.gateways]}")
+        raise SystemExit(
+            f"firewatch: no gateway {sorted(unknown)} in {settings.site_file}; "
+            f"gateways: {[g.id for g in site.gateways]}"
+        )
     chosen = [g for g in site.gateways if not gateway_ids or g.id in gateway_ids]
-    own_site = site.model_copy(update={
-        "gateways": chosen,
-        "devices": [d for d in site.devices if d.gateway in {g.id for g in chosen}],
-    })
+    own_site = site.model_copy(
+        update={
+            "gateways": chosen,
+            "devices": [d for d in site.devices if d.gateway in {g.id for g in chosen}],
+        }
+    )
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     async with contextlib.AsyncExitStack() as stack:
         fleet = None
@@ -149,16 +157,29 @@ async def run_gateway(settings: Settings, gateway_ids: list[str]) -> None:
             await fleet.start()
             stack.push_async_callback(fleet.stop)
         gateways = [
-            GatewayService(g, own_site, profiles, broker,
-                           settings.data_dir / f"outbox-{g.id}.db", endpoint_ports(fleet),
-                           settings.gateway_outbox_max_messages)
+            GatewayService(
+                g,
+                own_site,
+                profiles,
+                broker,
+                settings.data_dir / f"outbox-{g.id}.db",
+                endpoint_ports(fleet),
+                settings.gateway_outbox_max_messages,
+            )
             for g in chosen
         ]
-        log.info("gateways %s publishing to %s%s", [g.id for g in chosen], broker.url,
-                 " with simulated devices" if fleet else "")
+        log.info(
+            "gateways %s publishing to %s%s",
+            [g.id for g in chosen],
+            broker.url,
+            " with simulated devices" if fleet else "",
+        )
         supervisor = Supervisor()
-        await serve_until_signalled(supervisor, gateway_jobs(gateways, fleet), [metrics_server(
-            settings, FirewatchCollector(gateways=gateways, tasks=supervisor))])
+        await serve_until_signalled(
+            supervisor,
+            gateway_jobs(gateways, fleet),
+            [metrics_server(settings, FirewatchCollector(gateways=gateways, tasks=supervisor))],
+        )
 
 
 async def run_ingest(settings: Settings) -> None:
@@ -169,17 +190,22 @@ async def run_ingest(settings: Settings) -> None:
         # the spool is the partition's, as its broker session is: a replica that replaces
         # another (a new container, another host) finds what the last one spooled
         ingest = IngestService(
-            store, Spool(settings.data_dir / f"ingest-spool-{partition}.db"), broker,
+            store,
+            Spool(settings.data_dir / f"ingest-spool-{partition}.db"),
+            broker,
             DeadLetters(sessions, "ingest", settings.dead_letter_keep),
-            gateway_ids=[g.id for g in site.gateways], partition=partition,
+            gateway_ids=[g.id for g in site.gateways],
+            partition=partition,
             compactor=compactor_for(store, settings),
             admit=admission_for(settings, site, profiles, "ingest", restamp=False),
         )
         log.info("ingest %s: %s -> %s", partition, broker.url, store.name)
         supervisor = Supervisor()
         await serve_until_signalled(
-            supervisor, {"ingest": ingest.run},
-            [metrics_server(settings, FirewatchCollector(ingest=ingest, tasks=supervisor))])
+            supervisor,
+            {"ingest": ingest.run},
+            [metrics_server(settings, FirewatchCollector(ingest=ingest, tasks=supervisor))],
+        )
 
 
 async def run_alerts(settings: Settings) -> None:
@@ -200,10 +226,21 @@ async def run_alerts(settings: Settings) -> None:
         supervisor = Supervisor()
         try:
             await serve_until_signalled(
-                supervisor, {**alert.services(), "changes": changes.run},
-                [metrics_server(settings, FirewatchCollector(
-                    alerts=alert.alerts, notifier=alert.notifier, escalation=alert.escalation,
-                    changes=changes, tasks=supervisor))])
+                supervisor,
+                {**alert.services(), "changes": changes.run},
+                [
+                    metrics_server(
+                        settings,
+                        FirewatchCollector(
+                            alerts=alert.alerts,
+                            notifier=alert.notifier,
+                            escalation=alert.escalation,
+                            changes=changes,
+                            tasks=supervisor,
+                        ),
+                    )
+                ],
+            )
         finally:
             await alert.close()
 
@@ -224,22 +261,39 @@ async def run_web(settings: Settings) -> None:
         statuses: dict[str, Callable[[], dict[str, Any]]] = {"tasks": supervisor.status}
         if settings.mqtt_url:
             letters = DeadLetters(sessions, "web", settings.dead_letter_keep)
-            changes = ChangeListener(hub, BrokerAddress.from_url(settings.mqtt_url),
-                                     f"fw-web-{settings.instance}", letters)
+            changes = ChangeListener(
+                hub,
+                BrokerAddress.from_url(settings.mqtt_url),
+                f"fw-web-{settings.instance}",
+                letters,
+            )
             services["changes"], statuses["changes"] = changes.run, changes.status
             services["dead-letter-retention"] = letters.expire
         else:
-            log.warning("web: no FIREWATCH_MQTT_URL: the live pages show only changes made "
-                        "through this web app, not alarms the alert service raises")
+            log.warning(
+                "web: no FIREWATCH_MQTT_URL: the live pages show only changes made "
+                "through this web app, not alarms the alert service raises"
+            )
         watch = MonitorWatch(sessions, site, settings)  # tells the bureau if alerts stop
         services["monitor"], statuses["monitor"] = watch.run, watch.status
-        app = create_app(AppContext(
-            sessions=sessions, timeseries=store, site=site,
-            site_dir=settings.site_file.parent, statuses=statuses, settings=settings,
-            metrics=registry_for(FirewatchCollector(changes=changes, watch=watch,
-                                                    tasks=supervisor)), hub=hub,
-        ))
+        app = create_app(
+            AppContext(
+                sessions=sessions,
+                timeseries=store,
+                site=site,
+                site_dir=settings.site_file.parent,
+                statuses=statuses,
+                settings=settings,
+                metrics=registry_for(
+                    FirewatchCollector(changes=changes, watch=watch, tasks=supervisor)
+                ),
+                hub=hub,
+            )
+        )
         log.info("web: http://%s:%d", settings.host, settings.port)
-        await serve_until_signalled(supervisor, services,
-                                    [http_server(app, settings.host, settings.port)],
-                                    on_stop=hub.close)
+        await serve_until_signalled(
+            supervisor,
+            services,
+            [http_server(app, settings.host, settings.port)],
+            on_stop=hub.close,
+        )

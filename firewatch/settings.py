@@ -26,8 +26,11 @@ ENV_PREFIX = "FIREWATCH_"
 #: figure like 1e300 days overflows the date arithmetic of the compaction)
 MAX_KEEP_DAYS = 3660.0
 #: the setting that turns each provider's channel on (alerts.channels.configured_channels)
-_CHANNEL_CREDENTIAL = {"aliyun_sms": "aliyun_sms_access_key_id",
-                       "tencent_sms": "tencent_sms_secret_id", "wechat_oa": "wechat_oa_app_id"}
+_CHANNEL_CREDENTIAL = {
+    "aliyun_sms": "aliyun_sms_access_key_id",
+    "tencent_sms": "tencent_sms_secret_id",
+    "wechat_oa": "wechat_oa_app_id",
+}
 #: a WeChat template keyword: its type, then its number (thing1, time5, character_string2)
 _KEYWORD = re.compile(r"[a-z_]+[0-9]+")
 
@@ -39,8 +42,10 @@ class SettingsError(ValueError):
 def _known_variables(names: list[str]) -> list[str]:
     unknown = [n for n in names if n not in TEMPLATE_VARIABLES]
     if unknown:
-        raise ValueError(f"notices have no variable {', '.join(map(repr, unknown))}; "
-                         f"they have {', '.join(TEMPLATE_VARIABLES)}")
+        raise ValueError(
+            f"notices have no variable {', '.join(map(repr, unknown))}; "
+            f"they have {', '.join(TEMPLATE_VARIABLES)}"
+        )
     return names
 
 
@@ -52,8 +57,10 @@ def _template_keys(keys: dict[str, str]) -> dict[str, str]:
             raise ValueError(f"{keyword!r} (for {name}) is not a template keyword such as thing1")
         # the channel writes a time keyword's value as a date and time: only the time fits
         if re.sub(r"[0-9]+$", "", keyword) == "time" and name != "time":
-            raise ValueError(f"keyword {keyword!r} takes a time, and {name!r} is none; "
-                             "give it the variable 'time'")
+            raise ValueError(
+                f"keyword {keyword!r} takes a time, and {name!r} is none; "
+                "give it the variable 'time'"
+            )
     return keys
 
 
@@ -62,8 +69,10 @@ def _rollup_tiers(tiers: dict[int, float]) -> dict[int, float]:
         if not 1 <= every_s <= 7 * 86400:
             raise ValueError(f"interval {every_s} s is outside 1 s to 7 days")
         if not 0 < days <= MAX_KEEP_DAYS:
-            raise ValueError(f"the {every_s} s tier keeps {days:g} days; "
-                             f"give more than 0 and at most {MAX_KEEP_DAYS:g}")
+            raise ValueError(
+                f"the {every_s} s tier keeps {days:g} days; "
+                f"give more than 0 and at most {MAX_KEEP_DAYS:g}"
+            )
     return tiers
 
 
@@ -78,16 +87,20 @@ def describe_settings_error(exc: ValidationError) -> str:
         field, *inner = [str(p) for p in err["loc"] if p != "[key]"] or ["?"]
         name = ENV_PREFIX + field.upper() + (f"[{'.'.join(inner)}]" if inner else "")
         secret = re.search(r"secret|token|password|key|url", field)
-        shown = "" if secret or isinstance(err.get("input"), dict | list) else (
-            f" (got {err.get('input')!r})")
+        shown = (
+            ""
+            if secret or isinstance(err.get("input"), dict | list)
+            else (f" (got {err.get('input')!r})")
+        )
         parts.append(f"setting {name}: {err['msg'].removeprefix('Value error, ')}{shown}")
     return "; ".join(parts)
 
 
 class Settings(BaseSettings):
     # finite numbers only: FIREWATCH_NOTICE_TIMEOUT_S=inf or =nan is a typo, never meant
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_file=".env", extra="ignore",
-                                      allow_inf_nan=False)
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_file=".env", extra="ignore", allow_inf_nan=False
+    )
 
     def __init__(self, **values: Any) -> None:
         """Refuses a bad setting with :class:`SettingsError`, whose one line names it, so that
@@ -101,12 +114,23 @@ class Settings(BaseSettings):
             name = ENV_PREFIX + (field.group(1).upper() if field else "?")
             raise SettingsError(f"setting {name}: not valid JSON") from None
 
-    host: str = Field("127.0.0.1", description="Address the web app listens on (also "
-                      "`--host`); a service's own /metrics listens on it too.")
-    port: int = Field(8000, ge=0, le=65535, description="Port of the web app, its JSON API and "
-                      "(`firewatch up`, `firewatch web`) its /metrics (also `--port`).")
-    data_dir: Path = Field(Path("firewatch-data"), description="All local state lives here: the "
-                           "SQLite databases, gateway outboxes, ingest spool (also `--data-dir`).")
+    host: str = Field(
+        "127.0.0.1",
+        description="Address the web app listens on (also "
+        "`--host`); a service's own /metrics listens on it too.",
+    )
+    port: int = Field(
+        8000,
+        ge=0,
+        le=65535,
+        description="Port of the web app, its JSON API and "
+        "(`firewatch up`, `firewatch web`) its /metrics (also `--port`).",
+    )
+    data_dir: Path = Field(
+        Path("firewatch-data"),
+        description="All local state lives here: the "
+        "SQLite databases, gateway outboxes, ingest spool (also `--data-dir`).",
+    )
 
     mqtt_url: str | None = Field(
         None,
@@ -114,32 +138,42 @@ class Settings(BaseSettings):
         "Unset: an embedded broker (amqtt) runs in-process.",
     )
     mqtt_embedded_port: int = Field(
-        0, ge=0, le=65535, description="Port of the embedded broker; 0 = free port.")
+        0, ge=0, le=65535, description="Port of the embedded broker; 0 = free port."
+    )
     # Replicas of `firewatch ingest` and `firewatch alerts` split the site's gateways, each on
     # a persistent session of its own (firewatch.partition); `firewatch up` runs one of each.
     consumer_partitions: int = Field(
-        1, ge=1, le=1024,
+        1,
+        ge=1,
+        le=1024,
         description="Replicas of this consumer (ingest or alerts) sharing the site's gateways; "
         "each takes the gateways whose id hashes (CRC-32) to its FIREWATCH_CONSUMER_PARTITION, "
         "on a persistent MQTT session of its own (`fw-ingest-p0of2`).",
     )
     consumer_partition: int = Field(
-        0, ge=0, description="This replica's partition, 0 to FIREWATCH_CONSUMER_PARTITIONS - 1.",
+        0,
+        ge=0,
+        description="This replica's partition, 0 to FIREWATCH_CONSUMER_PARTITIONS - 1.",
     )
 
     database_url: str | None = Field(
-        None, description="SQLAlchemy async URL (`postgresql+asyncpg://…`); unset: SQLite in "
+        None,
+        description="SQLAlchemy async URL (`postgresql+asyncpg://…`); unset: SQLite in "
         "data_dir/firewatch.db. The alert side writes through the same database's synchronous "
         "driver (pysqlite, psycopg) on a thread of its own.",
     )
     influx_url: OptionalWebUrl = Field(
-        None, description="InfluxDB 2/3 URL (v2 write API); unset: the SQLite time-series store "
-        "in the data dir. InfluxDB keeps readings for its bucket's retention.")
+        None,
+        description="InfluxDB 2/3 URL (v2 write API); unset: the SQLite time-series store "
+        "in the data dir. InfluxDB keeps readings for its bucket's retention.",
+    )
     influx_token: str = Field("", description="InfluxDB API token.")
     influx_org: str = Field("firewatch", description="InfluxDB organisation.")
     influx_bucket: str = Field("firewatch", description="InfluxDB bucket readings go to.")
     timeseries_raw_days: float = Field(
-        7, gt=0, le=MAX_KEEP_DAYS,
+        7,
+        gt=0,
+        le=MAX_KEEP_DAYS,
         description="SQLite store: days raw readings are kept before being rolled up.",
     )
     timeseries_rollups: Annotated[dict[int, float], AfterValidator(_rollup_tiers)] = Field(
@@ -148,20 +182,27 @@ class Settings(BaseSettings):
         'in seconds -> days kept (JSON in the environment, e.g. {"60": 90, "3600": 730}).',
     )
     timeseries_compact_every_s: float = Field(
-        600, gt=0, le=86400,
+        600,
+        gt=0,
+        le=86400,
         description="SQLite store: how often ingest rolls up and expires old rows; trends read "
         "raw and rolled-up rows together.",
     )
 
-    site_file: Path = Field(SITES_DIR / "demo-county.yaml", description="The site file: "
-                            "institutions, gateways, devices, bureau (also `--site`).")
+    site_file: Path = Field(
+        SITES_DIR / "demo-county.yaml",
+        description="The site file: institutions, gateways, devices, bureau (also `--site`).",
+    )
     profiles_dir: Path = Field(PROFILES_DIR, description="Device profile YAML files.")
     simulate: bool = Field(
-        True, description="Run device simulators for the site's simulated endpoints (demo; "
-        "`--no-simulate` turns them off)."
+        True,
+        description="Run device simulators for the site's simulated endpoints (demo; "
+        "`--no-simulate` turns them off).",
     )
     gateway_outbox_max_messages: int = Field(
-        1_000_000, ge=1, le=100_000_000,
+        1_000_000,
+        ge=1,
+        le=100_000_000,
         description="Messages a gateway keeps for an absent broker; beyond, the oldest routine "
         "ones are dropped (counted in `firewatch_gateway_outbox_dropped`).",
     )
@@ -172,42 +213,58 @@ class Settings(BaseSettings):
         "(https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=KEY).",
     )
     notice_channel: NoticeChannel = Field(
-        "wecom_robot", description="Channel notices go out on: wecom_robot (to the institution's "
+        "wecom_robot",
+        description="Channel notices go out on: wecom_robot (to the institution's "
         "robot), aliyun_sms / tencent_sms (safety officer's mobile), wechat_oa (their openid).",
     )
     notice_fallback_channel: NoticeChannel | None = Field(
         None, description="Channel that takes over a notice its channel keeps failing to send."
     )
     notice_fallback_after_attempts: int = Field(
-        3, ge=1, le=100, description="Failed sends of a notice before it goes out, once, on "
-        "FIREWATCH_NOTICE_FALLBACK_CHANNEL.")
+        3,
+        ge=1,
+        le=100,
+        description="Failed sends of a notice before it goes out, once, on "
+        "FIREWATCH_NOTICE_FALLBACK_CHANNEL.",
+    )
     # at most an hour: a notice that found no way out for longer is no longer an alarm notice
     notice_fallback_after_s: float = Field(
-        120, ge=0, le=3600,
+        120,
+        ge=0,
+        le=3600,
         description="Or this long after the notice was stored, whichever comes first (at most "
         "an hour: a notice that found no way out for longer is no longer an alarm notice).",
     )
     # at most ten minutes: the window holds alarm notices back
     notice_storm_window_s: float = Field(
-        60, ge=0, le=600, description="Storm control: alarms of one institution within this "
+        60,
+        ge=0,
+        le=600,
+        description="Storm control: alarms of one institution within this "
         "window after a notice are sent as one summary at its end (0: off; at most ten minutes, "
         "as the window holds alarm notices back). One-key alarms always go out at once.",
     )
-    notice_timeout_s: float = Field(10, gt=0, le=120, description="HTTP time-out of one "
-                                    "notice send.")
+    notice_timeout_s: float = Field(
+        10, gt=0, le=120, description="HTTP time-out of one notice send."
+    )
     aliyun_sms_access_key_id: str | None = Field(
-        None, description="Alibaba Cloud SMS (SendSms) AccessKey ID; set: the aliyun_sms channel "
-        "exists.")
+        None,
+        description="Alibaba Cloud SMS (SendSms) AccessKey ID; set: the aliyun_sms channel exists.",
+    )
     aliyun_sms_access_key_secret: str = Field("", description="Alibaba Cloud AccessKey secret.")
     aliyun_sms_sign_name: str = Field("", description="Registered SMS signature (签名).")
     aliyun_sms_template_code: str = Field(
-        "", description="Registered SMS template (SMS_…); its variables are the notice's "
-        "(institution, location, device, alarm, reading, advice, time).")
-    aliyun_sms_endpoint: WebUrl = Field("https://dysmsapi.aliyuncs.com",
-                                        description="Alibaba Cloud SMS API endpoint.")
+        "",
+        description="Registered SMS template (SMS_…); its variables are the notice's "
+        "(institution, location, device, alarm, reading, advice, time).",
+    )
+    aliyun_sms_endpoint: WebUrl = Field(
+        "https://dysmsapi.aliyuncs.com", description="Alibaba Cloud SMS API endpoint."
+    )
     tencent_sms_secret_id: str | None = Field(
-        None, description="Tencent Cloud SMS (SendSms) SecretId; set: the tencent_sms channel "
-        "exists.")
+        None,
+        description="Tencent Cloud SMS (SendSms) SecretId; set: the tencent_sms channel exists.",
+    )
     tencent_sms_secret_key: str = Field("", description="Tencent Cloud SecretKey.")
     tencent_sms_sdk_app_id: str = Field("", description="SMS application id (SdkAppId).")
     tencent_sms_sign_name: str = Field("", description="Registered SMS signature (签名).")
@@ -217,67 +274,98 @@ class Settings(BaseSettings):
         description="The template's {1}, {2}, … in order (names as in alerts.notices).",
     )
     tencent_sms_region: str = Field("ap-guangzhou", description="Tencent Cloud region.")
-    tencent_sms_endpoint: WebUrl = Field("https://sms.tencentcloudapi.com",
-                                         description="Tencent Cloud SMS API endpoint.")
+    tencent_sms_endpoint: WebUrl = Field(
+        "https://sms.tencentcloudapi.com", description="Tencent Cloud SMS API endpoint."
+    )
     wechat_oa_app_id: str | None = Field(
-        None, description="WeChat Official Account AppID for template messages to a person's "
-        "`wechat_openid`; set: the wechat_oa channel exists.")
+        None,
+        description="WeChat Official Account AppID for template messages to a person's "
+        "`wechat_openid`; set: the wechat_oa channel exists.",
+    )
     wechat_oa_app_secret: str = Field("", description="Official Account AppSecret.")
     wechat_oa_template_id: str = Field("", description="Template message id.")
     wechat_oa_template_keys: Annotated[dict[str, str], AfterValidator(_template_keys)] = Field(
-        {"institution": "thing1", "alarm": "thing2", "location": "thing3",
-         "reading": "thing4", "time": "time5"},
+        {
+            "institution": "thing1",
+            "alarm": "thing2",
+            "location": "thing3",
+            "reading": "thing4",
+            "time": "time5",
+        },
         description="Notice variable -> the template's keyword (JSON in the environment).",
     )
-    wechat_oa_endpoint: WebUrl = Field("https://api.weixin.qq.com",
-                                       description="WeChat API endpoint.")
+    wechat_oa_endpoint: WebUrl = Field(
+        "https://api.weixin.qq.com", description="WeChat API endpoint."
+    )
     iot_hazard_deadline_hours: float = Field(
-        24, gt=0, le=366 * 24,
+        24,
+        gt=0,
+        le=366 * 24,
         description="Rectification deadline given to ledger entries raised by IoT alarms.",
     )
     # what a gateway says is checked (firewatch.admission) and its link watched (alerts.links)
     gateway_clock_max_ahead_s: float = Field(
-        300, gt=0, le=86400, allow_inf_nan=False,
+        300,
+        gt=0,
+        le=86400,
+        allow_inf_nan=False,
         description="A gateway message stamped more than this ahead of its receipt is "
         "dead-lettered (a press or device event is applied as received instead).",
     )
     gateway_max_age_days: float = Field(
-        30, gt=0, le=3650, allow_inf_nan=False,
+        30,
+        gt=0,
+        le=3650,
+        allow_inf_nan=False,
         description="A gateway message stamped more than this before its receipt is "
         "dead-lettered: older than any outbox backlog (a press is applied as received).",
     )
     gateway_silent_after_s: float = Field(
-        60, gt=0, le=86400, allow_inf_nan=False,
+        60,
+        gt=0,
+        le=86400,
+        allow_inf_nan=False,
         description="A gateway not heard of for this long (no heartbeat, no message) is a link "
         "fault alarm (网关通信中断) for its institution; a gateway's silent_after_s in the site "
         "file wins.",
     )
     monitor_silent_after_s: float = Field(
-        60, gt=0, le=86400, allow_inf_nan=False,
+        60,
+        gt=0,
+        le=86400,
+        allow_inf_nan=False,
         description="The web process tells the bureau 【监控中断】 when the "
         "alert service has not recorded its own heartbeat (every quarter of this, at most 5 s) "
         "for this long.",
     )
     applied_keep_hours: float = Field(
-        24, gt=0, description="How long the alert service remembers which gateway messages it "
+        24,
+        gt=0,
+        description="How long the alert service remembers which gateway messages it "
         "applied, to recognise a redelivery (one row per message, pruned every 10 s). A broker "
         "away longer than "
         "this could redeliver a message it has forgotten.",
     )
     dead_letter_keep_days: float = Field(
-        30, gt=0, le=3650, allow_inf_nan=False,
+        30,
+        gt=0,
+        le=3650,
+        allow_inf_nan=False,
         description="How long a consumer keeps the messages it set aside (dead letters, the "
         "first 64 KiB of each) before forgetting them; each consumer prunes its own every hour.",
     )
 
     log_format: Literal["text", "json"] = Field(
-        "text", description="text: lines for a terminal; json: one JSON object per line (`ts`, "
-        "`level`, `logger`, `message`)."
+        "text",
+        description="text: lines for a terminal; json: one JSON object per line (`ts`, "
+        "`level`, `logger`, `message`).",
     )
     metrics_port: int = Field(
-        9464, ge=0, le=65535,
+        9464,
+        ge=0,
+        le=65535,
         description="Prometheus /metrics of a service run on its own (firewatch gateway, ingest, "
-        "alerts), on FIREWATCH_HOST; `firewatch up` and `firewatch web` serve it on the web port."
+        "alerts), on FIREWATCH_HOST; `firewatch up` and `firewatch web` serve it on the web port.",
     )
     instance: str = Field(
         default_factory=socket.gethostname,
@@ -290,27 +378,44 @@ class Settings(BaseSettings):
         description="production: refuse to start with the default secret key or demo accounts.",
     )
     secret_key: str = Field(
-        DEFAULT_SECRET_KEY, description="Signs login tokens (HS256); 32+ random characters "
-        "(the default is a published development key, refused in production)."
+        DEFAULT_SECRET_KEY,
+        description="Signs login tokens (HS256); 32+ random characters "
+        "(the default is a published development key, refused in production).",
     )
-    token_hours: float = Field(12, gt=0, le=24 * 31, description="How long a console login "
-                               "lasts; a live-update stream ends with it.")
+    token_hours: float = Field(
+        12,
+        gt=0,
+        le=24 * 31,
+        description="How long a console login lasts; a live-update stream ends with it.",
+    )
     # failed logins, counted in each web process: beyond either limit within the window, a
     # login answers 429 with Retry-After, whatever the password
     login_failures_per_account: int = Field(
-        5, ge=1, le=1000, description="Failed logins of one account allowed within "
+        5,
+        ge=1,
+        le=1000,
+        description="Failed logins of one account allowed within "
         "FIREWATCH_LOGIN_FAILURE_WINDOW_S (counted in each web process); then a login answers "
-        "429 with Retry-After, whatever the password.")
+        "429 with Retry-After, whatever the password.",
+    )
     login_failures_per_address: int = Field(
-        20, ge=1, le=100_000, description="Failed logins from one client address allowed "
-        "within the window; then 429 with Retry-After.")
-    login_failure_window_s: float = Field(300, gt=0, le=86_400,
-                                          description="The window failed logins are counted in.")
+        20,
+        ge=1,
+        le=100_000,
+        description="Failed logins from one client address allowed "
+        "within the window; then 429 with Retry-After.",
+    )
+    login_failure_window_s: float = Field(
+        300, gt=0, le=86_400, description="The window failed logins are counted in."
+    )
     # Prometheus's credentials for the web port's /metrics (bearer token); logged-in admins
     # may read it too, anonymous readers never
     metrics_token: str | None = Field(
-        None, min_length=32, description="Bearer token a Prometheus scrape of the web app's "
-        "/metrics and the detailed /api/health may give instead of an admin login.")
+        None,
+        min_length=32,
+        description="Bearer token a Prometheus scrape of the web app's "
+        "/metrics and the detailed /api/health may give instead of an admin login.",
+    )
     demo_password: str = Field(
         "firewatch-demo",
         description="Password of the demo accounts `firewatch up` creates (outside production "
@@ -336,9 +441,11 @@ class Settings(BaseSettings):
         for setting in ("notice_channel", "notice_fallback_channel"):
             credential = _CHANNEL_CREDENTIAL.get(getattr(self, setting))
             if credential and not getattr(self, credential):
-                raise ValueError(f"{ENV_PREFIX}{setting.upper()}={getattr(self, setting)} needs "
-                                 f"{ENV_PREFIX}{credential.upper()} and that provider's other "
-                                 "settings")
+                raise ValueError(
+                    f"{ENV_PREFIX}{setting.upper()}={getattr(self, setting)} needs "
+                    f"{ENV_PREFIX}{credential.upper()} and that provider's other "
+                    "settings"
+                )
         return self
 
     @model_validator(mode="after")
@@ -356,7 +463,8 @@ class Settings(BaseSettings):
             last = self.consumer_partitions - 1
             raise ValueError(
                 f"{ENV_PREFIX}CONSUMER_PARTITION={self.consumer_partition}: the partitions are "
-                f"numbered 0 to {ENV_PREFIX}CONSUMER_PARTITIONS - 1 = {last}")
+                f"numbered 0 to {ENV_PREFIX}CONSUMER_PARTITIONS - 1 = {last}"
+            )
         return self
 
     @property

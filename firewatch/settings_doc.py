@@ -29,43 +29,124 @@ COMPUTED_DEFAULTS = {"instance": "the host name"}
 
 #: the page's sections: title, what they configure, their settings in order
 GROUPS: list[tuple[str, str, list[str]]] = [
-    ("Web app and state", "Where the web app listens and where local state is kept.",
-     ["host", "port", "data_dir"]),
-    ("Broker and consumer partitions",
-     ("The MQTT broker every service talks to, and how replicas of `firewatch ingest` and "
-      "`firewatch alerts` split the site's gateways (see "
-      "[Operations](operations.md#consumer-partitions))."),
-     ["mqtt_url", "mqtt_embedded_port", "consumer_partitions", "consumer_partition", "instance"]),
-    ("Stores", ("The relational database (alarms, ledger, notices, accounts) and the "
-                "time-series store (readings)."),
-     ["database_url", "influx_url", "influx_token", "influx_org", "influx_bucket",
-      "timeseries_raw_days", "timeseries_rollups", "timeseries_compact_every_s"]),
-    ("Site, devices and gateways", "The site file, device profiles and the gateway's outbox.",
-     ["site_file", "profiles_dir", "simulate", "gateway_outbox_max_messages"]),
-    ("Gateway checks and the self-check (巡检)",
-     "What a gateway's messages must be to be applied, and when silence becomes an alarm.",
-     ["gateway_clock_max_ahead_s", "gateway_max_age_days", "gateway_silent_after_s",
-      "monitor_silent_after_s", "applied_keep_hours", "dead_letter_keep_days"]),
-    ("Notices", "How alarm notices go out: channel, fallback, storm control.",
-     ["notice_channel", "notice_fallback_channel", "notice_fallback_after_attempts",
-      "notice_fallback_after_s", "notice_storm_window_s", "notice_timeout_s",
-      "wecom_webhook_url", "iot_hazard_deadline_hours"]),
-    ("Alibaba Cloud SMS", "The `aliyun_sms` channel: a text to the safety officer's mobile.",
-     ["aliyun_sms_access_key_id", "aliyun_sms_access_key_secret", "aliyun_sms_sign_name",
-      "aliyun_sms_template_code", "aliyun_sms_endpoint"]),
-    ("Tencent Cloud SMS", "The `tencent_sms` channel: a text to the safety officer's mobile.",
-     ["tencent_sms_secret_id", "tencent_sms_secret_key", "tencent_sms_sdk_app_id",
-      "tencent_sms_sign_name", "tencent_sms_template_id", "tencent_sms_template_params",
-      "tencent_sms_region", "tencent_sms_endpoint"]),
-    ("WeChat Official Account", "The `wechat_oa` channel: a template message to an openid.",
-     ["wechat_oa_app_id", "wechat_oa_app_secret", "wechat_oa_template_id",
-      "wechat_oa_template_keys", "wechat_oa_endpoint"]),
-    ("Accounts and security", "Production mode, login tokens, login throttling, metrics access.",
-     ["env", "secret_key", "token_hours", "login_failures_per_account",
-      "login_failures_per_address", "login_failure_window_s", "metrics_token", "demo_password"]),
+    (
+        "Web app and state",
+        "Where the web app listens and where local state is kept.",
+        ["host", "port", "data_dir"],
+    ),
+    (
+        "Broker and consumer partitions",
+        (
+            "The MQTT broker every service talks to, and how replicas of `firewatch ingest` and "
+            "`firewatch alerts` split the site's gateways (see "
+            "[Operations](operations.md#consumer-partitions))."
+        ),
+        ["mqtt_url", "mqtt_embedded_port", "consumer_partitions", "consumer_partition", "instance"],
+    ),
+    (
+        "Stores",
+        (
+            "The relational database (alarms, ledger, notices, accounts) and the "
+            "time-series store (readings)."
+        ),
+        [
+            "database_url",
+            "influx_url",
+            "influx_token",
+            "influx_org",
+            "influx_bucket",
+            "timeseries_raw_days",
+            "timeseries_rollups",
+            "timeseries_compact_every_s",
+        ],
+    ),
+    (
+        "Site, devices and gateways",
+        "The site file, device profiles and the gateway's outbox.",
+        ["site_file", "profiles_dir", "simulate", "gateway_outbox_max_messages"],
+    ),
+    (
+        "Gateway checks and the self-check (巡检)",
+        "What a gateway's messages must be to be applied, and when silence becomes an alarm.",
+        [
+            "gateway_clock_max_ahead_s",
+            "gateway_max_age_days",
+            "gateway_silent_after_s",
+            "monitor_silent_after_s",
+            "applied_keep_hours",
+            "dead_letter_keep_days",
+        ],
+    ),
+    (
+        "Notices",
+        "How alarm notices go out: channel, fallback, storm control.",
+        [
+            "notice_channel",
+            "notice_fallback_channel",
+            "notice_fallback_after_attempts",
+            "notice_fallback_after_s",
+            "notice_storm_window_s",
+            "notice_timeout_s",
+            "wecom_webhook_url",
+            "iot_hazard_deadline_hours",
+        ],
+    ),
+    (
+        "Alibaba Cloud SMS",
+        "The `aliyun_sms` channel: a text to the safety officer's mobile.",
+        [
+            "aliyun_sms_access_key_id",
+            "aliyun_sms_access_key_secret",
+            "aliyun_sms_sign_name",
+            "aliyun_sms_template_code",
+            "aliyun_sms_endpoint",
+        ],
+    ),
+    (
+        "Tencent Cloud SMS",
+        "The `tencent_sms` channel: a text to the safety officer's mobile.",
+        [
+            "tencent_sms_secret_id",
+            "tencent_sms_secret_key",
+            "tencent_sms_sdk_app_id",
+            "tencent_sms_sign_name",
+            "tencent_sms_template_id",
+            "tencent_sms_template_params",
+            "tencent_sms_region",
+            "tencent_sms_endpoint",
+        ],
+    ),
+    (
+        "WeChat Official Account",
+        "The `wechat_oa` channel: a template message to an openid.",
+        [
+            "wechat_oa_app_id",
+            "wechat_oa_app_secret",
+            "wechat_oa_template_id",
+            "wechat_oa_template_keys",
+            "wechat_oa_endpoint",
+        ],
+    ),
+    (
+        "Accounts and security",
+        "Production mode, login tokens, login throttling, metrics access.",
+        [
+            "env",
+            "secret_key",
+            "token_hours",
+            "login_failures_per_account",
+            "login_failures_per_address",
+            "login_failure_window_s",
+            "metrics_token",
+            "demo_password",
+        ],
+    ),
     ("Logs and metrics", "", ["log_format", "metrics_port"]),
-    ("Map", "An optional tile layer under the console's map.",
-     ["map_tile_url", "map_tile_key", "map_tile_coords", "map_tile_attribution"]),
+    (
+        "Map",
+        "An optional tile layer under the console's map.",
+        ["map_tile_url", "map_tile_key", "map_tile_coords", "map_tile_attribution"],
+    ),
 ]
 
 
@@ -80,15 +161,24 @@ def _type(annotation: Any, field: FieldInfo) -> str:
         annotation = args[0]
     if get_origin(annotation) is Literal:
         return " | ".join(f"`{choice}`" for choice in get_args(annotation))
-    url = any(getattr(getattr(m, "func", None), "__name__", "") == "checked_url"
-              for m in [*field.metadata, *getattr(annotation, "__metadata__", ())])
+    url = any(
+        getattr(getattr(m, "func", None), "__name__", "") == "checked_url"
+        for m in [*field.metadata, *getattr(annotation, "__metadata__", ())]
+    )
     if url:
         return "URL"
     base = get_origin(annotation) or annotation
     if getattr(annotation, "__metadata__", None):
         base = get_args(annotation)[0]
-    return {str: "text", int: "integer", float: "number", bool: "`true` | `false`",
-            Path: "path", dict: "JSON object", list: "JSON list"}.get(base, str(annotation))
+    return {
+        str: "text",
+        int: "integer",
+        float: "number",
+        bool: "`true` | `false`",
+        Path: "path",
+        dict: "JSON object",
+        list: "JSON list",
+    }.get(base, str(annotation))
 
 
 def _number(value: float) -> str:
@@ -97,8 +187,12 @@ def _number(value: float) -> str:
 
 
 def _bounds(field: FieldInfo) -> str:
-    signs = {annotated_types.Ge: ("≥", "ge"), annotated_types.Gt: (">", "gt"),
-             annotated_types.Le: ("≤", "le"), annotated_types.Lt: ("<", "lt")}
+    signs = {
+        annotated_types.Ge: ("≥", "ge"),
+        annotated_types.Gt: (">", "gt"),
+        annotated_types.Le: ("≤", "le"),
+        annotated_types.Lt: ("<", "lt"),
+    }
     parts = []
     for meta in field.metadata:
         if type(meta) in signs:
@@ -139,23 +233,28 @@ def render() -> str:
     grouped = [name for _, _, names in GROUPS for name in names]
     ungrouped = [name for name in fields if name not in grouped]
     if ungrouped or len(grouped) != len(set(grouped)) or set(grouped) - set(fields):
-        raise ValueError(f"firewatch/settings_doc.py GROUPS must name every setting once; "
-                         f"not grouped: {ungrouped}, unknown or repeated: "
-                         f"{sorted(set(grouped) - set(fields)) or 'none'}")
+        raise ValueError(
+            f"firewatch/settings_doc.py GROUPS must name every setting once; "
+            f"not grouped: {ungrouped}, unknown or repeated: "
+            f"{sorted(set(grouped) - set(fields)) or 'none'}"
+        )
     undescribed = [name for name in fields if not fields[name].description]
     if undescribed:
-        raise ValueError(f"give these settings a Field description in firewatch/settings.py: "
-                         f"{undescribed}")
+        raise ValueError(
+            f"give these settings a Field description in firewatch/settings.py: {undescribed}"
+        )
     lines = [
         "# Configuration reference",
         "",
         f"<!-- generated by `{COMMAND}`: do not edit; edit firewatch/settings.py -->",
         "",
-        ("Every Firewatch process reads these environment variables, or a `.env` file in its "
-         "working directory. A value out of its bounds, or settings that do not fit together, "
-         "stop the process at start with one line naming the variable (exit code 2). Numbers "
-         "must be finite; JSON-valued settings take JSON in the environment. Secrets' defaults "
-         "are not shown."),
+        (
+            "Every Firewatch process reads these environment variables, or a `.env` file in its "
+            "working directory. A value out of its bounds, or settings that do not fit together, "
+            "stop the process at start with one line naming the variable (exit code 2). Numbers "
+            "must be finite; JSON-valued settings take JSON in the environment. Secrets' defaults "
+            "are not shown."
+        ),
         "",
     ]
     for title, intro, names in GROUPS:
@@ -168,8 +267,10 @@ def render() -> str:
             kind = _type(field.annotation, field)
             bounds = _bounds(field)
             kind = f"{kind}, {bounds}" if bounds else kind
-            lines.append(f"| `{variable(name)}` | {_cell(kind)} | {_cell(_default(name, field))} "
-                         f"| {_cell(field.description or '')} |")
+            lines.append(
+                f"| `{variable(name)}` | {_cell(kind)} | {_cell(_default(name, field))} "
+                f"| {_cell(field.description or '')} |"
+            )
         lines.append("")
     return "\n".join(lines)
 

@@ -100,14 +100,20 @@ class Gateway(_Strict):
     institution: Identifier
     endpoints: list[ModbusEndpoint] = Field(default_factory=list)
     silent_after_s: float | None = Field(
-        None, gt=0, le=86400, allow_inf_nan=False,
+        None,
+        gt=0,
+        le=86400,
+        allow_inf_nan=False,
         description="heard of for this long, the gateway is a link fault (巡检); unset: the "
         "FIREWATCH_GATEWAY_SILENT_AFTER_S setting",
     )
     # the alert service's proof that the gateway, its outbox and its link to the broker work:
     # a heartbeat through the outbox this often (a minute's silence is a link fault there)
     heartbeat_interval_s: float = Field(
-        15.0, ge=1, le=3600, allow_inf_nan=False,
+        15.0,
+        ge=1,
+        le=3600,
+        allow_inf_nan=False,
         description="Seconds between the gateway's heartbeats (1 to 3600).",
     )
 
@@ -198,7 +204,8 @@ def check_unit_ids(site: Site, path: Path) -> None:
             raise ProfileError(
                 f"site file {path}: field devices.{index} ({d.id}).unit_id: {d.unit_id} is "
                 f"already device {first}'s on endpoint {d.endpoint}; unit ids on one line "
-                "must differ")
+                "must differ"
+            )
 
 
 def check_against_profiles(site: Site, profiles: dict[str, DeviceProfile], path: Path) -> None:
@@ -207,17 +214,21 @@ def check_against_profiles(site: Site, profiles: dict[str, DeviceProfile], path:
     for index, i in enumerate(site.institutions):
         unknown = sorted(set(i.set_points) - rule_names)
         if unknown:
-            raise ProfileError(f"site file {path}: field institutions.{index} ({i.id}).set_points: "
-                               f"no profile has alarm rules {unknown}")
+            raise ProfileError(
+                f"site file {path}: field institutions.{index} ({i.id}).set_points: "
+                f"no profile has alarm rules {unknown}"
+            )
         for known in profiles.values():
-            _check_set_points(known, i.set_points,
-                              f"site file {path}: field institutions.{index} ({i.id})")
+            _check_set_points(
+                known, i.set_points, f"site file {path}: field institutions.{index} ({i.id})"
+            )
     for index, d in enumerate(site.devices):
         where = f"site file {path}: field devices.{index} ({d.id})"
         profile = profiles.get(d.profile)
         if profile is None:
-            raise ProfileError(f"{where}.profile: unknown profile {d.profile!r}; "
-                               f"known: {sorted(profiles)}")
+            raise ProfileError(
+                f"{where}.profile: unknown profile {d.profile!r}; known: {sorted(profiles)}"
+            )
         if profile.transport is Transport.MQTT:
             if d.endpoint is not None:
                 raise ProfileError(f"{where}.endpoint: an MQTT device has no Modbus endpoint")
@@ -238,8 +249,9 @@ def _check_set_points(profile: DeviceProfile, set_points: dict[str, float], wher
             try:
                 rule.check_set_point(set_points[rule.name])
             except ValueError as exc:
-                raise ProfileError(f"{where}.set_points.{rule.name}: {exc} "
-                                   f"(profile {profile.model})") from None
+                raise ProfileError(
+                    f"{where}.set_points.{rule.name}: {exc} (profile {profile.model})"
+                ) from None
 
 
 def load_site(path: Path, profiles: dict[str, DeviceProfile]) -> Site:
@@ -248,7 +260,9 @@ def load_site(path: Path, profiles: dict[str, DeviceProfile]) -> Site:
     except UnreadableFile as exc:
         raise ProfileError(f"site file {path}: {exc}") from None
     except ValidationError as exc:
-        raise ProfileError(f"site file {path} is invalid:\n{describe_validation_error(exc)}") from None
+        raise ProfileError(
+            f"site file {path} is invalid:\n{describe_validation_error(exc)}"
+        ) from None
     check_unit_ids(site, path)
     check_against_profiles(site, profiles, path)
     return site

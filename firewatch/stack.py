@@ -63,13 +63,21 @@ async def sync_site(sessions: async_sessionmaker, site: Site, profiles: dict[str
     """Put the site file's institutions and devices in the database, keeping device state."""
     async with sessions.begin() as session:
         for i in site.institutions:
-            await session.merge(db.Institution(
-                id=i.id, name=i.name, type=i.type.value, township=i.township,
-                address=i.address, lat=i.location.lat, lon=i.location.lon,
-                head_name=i.head.name, head_phone=i.head.phone,
-                safety_officer_name=i.safety_officer.name,
-                safety_officer_phone=i.safety_officer.phone,
-            ))
+            await session.merge(
+                db.Institution(
+                    id=i.id,
+                    name=i.name,
+                    type=i.type.value,
+                    township=i.township,
+                    address=i.address,
+                    lat=i.location.lat,
+                    lon=i.location.lon,
+                    head_name=i.head.name,
+                    head_phone=i.head.phone,
+                    safety_officer_name=i.safety_officer.name,
+                    safety_officer_phone=i.safety_officer.phone,
+                )
+            )
         for d in site.devices:
             row = await session.get(db.Device, d.id)
             if row is None:
@@ -85,7 +93,10 @@ async def sync_site(sessions: async_sessionmaker, site: Site, profiles: dict[str
 def timeseries_store(settings: Settings, site: Site) -> TimeSeriesStore:
     if settings.influx_url:
         return InfluxTimeSeries(
-            settings.influx_url, settings.influx_token, settings.influx_org, settings.influx_bucket,
+            settings.influx_url,
+            settings.influx_token,
+            settings.influx_org,
+            settings.influx_bucket,
             townships={i.id: i.township for i in site.institutions},
         )
     return SqliteTimeSeries(settings.data_dir / "timeseries.db")
@@ -125,6 +136,7 @@ def gateway_jobs(gateways: list[GatewayService], fleet: SimulatorFleet | None) -
     gateway listens for their reports."""
     jobs: dict[str, Job] = {f"gateway:{g.gateway.id}": g.run for g in gateways}
     if fleet is not None:
+
         async def devices_after_gateways() -> None:
             for g in gateways:
                 await g.listening.wait()
@@ -136,9 +148,16 @@ def gateway_jobs(gateways: list[GatewayService], fleet: SimulatorFleet | None) -
 
 def http_server(app: ASGIApp, host: str, port: int) -> uvicorn.Server:
     """uvicorn for the web app or a metrics listener; its logs go through ours (text or JSON)."""
-    return _Server(uvicorn.Config(
-        app, host=host, port=port, log_level="warning", lifespan="off", log_config=None,
-    ))
+    return _Server(
+        uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            log_level="warning",
+            lifespan="off",
+            log_config=None,
+        )
+    )
 
 
 async def run_stack(settings: Settings) -> None:
@@ -171,14 +190,21 @@ async def run_stack(settings: Settings) -> None:
         alert = alert_side(settings, site, profiles, sessions, broker)
         stack.push_async_callback(alert.close)
         ingest = IngestService(
-            store, Spool(settings.data_dir / "ingest-spool.db"), broker,
+            store,
+            Spool(settings.data_dir / "ingest-spool.db"),
+            broker,
             DeadLetters(sessions, "ingest", settings.dead_letter_keep),
             compactor=compactor_for(store, settings),
             admit=admission_for(settings, site, profiles, "ingest", restamp=False),
         )
         gateways = [
             GatewayService(
-                g, site, profiles, broker, settings.data_dir / f"outbox-{g.id}.db", endpoint_port,
+                g,
+                site,
+                profiles,
+                broker,
+                settings.data_dir / f"outbox-{g.id}.db",
+                endpoint_port,
                 settings.gateway_outbox_max_messages,
             )
             for g in site.gateways
@@ -195,14 +221,30 @@ async def run_stack(settings: Settings) -> None:
         # the web app's hub watches these sessions: the alert side's changes reach the pages
         # without the broker
         hub = ChangeHub()
-        app = create_app(AppContext(
-            sessions=sessions, timeseries=store, site=site,
-            site_dir=settings.site_file.parent, statuses=statuses, simulators=fleet,
-            settings=settings, hub=hub,
-            metrics=registry_for(FirewatchCollector(
-                gateways, ingest, alert.alerts, alert.notifier, alert.escalation, hub=hub,
-                watch=watch, tasks=supervisor)),
-        ))
+        app = create_app(
+            AppContext(
+                sessions=sessions,
+                timeseries=store,
+                site=site,
+                site_dir=settings.site_file.parent,
+                statuses=statuses,
+                simulators=fleet,
+                settings=settings,
+                hub=hub,
+                metrics=registry_for(
+                    FirewatchCollector(
+                        gateways,
+                        ingest,
+                        alert.alerts,
+                        alert.notifier,
+                        alert.escalation,
+                        hub=hub,
+                        watch=watch,
+                        tasks=supervisor,
+                    )
+                ),
+            )
+        )
         server = http_server(app, settings.host, settings.port)
 
         def stop_serving() -> None:
@@ -221,13 +263,24 @@ async def run_stack(settings: Settings) -> None:
             await supervise(gateway_jobs(gateways, fleet))
 
         async with asyncio.TaskGroup() as tasks:
-            services = tasks.create_task(supervisor.run({
-                **alert.services(), "ingest": ingest.run, "monitor": watch.run,
-                "gateways": gateways_and_devices}))
+            services = tasks.create_task(
+                supervisor.run(
+                    {
+                        **alert.services(),
+                        "ingest": ingest.run,
+                        "monitor": watch.run,
+                        "gateways": gateways_and_devices,
+                    }
+                )
+            )
             log.info(
                 "Firewatch is up: http://%s:%d  (broker %s%s, store %s, data in %s)",
-                settings.host, settings.port, broker.url,
-                " embedded" if broker.embedded else "", store.name, settings.data_dir.resolve(),
+                settings.host,
+                settings.port,
+                broker.url,
+                " embedded" if broker.embedded else "",
+                store.name,
+                settings.data_dir.resolve(),
             )
             await server.serve()
             log.info("stopping")

@@ -101,8 +101,7 @@ class Supervisor:
                 if error != record.last_error:
                     log.exception("task %s failed; restarting in %.1f s", name, wait)
                 else:
-                    log.error("task %s failed again (%s); restarting in %.1f s",
-                              name, error, wait)
+                    log.error("task %s failed again (%s); restarting in %.1f s", name, error, wait)
                 record.state, record.last_error = "restarting", error
                 record.restarts += 1
                 record.last_failure_at = time.monotonic()
@@ -120,13 +119,17 @@ class Supervisor:
             f"task {name} restarting ({record.restarts} restarts, last: {record.last_error})"
             for name, record in self.tasks.items()
             if record.last_failure_at is not None
-            and (record.state == "restarting"
-                 or now - record.last_failure_at < self.backoff.healthy_after_s)
+            and (
+                record.state == "restarting"
+                or now - record.last_failure_at < self.backoff.healthy_after_s
+            )
         ]
 
     def status(self) -> dict[str, Any]:
-        return {"tasks": {name: r.as_dict() for name, r in self.tasks.items()},
-                "problems": self.problems()}
+        return {
+            "tasks": {name: r.as_dict() for name, r in self.tasks.items()},
+            "problems": self.problems(),
+        }
 
 
 async def supervise(jobs: Mapping[str, Job]) -> None:

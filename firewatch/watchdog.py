@@ -37,8 +37,9 @@ from firewatch.site import Site
 log = logging.getLogger(__name__)
 
 
-async def repeat(every_s: float, what: str, job: Callable[[], Awaitable[None]], *,
-                 first_at_once: bool = False) -> None:
+async def repeat(
+    every_s: float, what: str, job: Callable[[], Awaitable[None]], *, first_at_once: bool = False
+) -> None:
     """``job()`` every ``every_s`` for ever; a failure is logged once per run of failures and
     the loop goes on (the next time may find the database or the provider back)."""
     failing = False
@@ -59,16 +60,22 @@ async def repeat(every_s: float, what: str, job: Callable[[], Awaitable[None]], 
 
 
 class MonitorWatch:
-    def __init__(self, sessions: async_sessionmaker, site: Site, settings: Settings,
-                 channels: dict[str, Channel] | None = None) -> None:
+    def __init__(
+        self,
+        sessions: async_sessionmaker,
+        site: Site,
+        settings: Settings,
+        channels: dict[str, Channel] | None = None,
+    ) -> None:
         self.sessions = sessions
         self.silent_after = timedelta(seconds=settings.monitor_silent_after_s)
         self.every_s = min(5.0, settings.monitor_silent_after_s / 4)
         self.expected = bool(site.gateways)
         self.channels = configured_channels(settings) if channels is None else channels
         bureau = site.bureau
-        routing = Routing(settings.notice_channel, settings.notice_fallback_channel,
-                          frozenset(self.channels))
+        routing = Routing(
+            settings.notice_channel, settings.notice_fallback_channel, frozenset(self.channels)
+        )
         group = (bureau and bureau.wecom_webhook_url) or settings.wecom_webhook_url
         self.channel, self.target = reach(routing, bureau.duty if bureau else None, group)
         self.bureau = bureau.name if bureau else "民政局"
@@ -127,26 +134,42 @@ class MonitorWatch:
 
     def _interrupted(self, problem: str, since: datetime) -> NoticeMessage:
         return NoticeMessage(
-            kind="escalation", label="监控中断", institution=self.bureau,
-            title="物联网监控中断：报警服务停止上报", location=self.county,
-            time=local_time(since), reason=problem, contact=self.contact, immediate=True,
+            kind="escalation",
+            label="监控中断",
+            institution=self.bureau,
+            title="物联网监控中断：报警服务停止上报",
+            location=self.county,
+            time=local_time(since),
+            reason=problem,
+            contact=self.contact,
+            immediate=True,
             advice="各机构的报警暂时无法送达：请立即检查报警服务（firewatch alerts）、数据库和"
-                   "消息服务器；恢复前通知各机构加强人工值守。",
+            "消息服务器；恢复前通知各机构加强人工值守。",
         )
 
     def _restored(self, since: datetime, now: datetime) -> NoticeMessage:
         return NoticeMessage(
-            kind="escalation", label="监控恢复", severity="fault", institution=self.bureau,
-            title="物联网监控已恢复", location=self.county, time=local_time(now),
-            reason=f"中断自 {local_time(since)} 至 {local_time(now)}", contact=self.contact,
-            immediate=True, advice="请核对中断期间各机构有无未送达的报警。",
+            kind="escalation",
+            label="监控恢复",
+            severity="fault",
+            institution=self.bureau,
+            title="物联网监控已恢复",
+            location=self.county,
+            time=local_time(now),
+            reason=f"中断自 {local_time(since)} 至 {local_time(now)}",
+            contact=self.contact,
+            immediate=True,
+            advice="请核对中断期间各机构有无未送达的报警。",
         )
 
     async def _send(self, http: httpx.AsyncClient, message: NoticeMessage) -> None:
         channel = self.channels.get(self.channel)
         if channel is None or not self.target:
-            log.error("monitoring notice %r not sent: no address for the bureau on %s",
-                      message.label, self.channel)
+            log.error(
+                "monitoring notice %r not sent: no address for the bureau on %s",
+                message.label,
+                self.channel,
+            )
             return
         # no notice row (the database may be what is gone): the number is 0
         await channel.send(http, self.target, message, 0)
@@ -155,5 +178,9 @@ class MonitorWatch:
 
     def status(self) -> dict[str, Any]:
         """For /api/health: ``degraded`` is the reason monitoring is interrupted, if it is."""
-        return {"alert_service_reporting": not self.problem, "degraded": self.problem,
-                "since": self.since, "bureau_notices_sent": self.told}
+        return {
+            "alert_service_reporting": not self.problem,
+            "degraded": self.problem,
+            "since": self.since,
+            "bureau_notices_sent": self.told,
+        }

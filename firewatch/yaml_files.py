@@ -65,14 +65,18 @@ class _Loader(yaml.SafeLoader):
                 continue
             if earlier != key_node.start_mark.line + 1:
                 raise ConstructorError(
-                    "while reading a mapping", node.start_mark,
+                    "while reading a mapping",
+                    node.start_mark,
                     f"key {key!r} appears twice (first on line {earlier}); YAML would keep only "
-                    "the last", key_node.start_mark)
+                    "the last",
+                    key_node.start_mark,
+                )
         return super().construct_mapping(node, deep)
 
 
 _Loader.add_implicit_resolver(
-    _BOOL_TAG, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+    _BOOL_TAG, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
 
 
 def _expanded_size(node: Node, sizes: dict[int, int], open_nodes: set[int]) -> int:
@@ -81,19 +85,26 @@ def _expanded_size(node: Node, sizes: dict[int, int], open_nodes: set[int]) -> i
     if known is not None:
         return known
     if id(node) in open_nodes:
-        raise ConstructorError(None, None, "an alias refers to a node that contains it",
-                               node.start_mark)
+        raise ConstructorError(
+            None, None, "an alias refers to a node that contains it", node.start_mark
+        )
     size = 1
     if isinstance(node, SequenceNode | MappingNode):
         open_nodes.add(id(node))
-        children = node.value if isinstance(node, SequenceNode) else [
-            n for pair in node.value for n in pair]
+        children = (
+            node.value
+            if isinstance(node, SequenceNode)
+            else [n for pair in node.value for n in pair]
+        )
         for child in children:
             size += _expanded_size(child, sizes, open_nodes)
             if size > MAX_EXPANDED_NODES:
                 raise ConstructorError(
-                    None, None, f"aliases expand to more than {MAX_EXPANDED_NODES:,} values",
-                    node.start_mark)
+                    None,
+                    None,
+                    f"aliases expand to more than {MAX_EXPANDED_NODES:,} values",
+                    node.start_mark,
+                )
         open_nodes.discard(id(node))
     sizes[id(node)] = size
     return size

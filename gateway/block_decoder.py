@@ -84,7 +84,10 @@ class BlockDecoder:
     """
 
     def __init__(
-        self, start: int, count: int, registers: list[Register],
+        self,
+        start: int,
+        count: int,
+        registers: list[Register],
         flags_set_later: Collection[str] = (),
     ) -> None:
         """``flags_set_later``: flag names that the status words of a block decoded after
@@ -108,17 +111,35 @@ class BlockDecoder:
                 if reg.count == 2:
                     self._two_word_flags.append((reg, at, later))
                 else:
-                    self._flags.append((_members_by_word(
-                        partial(_flags_of_word, reg, later),
-                        reg.type, reg.byte_order, tuple(reg.flags.items()), later), at))
+                    self._flags.append(
+                        (
+                            _members_by_word(
+                                partial(_flags_of_word, reg, later),
+                                reg.type,
+                                reg.byte_order,
+                                tuple(reg.flags.items()),
+                                later,
+                            ),
+                            at,
+                        )
+                    )
             elif reg.count == 2:
                 self._two_word_readings.append((reg, at))
             else:
-                self._readings.append((_members_by_word(
-                    partial(_reading_of_word, reg),
-                    reg.name, reg.type, reg.byte_order, reg.scale, reg.offset), at))
-        for placed in (self._readings, self._flags, self._two_word_readings,
-                       self._two_word_flags):
+                self._readings.append(
+                    (
+                        _members_by_word(
+                            partial(_reading_of_word, reg),
+                            reg.name,
+                            reg.type,
+                            reg.byte_order,
+                            reg.scale,
+                            reg.offset,
+                        ),
+                        at,
+                    )
+                )
+        for placed in (self._readings, self._flags, self._two_word_readings, self._two_word_flags):
             placed.reverse()
         one_word = [r.name for r in ordered if not r.flags and r.count == 1]
         #: the names of the readings, in the order of their members
@@ -126,7 +147,8 @@ class BlockDecoder:
         #: whether a value can come out NaN or infinite (a two-word register, or an absurd
         #: scale): only such blocks are searched for members left out
         self._may_be_unfinite = bool(self._two_word_readings) or any(
-            not math.isfinite(abs(r.scale) * 2.0**16 + abs(r.offset)) for r in ordered)
+            not math.isfinite(abs(r.scale) * 2.0**16 + abs(r.offset)) for r in ordered
+        )
 
     def decode(self, words: Sequence[Word], readings: list[str], flags: list[str]) -> list[str]:
         """Add this block's members to ``readings`` and ``flags``; return the names of the
@@ -141,7 +163,9 @@ class BlockDecoder:
             flags.append(_flags(reg, reg.decode(list(words[at : at + 2])), later))
         if self._may_be_unfinite and None in members:
             readings += [member for member in members if member is not None]
-            return [name for name, member in zip(self._names, members, strict=True) if member is None]
+            return [
+                name for name, member in zip(self._names, members, strict=True) if member is None
+            ]
         readings += cast(list[str], members)  # None in none of them, as checked above
         return []
 

@@ -126,9 +126,7 @@ RawBlocks = list[tuple[BlockDecoder, list[int] | list[bool]]]
 Deliver = Callable[[Device, RawBlocks, datetime], None]
 
 
-def _decoded(
-    blocks: RawBlocks, stats: PollStats
-) -> tuple[BatchValues[float], BatchValues[bool]]:
+def _decoded(blocks: RawBlocks, stats: PollStats) -> tuple[BatchValues[float], BatchValues[bool]]:
     """The poll's readings and flags.  A float register holding NaN or infinity (what many
     devices send for "no value") is left out and counted: the batch carries the device's other
     values, and the contract, which takes finite numbers only, is not broken by one register."""
@@ -215,23 +213,33 @@ class _ClientOptions(TypedDict):
 
 
 def _client(
-    endpoint: ModbusEndpoint, port: int, timeout: float, heard: Callable[[bool, bytes], bytes],
+    endpoint: ModbusEndpoint,
+    port: int,
+    timeout: float,
+    heard: Callable[[bool, bytes], bytes],
 ) -> AsyncModbusTcpClient | AsyncModbusSerialClient:
     """The one connection of an endpoint: a TCP socket, or the serial port of an RS-485 line.
     ``heard`` sees every frame sent and every byte received (pymodbus's trace_packet)."""
-    common: _ClientOptions = {"timeout": timeout, "retries": 0, "reconnect_delay": 0.5,
-                              "reconnect_delay_max": 10, "trace_packet": heard}
+    common: _ClientOptions = {
+        "timeout": timeout,
+        "retries": 0,
+        "reconnect_delay": 0.5,
+        "reconnect_delay_max": 10,
+        "trace_packet": heard,
+    }
     if endpoint.transport is Transport.MODBUS_RTU:
         assert endpoint.serial is not None  # the site model requires it
         return AsyncModbusSerialClient(
-            endpoint.serial, framer=FramerType.RTU, baudrate=endpoint.baudrate,
-            bytesize=endpoint.bytesize, parity=endpoint.parity, stopbits=endpoint.stopbits,
+            endpoint.serial,
+            framer=FramerType.RTU,
+            baudrate=endpoint.baudrate,
+            bytesize=endpoint.bytesize,
+            parity=endpoint.parity,
+            stopbits=endpoint.stopbits,
             **common,
         )
     framer = (
-        FramerType.RTU
-        if endpoint.transport is Transport.MODBUS_RTU_OVER_TCP
-        else FramerType.SOCKET
+        FramerType.RTU if endpoint.transport is Transport.MODBUS_RTU_OVER_TCP else FramerType.SOCKET
     )
     return AsyncModbusTcpClient(endpoint.host, port=port, framer=framer, **common)
 
@@ -264,8 +272,13 @@ class EndpointPoller:
         #: one plan for all the devices sharing a profile keeps what a poll touches small and warm
         plans = {
             id(p): [
-                (getattr(self.client, _READERS[table][0]), start, count, _READERS[table][1],
-                 decoder)
+                (
+                    getattr(self.client, _READERS[table][0]),
+                    start,
+                    count,
+                    _READERS[table][1],
+                    decoder,
+                )
                 for table, start, count, decoder in block_decoders(p.registers)
             ]
             for _, p in devices
@@ -334,7 +347,7 @@ class EndpointPoller:
             now = loop.time()
             interval = profile.poll_interval_s
             if misses := stats[i].consecutive_misses:
-                interval = min(interval * 2**min(misses, 16), max(MAX_BACKOFF_S, interval))
+                interval = min(interval * 2 ** min(misses, 16), max(MAX_BACKOFF_S, interval))
             heapq.heapreplace(due, (max(at + interval, now), i))
 
     async def _hand_over(self, delivery: Awaitable[None], wait: bool) -> None:
@@ -372,12 +385,16 @@ class EndpointPoller:
         stats = self.stats[device.id]
         try:
             delivery = self.on_readings(device, *_decoded(blocks, stats), read_at)
-            self._track(delivery if isinstance(delivery, asyncio.Future)
-                        else asyncio.ensure_future(delivery))
+            self._track(
+                delivery
+                if isinstance(delivery, asyncio.Future)
+                else asyncio.ensure_future(delivery)
+            )
         except Exception as exc:
             if not stats.unusable:
-                log.warning("device %s: a reply could not be decoded or delivered: %r",
-                            device.id, exc)
+                log.warning(
+                    "device %s: a reply could not be decoded or delivered: %r", device.id, exc
+                )
             stats.unusable = f"{type(exc).__name__}: {exc}"
             return
         stats.unusable = ""
@@ -388,8 +405,9 @@ class EndpointPoller:
         stats.polls += 1
         try:
             # a failing device is probed once, not retried: the line is its neighbours' too
-            blocks = await self._read(device, profile,
-                                      1 if stats.consecutive_misses else profile.retries + 1)
+            blocks = await self._read(
+                device, profile, 1 if stats.consecutive_misses else profile.retries + 1
+            )
         except PollFailed as exc:
             await self._failed(device, profile, stats, exc, wait)
             return
@@ -433,9 +451,11 @@ class EndpointPoller:
             except (TimeoutError, ModbusException, OSError, IndexError, ValueError) as exc:
                 # no reply, or one that did not decode
                 text = f"{type(exc).__name__}: {exc}".strip(": ")
-                error = (DeviceGarbled(f"garbled reply: {text}")
-                         if self._heard or isinstance(exc, IndexError | ValueError)
-                         else DeviceUnreachable(text))
+                error = (
+                    DeviceGarbled(f"garbled reply: {text}")
+                    if self._heard or isinstance(exc, IndexError | ValueError)
+                    else DeviceUnreachable(text)
+                )
             if isinstance(error, DeviceRefused):
                 break  # the device said no: asking again gets the same answer
             if attempt + 1 < attempts:
@@ -453,11 +473,14 @@ class EndpointPoller:
         if stats.state:
             log.info("device %s answers again (was %s)", device.id, stats.state)
         stats.state = "online"
-        await self._hand_over(
-            self.on_event(device, EventType.ONLINE, "device answers polls"), wait)
+        await self._hand_over(self.on_event(device, EventType.ONLINE, "device answers polls"), wait)
 
     async def _failed(
-        self, device: Device, profile: DeviceProfile, stats: PollStats, exc: PollFailed,
+        self,
+        device: Device,
+        profile: DeviceProfile,
+        stats: PollStats,
+        exc: PollFailed,
         wait: bool,
     ) -> None:
         """Count a failed poll; after the profile's misses in a row, report the device offline

@@ -75,12 +75,16 @@ def parse_uplink(
             if isinstance(value, bool) or (isinstance(value, int | float) and value in (0, 1)):
                 flags[name] = bool(value)
             else:
-                raise UplinkError("bad_value",
-                                  f"{key!r} must be 0/1 or true/false, got {_shown(value)}")
+                raise UplinkError(
+                    "bad_value", f"{key!r} must be 0/1 or true/false, got {_shown(value)}"
+                )
     if not readings and not flags:
         known = sorted({*profile.mqtt.readings, *profile.mqtt.flags})
-        raise UplinkError("no_known_key", f"none of the expected keys {known} in "
-                          f"{_shown(sorted(data)[:10])}{' ...' if len(data) > 10 else ''}")
+        raise UplinkError(
+            "no_known_key",
+            f"none of the expected keys {known} in "
+            f"{_shown(sorted(data)[:10])}{' ...' if len(data) > 10 else ''}",
+        )
     return readings, flags
 
 
@@ -93,8 +97,7 @@ def _reading(key: str, value: object) -> float:
         except OverflowError:
             number = math.inf
         if not math.isfinite(number):
-            raise UplinkError("bad_value",
-                              f"{key!r} must be a finite number, got {_shown(value)}")
+            raise UplinkError("bad_value", f"{key!r} must be a finite number, got {_shown(value)}")
         if abs(number) <= MAX_READING:
             return number + 0.0  # -0.0 as 0.0
         raise UplinkError("bad_value", f"{key!r} is beyond ±{MAX_READING:g}: {_shown(value)}")
@@ -170,7 +173,8 @@ class MqttBridge:
             watch.online = True
             await self.on_event(watch.device, EventType.ONLINE, "device reports again")
         stored = self.on_readings(
-            watch.device, BatchValues(members[0]), BatchValues(members[1]), utc_now())
+            watch.device, BatchValues(members[0]), BatchValues(members[1]), utc_now()
+        )
         return stored if isinstance(stored, asyncio.Future) else asyncio.ensure_future(stored)
 
     def _set_aside(self, watch: _Watch, payload: bytes, kind: str, exc: Exception) -> None:
@@ -186,9 +190,15 @@ class MqttBridge:
             return
         self._logged[device] = (now, 0)
         more = f" ({since} more set aside since the last one logged)" if since else ""
-        log.warning("device %s: report set aside (%s): %s; payload %r%s%s", device, kind, exc,
-                    payload[:LOGGED_PAYLOAD_BYTES],
-                    "..." if len(payload) > LOGGED_PAYLOAD_BYTES else "", more)
+        log.warning(
+            "device %s: report set aside (%s): %s; payload %r%s%s",
+            device,
+            kind,
+            exc,
+            payload[:LOGGED_PAYLOAD_BYTES],
+            "..." if len(payload) > LOGGED_PAYLOAD_BYTES else "",
+            more,
+        )
 
     async def watch_heartbeats(self) -> None:
         """Report devices whose reports stopped, at a tenth of the shortest interval."""

@@ -81,8 +81,11 @@ def _insert_sql(rows: int) -> str:
 
 def kind_of(topic: str) -> str:
     """What a row is, for counting drops: reading, event or heartbeat."""
-    for prefix, kind in ((READINGS_PREFIX, "reading"), (EVENTS_PREFIX, "event"),
-                         (HEARTBEATS_PREFIX, "heartbeat")):
+    for prefix, kind in (
+        (READINGS_PREFIX, "reading"),
+        (EVENTS_PREFIX, "event"),
+        (HEARTBEATS_PREFIX, "heartbeat"),
+    ):
         if topic.startswith(prefix + "/"):
             return kind
     return "other"
@@ -103,7 +106,8 @@ class Keep:
         if kind in ("heartbeat", "reading"):
             try:
                 return kind == "reading" and self._matters(
-                    topic.rpartition("/")[2], json.loads(payload))
+                    topic.rpartition("/")[2], json.loads(payload)
+                )
             except Exception:
                 return True
         return True
@@ -112,13 +116,17 @@ class Keep:
         if any(value is True for value in batch.get("flags", {}).values()):
             return True
         readings = batch.get("readings", {})
-        return any(readings.get(name, -float("inf")) >= low
-                   for name, low in self.thresholds.get(device_id, {}).items())
+        return any(
+            readings.get(name, -float("inf")) >= low
+            for name, low in self.thresholds.get(device_id, {}).items()
+        )
 
 
 class Outbox:
     def __init__(
-        self, path: Path, max_messages: int = 1_000_000,
+        self,
+        path: Path,
+        max_messages: int = 1_000_000,
         keep: Callable[[str, bytes], bool] | None = None,
     ) -> None:
         """``keep(topic, payload)``: whether a message must never be shed (default: Keep())."""
@@ -153,8 +161,9 @@ class Outbox:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="outbox")
         self._next_seq, self._size, self.incarnation = await self._in_thread(self._open)
-        log.info("outbox %s: incarnation %s, next seq %d", self.path, self.incarnation,
-                 self._next_seq)
+        log.info(
+            "outbox %s: incarnation %s, next seq %d", self.path, self.incarnation, self._next_seq
+        )
         if self._size:
             self._has_messages.set()
             log.info("outbox %s: %d messages waiting from before", self.path, self._size)
@@ -253,9 +262,14 @@ class Outbox:
                 dropped = await self._commit(batch)
             except Exception as exc:
                 self.dropped_by_kind["unstored"] += rows
-                log.error("outbox %s: %d messages could not be stored after %d tries, %d lost "
-                          "in all: %s", self.path, rows, COMMIT_RETRIES + 1,
-                          self.dropped_by_kind["unstored"], exc)
+                log.error(
+                    "outbox %s: %d messages could not be stored after %d tries, %d lost in all: %s",
+                    self.path,
+                    rows,
+                    COMMIT_RETRIES + 1,
+                    self.dropped_by_kind["unstored"],
+                    exc,
+                )
                 if not stored.done():  # done: cancelled by a waiter that did not shield it
                     stored.set_exception(exc)
                 continue
@@ -276,7 +290,8 @@ class Outbox:
                 async with self._lock:
                     overflow = self._size + len(batch) // 3 - self.max_messages
                     return await self._in_thread(
-                        self._insert, batch, max(overflow, 0), self._in_flight_to)
+                        self._insert, batch, max(overflow, 0), self._in_flight_to
+                    )
             except sqlite3.Error as exc:
                 if attempt == COMMIT_RETRIES:
                     raise
@@ -289,8 +304,11 @@ class Outbox:
         self.dropped_by_kind.update(kinds)
         log.warning(
             "outbox %s full (%d messages): shed the oldest routine messages (%s), %d dropped "
-            "in all", self.path, self.max_messages,
-            ", ".join(f"{n} {kind}" for kind, n in sorted(kinds.items())), self.dropped,
+            "in all",
+            self.path,
+            self.max_messages,
+            ", ".join(f"{n} {kind}" for kind, n in sorted(kinds.items())),
+            self.dropped,
         )
 
     def _insert(self, batch: list[int | str | bytes], drop: int, in_flight_to: int) -> list[str]:
@@ -322,17 +340,25 @@ class Outbox:
         """Judge what was not judged yet, then delete the ``drop`` oldest routine messages
         stored before ``new_from`` (the batch being added: the freshest are not shed)."""
         assert self._db is not None and self._unjudged_from is not None
-        self._db.execute("UPDATE outbox SET keep = keep(topic, payload)"
-                         " WHERE seq >= ? AND keep IS NULL", (self._unjudged_from,))
-        dropped = [topic for (topic,) in self._db.execute(
-            "DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox"
-            " WHERE seq > ? AND seq < ? AND keep = 0 ORDER BY seq LIMIT ?) RETURNING topic",
-            (in_flight_to, new_from, drop),
-        )]
+        self._db.execute(
+            "UPDATE outbox SET keep = keep(topic, payload) WHERE seq >= ? AND keep IS NULL",
+            (self._unjudged_from,),
+        )
+        dropped = [
+            topic
+            for (topic,) in self._db.execute(
+                "DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox"
+                " WHERE seq > ? AND seq < ? AND keep = 0 ORDER BY seq LIMIT ?) RETURNING topic",
+                (in_flight_to, new_from, drop),
+            )
+        ]
         if len(dropped) < drop and not self._over_bound_logged:
-            log.warning("outbox %s holds more than its %d messages: the rest are in flight, "
-                        "events or alarm-bearing readings, never shed", self.path,
-                        self.max_messages)
+            log.warning(
+                "outbox %s holds more than its %d messages: the rest are in flight, "
+                "events or alarm-bearing readings, never shed",
+                self.path,
+                self.max_messages,
+            )
         self._over_bound_logged = len(dropped) < drop
         return dropped
 

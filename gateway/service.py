@@ -112,15 +112,24 @@ class GatewayService:
         tries again."""
         while True:
             try:
-                await self.outbox.put(lambda seq: GatewayHeartbeat(
-                    gateway_id=self.gateway.id, incarnation=self.outbox.incarnation, seq=seq,
-                    ts=utc_now(), outbox=self.outbox.size))
+                await self.outbox.put(
+                    lambda seq: GatewayHeartbeat(
+                        gateway_id=self.gateway.id,
+                        incarnation=self.outbox.incarnation,
+                        seq=seq,
+                        ts=utc_now(),
+                        outbox=self.outbox.size,
+                    )
+                )
             except Exception as exc:
                 log.error("gateway %s: heartbeat not stored: %s", self.gateway.id, exc)
             await asyncio.sleep(self.gateway.heartbeat_interval_s)
 
     def _readings(
-        self, device: Device, readings: BatchValues[float], flags: BatchValues[bool],
+        self,
+        device: Device,
+        readings: BatchValues[float],
+        flags: BatchValues[bool],
         ts: datetime,
     ) -> asyncio.Future[None]:
         """Queue a poll's batch; the future is done once it is on disk (see Outbox.submit)."""
@@ -171,7 +180,10 @@ class GatewayService:
                 self.outbox.publishing_stopped()
                 log.warning(
                     "gateway %s: broker %s unreachable (%s); retrying in %.1f s, %d queued",
-                    self.gateway.id, self.broker.url, group.exceptions[0], delay,
+                    self.gateway.id,
+                    self.broker.url,
+                    group.exceptions[0],
+                    delay,
                     self.outbox.size,
                 )
             await asyncio.sleep(delay)
@@ -202,9 +214,13 @@ class GatewayService:
                 stored = await bridge.handle(str(message.topic), bytes(message.payload))
             except Exception as exc:
                 self.uplinks_unstored += 1
-                log.error("gateway %s: a report on %s could not be stored (%s); the broker "
-                          "sends it again when the gateway reconnects", self.gateway.id,
-                          message.topic, exc)
+                log.error(
+                    "gateway %s: a report on %s could not be stored (%s); the broker "
+                    "sends it again when the gateway reconnects",
+                    self.gateway.id,
+                    message.topic,
+                    exc,
+                )
                 continue
             if stored is None:
                 ack()
@@ -257,8 +273,13 @@ class _Encoders(dict[str, ReadingBatchEncoder]):
         assert service.outbox.incarnation, "outbox not open"
         device, profile = service.devices[device_id]
         encoder = self[device_id] = ReadingBatchEncoder(
-            service.gateway.id, device.id, device.institution, profile.kind, device.profile,
-            service.outbox.incarnation)
+            service.gateway.id,
+            device.id,
+            device.institution,
+            profile.kind,
+            device.profile,
+            service.outbox.incarnation,
+        )
         return encoder
 
 

@@ -56,8 +56,9 @@ def _field_value(value: float | bool) -> str:
     return text[:-2] if text.endswith(".0") else text  # as influxdb-client writes whole floats
 
 
-_TAG_ESCAPES = str.maketrans({",": "\\,", "=": "\\=", " ": "\\ ",
-                              "\n": "\\n", "\r": "\\r", "\t": "\\t"})
+_TAG_ESCAPES = str.maketrans(
+    {",": "\\,", "=": "\\=", " ": "\\ ", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+)
 
 
 def township_tag(township: str | None) -> str:
@@ -89,8 +90,14 @@ def batch_to_line(batch: ReadingBatch, township: str = "") -> str:
 class InfluxTimeSeries:
     name = "influxdb"
 
-    def __init__(self, url: str, token: str, org: str, bucket: str,
-                 townships: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        token: str,
+        org: str,
+        bucket: str,
+        townships: Mapping[str, str] | None = None,
+    ) -> None:
         """``townships`` maps institution ids to their township, written as a tag."""
         self.url = url.rstrip("/")
         self._township_tags = {i: township_tag(t) for i, t in (townships or {}).items()}
@@ -124,11 +131,15 @@ class InfluxTimeSeries:
         lines = [batch_to_line(b, self._township_tags.get(b.institution_id, "")) for b in batches]
         try:
             await self._client.write_api().write(
-                bucket=self.bucket, record=lines, write_precision=MILLISECONDS)
+                bucket=self.bucket, record=lines, write_precision=MILLISECONDS
+            )
         except ApiException as exc:
             answer = f"{self.name} answered {exc.status}: {exc.message or exc.reason}"
-            if exc.status is not None and 400 <= exc.status < 500 and exc.status not in (
-                    401, 403, 404, 408, 429):
+            if (
+                exc.status is not None
+                and 400 <= exc.status < 500
+                and exc.status not in (401, 403, 404, 408, 429)
+            ):
                 raise Refused(answer) from exc
             raise Unavailable(answer) from exc
         except aiohttp.ClientError as exc:
@@ -147,9 +158,7 @@ class InfluxTimeSeries:
             f"AND time >= {int(start.timestamp() * 1e9)} AND time < {int(end.timestamp() * 1e9)} "
             f"GROUP BY time({max(1, int(every_s))}s) fill(none)"
         )
-        reply = await self._http.get(
-            "/query", params={"db": self.bucket, "q": query, "epoch": "s"}
-        )
+        reply = await self._http.get("/query", params={"db": self.bucket, "q": query, "epoch": "s"})
         reply.raise_for_status()
         points = []
         for result in reply.json().get("results", []):

@@ -65,18 +65,23 @@ class RetentionPolicy:
             raise ValueError("raw retention and compaction interval must be positive")
         for tier in tiers:
             if tier.every_s <= 0 or self.align_s % tier.every_s:
-                raise ValueError(f"FIREWATCH_TIMESERIES_ROLLUPS: interval {tier.every_s} s must "
-                                 f"be positive and divide the coarsest ({self.align_s} s)")
+                raise ValueError(
+                    f"FIREWATCH_TIMESERIES_ROLLUPS: interval {tier.every_s} s must "
+                    f"be positive and divide the coarsest ({self.align_s} s)"
+                )
             if tier.keep_s < self.raw_s:
-                raise ValueError(f"FIREWATCH_TIMESERIES_ROLLUPS: the {tier.every_s} s tier is "
-                                 "kept for less time than raw rows (FIREWATCH_TIMESERIES_RAW_DAYS)")
+                raise ValueError(
+                    f"FIREWATCH_TIMESERIES_ROLLUPS: the {tier.every_s} s tier is "
+                    "kept for less time than raw rows (FIREWATCH_TIMESERIES_RAW_DAYS)"
+                )
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RetentionPolicy:
         return cls(
             raw_s=settings.timeseries_raw_days * DAY_S,
-            rollups=tuple(Rollup(every, days * DAY_S)
-                          for every, days in settings.timeseries_rollups.items()),
+            rollups=tuple(
+                Rollup(every, days * DAY_S) for every, days in settings.timeseries_rollups.items()
+            ),
             compact_every_s=settings.timeseries_compact_every_s,
         )
 
@@ -128,13 +133,22 @@ def _register_tiers(db: sqlite3.Connection, policy: RetentionPolicy) -> None:
             log.warning("time-series tier of %d s is no longer configured: deleting it", every)
             db.execute("DELETE FROM rollups WHERE every_s = ?", (every,))
             db.execute("DELETE FROM rollup_tiers WHERE every_s = ?", (every,))
-        latest = [db.execute("SELECT max(ts) + every_s FROM rollups WHERE every_s = ?",
-                             (every,)).fetchone()[0] for every in known & wanted]
+        latest = [
+            db.execute(
+                "SELECT max(ts) + every_s FROM rollups WHERE every_s = ?", (every,)
+            ).fetchone()[0]
+            for every in known & wanted
+        ]
         rolled_until = max((t for t in latest if t is not None), default=None)
-        covers_from = (None if rolled_until is None
-                       else math.ceil(rolled_until / policy.align_s) * policy.align_s)
-        db.executemany("INSERT OR IGNORE INTO rollup_tiers VALUES (?, ?)",
-                       [(every, covers_from) for every in wanted - known])
+        covers_from = (
+            None
+            if rolled_until is None
+            else math.ceil(rolled_until / policy.align_s) * policy.align_s
+        )
+        db.executemany(
+            "INSERT OR IGNORE INTO rollup_tiers VALUES (?, ?)",
+            [(every, covers_from) for every in wanted - known],
+        )
         db.execute("COMMIT")
     except BaseException:
         db.execute("ROLLBACK")
@@ -148,8 +162,7 @@ def _roll_up_window(db: sqlite3.Connection, policy: RetentionPolicy, start: floa
     try:
         for tier in policy.rollups:
             db.execute(ROLL_UP, {**window, "every": tier.every_s})
-        deleted = db.execute("DELETE FROM points WHERE ts >= :start AND ts < :end",
-                             window).rowcount
+        deleted = db.execute("DELETE FROM points WHERE ts >= :start AND ts < :end", window).rowcount
         db.execute("COMMIT")
     except BaseException:
         db.execute("ROLLBACK")
@@ -164,11 +177,15 @@ def _expire(db: sqlite3.Connection, policy: RetentionPolicy, now: float) -> int:
     try:
         for tier in policy.rollups:
             cutoff = _floor(now - tier.keep_s, policy.align_s)
-            expired += db.execute("DELETE FROM rollups WHERE every_s = ? AND ts < ?",
-                                  (tier.every_s, cutoff)).rowcount
-            db.execute("UPDATE rollup_tiers"
-                       " SET covers_from = max(coalesce(covers_from, :cut), :cut)"
-                       " WHERE every_s = :every", {"cut": cutoff, "every": tier.every_s})
+            expired += db.execute(
+                "DELETE FROM rollups WHERE every_s = ? AND ts < ?", (tier.every_s, cutoff)
+            ).rowcount
+            db.execute(
+                "UPDATE rollup_tiers"
+                " SET covers_from = max(coalesce(covers_from, :cut), :cut)"
+                " WHERE every_s = :every",
+                {"cut": cutoff, "every": tier.every_s},
+            )
         db.execute("COMMIT")
     except BaseException:
         db.execute("ROLLBACK")
@@ -177,7 +194,9 @@ def _expire(db: sqlite3.Connection, policy: RetentionPolicy, now: float) -> int:
 
 
 def compact(
-    db: sqlite3.Connection, policy: RetentionPolicy, now: float,
+    db: sqlite3.Connection,
+    policy: RetentionPolicy,
+    now: float,
     stopping: Callable[[], bool] = lambda: False,
 ) -> Compaction:
     """Roll up raw rows older than the raw retention, then expire old tier rows.
@@ -194,8 +213,9 @@ def compact(
         start = _floor(oldest, policy.window_s)
         rolled += _roll_up_window(db, policy, start)
         windows += 1
-        oldest = db.execute("SELECT min(ts) FROM points WHERE ts >= ?",
-                            (start + policy.window_s,)).fetchone()[0]
+        oldest = db.execute(
+            "SELECT min(ts) FROM points WHERE ts >= ?", (start + policy.window_s,)
+        ).fetchone()[0]
     return Compaction(windows, rolled, _expire(db, policy, now))
 
 
@@ -203,7 +223,9 @@ class SqliteCompactor:
     """Compaction of one SQLite store file: periodic under ingest (``run``), or one ``compact``."""
 
     def __init__(
-        self, path: Path, policy: RetentionPolicy,
+        self,
+        path: Path,
+        policy: RetentionPolicy,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.path = path
@@ -233,12 +255,19 @@ class SqliteCompactor:
                 try:
                     done = await self.compact()
                     if done.windows or done.aggregates_expired:
-                        log.info("time series compacted: %d raw rows rolled up in %d windows, "
-                                 "%d aggregates expired", done.raw_rows_rolled_up, done.windows,
-                                 done.aggregates_expired)
+                        log.info(
+                            "time series compacted: %d raw rows rolled up in %d windows, "
+                            "%d aggregates expired",
+                            done.raw_rows_rolled_up,
+                            done.windows,
+                            done.aggregates_expired,
+                        )
                 except sqlite3.Error as exc:
-                    log.warning("time-series compaction failed (%s); retrying in %.0f s",
-                                exc, self.policy.compact_every_s)
+                    log.warning(
+                        "time-series compaction failed (%s); retrying in %.0f s",
+                        exc,
+                        self.policy.compact_every_s,
+                    )
                 await asyncio.sleep(self.policy.compact_every_s)
         except asyncio.CancelledError:
             self._stopping.set()

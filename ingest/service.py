@@ -56,12 +56,23 @@ class IngestService:
         self.duplicates = 0
         self.store_available = True
         self._spooled = asyncio.Event()
-        self._from_spool = Isolation(f"ingest spool -> {store.name}", self._write_spooled,
-                                     self._set_aside, key=lambda row: row[0])
+        self._from_spool = Isolation(
+            f"ingest spool -> {store.name}",
+            self._write_spooled,
+            self._set_aside,
+            key=lambda row: row[0],
+        )
         self.consumer = GatewayMessageConsumer(
-            "ingest", broker, self._apply, dead_letters,
-            streams=(readings_filter, events_filter), gateway_ids=gateway_ids,
-            partition=partition, max_batch=max_batch, max_wait_s=max_wait_s, admit=admit,
+            "ingest",
+            broker,
+            self._apply,
+            dead_letters,
+            streams=(readings_filter, events_filter),
+            gateway_ids=gateway_ids,
+            partition=partition,
+            max_batch=max_batch,
+            max_wait_s=max_wait_s,
+            admit=admit,
         )
 
     async def _apply(self, messages: list[GatewayMessage]) -> None:
@@ -77,8 +88,11 @@ class IngestService:
                 if classify(exc) is not Fault.TRANSIENT:
                     raise  # a batch refused for its content: the consumer finds and sets it aside
                 self.store_available = False
-                log.warning("time-series store %s failed (%s): spooling to disk",
-                            self.store.name, reason_of(exc))
+                log.warning(
+                    "time-series store %s failed (%s): spooling to disk",
+                    self.store.name,
+                    reason_of(exc),
+                )
         await self.spool.put(batches)
         self._spooled.set()
 
@@ -115,8 +129,11 @@ class IngestService:
                 readable.append((row_id, ReadingBatch.model_validate_json(data)))
             except Exception as exc:
                 await self.consumer.dead_letters.put(
-                    f"ingest spool row {row_id}", data,
-                    f"spooled batch no longer reads: {reason_of(exc)}", type(exc).__name__)
+                    f"ingest spool row {row_id}",
+                    data,
+                    f"spooled batch no longer reads: {reason_of(exc)}",
+                    type(exc).__name__,
+                )
         return readable
 
     async def _write_spooled(self, rows: list[tuple[int, ReadingBatch]]) -> None:
@@ -125,13 +142,19 @@ class IngestService:
     async def _set_aside(self, row: tuple[int, ReadingBatch], reason: str, kind: str) -> None:
         batch = row[1]
         await self.consumer.dead_letters.put(
-            readings_topic(batch.gateway_id, batch.device_id), batch.to_bytes(),
-            f"refused by the time-series store {self.store.name}: {reason}", kind)
+            readings_topic(batch.gateway_id, batch.device_id),
+            batch.to_bytes(),
+            f"refused by the time-series store {self.store.name}: {reason}",
+            kind,
+        )
 
     async def run(self) -> None:
         await self.spool.open()
-        jobs: dict[str, Job] = {"consumer": self.consumer.run, "drain": self._drain,
-                                "dead-letter-retention": self.consumer.dead_letters.expire}
+        jobs: dict[str, Job] = {
+            "consumer": self.consumer.run,
+            "drain": self._drain,
+            "dead-letter-retention": self.consumer.dead_letters.expire,
+        }
         if self.compactor is not None:
             jobs["compaction"] = self.compactor.run
         try:

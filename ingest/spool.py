@@ -59,7 +59,8 @@ class Spool:
         async with self._lock:
             return await asyncio.to_thread(
                 lambda: db.execute(
-                    "SELECT id, batch FROM spool ORDER BY id LIMIT ?", (limit,)).fetchall()
+                    "SELECT id, batch FROM spool ORDER BY id LIMIT ?", (limit,)
+                ).fetchall()
             )
 
     async def remove_through(self, last_id: int) -> None:

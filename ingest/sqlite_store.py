@@ -107,15 +107,24 @@ class SqliteTimeSeries:
         db.execute("BEGIN")
         try:
             for b in batches:
-                if db.execute("INSERT OR IGNORE INTO applied VALUES (?, ?, ?)",
-                              (b.gateway_id, b.incarnation, b.seq)).rowcount == 0:
+                if (
+                    db.execute(
+                        "INSERT OR IGNORE INTO applied VALUES (?, ?, ?)",
+                        (b.gateway_id, b.incarnation, b.seq),
+                    ).rowcount
+                    == 0
+                ):
                     continue
                 new += 1
                 ts, kind = b.ts.timestamp(), b.kind.value
-                rows.extend((b.device_id, f, ts, v, kind, b.institution_id, b.gateway_id)
-                            for f, v in b.readings.items())
-                rows.extend((b.device_id, f, ts, float(v), kind, b.institution_id, b.gateway_id)
-                            for f, v in b.flags.items())
+                rows.extend(
+                    (b.device_id, f, ts, v, kind, b.institution_id, b.gateway_id)
+                    for f, v in b.readings.items()
+                )
+                rows.extend(
+                    (b.device_id, f, ts, float(v), kind, b.institution_id, b.gateway_id)
+                    for f, v in b.flags.items()
+                )
             db.executemany("INSERT INTO points VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
             db.execute("COMMIT")
         except BaseException:
@@ -127,8 +136,13 @@ class SqliteTimeSeries:
         self, device_id: str, field: str, start: datetime, end: datetime, every_s: float
     ) -> list[HistoryPoint]:
         assert self._db is not None, "store not open"
-        params = {"every": every_s, "device": device_id, "field": field,
-                  "start": start.timestamp(), "end": end.timestamp()}
+        params = {
+            "every": every_s,
+            "device": device_id,
+            "field": field,
+            "start": start.timestamp(),
+            "end": end.timestamp(),
+        }
         async with self._lock:
             rows = await asyncio.to_thread(self._history, self._db, params)
         return [HistoryPoint.from_epoch(*row) for row in rows]
@@ -144,13 +158,19 @@ class SqliteTimeSeries:
         try:
             sources = [RAW_ROWS]
             below = math.inf
-            for i, (every, covers_from) in enumerate(db.execute(
-                    "SELECT every_s, covers_from FROM rollup_tiers ORDER BY every_s").fetchall()):
+            for i, (every, covers_from) in enumerate(
+                db.execute(
+                    "SELECT every_s, covers_from FROM rollup_tiers ORDER BY every_s"
+                ).fetchall()
+            ):
                 covers_from = -math.inf if covers_from is None else covers_from
                 if covers_from < below:
                     sources.append(TIER_ROWS.format(i=i))
-                    params |= {f"every_{i}": every, f"from_{i}": max(params["start"], covers_from),
-                               f"last_{i}": below - every}
+                    params |= {
+                        f"every_{i}": every,
+                        f"from_{i}": max(params["start"], covers_from),
+                        f"last_{i}": below - every,
+                    }
                 below = min(below, covers_from)
             query = HISTORY.format(sources=" UNION ALL ".join(sources))
             return db.execute(query, params).fetchall()

@@ -67,7 +67,10 @@ class SimulatorFleet:
                             "simulators its other end (serial_ports)"
                         )
                     self.endpoints[endpoint.id] = SimulatedEndpoint(
-                        endpoint.host, endpoint.port, units, slow_reply_s=slow_reply_s,
+                        endpoint.host,
+                        endpoint.port,
+                        units,
+                        slow_reply_s=slow_reply_s,
                         serial_line=endpoint.model_copy(update={"serial": far_end}),
                     )
                     continue
@@ -113,9 +116,14 @@ class SimulatorFleet:
     def status(self) -> list[dict[str, Any]]:
         """Each device's scenario and the values it is reporting now."""
         return [
-            {"device_id": u.device.id, "profile": u.profile.model, "scenario": u.scenario,
-             "scenarios": u.scenarios(), "readings": dict(u.readings),
-             "flags": dict(u.flags)}
+            {
+                "device_id": u.device.id,
+                "profile": u.profile.model,
+                "scenario": u.scenario,
+                "scenarios": u.scenarios(),
+                "readings": dict(u.readings),
+                "flags": dict(u.flags),
+            }
             for u in self.devices.values()
         ]
 

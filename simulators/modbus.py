@@ -136,12 +136,14 @@ class _ReplyHook:
 
 class _TcpServer(_ReplyHook, ModbusTcpServer):
     def __init__(
-        self, devices: list[SimDevice], host: str, port: int, framer: FramerType,
+        self,
+        devices: list[SimDevice],
+        host: str,
+        port: int,
+        framer: FramerType,
         on_reply: OnReply,
     ) -> None:
-        super().__init__(
-            devices, address=(host, port), framer=framer, ignore_missing_devices=True
-        )
+        super().__init__(devices, address=(host, port), framer=framer, ignore_missing_devices=True)
         self._on_reply = on_reply
 
 
@@ -151,8 +153,13 @@ class _SerialServer(_ReplyHook, ModbusSerialServer):
     def __init__(self, devices: list[SimDevice], line: ModbusEndpoint, on_reply: OnReply) -> None:
         assert line.serial is not None  # the site model requires it of a serial line
         super().__init__(
-            devices, port=line.serial, framer=FramerType.RTU, baudrate=line.baudrate,
-            bytesize=line.bytesize, parity=line.parity, stopbits=line.stopbits,
+            devices,
+            port=line.serial,
+            framer=FramerType.RTU,
+            baudrate=line.baudrate,
+            bytesize=line.bytesize,
+            parity=line.parity,
+            stopbits=line.stopbits,
             ignore_missing_devices=True,
         )
         self._on_reply = on_reply

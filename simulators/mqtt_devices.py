@@ -65,8 +65,11 @@ class MqttDevices:
                         tasks.create_task(self._heartbeats())
                         tasks.create_task(self._until_disconnected(client))
             except* aiomqtt.MqttError as group:
-                log.warning("simulated MQTT devices lost the broker (%s); retrying in %.1f s",
-                            group.exceptions[0], delay)
+                log.warning(
+                    "simulated MQTT devices lost the broker (%s); retrying in %.1f s",
+                    group.exceptions[0],
+                    delay,
+                )
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
 
@@ -88,8 +91,10 @@ class MqttDevices:
 
     async def _heartbeats(self) -> None:
         loop = asyncio.get_running_loop()
-        due = {device_id: loop.time() + u.profile.poll_interval_s
-               for device_id, u in self.units.items()}
+        due = {
+            device_id: loop.time() + u.profile.poll_interval_s
+            for device_id, u in self.units.items()
+        }
         while True:
             now = loop.time()
             for device_id, at in due.items():

@@ -53,9 +53,16 @@ async def eventually(check: Callable[[], Awaitable[bool]], timeout: float, what:
 
 def press(device_id: str, gateway_id: str, institution_id: str) -> ReadingBatch:
     return ReadingBatch(
-        gateway_id=gateway_id, seq=next(SEQ), device_id=device_id, institution_id=institution_id,
-        kind="one_key_alarm", ts=datetime.now(UTC), profile="generic-onekey-mqtt",
-        readings={"battery_voltage": 3.0}, flags={"button_pressed": True, "tamper": False})
+        gateway_id=gateway_id,
+        seq=next(SEQ),
+        device_id=device_id,
+        institution_id=institution_id,
+        kind="one_key_alarm",
+        ts=datetime.now(UTC),
+        profile="generic-onekey-mqtt",
+        readings={"battery_voltage": 3.0},
+        flags={"button_pressed": True, "tamper": False},
+    )
 
 
 @contextlib.asynccontextmanager
@@ -74,8 +81,12 @@ async def running(side: AlertSide):
 async def test_an_alert_process_whose_notifier_raises_an_unexpected_error_keeps_alarming(
     mosquitto, tmp_path
 ):
-    broken = [i.model_copy(update={"wecom_webhook_url": BROKEN_WEBHOOK})
-              if i.id == "rongcheng-eldercare" else i for i in SITE.institutions]
+    broken = [
+        i.model_copy(update={"wecom_webhook_url": BROKEN_WEBHOOK})
+        if i.id == "rongcheng-eldercare"
+        else i
+        for i in SITE.institutions
+    ]
     site = SITE.model_copy(update={"institutions": broken})
     with WeComServer() as robot:
         async with database(f"sqlite+aiosqlite:///{tmp_path}/fw.db", site) as sessions:
@@ -90,17 +101,20 @@ async def test_an_alert_process_whose_notifier_raises_an_unexpected_error_keeps_
             async def robot_got_one() -> bool:
                 return sum(robot.robot.delivered().values()) == 1
 
-            side = alert_side(Settings(wecom_webhook_url=robot.url), site, PROFILES, sessions,
-                              mosquitto)
+            side = alert_side(
+                Settings(wecom_webhook_url=robot.url), site, PROFILES, sessions, mosquitto
+            )
             async with running(side) as process, mosquitto.client("gateways") as gateways:
                 await asyncio.wait_for(side.alerts.consumer.ready.wait(), 10)
                 first = press("rc-btn-1", "gw-rongcheng", "rongcheng-eldercare")
-                await gateways.publish(readings_topic(first.gateway_id, first.device_id),
-                                       first.to_bytes(), qos=1)
+                await gateways.publish(
+                    readings_topic(first.gateway_id, first.device_id), first.to_bytes(), qos=1
+                )
                 await eventually(first_failed, 10, "蓉城's notice marked failed")
                 later = press("dq-btn-1", "gw-dingqiao", "dingqiao-eldercare")
-                await gateways.publish(readings_topic(later.gateway_id, later.device_id),
-                                       later.to_bytes(), qos=1)
+                await gateways.publish(
+                    readings_topic(later.gateway_id, later.device_id), later.to_bytes(), qos=1
+                )
                 await eventually(robot_got_one, 10, "丁桥's alarm notice at its robot")
                 assert not process.done()
             assert side.alerts.raised == 2

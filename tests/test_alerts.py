@@ -33,10 +33,16 @@ async def service(database_url):
 def gas(svc, value: float, seq: int | None = None) -> ReadingBatch:
     svc.clock += timedelta(seconds=1)
     return ReadingBatch(
-        gateway_id="gw-rongcheng", seq=seq or next(svc.seq), device_id="rc-gas-1",
-        institution_id="rongcheng-eldercare", kind="gas_detector", ts=svc.clock,
-        profile="generic-gas-lel", readings={"gas_concentration": value},
-        flags={"sensor_fault": False, "device_low_alarm": False, "device_high_alarm": False})
+        gateway_id="gw-rongcheng",
+        seq=seq or next(svc.seq),
+        device_id="rc-gas-1",
+        institution_id="rongcheng-eldercare",
+        kind="gas_detector",
+        ts=svc.clock,
+        profile="generic-gas-lel",
+        readings={"gas_concentration": value},
+        flags={"sensor_fault": False, "device_low_alarm": False, "device_high_alarm": False},
+    )
 
 
 async def gas_for(svc, value: float, seconds: int) -> None:
@@ -47,7 +53,9 @@ async def gas_for(svc, value: float, seconds: int) -> None:
 
 def content(notice: db.Notice) -> str:
     """The notice as the WeChat Work robot would show it."""
-    return wecom_markdown(NoticeMessage.model_validate(notice.body), notice.id)["markdown"]["content"]
+    return wecom_markdown(NoticeMessage.model_validate(notice.body), notice.id)["markdown"][
+        "content"
+    ]
 
 
 async def rows(svc, model, **where):
@@ -56,12 +64,19 @@ async def rows(svc, model, **where):
         return list(await session.scalars(query))
 
 
-async def test_gas_above_the_low_set_point_raises_one_alarm_one_ledger_entry_and_one_notice(service):
+async def test_gas_above_the_low_set_point_raises_one_alarm_one_ledger_entry_and_one_notice(
+    service,
+):
     await service.apply(gas(service, 0.5))
     await gas_for(service, 23.0, 2)  # gas_low waits 2 s (on-delay) before it is an alarm
 
     [alarm] = await rows(service, db.Alarm)
-    assert (alarm.rule, alarm.status, alarm.value, alarm.set_point) == ("gas_low", "active", 23.0, 20)
+    assert (alarm.rule, alarm.status, alarm.value, alarm.set_point) == (
+        "gas_low",
+        "active",
+        23.0,
+        20,
+    )
     [entry] = await rows(service, db.Hazard)
     assert entry.source == "iot" and entry.category == "gas" and entry.status == "reported"
     assert entry.responsible_unit == "蓉城镇敬老院（演示）"
@@ -88,10 +103,16 @@ async def test_a_redelivered_message_changes_nothing(service):
 def button(svc, pressed: bool, device_id: str, gateway_id: str, institution_id: str):
     svc.clock += timedelta(seconds=1)
     return ReadingBatch(
-        gateway_id=gateway_id, seq=next(svc.seq), device_id=device_id,
-        institution_id=institution_id, kind="one_key_alarm", ts=svc.clock,
-        profile="generic-onekey-mqtt", readings={"battery_voltage": 3.0},
-        flags={"button_pressed": pressed, "tamper": False})
+        gateway_id=gateway_id,
+        seq=next(svc.seq),
+        device_id=device_id,
+        institution_id=institution_id,
+        kind="one_key_alarm",
+        ts=svc.clock,
+        profile="generic-onekey-mqtt",
+        readings={"battery_voltage": 3.0},
+        flags={"button_pressed": pressed, "tamper": False},
+    )
 
 
 async def test_a_press_among_a_queue_of_readings_is_one_alarm_and_each_device_keeps_its_state(
@@ -135,8 +156,10 @@ async def test_a_press_queued_behind_routine_readings_is_notified_before_they_ar
     async def applied_when_woken() -> tuple[int, int]:
         await service.notices_waiting.wait()
         async with service.sessions() as session:
-            return (await session.scalar(select(func.count()).select_from(db.ProcessedMessage)),
-                    await session.scalar(select(func.count()).select_from(db.Notice)))
+            return (
+                await session.scalar(select(func.count()).select_from(db.ProcessedMessage)),
+                await session.scalar(select(func.count()).select_from(db.Notice)),
+            )
 
     woken = asyncio.create_task(applied_when_woken())
     await service.apply_batch([*quiet, press])
@@ -188,10 +211,18 @@ async def test_the_same_ongoing_condition_keeps_one_ledger_entry(service):
 
 async def test_a_device_gone_silent_is_offline_with_the_reason_and_a_fault_notice(service):
     service.clock += timedelta(seconds=1)
-    await service.apply(DeviceEvent(
-        gateway_id="gw-rongcheng", seq=next(service.seq), device_id="rc-gas-1",
-        institution_id="rongcheng-eldercare", kind="gas_detector", ts=service.clock,
-        event=EventType.OFFLINE, reason="no answer to 3 polls in a row"))
+    await service.apply(
+        DeviceEvent(
+            gateway_id="gw-rongcheng",
+            seq=next(service.seq),
+            device_id="rc-gas-1",
+            institution_id="rongcheng-eldercare",
+            kind="gas_detector",
+            ts=service.clock,
+            event=EventType.OFFLINE,
+            reason="no answer to 3 polls in a row",
+        )
+    )
     async with service.sessions() as session:
         device = await session.get(db.Device, "rc-gas-1")
         assert device.state == "offline"
@@ -206,9 +237,15 @@ async def test_a_device_gone_silent_is_offline_with_the_reason_and_a_fault_notic
 def link_event(svc, event: EventType, reason: str = "") -> DeviceEvent:
     svc.clock += timedelta(seconds=1)
     return DeviceEvent(
-        gateway_id="gw-rongcheng", seq=next(svc.seq), device_id="rc-gas-1",
-        institution_id="rongcheng-eldercare", kind="gas_detector", ts=svc.clock,
-        event=event, reason=reason)
+        gateway_id="gw-rongcheng",
+        seq=next(svc.seq),
+        device_id="rc-gas-1",
+        institution_id="rongcheng-eldercare",
+        kind="gas_detector",
+        ts=svc.clock,
+        event=event,
+        reason=reason,
+    )
 
 
 async def test_a_device_answering_only_exception_replies_is_a_fault_on_the_map_until_it_answers(
@@ -231,17 +268,28 @@ async def test_a_device_answering_only_exception_replies_is_a_fault_on_the_map_u
     async with service.sessions() as session:
         assert (await session.get(db.Device, "rc-gas-1")).state == "normal"
     assert {(a.rule, a.status) for a in await rows(service, db.Alarm)} == {
-        ("device_fault", "cleared"), ("offline", "cleared")}
+        ("device_fault", "cleared"),
+        ("offline", "cleared"),
+    }
 
 
 async def test_a_site_set_point_overrides_the_profiles_default(service):
     # dq-efm-1 has residual_current_high at 400 mA in the demo site instead of 300 mA
     for _ in range(10):  # well past the 3 s on-delay
         service.clock += timedelta(seconds=1)
-        await service.apply(ReadingBatch(
-            gateway_id="gw-dingqiao", seq=next(service.seq), device_id="dq-efm-1",
-            institution_id="dingqiao-eldercare", kind="electrical_fire_monitor", ts=service.clock,
-            profile="generic-efm-4t", readings={"residual_current": 350.0}, flags={}))
+        await service.apply(
+            ReadingBatch(
+                gateway_id="gw-dingqiao",
+                seq=next(service.seq),
+                device_id="dq-efm-1",
+                institution_id="dingqiao-eldercare",
+                kind="electrical_fire_monitor",
+                ts=service.clock,
+                profile="generic-efm-4t",
+                readings={"residual_current": 350.0},
+                flags={},
+            )
+        )
     assert await rows(service, db.Alarm) == []
 
 

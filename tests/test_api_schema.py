@@ -41,12 +41,15 @@ def openapi_document() -> dict[str, Any]:
     when tests are collected, before any stack runs (its lazy loader does not work on pytest 9).
     The first test checks that the running stack serves the same document."""
     profiles = load_profiles()
-    app = create_app(AppContext(
-        sessions=db.sessionmaker(db.create_engine("sqlite+aiosqlite://")),
-        timeseries=SqliteTimeSeries(Path("unused.db")),
-        site=load_site(SITES_DIR / "demo-county.yaml", profiles), site_dir=SITES_DIR,
-        statuses={},
-    ))
+    app = create_app(
+        AppContext(
+            sessions=db.sessionmaker(db.create_engine("sqlite+aiosqlite://")),
+            timeseries=SqliteTimeSeries(Path("unused.db")),
+            site=load_site(SITES_DIR / "demo-county.yaml", profiles),
+            site_dir=SITES_DIR,
+            statuses={},
+        )
+    )
     return app.openapi()
 
 
@@ -62,14 +65,18 @@ def test_the_running_app_serves_the_schema_under_test(stack: Stack):
 @schema.parametrize()
 @settings(max_examples=20, deadline=None)
 def test_no_generated_request_gets_a_server_error(case: schemathesis.Case, stack: Stack):
-    case.call_and_validate(base_url=stack.url, headers=dict(stack.api.headers),
-                           checks=[not_a_server_error])
+    case.call_and_validate(
+        base_url=stack.url, headers=dict(stack.api.headers), checks=[not_a_server_error]
+    )
 
 
-@pytest.mark.parametrize("method, path", [
-    ("post", "/api/alarms/{}/acknowledge"),
-    ("get", "/api/hazards/{}/events"),
-])
+@pytest.mark.parametrize(
+    "method, path",
+    [
+        ("post", "/api/alarms/{}/acknowledge"),
+        ("get", "/api/hazards/{}/events"),
+    ],
+)
 @pytest.mark.parametrize("number", [2**31, 2**64])
 def test_a_number_too_large_for_the_database_is_refused_not_a_server_error(
     stack: Stack, method: str, path: str, number: int

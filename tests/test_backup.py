@@ -21,10 +21,12 @@ OFFICER_PASSWORD = "备份-值班-2026"
 def what_it_serves(stack: Stack) -> tuple[list, list, list]:
     """Its alarms and ledger (through the API) and its accounts (`firewatch user list`)."""
     # not their status: the restored demo's button reports normal again, which clears its alarm
-    alarms = [(a["id"], a["device_id"], a["rule"], a["raised_at"])
-              for a in stack.get("/api/alarms")]
-    ledger = [(h["id"], h["device_id"], h["source"], h["description"])
-              for h in stack.get("/api/hazards")]
+    alarms = [
+        (a["id"], a["device_id"], a["rule"], a["raised_at"]) for a in stack.get("/api/alarms")
+    ]
+    ledger = [
+        (h["id"], h["device_id"], h["source"], h["description"]) for h in stack.get("/api/hazards")
+    ]
     accounts_listed = firewatch("user", "list", "--data-dir", str(stack.data_dir))
     assert accounts_listed.returncode == 0, accounts_listed.stderr
     return alarms, ledger, accounts_listed.stdout.splitlines()
@@ -38,12 +40,21 @@ def demo(tmp_path: Path):
     stack.start()
     try:
         assert stack.simulate("rc-btn-1", "button-press").returncode == 0
-        stack.wait_until(lambda: any(h["device_id"] == "rc-btn-1"
-                                     for h in stack.get("/api/hazards")), 30,
-                         "the button's alarm in the ledger")
-        added = firewatch("user", "add", "backup-officer", "--role", "admin",
-                          "--data-dir", str(stack.data_dir),
-                          env={"FIREWATCH_PASSWORD": OFFICER_PASSWORD})
+        stack.wait_until(
+            lambda: any(h["device_id"] == "rc-btn-1" for h in stack.get("/api/hazards")),
+            30,
+            "the button's alarm in the ledger",
+        )
+        added = firewatch(
+            "user",
+            "add",
+            "backup-officer",
+            "--role",
+            "admin",
+            "--data-dir",
+            str(stack.data_dir),
+            env={"FIREWATCH_PASSWORD": OFFICER_PASSWORD},
+        )
         assert added.returncode == 0, added.stderr
         yield stack
     finally:
@@ -52,15 +63,17 @@ def demo(tmp_path: Path):
 
 
 def test_a_backup_taken_while_the_demo_runs_serves_the_same_ledger_alarms_and_accounts(
-    demo, tmp_path,
+    demo,
+    tmp_path,
 ):
     before = what_it_serves(demo)
 
     taken = firewatch("backup", str(tmp_path / "backup"), "--data-dir", str(demo.data_dir))
     assert taken.returncode == 0, taken.stderr
     demo.stop()
-    restored = firewatch("restore", str(tmp_path / "backup"),
-                         "--data-dir", str(tmp_path / "new-data"))
+    restored = firewatch(
+        "restore", str(tmp_path / "backup"), "--data-dir", str(tmp_path / "new-data")
+    )
     assert restored.returncode == 0, restored.stderr
 
     again = Stack(tmp_path / "new-data")
@@ -112,11 +125,17 @@ async def test_a_postgresql_backup_restores_into_a_fresh_database(postgres, tmp_
     await (await walked_from_the_first_revision(source)).dispose()
 
     env = {"FIREWATCH_DATABASE_URL": source}
-    taken = firewatch("backup", str(tmp_path / "backup"), "--data-dir", str(tmp_path / "a"),
-                      env=env)
+    taken = firewatch(
+        "backup", str(tmp_path / "backup"), "--data-dir", str(tmp_path / "a"), env=env
+    )
     assert taken.returncode == 0, taken.stderr
-    restored = firewatch("restore", str(tmp_path / "backup"), "--data-dir", str(tmp_path / "b"),
-                         env={"FIREWATCH_DATABASE_URL": target})
+    restored = firewatch(
+        "restore",
+        str(tmp_path / "backup"),
+        "--data-dir",
+        str(tmp_path / "b"),
+        env={"FIREWATCH_DATABASE_URL": target},
+    )
     assert restored.returncode == 0, restored.stderr
 
     engine = db.create_engine(target)
@@ -128,7 +147,13 @@ async def test_a_postgresql_backup_restores_into_a_fresh_database(postgres, tmp_
             assert (await session.get(db.User, "duty-rc")).role == "staff"
     finally:
         await engine.dispose()
-    again = firewatch("restore", str(tmp_path / "backup"), "--data-dir", str(tmp_path / "b"),
-                      env={"FIREWATCH_DATABASE_URL": target})
+    again = firewatch(
+        "restore",
+        str(tmp_path / "backup"),
+        "--data-dir",
+        str(tmp_path / "b"),
+        env={"FIREWATCH_DATABASE_URL": target},
+    )
     assert again.returncode == 1 and f"PostgreSQL database {target.rsplit('/', 1)[1]}" in (
-        again.stderr)
+        again.stderr
+    )

@@ -51,9 +51,16 @@ REQUIRED = ["schema", "gateway_id", "seq", "device_id", "institution_id", "kind"
 
 def good_batch(seq: int, ts: datetime | None = None) -> ReadingBatch:
     return ReadingBatch(
-        gateway_id=GATEWAY, seq=seq, device_id=DEVICE, institution_id=INSTITUTION,
-        kind="gas_detector", ts=ts or datetime.now(UTC), profile="generic-gas-lel",
-        readings={"gas_concentration": 0.5}, flags={"sensor_fault": False})
+        gateway_id=GATEWAY,
+        seq=seq,
+        device_id=DEVICE,
+        institution_id=INSTITUTION,
+        kind="gas_detector",
+        ts=ts or datetime.now(UTC),
+        profile="generic-gas-lel",
+        readings={"gas_concentration": 0.5},
+        flags={"sensor_fault": False},
+    )
 
 
 GOOD = json.loads(good_batch(7, datetime(2026, 11, 22, tzinfo=UTC)).to_bytes())
@@ -69,34 +76,48 @@ def _is_json(data: bytes) -> bool:
 
 not_an_id = st.one_of(
     st.text(max_size=80).filter(lambda s: not re.fullmatch(ID_PATTERN, s)),
-    st.integers(), st.none(), st.lists(st.text(max_size=3), max_size=2),
+    st.integers(),
+    st.none(),
+    st.lists(st.text(max_size=3), max_size=2),
 )
 #: a value for each field that the contract must refuse there
 BAD_VALUES: dict[str, st.SearchStrategy[Any]] = {
     "schema": st.text(max_size=30).filter(
-        lambda s: s not in ("firewatch.readings/1", "firewatch.event/1")),
+        lambda s: s not in ("firewatch.readings/1", "firewatch.event/1")
+    ),
     "gateway_id": not_an_id,
     "device_id": not_an_id,
     "institution_id": not_an_id,
-    "seq": st.one_of(st.integers(max_value=0), st.integers(min_value=2**63),
-                     st.text(alphabet="abc", min_size=1), st.none(),
-                     st.floats(allow_nan=False, allow_infinity=False).filter(
-                         lambda f: not f.is_integer())),
+    "seq": st.one_of(
+        st.integers(max_value=0),
+        st.integers(min_value=2**63),
+        st.text(alphabet="abc", min_size=1),
+        st.none(),
+        st.floats(allow_nan=False, allow_infinity=False).filter(lambda f: not f.is_integer()),
+    ),
     "kind": st.text(max_size=30).filter(lambda s: s not in set(DeviceKind)),
     # a timestamp with no zone: nobody can tell when that was
     "ts": st.one_of(
         st.datetimes(min_value=datetime(2000, 1, 1)).map(datetime.isoformat),
-        st.text(alphabet="xyz:-", min_size=1, max_size=20)),
+        st.text(alphabet="xyz:-", min_size=1, max_size=20),
+    ),
     "profile": st.one_of(st.integers(), st.none(), st.lists(st.integers(), max_size=2)),
     "readings": st.one_of(
-        st.dictionaries(st.text(max_size=10), st.text(max_size=5).filter(
-            lambda s: not _is_number(s)), min_size=1, max_size=3),
+        st.dictionaries(
+            st.text(max_size=10),
+            st.text(max_size=5).filter(lambda s: not _is_number(s)),
+            min_size=1,
+            max_size=3,
+        ),
         st.sampled_from([{"gas_concentration": "NaN"}, {"gas_concentration": "Infinity"}]),
-        st.lists(st.floats(), max_size=2)),
+        st.lists(st.floats(), max_size=2),
+    ),
     "flags": st.dictionaries(
         st.text(max_size=10),
         st.one_of(st.integers(min_value=2), st.text(alphabet="xyz", min_size=1)),
-        min_size=1, max_size=3),
+        min_size=1,
+        max_size=3,
+    ),
 }
 
 
@@ -132,7 +153,9 @@ def one_field_too_many(draw: st.DrawFn) -> tuple[str, bytes]:
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
-    lambda inner: st.lists(inner, max_size=3), max_leaves=6)
+    lambda inner: st.lists(inner, max_size=3),
+    max_leaves=6,
+)
 
 bad_messages = st.one_of(
     st.binary(max_size=120).filter(lambda b: not _is_json(b)).map(lambda b: (TOPIC, b)),
@@ -197,13 +220,15 @@ async def consumers(mosquitto, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("consumers")
     async with demo_county(f"sqlite+aiosqlite:///{workdir}/fw.db") as county:
         sessions = county.sessions
-        side = alert_side(Settings(wecom_webhook_url=None), county.site,
-                          county.profiles, sessions, mosquitto)
+        side = alert_side(
+            Settings(wecom_webhook_url=None), county.site, county.profiles, sessions, mosquitto
+        )
         alerts = side.alerts
         store = SqliteTimeSeries(workdir / "ts.db")
         await store.open()
-        ingest = IngestService(store, Spool(workdir / "spool.db"), mosquitto,
-                               DeadLetters(sessions, "ingest"))
+        ingest = IngestService(
+            store, Spool(workdir / "spool.db"), mosquitto, DeadLetters(sessions, "ingest")
+        )
         tasks = [asyncio.create_task(alerts.run()), asyncio.create_task(ingest.run())]
         await alerts.consumer.ready.wait()
         await ingest.consumer.ready.wait()

@@ -69,10 +69,12 @@ class Tap:
         self.kinds: dict[Key, type] = {}
         self.subscribed = threading.Event()
         self.client = paho.mqtt.client.Client(
-            paho.mqtt.client.CallbackAPIVersion.VERSION2, "restart-test-tap", clean_session=False)
+            paho.mqtt.client.CallbackAPIVersion.VERSION2, "restart-test-tap", clean_session=False
+        )
         self.client.reconnect_delay_set(0.1, 0.5)
         self.client.on_connect = lambda c, *_: c.subscribe(
-            [(READINGS_FILTER, 1), (EVENTS_FILTER, 1), (HEARTBEATS_FILTER, 1)])
+            [(READINGS_FILTER, 1), (EVENTS_FILTER, 1), (HEARTBEATS_FILTER, 1)]
+        )
         self.client.on_subscribe = lambda *_: self.subscribed.set()
         self.client.on_message = self._record
         self.client.connect("127.0.0.1", broker.port)
@@ -95,12 +97,19 @@ def handed_to_the_broker(gateway_id: str, outbox: Path) -> tuple[set[Key], int]:
         [incarnation] = db.execute("SELECT value FROM meta WHERE key = 'incarnation'").fetchone()
         last = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'").fetchone()
         kept = {seq for (seq,) in db.execute("SELECT seq FROM outbox")}
-    return ({(gateway_id, incarnation, seq) for seq in range(1, last[0] + 1 if last else 1)
-             if seq not in kept}, len(kept))
+    return (
+        {
+            (gateway_id, incarnation, seq)
+            for seq in range(1, last[0] + 1 if last else 1)
+            if seq not in kept
+        },
+        len(kept),
+    )
 
 
-def restart_repeatedly(broker: Mosquitto, outboxes: dict[str, Path],
-                       alive: Callable[[], None]) -> list[int]:
+def restart_repeatedly(
+    broker: Mosquitto, outboxes: dict[str, Path], alive: Callable[[], None]
+) -> list[int]:
     """Stop and start the broker RESTARTS times; the messages the gateways kept as it came
     back each time (their backlog, published as soon as they reconnect)."""
     rng = random.Random(13)
@@ -125,9 +134,17 @@ class Record:
 
     def applied_by_alerts(self) -> set[Key]:
         with self.engine.connect() as connection:
-            return set(map(tuple, connection.execute(text(
-                "SELECT gateway_id, incarnation, seq FROM processed_messages"
-                " WHERE consumer = 'alerts'"))))
+            return set(
+                map(
+                    tuple,
+                    connection.execute(
+                        text(
+                            "SELECT gateway_id, incarnation, seq FROM processed_messages"
+                            " WHERE consumer = 'alerts'"
+                        )
+                    ),
+                )
+            )
 
     def stored_by_ingest(self) -> set[Key]:
         with contextlib.closing(sqlite3.connect(self.timeseries, timeout=10)) as store:
@@ -135,8 +152,10 @@ class Record:
 
     def most_points_of_one_series_at_one_time(self) -> int:
         with contextlib.closing(sqlite3.connect(self.timeseries, timeout=10)) as store:
-            return store.execute("SELECT coalesce(max(n), 0) FROM (SELECT count(*) AS n"
-                                 " FROM points GROUP BY device_id, field, ts)").fetchone()[0]
+            return store.execute(
+                "SELECT coalesce(max(n), 0) FROM (SELECT count(*) AS n"
+                " FROM points GROUP BY device_id, field, ts)"
+            ).fetchone()[0]
 
     def close(self) -> None:
         self.engine.dispose()
@@ -153,13 +172,15 @@ def within(seconds: float, done: Callable[[], bool], alive: Callable[[], None]) 
     return True
 
 
-def nothing_lost_nor_duplicated(data_dir: Path, tap: Tap, record: Record,
-                                alive: Callable[[], None]) -> int:
+def nothing_lost_nor_duplicated(
+    data_dir: Path, tap: Tap, record: Record, alive: Callable[[], None]
+) -> int:
     """Every message the outboxes handed to the broker, once in the consumers' records (after
     the gateways have published their last backlog); how many messages that was."""
     outboxes = outboxes_in(data_dir)
-    assert within(60, lambda: all(handed_to_the_broker(*o)[1] < 20 for o in outboxes.items()),
-                  alive), "the gateways did not publish their backlogs"
+    assert within(
+        60, lambda: all(handed_to_the_broker(*o)[1] < 20 for o in outboxes.items()), alive
+    ), "the gateways did not publish their backlogs"
     handed = set().union(*(handed_to_the_broker(*o)[0] for o in outboxes.items()))
 
     def of(*kinds: type) -> set[Key]:
@@ -172,20 +193,29 @@ def nothing_lost_nor_duplicated(data_dir: Path, tap: Tap, record: Record,
     def device_messages() -> set[Key]:
         return of(ReadingBatch, DeviceEvent)
 
-    within(60, lambda: handed <= tap.kinds.keys()
-           and device_messages() <= record.applied_by_alerts()
-           and readings() <= record.stored_by_ingest(), alive)
+    within(
+        60,
+        lambda: (
+            handed <= tap.kinds.keys()
+            and device_messages() <= record.applied_by_alerts()
+            and readings() <= record.stored_by_ingest()
+        ),
+        alive,
+    )
     assert handed <= tap.kinds.keys(), f"the tap missed {missing(handed - tap.kinds.keys())}"
-    assert device_messages() <= record.applied_by_alerts(), "the alert service never applied " \
-        + missing(device_messages() - record.applied_by_alerts())
-    assert readings() <= record.stored_by_ingest(), \
+    assert device_messages() <= record.applied_by_alerts(), (
+        "the alert service never applied " + missing(device_messages() - record.applied_by_alerts())
+    )
+    assert readings() <= record.stored_by_ingest(), (
         f"ingest never stored {missing(readings() - record.stored_by_ingest())}"
+    )
     assert record.most_points_of_one_series_at_one_time() == 1, "a batch stored twice"
     return len(handed)
 
 
-def ten_restarts_lose_and_duplicate_nothing(broker: Mosquitto, data_dir: Path, tap: Tap,
-                                            record: Record, alive: Callable[[], None]) -> None:
+def ten_restarts_lose_and_duplicate_nothing(
+    broker: Mosquitto, data_dir: Path, tap: Tap, record: Record, alive: Callable[[], None]
+) -> None:
     """The scenario, once the consumers and gateways run on ``broker`` with ``data_dir``."""
     assert within(30, lambda: len(record.applied_by_alerts()) > 50, alive), "no stream"
     backlogs = restart_repeatedly(broker, outboxes_in(data_dir), alive)
@@ -209,7 +239,8 @@ def missing(keys: set[Key]) -> str:
             runs.append([seq, seq])
     return f"{len(keys)} messages: " + "; ".join(
         f"{gateway} " + ", ".join(f"{a}-{b}" if a < b else str(a) for a, b in runs)
-        for gateway, runs in ranges.items())
+        for gateway, runs in ranges.items()
+    )
 
 
 @pytest.fixture
@@ -228,17 +259,28 @@ def tap(mosquitto) -> Iterator[Tap]:
 
 
 def test_firewatch_up_on_mosquitto_loses_and_duplicates_nothing_over_ten_broker_restarts(
-    tmp_path, mosquitto, tap,
+    tmp_path,
+    mosquitto,
+    tap,
 ):
     data_dir = tmp_path / "stack"
-    stack = Stack(data_dir, env={"FIREWATCH_MQTT_URL": mosquitto.url,
-                                 "FIREWATCH_PROFILES_DIR": str(fast_profiles(tmp_path))})
+    stack = Stack(
+        data_dir,
+        env={
+            "FIREWATCH_MQTT_URL": mosquitto.url,
+            "FIREWATCH_PROFILES_DIR": str(fast_profiles(tmp_path)),
+        },
+    )
     stack.start()
     record = Record(f"sqlite:///{data_dir / 'firewatch.db'}", data_dir / "timeseries.db")
     try:
         ten_restarts_lose_and_duplicate_nothing(
-            mosquitto, data_dir, tap, record,
-            alive=lambda: stack.wait_until(lambda: True, 1, "the stack to keep running"))
+            mosquitto,
+            data_dir,
+            tap,
+            record,
+            alive=lambda: stack.wait_until(lambda: True, 1, "the stack to keep running"),
+        )
     finally:
         record.close()
         if stack.process is not None:
@@ -246,13 +288,19 @@ def test_firewatch_up_on_mosquitto_loses_and_duplicates_nothing_over_ten_broker_
 
 
 def test_the_production_services_lose_and_duplicate_nothing_over_ten_broker_restarts(
-    tmp_path, mosquitto, tap, postgres,
+    tmp_path,
+    mosquitto,
+    tap,
+    postgres,
 ):
     database = postgres.new_database()
     data_dir = tmp_path / "data"
-    env = {"FIREWATCH_MQTT_URL": mosquitto.url, "FIREWATCH_DATABASE_URL": database,
-           "FIREWATCH_DATA_DIR": str(data_dir),
-           "FIREWATCH_PROFILES_DIR": str(fast_profiles(tmp_path))}
+    env = {
+        "FIREWATCH_MQTT_URL": mosquitto.url,
+        "FIREWATCH_DATABASE_URL": database,
+        "FIREWATCH_DATA_DIR": str(data_dir),
+        "FIREWATCH_PROFILES_DIR": str(fast_profiles(tmp_path)),
+    }
     services: list[Service] = []
 
     def start(name: str, *command: str, **extra: str) -> Service:
@@ -262,18 +310,32 @@ def test_the_production_services_lose_and_duplicate_nothing_over_ten_broker_rest
     record = Record(PostgreSQL.synchronous(database), data_dir / "timeseries.db")
     try:
         alerts = start("alerts", "alerts")  # first: it writes the site into the database
-        until(lambda: alerts.total("firewatch_consumer_broker_connected") == 1,
-              "the alert service to subscribe", services)
+        until(
+            lambda: alerts.total("firewatch_consumer_broker_connected") == 1,
+            "the alert service to subscribe",
+            services,
+        )
         for index in ("0", "1"):
-            start(f"ingest-p{index}", "ingest", FIREWATCH_CONSUMER_PARTITIONS="2",
-                  FIREWATCH_CONSUMER_PARTITION=index)
-        until(lambda: all(s.total("firewatch_consumer_broker_connected") == 1
-                          for s in services[1:]), "both ingest partitions to subscribe", services)
+            start(
+                f"ingest-p{index}",
+                "ingest",
+                FIREWATCH_CONSUMER_PARTITIONS="2",
+                FIREWATCH_CONSUMER_PARTITION=index,
+            )
+        until(
+            lambda: all(s.total("firewatch_consumer_broker_connected") == 1 for s in services[1:]),
+            "both ingest partitions to subscribe",
+            services,
+        )
         start("gateway", "gateway")
 
         ten_restarts_lose_and_duplicate_nothing(
-            mosquitto, data_dir, tap, record,
-            alive=lambda: until(lambda: True, "the services to keep running", services))
+            mosquitto,
+            data_dir,
+            tap,
+            record,
+            alive=lambda: until(lambda: True, "the services to keep running", services),
+        )
         for service in services:
             assert service.stop() == 0, service.log.read_text()[-2000:]
     finally:

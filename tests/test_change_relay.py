@@ -55,15 +55,21 @@ async def next_change(subscription: Subscription) -> Change:
 
 
 async def test_an_alarm_committed_by_the_alert_side_reaches_every_web_replicas_pages(
-    broker, county,
+    broker,
+    county,
 ):
     alert_hub = ChangeHub()
     alert_hub.watch(county.sessions)
     replicas = [ChangeHub(), ChangeHub()]
-    listeners = [ChangeListener(hub, broker, f"fw-web-{n}", DeadLetters(county.sessions, "web"))
-                 for n, hub in enumerate(replicas)]
-    async with (running(ChangePublisher(alert_hub, broker, "fw-alerts-changes"), *listeners),
-                replicas[0].subscribe() as first, replicas[1].subscribe() as second):
+    listeners = [
+        ChangeListener(hub, broker, f"fw-web-{n}", DeadLetters(county.sessions, "web"))
+        for n, hub in enumerate(replicas)
+    ]
+    async with (
+        running(ChangePublisher(alert_hub, broker, "fw-alerts-changes"), *listeners),
+        replicas[0].subscribe() as first,
+        replicas[1].subscribe() as second,
+    ):
         for page in (first, second):
             assert await next_change(page) == RESYNC  # on subscribing: reload, then follow
         alarm = await county.raise_alarm("rc-btn-1", "one_key_alarm", utc_now())
@@ -71,22 +77,27 @@ async def test_an_alarm_committed_by_the_alert_side_reaches_every_web_replicas_p
             change = await next_change(page)
             assert (change.kind, change.institution_id) == ("alarm", "rongcheng-eldercare")
             assert (change.data["id"], change.data["device_id"], change.data["status"]) == (
-                alarm, "rc-btn-1", "active")
+                alarm,
+                "rc-btn-1",
+                "active",
+            )
     assert [listener.relayed for listener in listeners] == [1, 1]
 
 
 async def test_a_notice_that_breaks_the_contract_is_dead_lettered_and_the_next_one_arrives(
-    broker, county,
+    broker,
+    county,
 ):
     web = ChangeHub()
     listener = ChangeListener(web, broker, "fw-web-0", DeadLetters(county.sessions, "web"))
-    good = (b'{"schema": "firewatch.change/1", "kind": "device", '
-            b'"institution_id": "rongcheng-eldercare", "data": {"id": "rc-btn-1"}}')
+    good = (
+        b'{"schema": "firewatch.change/1", "kind": "device", '
+        b'"institution_id": "rongcheng-eldercare", "data": {"id": "rc-btn-1"}}'
+    )
     async with running(listener), web.subscribe() as page:
         assert await next_change(page) == RESYNC
         async with broker.client("forger") as forger:
-            await forger.publish("firewatch/v1/changes/rongcheng-eldercare", b'{"kind": 1}',
-                                 qos=1)
+            await forger.publish("firewatch/v1/changes/rongcheng-eldercare", b'{"kind": 1}', qos=1)
             await forger.publish("firewatch/v1/changes/rongcheng-eldercare", good, qos=1)
         change = await next_change(page)
     assert (change.kind, change.data) == ("device", {"id": "rc-btn-1"})
@@ -96,7 +107,8 @@ async def test_a_notice_that_breaks_the_contract_is_dead_lettered_and_the_next_o
 
 
 async def test_a_listener_that_lost_the_broker_tells_its_pages_to_reload_when_back(
-    broker, county,
+    broker,
+    county,
 ):
     web = ChangeHub()
     listener = ChangeListener(web, broker, "fw-web-0", DeadLetters(county.sessions, "web"))
@@ -109,16 +121,18 @@ async def test_a_listener_that_lost_the_broker_tells_its_pages_to_reload_when_ba
         assert listener.subscribed
 
 
-
 async def test_a_change_the_contract_has_no_kind_for_is_set_aside_and_the_next_alarm_is_relayed(
-    broker, county,
+    broker,
+    county,
 ):
     alert_hub = ChangeHub()
     alert_hub.watch(county.sessions)
     web = ChangeHub()
     listener = ChangeListener(web, broker, "fw-web-0", DeadLetters(county.sessions, "web"))
-    async with (running(ChangePublisher(alert_hub, broker, "fw-alerts-changes"), listener),
-                web.subscribe() as page):
+    async with (
+        running(ChangePublisher(alert_hub, broker, "fw-alerts-changes"), listener),
+        web.subscribe() as page,
+    ):
         assert await next_change(page) == RESYNC
         # e.g. a row kind added to the hub before the contract learnt it
         alert_hub.publish(Change("gateway", "rongcheng-eldercare", {"id": "gw-rongcheng"}))

@@ -29,9 +29,14 @@ from tests.support.wecom import WeComRobot as WeComRobotProvider
 
 OPENID = "oFireWatch-safety-officer"
 MESSAGE = NoticeMessage(
-    kind="raise", institution="蓉城镇敬老院（演示）", title="可燃气体浓度高限报警",
-    location="蓉城镇 · 厨房灶台上方", device="可燃气体探测器（0-100%LEL）（rc-gas-1）",
-    time="2026-11-22 20:00:05", reading="60 %LEL", set_point="50 %LEL",
+    kind="raise",
+    institution="蓉城镇敬老院（演示）",
+    title="可燃气体浓度高限报警",
+    location="蓉城镇 · 厨房灶台上方",
+    device="可燃气体探测器（0-100%LEL）（rc-gas-1）",
+    time="2026-11-22 20:00:05",
+    reading="60 %LEL",
+    set_point="50 %LEL",
     advice="立即疏散人员，关闭燃气总阀，严禁开关电器和使用明火，拨打119并通知燃气公司。",
     contact="李明 13800000102",
 )
@@ -49,25 +54,42 @@ class Setup:
 
 SETUPS = {
     "wecom_robot": Setup(
-        WeComRobotProvider, lambda base, secret: WeComRobot(),
-        lambda base, secret: f"{base}/cgi-bin/webhook/send?key={secret or 'test-robot-key'}"),
+        WeComRobotProvider,
+        lambda base, secret: WeComRobot(),
+        lambda base, secret: f"{base}/cgi-bin/webhook/send?key={secret or 'test-robot-key'}",
+    ),
     "aliyun_sms": Setup(
         AliyunSmsProvider,
-        lambda base, secret: AliyunSms("LTAI-test-id", secret or "test-secret", "青阳民政",
-                                       "SMS_000001", base),
-        lambda base, secret: "13800000102"),
+        lambda base, secret: AliyunSms(
+            "LTAI-test-id", secret or "test-secret", "青阳民政", "SMS_000001", base
+        ),
+        lambda base, secret: "13800000102",
+    ),
     "tencent_sms": Setup(
         TencentSmsProvider,
         lambda base, secret: TencentSms(
-            "AKID-test", secret or "test-key", "1400000001", "青阳民政", "100001",
-            Settings().tencent_sms_template_params, "ap-guangzhou", base),
-        lambda base, secret: "13800000102"),
+            "AKID-test",
+            secret or "test-key",
+            "1400000001",
+            "青阳民政",
+            "100001",
+            Settings().tencent_sms_template_params,
+            "ap-guangzhou",
+            base,
+        ),
+        lambda base, secret: "13800000102",
+    ),
     "wechat_oa": Setup(
         lambda: WeChatOfficialAccountProvider(followers=(OPENID,)),
         lambda base, secret: WeChatOfficialAccount(
-            "wx-test-app", secret or "test-app-secret", "tpl-fire-alarm",
-            Settings().wechat_oa_template_keys, base),
-        lambda base, secret: OPENID),
+            "wx-test-app",
+            secret or "test-app-secret",
+            "tpl-fire-alarm",
+            Settings().wechat_oa_template_keys,
+            base,
+        ),
+        lambda base, secret: OPENID,
+    ),
 }
 
 
@@ -78,8 +100,14 @@ def provider(request):
         yield setup, server
 
 
-async def send(setup: Setup, server: ProviderServer, *, secret: str | None = None,
-               notice_id: int = 7, timeout: float = 5) -> None:
+async def send(
+    setup: Setup,
+    server: ProviderServer,
+    *,
+    secret: str | None = None,
+    notice_id: int = 7,
+    timeout: float = 5,
+) -> None:
     async with httpx.AsyncClient(timeout=timeout) as http:
         channel = setup.channel(server.base_url, secret)
         await channel.send(http, setup.target(server.base_url, secret), MESSAGE, notice_id)
@@ -150,8 +178,13 @@ async def test_the_official_account_token_is_cached_and_fetched_anew_once_expire
     assert sorted(fake.delivered()) == [f"{OPENID}/firewatch-notice-{n}" for n in (1, 2, 3)]
 
 
-@pytest.mark.parametrize("webhook", ["wecom.example/cgi-bin/webhook/send?key=k",  # no scheme
-                                     "http://[::1/cgi-bin/webhook/send?key=k"])  # no port
+@pytest.mark.parametrize(
+    "webhook",
+    [
+        "wecom.example/cgi-bin/webhook/send?key=k",  # no scheme
+        "http://[::1/cgi-bin/webhook/send?key=k",
+    ],
+)  # no port
 async def test_a_robot_address_that_is_no_url_is_no_failure_to_retry(webhook):
     """A retry cannot mend it: the notifier gives up on the channel for that notice at once."""
     async with httpx.AsyncClient(timeout=1) as http:

@@ -26,7 +26,8 @@ def test_simulate_list_prints_the_devices_and_no_request_logs(stack):
     assert done.returncode == 0, done.stderr
     assert done.stderr == ""
     assert [line.split()[0] for line in done.stdout.splitlines()] == [
-        d["device_id"] for d in stack.get("/api/simulator/devices")]
+        d["device_id"] for d in stack.get("/api/simulator/devices")
+    ]
 
 
 def test_simulate_names_the_valid_devices_when_given_an_unknown_one(stack):
@@ -38,8 +39,13 @@ def test_simulate_names_the_valid_devices_when_given_an_unknown_one(stack):
 
 
 def test_simulate_with_a_wrong_password_says_the_login_was_refused(stack):
-    done = firewatch("simulate", "list", "--port", str(stack.port),
-                     env={"FIREWATCH_PASSWORD": "not-the-password"})
+    done = firewatch(
+        "simulate",
+        "list",
+        "--port",
+        str(stack.port),
+        env={"FIREWATCH_PASSWORD": "not-the-password"},
+    )
 
     assert done.returncode == 1
     assert "login as 'tester' refused" in done.stderr and "FIREWATCH_PASSWORD" in done.stderr
@@ -58,8 +64,9 @@ def test_simulate_with_no_stack_on_the_port_says_to_start_one_or_give_the_port()
 
 
 def test_a_benchmark_shows_its_stages_on_stderr_and_keeps_json_alone_on_stdout():
-    done = firewatch("bench", "gateway", "--devices", "4", "--seconds", "0.5", "--repeat", "1",
-                     "--json")
+    done = firewatch(
+        "bench", "gateway", "--devices", "4", "--seconds", "0.5", "--repeat", "1", "--json"
+    )
 
     assert done.returncode == 0, done.stderr[-3000:]
     assert "starting 4 simulated Modbus devices…" in done.stderr

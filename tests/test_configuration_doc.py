@@ -41,13 +41,18 @@ def test_no_secret_default_is_printed():
     page = render()
     assert DEFAULT_SECRET_KEY not in page and "firewatch-demo" not in page
     table = rows(page)
-    assert table["FIREWATCH_SECRET_KEY"][1] == table["FIREWATCH_DEMO_PASSWORD"][1] == (
-        "*set, not shown*")
+    assert (
+        table["FIREWATCH_SECRET_KEY"][1]
+        == table["FIREWATCH_DEMO_PASSWORD"][1]
+        == ("*set, not shown*")
+    )
 
 
 def test_a_setting_left_out_of_the_page_stops_the_generator(monkeypatch):
-    groups = [(title, intro, [n for n in names if n != "gateway_silent_after_s"])
-              for title, intro, names in settings_doc.GROUPS]
+    groups = [
+        (title, intro, [n for n in names if n != "gateway_silent_after_s"])
+        for title, intro, names in settings_doc.GROUPS
+    ]
     monkeypatch.setattr(settings_doc, "GROUPS", groups)
     with pytest.raises(ValueError, match="not grouped: \\['gateway_silent_after_s'\\]"):
         render()

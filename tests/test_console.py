@@ -40,8 +40,11 @@ PUSH_TIMEOUT_MS = 20_000  # a simulator scenario -> Modbus/MQTT -> alert service
 def stack(tmp_path_factory):
     running = Stack(tmp_path_factory.mktemp("console-stack"))
     running.start()
-    running.wait_until(lambda: all(d["state"] == "normal" for d in running.get("/api/devices")),
-                       30, "every demo device to report normal")
+    running.wait_until(
+        lambda: all(d["state"] == "normal" for d in running.get("/api/devices")),
+        30,
+        "every demo device to report normal",
+    )
     yield running
     running.stop()
 
@@ -68,11 +71,16 @@ def test_a_wrong_password_is_refused_on_the_login_page(stack, browser):
 
 
 def test_next_evil_example_goes_to_the_map_after_login_and_a_page_of_the_site_is_kept(
-        stack, browser):
+    stack, browser
+):
     page = browser.new_page(base_url=stack.url)
-    for next_path, landing in [("//evil.example/", "/"), ("/\\evil.example/", "/"),
-                               ("https://evil.example/", "/"), ("/\t/evil.example/", "/"),
-                               ("/alarms?status=active", "/alarms?status=active")]:
+    for next_path, landing in [
+        ("//evil.example/", "/"),
+        ("/\\evil.example/", "/"),
+        ("https://evil.example/", "/"),
+        ("/\t/evil.example/", "/"),
+        ("/alarms?status=active", "/alarms?status=active"),
+    ]:
         page.goto(f"/login?next={quote(next_path, safe='')}")
         page.fill("#username", "viewer")
         page.fill("#password", DEMO_PASSWORD)
@@ -88,8 +96,9 @@ def test_the_bureau_sees_every_institution_on_the_map_with_counts(stack, browser
         expect(marker(page, institution)).to_have_attribute("data-state", "normal")
     expect(page.locator("#count-total")).to_have_text("9")
     expect(page.locator("#count-normal")).to_have_text("9")
-    expect(page.locator('#township-body tr[data-township="蓉城镇"] td[data-k="devices"]')) \
-        .to_have_text("6")
+    expect(
+        page.locator('#township-body tr[data-township="蓉城镇"] td[data-k="devices"]')
+    ).to_have_text("6")
     expect(page.locator("#user-name")).to_contain_text("县民政局管理员（演示）")
     screenshot(page, "map")
     assert page.errors == []
@@ -103,7 +112,8 @@ def test_a_button_press_turns_the_marker_red_by_push(stack, browser):
     assert stack.simulate("rc-btn-1", "button-press").returncode == 0
 
     expect(marker(page, "rongcheng-eldercare")).to_have_attribute(
-        "data-state", "alarm", timeout=PUSH_TIMEOUT_MS)
+        "data-state", "alarm", timeout=PUSH_TIMEOUT_MS
+    )
     seen = time.monotonic() - pressed
     expect(page.locator("#count-alarm")).to_have_text("1")
     expect(page.locator('#alarm-list li[data-status="active"]')).to_contain_text("一键报警")
@@ -111,13 +121,15 @@ def test_a_button_press_turns_the_marker_red_by_push(stack, browser):
     stats = page.evaluate("window.firewatch.stats")
     assert stats["events"] >= 1  # the change came by push: the page does not poll
     readme_screenshot(page, "map-alarm")
-    ARTIFACTS.joinpath("map-alarm.json").write_text(json.dumps(
-        {"command_to_red_marker_s": round(seen, 3), "apply_ms": stats["lastApplyMs"]}))
+    ARTIFACTS.joinpath("map-alarm.json").write_text(
+        json.dumps({"command_to_red_marker_s": round(seen, 3), "apply_ms": stats["lastApplyMs"]})
+    )
     page.context.close()
 
 
 def test_zoomed_in_each_device_is_a_dot_around_its_institution_and_turns_red_by_push(
-        stack, browser):
+    stack, browser
+):
     page = open_console(browser, stack.url, "viewer")
     colour = page.evaluate('async () => (await import("/static/js/vocab.js")).STATE_COLOR')
     devices = {"cw-efm-1": "宿舍楼配电箱", "cw-gas-1": "食堂操作间", "cw-btn-1": "门卫室"}
@@ -151,7 +163,8 @@ def test_zoomed_in_each_device_is_a_dot_around_its_institution_and_turns_red_by_
 
 
 def test_duty_staff_acknowledge_and_close_an_alarm_with_notes_and_the_bureau_sees_it(
-        stack, browser):
+    stack, browser
+):
     bureau = open_console(browser, stack.url, "admin")
     staff = open_console(browser, stack.url, "duty-dingqiao-eldercare", "/alarms")
     assert stack.simulate("dq-btn-1", "button-press").returncode == 0
@@ -161,14 +174,16 @@ def test_duty_staff_acknowledge_and_close_an_alarm_with_notes_and_the_bureau_see
 
     card.locator("textarea").fill("已到场确认：老人误按，无火情")
     card.get_by_role("button", name="确认报警").click()
-    expect(staff.locator(f'#live-list li[data-alarm-id="{alarm_id}"]')) \
-        .to_have_attribute("data-status", "acknowledged")
+    expect(staff.locator(f'#live-list li[data-alarm-id="{alarm_id}"]')).to_have_attribute(
+        "data-status", "acknowledged"
+    )
     row = staff.locator(f'#history-body tr[data-alarm-id="{alarm_id}"]')
     expect(row).to_contain_text("已到场确认：老人误按，无火情")
     expect(row).to_contain_text("duty-dingqiao-eldercare")  # the account, as audited
     # the bureau's map learns of it by push
-    expect(bureau.locator(f'#alarm-list li[data-alarm-id="{alarm_id}"]')) \
-        .to_have_attribute("data-status", "acknowledged")
+    expect(bureau.locator(f'#alarm-list li[data-alarm-id="{alarm_id}"]')).to_have_attribute(
+        "data-status", "acknowledged"
+    )
     readme_screenshot(staff, "alarms")
 
     assert stack.simulate("dq-btn-1", "normal").returncode == 0  # the button is reset
@@ -195,8 +210,11 @@ def test_duty_staff_see_only_their_own_institution(stack, browser):
 
 
 def test_the_device_page_shows_readings_and_a_24_hour_trend(stack, browser):
-    stack.wait_until(lambda: stack.get("/api/devices/rc-efm-1/history",
-                                       field="residual_current"), 20, "a stored reading")
+    stack.wait_until(
+        lambda: stack.get("/api/devices/rc-efm-1/history", field="residual_current"),
+        20,
+        "a stored reading",
+    )
     page = open_console(browser, stack.url, "admin", "/devices/rc-efm-1")
     expect(page.locator("#device-title")).to_have_text("电气火灾监控探测器 · 一楼配电房总箱")
     expect(page.locator("#device-state")).to_have_attribute("data-state", "normal")
@@ -211,11 +229,18 @@ def test_the_device_page_shows_readings_and_a_24_hour_trend(stack, browser):
 
 
 def test_a_ledger_entry_is_walked_to_closed_by_the_institution_and_the_bureau(stack, browser):
-    filed = stack.api.post("/api/hazards", json={
-        "institution_id": "rongcheng-eldercare", "category": "evacuation", "source": "inspection",
-        "description": "二楼东侧安全出口被杂物堵塞", "responsible_person": "李明",
-        "responsible_phone": "13800000102",
-        "deadline": (utc_now() + timedelta(days=7)).isoformat()})
+    filed = stack.api.post(
+        "/api/hazards",
+        json={
+            "institution_id": "rongcheng-eldercare",
+            "category": "evacuation",
+            "source": "inspection",
+            "description": "二楼东侧安全出口被杂物堵塞",
+            "responsible_person": "李明",
+            "responsible_phone": "13800000102",
+            "deadline": (utc_now() + timedelta(days=7)).isoformat(),
+        },
+    )
     assert filed.status_code == 201, filed.text
     entry = filed.json()["id"]
 
@@ -237,11 +262,13 @@ def test_a_ledger_entry_is_walked_to_closed_by_the_institution_and_the_bureau(st
     expect(panel).to_have_attribute("data-status", "closed")
     expect(panel.locator("#entry-timeline li")).to_have_count(4)
     expect(panel.locator("#entry-timeline")).to_contain_text("已清理杂物，张贴禁止堆放标识")
-    expect(bureau.locator(f'#entry-body tr[data-hazard-id="{entry}"]')) \
-        .to_have_attribute("data-status", "closed")
+    expect(bureau.locator(f'#entry-body tr[data-hazard-id="{entry}"]')).to_have_attribute(
+        "data-status", "closed"
+    )
     # the institution's page follows by push
-    expect(staff.locator(f'#entry-body tr[data-hazard-id="{entry}"]')) \
-        .to_have_attribute("data-status", "closed")
+    expect(staff.locator(f'#entry-body tr[data-hazard-id="{entry}"]')).to_have_attribute(
+        "data-status", "closed"
+    )
     bars = bureau.locator('#stats-chart .bar-row[data-key="蓉城镇"]')
     expect(bars).to_contain_text("已销号 1")
     readme_screenshot(bureau, "ledger")

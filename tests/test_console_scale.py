@@ -23,8 +23,18 @@ from tests.support.browser import ARTIFACTS, chromium, open_console, screenshot,
 from tests.support.stack import Stack
 
 pytestmark = pytest.mark.timeout(240)
-TOWNSHIPS = ["蓉城镇", "木镇镇", "庙前镇", "陵阳镇", "新河镇", "丁桥镇", "朱备镇", "杨田镇",
-             "酉华镇", "乔木乡"]
+TOWNSHIPS = [
+    "蓉城镇",
+    "木镇镇",
+    "庙前镇",
+    "陵阳镇",
+    "新河镇",
+    "丁桥镇",
+    "朱备镇",
+    "杨田镇",
+    "酉华镇",
+    "乔木乡",
+]
 INSTITUTIONS, BUTTONS_EACH, GATEWAYS = 500, 4, 10
 
 
@@ -33,17 +43,30 @@ def synthetic_site(directory: Path) -> Path:
     shutil.copy(SITES_DIR / "demo-county.geojson", directory / "county.geojson")
     institutions, devices = [], []
     for n in range(INSTITUTIONS):
-        institutions.append({
-            "id": f"inst-{n:03d}", "name": f"合成测试机构{n:03d}", "type": "elderly_care",
-            "township": TOWNSHIPS[n % len(TOWNSHIPS)],
-            "location": {"lat": 30.40 + 0.40 * (n // 25) / 20, "lon": 117.72 + 0.32 * (n % 25) / 25},
-            "head": {"name": "负责人", "phone": "13800000001"},
-            "safety_officer": {"name": "安全员", "phone": "13800000002"},
-        })
+        institutions.append(
+            {
+                "id": f"inst-{n:03d}",
+                "name": f"合成测试机构{n:03d}",
+                "type": "elderly_care",
+                "township": TOWNSHIPS[n % len(TOWNSHIPS)],
+                "location": {
+                    "lat": 30.40 + 0.40 * (n // 25) / 20,
+                    "lon": 117.72 + 0.32 * (n % 25) / 25,
+                },
+                "head": {"name": "负责人", "phone": "13800000001"},
+                "safety_officer": {"name": "安全员", "phone": "13800000002"},
+            }
+        )
         for b in range(BUTTONS_EACH):
-            devices.append({"id": f"btn-{n:03d}-{b}", "institution": f"inst-{n:03d}",
-                            "gateway": f"gw-{n % GATEWAYS}", "profile": "generic-onekey-mqtt",
-                            "location": f"{b + 1}号楼"})
+            devices.append(
+                {
+                    "id": f"btn-{n:03d}-{b}",
+                    "institution": f"inst-{n:03d}",
+                    "gateway": f"gw-{n % GATEWAYS}",
+                    "profile": "generic-onekey-mqtt",
+                    "location": f"{b + 1}号楼",
+                }
+            )
     site = {
         "county": {"name": "合成县（2000台设备）", "outline": "county.geojson"},
         "institutions": institutions,
@@ -58,8 +81,9 @@ def synthetic_site(directory: Path) -> Path:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     site = synthetic_site(tmp_path_factory.mktemp("synthetic-site"))
-    running = Stack(tmp_path_factory.mktemp("scale-stack"),
-                    args=("--site", str(site), "--no-simulate"))
+    running = Stack(
+        tmp_path_factory.mktemp("scale-stack"), args=("--site", str(site), "--no-simulate")
+    )
     running.start(timeout=120)
     yield running
     running.stop()
@@ -81,14 +105,19 @@ def test_a_map_of_2000_devices_draws_them_all_and_shows_a_button_press_by_push(s
     expect(pressed_marker).to_have_attribute("data-state", "offline")  # none has reported yet
 
     pressed = time.monotonic()
-    paho.mqtt.publish.single("devices/btn-321-2/up", json.dumps({"alarm": 1, "bat": 3.6}),
-                             qos=1, hostname="127.0.0.1",
-                             port=int(stack.env["FIREWATCH_MQTT_EMBEDDED_PORT"]))
+    paho.mqtt.publish.single(
+        "devices/btn-321-2/up",
+        json.dumps({"alarm": 1, "bat": 3.6}),
+        qos=1,
+        hostname="127.0.0.1",
+        port=int(stack.env["FIREWATCH_MQTT_EMBEDDED_PORT"]),
+    )
     expect(pressed_marker).to_have_attribute("data-state", "alarm", timeout=30_000)
     press_to_red = time.monotonic() - pressed
     expect(page.locator("#count-alarm")).to_have_text("1")
-    expect(page.locator(f'#township-body tr[data-township="{TOWNSHIPS[321 % 10]}"]')) \
-        .to_have_attribute("data-state", "alarm")
+    expect(
+        page.locator(f'#township-body tr[data-township="{TOWNSHIPS[321 % 10]}"]')
+    ).to_have_attribute("data-state", "alarm")
 
     zoom_ms = page.evaluate("""async () => {
         const map = window.firewatch.map;
@@ -121,12 +150,20 @@ def test_a_map_of_2000_devices_draws_them_all_and_shows_a_button_press_by_push(s
     screenshot(page, "map-2000-devices")
     stats = page.evaluate("window.firewatch.stats")
     assert stats["devices"] == 2000 and stats["events"] >= 1
-    ARTIFACTS.joinpath("map-2000.json").write_text(json.dumps({
-        "devices": stats["devices"], "institutions": INSTITUTIONS,
-        "login_to_all_drawn_s": round(opened, 3), "snapshot_ms": round(stats["snapshotMs"]),
-        "mqtt_press_to_red_marker_s": round(press_to_red, 3),
-        "push_apply_ms": round(stats["lastApplyMs"], 2), "zoom_in_out_ms": round(zoom_ms, 1),
-        "zoom_to_device_circles_ms": round(zoom_to_devices_ms, 1),
-    }, indent=2))
+    ARTIFACTS.joinpath("map-2000.json").write_text(
+        json.dumps(
+            {
+                "devices": stats["devices"],
+                "institutions": INSTITUTIONS,
+                "login_to_all_drawn_s": round(opened, 3),
+                "snapshot_ms": round(stats["snapshotMs"]),
+                "mqtt_press_to_red_marker_s": round(press_to_red, 3),
+                "push_apply_ms": round(stats["lastApplyMs"], 2),
+                "zoom_in_out_ms": round(zoom_ms, 1),
+                "zoom_to_device_circles_ms": round(zoom_to_devices_ms, 1),
+            },
+            indent=2,
+        )
+    )
     assert page.errors == []
     page.context.close()

@@ -29,8 +29,9 @@ async def test_dead_letters_come_a_page_at_a_time_newest_first_with_the_total(de
     letters = DeadLetters(demo.sessions, "alerts")
     for n in range(5):
         await letters.put(TOPIC, f'{{"n": {n}}}'.encode(), f"reason {n}")
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(demo.app),
-                                 base_url="http://t") as client:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(demo.app), base_url="http://t"
+    ) as client:
         admin = await login_async(client, "admin")
         pages, before = [], None
         while True:
@@ -61,7 +62,9 @@ async def test_a_flood_from_one_gateway_stores_a_minutes_budget_and_counts_the_r
         stored = list(await session.scalars(select(db.DeadLetter.reason)))
     assert stored.count("flood") == STORED_PER_SOURCE_PER_MINUTE and "its own" in stored
     assert (letters.by_reason["contract"], letters.unstored["contract"]) == (
-        STORED_PER_SOURCE_PER_MINUTE + 1, 40)
+        STORED_PER_SOURCE_PER_MINUTE + 1,
+        40,
+    )
 
 
 async def test_dead_letters_older_than_the_retention_are_forgotten_and_the_rest_kept(demo):
@@ -69,8 +72,11 @@ async def test_dead_letters_older_than_the_retention_are_forgotten_and_the_rest_
     for n in range(7):
         await letters.put(TOPIC, b"{}", f"reason {n}")
     async with demo.sessions.begin() as session:  # five of them 31 days old
-        await session.execute(update(db.DeadLetter).where(db.DeadLetter.id <= 5)
-                              .values(received_at=utc_now() - timedelta(days=31)))
+        await session.execute(
+            update(db.DeadLetter)
+            .where(db.DeadLetter.id <= 5)
+            .values(received_at=utc_now() - timedelta(days=31))
+        )
     expiring = asyncio.create_task(letters.expire(chunk=2))  # in small transactions
     try:
         while True:

@@ -25,9 +25,16 @@ pytestmark = pytest.mark.timeout(60)
 
 
 def batch(gateway_id: str, seq: int) -> ReadingBatch:
-    return ReadingBatch(gateway_id=gateway_id, seq=seq, device_id=f"{gateway_id}-gas",
-                        institution_id="inst-1", kind="gas_detector", ts=datetime.now(UTC),
-                        profile="generic-gas-lel", readings={"gas_concentration": seq / 10})
+    return ReadingBatch(
+        gateway_id=gateway_id,
+        seq=seq,
+        device_id=f"{gateway_id}-gas",
+        institution_id="inst-1",
+        kind="gas_detector",
+        ts=datetime.now(UTC),
+        profile="generic-gas-lel",
+        readings={"gas_concentration": seq / 10},
+    )
 
 
 async def publish(broker: BrokerAddress, messages: list[ReadingBatch]) -> None:
@@ -97,13 +104,16 @@ def test_partitions_split_gateways_by_a_hash_that_is_the_same_everywhere():
     assert owners["gw-7"] == [zlib.crc32(b"gw-7") % 3]
     assert {owner[0] for owner in owners.values()} == {0, 1, 2}
     assert Partition(2, 3).filters((readings_filter,), ["gw-b", "gw-a"]) == [
-        readings_filter(g) for g in ("gw-a", "gw-b") if Partition(2, 3).owns(g)]
+        readings_filter(g) for g in ("gw-a", "gw-b") if Partition(2, 3).owns(g)
+    ]
     assert Partition().filters((readings_filter,), gateways) == [readings_filter()]
 
 
 def test_a_partition_outside_the_count_is_refused_naming_the_settings():
-    with pytest.raises(SettingsError, match="FIREWATCH_CONSUMER_PARTITION=2: .* 0 to "
-                                            "FIREWATCH_CONSUMER_PARTITIONS - 1 = 1"):
+    with pytest.raises(
+        SettingsError,
+        match="FIREWATCH_CONSUMER_PARTITION=2: .* 0 to FIREWATCH_CONSUMER_PARTITIONS - 1 = 1",
+    ):
         Settings(_env_file=None, consumer_partitions=2, consumer_partition=2)
 
 
@@ -114,8 +124,9 @@ async def test_two_partitions_take_every_gateways_messages_once_each_gateway_in_
     gateways = tuple(f"gw-{i}" for i in range(6))
     halves = [Collected(), Collected()]
     try:
-        async with running(*(consumer(broker, half, Partition(i, 2), gateways)
-                             for i, half in enumerate(halves))):
+        async with running(
+            *(consumer(broker, half, Partition(i, 2), gateways) for i, half in enumerate(halves))
+        ):
             await publish(broker, [batch(g, seq) for seq in range(1, 11) for g in gateways])
             for half, partition in zip(halves, (Partition(0, 2), Partition(1, 2)), strict=True):
                 await half.until(10 * sum(partition.owns(g) for g in gateways))
@@ -123,5 +134,4 @@ async def test_two_partitions_take_every_gateways_messages_once_each_gateway_in_
         mosquitto.stop()
     for i, half in enumerate(halves):
         assert half.seqs, f"partition {i} of 2 got no gateway"
-        assert half.seqs == {g: list(range(1, 11)) for g in gateways
-                             if Partition(i, 2).owns(g)}
+        assert half.seqs == {g: list(range(1, 11)) for g in gateways if Partition(i, 2).owns(g)}

@@ -38,8 +38,9 @@ GRAFANA = ROOT / "deploy" / "grafana"
 def service_settings(environment: dict[str, str]) -> Settings:
     """What a container's Settings() would be, from its environment alone."""
     prefix = Settings.model_config["env_prefix"]
-    return Settings(_env_file=None, **{k.removeprefix(prefix).lower(): v
-                                       for k, v in environment.items()})
+    return Settings(
+        _env_file=None, **{k.removeprefix(prefix).lower(): v for k, v in environment.items()}
+    )
 
 
 def test_docker_compose_accepts_the_file():
@@ -82,8 +83,7 @@ def test_each_gateway_runs_on_its_own_credentials_and_ingest_runs_in_two_partiti
             assert user == gateway, f"{name} publishes as {user}"
         if args.command in partitions:
             assert "deploy" not in service, f"{name}: replicas of one partition share a session"
-            partitions[args.command].append(
-                str(service_settings(service["environment"]).partition))
+            partitions[args.command].append(str(service_settings(service["environment"]).partition))
     assert sorted(partitions["ingest"]) == ["p0of2", "p1of2"]
     assert partitions["alerts"] == ["p0of1"]
 
@@ -104,20 +104,28 @@ def test_the_services_agree_on_database_influxdb_and_grafana_credentials():
         settings = service_settings(services[name]["environment"])
         url = urlsplit(settings.database_url.replace("+asyncpg", ""))
         assert (url.username, url.password, url.hostname, url.path) == (
-            postgres["POSTGRES_USER"], postgres["POSTGRES_PASSWORD"], "postgres",
-            "/" + postgres["POSTGRES_DB"])
+            postgres["POSTGRES_USER"],
+            postgres["POSTGRES_PASSWORD"],
+            "postgres",
+            "/" + postgres["POSTGRES_DB"],
+        )
     for name in ("ingest", "web"):
         settings = service_settings(services[name]["environment"])
         assert (settings.influx_token, settings.influx_org, settings.influx_bucket) == (
-            influx["DOCKER_INFLUXDB_INIT_ADMIN_TOKEN"], influx["DOCKER_INFLUXDB_INIT_ORG"],
-            influx["DOCKER_INFLUXDB_INIT_BUCKET"])
+            influx["DOCKER_INFLUXDB_INIT_ADMIN_TOKEN"],
+            influx["DOCKER_INFLUXDB_INIT_ORG"],
+            influx["DOCKER_INFLUXDB_INIT_BUCKET"],
+        )
     datasource = yaml.safe_load(
-        (GRAFANA / "provisioning" / "datasources" / "influxdb.yaml").read_text())["datasources"][0]
+        (GRAFANA / "provisioning" / "datasources" / "influxdb.yaml").read_text()
+    )["datasources"][0]
     assert datasource["jsonData"]["organization"] == influx["DOCKER_INFLUXDB_INIT_ORG"]
     assert datasource["jsonData"]["defaultBucket"] == influx["DOCKER_INFLUXDB_INIT_BUCKET"]
     assert datasource["secureJsonData"]["token"] == "${INFLUX_TOKEN}"
-    assert services["grafana"]["environment"]["INFLUX_TOKEN"] == influx[
-        "DOCKER_INFLUXDB_INIT_ADMIN_TOKEN"]
+    assert (
+        services["grafana"]["environment"]["INFLUX_TOKEN"]
+        == influx["DOCKER_INFLUXDB_INIT_ADMIN_TOKEN"]
+    )
 
 
 def test_the_grafana_dashboard_queries_measurements_fields_and_tags_ingest_writes():
@@ -129,9 +137,18 @@ def test_the_grafana_dashboard_queries_measurements_fields_and_tags_ingest_write
         if profile.mqtt is not None:
             names |= {*profile.mqtt.readings.values(), *profile.mqtt.flags.values()}
         fields_of.setdefault(profile.kind.value, set()).update(names)
-    point = batch_to_point(ReadingBatch(
-        gateway_id="g", seq=1, device_id="d", institution_id="i", kind="gas_detector",
-        ts=datetime.now(UTC), profile="generic-gas-lel", readings={"gas_concentration": 1}))
+    point = batch_to_point(
+        ReadingBatch(
+            gateway_id="g",
+            seq=1,
+            device_id="d",
+            institution_id="i",
+            kind="gas_detector",
+            ts=datetime.now(UTC),
+            profile="generic-gas-lel",
+            readings={"gas_concentration": 1},
+        )
+    )
     tags = {pair.split("=")[0] for pair in point.to_line_protocol().split(" ")[0].split(",")[1:]}
     datasource_uid = yaml.safe_load(
         (GRAFANA / "provisioning" / "datasources" / "influxdb.yaml").read_text()
@@ -162,8 +179,9 @@ def test_the_image_installs_every_package_with_the_pinned_versions_as_a_non_root
     copied = {line.split()[1] for line in dockerfile.splitlines() if line.startswith("COPY ")}
     for source in copied:
         assert (ROOT / source).exists(), f"COPY {source}: not in the repository"
-    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"][
-        "packages"])
+    listed = set(
+        tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    )
     on_disk = {
         ".".join(init.parent.relative_to(ROOT).parts)
         for init in ROOT.glob("*/**/__init__.py")
@@ -175,8 +193,9 @@ def test_the_image_installs_every_package_with_the_pinned_versions_as_a_non_root
 
 def test_compose_refuses_to_start_without_firewatch_secret_key():
     for missing in ("FIREWATCH_SECRET_KEY", "POSTGRES_PASSWORD", "MQTT_PASSWORD_GW_RONGCHENG"):
-        result = docker_compose("config", "--quiet",
-                                variables={k: v for k, v in SECRETS.items() if k != missing})
+        result = docker_compose(
+            "config", "--quiet", variables={k: v for k, v in SECRETS.items() if k != missing}
+        )
         assert result.returncode != 0, f"started without {missing}"
         assert f"set {missing}" in result.stderr, result.stderr
 
@@ -188,13 +207,19 @@ def test_the_web_service_runs_in_production_mode_with_the_secret_key_it_is_given
 
 def test_generate_env_writes_every_secret_the_compose_file_requires(tmp_path):
     target = tmp_path / ".env"
-    subprocess.run(["sh", str(ROOT / "deploy" / "generate-env.sh"), str(target)], check=True,
-                   capture_output=True)
+    subprocess.run(
+        ["sh", str(ROOT / "deploy" / "generate-env.sh"), str(target)],
+        check=True,
+        capture_output=True,
+    )
     assert target.stat().st_mode & 0o077 == 0  # for its owner's eyes only
     generated = dict(line.split("=", 1) for line in target.read_text().splitlines())
     assert set(generated) == set(SECRETS)
     assert all(re.fullmatch(r"[A-Za-z0-9_-]{48}", v) for v in generated.values())
     assert docker_compose("config", "--quiet", variables=generated).returncode == 0
-    again = subprocess.run(["sh", str(ROOT / "deploy" / "generate-env.sh"), str(target)],
-                           capture_output=True, text=True)
+    again = subprocess.run(
+        ["sh", str(ROOT / "deploy" / "generate-env.sh"), str(target)],
+        capture_output=True,
+        text=True,
+    )
     assert again.returncode != 0 and "not overwritten" in again.stderr

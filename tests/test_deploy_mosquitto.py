@@ -73,16 +73,21 @@ def build_password_file(path: Path) -> subprocess.CompletedProcess[str]:
     ``true`` for the broker."""
     environment = resolved_compose()["services"]["mosquitto"]["environment"]
     return subprocess.run(
-        ["sh", str(DEPLOYED / "entrypoint.sh"), "true"], check=True, capture_output=True,
-        text=True, env={"PATH": os.environ["PATH"], "MOSQUITTO_PASSWD_FILE": str(path),
-                        **environment})
+        ["sh", str(DEPLOYED / "entrypoint.sh"), "true"],
+        check=True,
+        capture_output=True,
+        text=True,
+        env={"PATH": os.environ["PATH"], "MOSQUITTO_PASSWD_FILE": str(path), **environment},
+    )
 
 
 def credentials() -> dict[str, BrokerAddress]:
     """Each compose service's broker user and password, as docker compose resolves them."""
-    return {name: BrokerAddress.from_url(service["environment"]["FIREWATCH_MQTT_URL"])
-            for name, service in firewatch_services().items()
-            if "FIREWATCH_MQTT_URL" in service.get("environment", {})}
+    return {
+        name: BrokerAddress.from_url(service["environment"]["FIREWATCH_MQTT_URL"])
+        for name, service in firewatch_services().items()
+        if "FIREWATCH_MQTT_URL" in service.get("environment", {})
+    }
 
 
 @pytest.fixture(scope="module")
@@ -115,21 +120,37 @@ async def received_until(subscriber: aiomqtt.Client, last: bytes) -> list[tuple[
 
 async def test_every_service_logs_in_with_the_credentials_the_compose_file_gives_it(broker):
     assert {urlsplit(f"mqtt://{a.username}@x").username for a in credentials().values()} == {
-        "gw-rongcheng", "gw-dingqiao", "gw-child-welfare", "ingest", "alerts", "web"}
+        "gw-rongcheng",
+        "gw-dingqiao",
+        "gw-child-welfare",
+        "ingest",
+        "alerts",
+        "web",
+    }
     for service in credentials():
         async with login(broker, service):
             pass
 
 
 async def test_a_gateway_publishes_its_own_messages_but_not_another_gateways_nor_changes(broker):
-    own = [readings_topic("gw-rongcheng", "rc-gas-1"), events_topic("gw-rongcheng", "rc-gas-1"),
-           heartbeat_topic("gw-rongcheng")]
-    forged = [readings_topic("gw-dingqiao", "dq-gas-1"), events_topic("gw-dingqiao", "dq-gas-1"),
-              heartbeat_topic("gw-dingqiao"), f"{CHANGES_PREFIX}/gw-rongcheng",
-              change_topic(alarm_notice("forged"))]
+    own = [
+        readings_topic("gw-rongcheng", "rc-gas-1"),
+        events_topic("gw-rongcheng", "rc-gas-1"),
+        heartbeat_topic("gw-rongcheng"),
+    ]
+    forged = [
+        readings_topic("gw-dingqiao", "dq-gas-1"),
+        events_topic("gw-dingqiao", "dq-gas-1"),
+        heartbeat_topic("gw-dingqiao"),
+        f"{CHANGES_PREFIX}/gw-rongcheng",
+        change_topic(alarm_notice("forged")),
+    ]
     real = alarm_notice("from alerts")
-    async with login(broker, "alerts") as alerts, login(broker, "web") as web, \
-            login(broker, "gateway-rongcheng") as gateway:
+    async with (
+        login(broker, "alerts") as alerts,
+        login(broker, "web") as web,
+        login(broker, "gateway-rongcheng") as gateway,
+    ):
         for topic_filter in (READINGS_FILTER, EVENTS_FILTER, HEARTBEATS_FILTER):
             await alerts.subscribe(topic_filter, qos=1)
         await web.subscribe(CHANGES_FILTER, qos=1)
@@ -139,22 +160,28 @@ async def test_a_gateway_publishes_its_own_messages_but_not_another_gateways_nor
             await gateway.publish(topic, topic.encode(), qos=1)
         await alerts.publish(change_topic(real), real.to_bytes(), qos=1)
         assert await received_until(alerts, own[-1].encode()) == [(t, t.encode()) for t in own]
-        assert await received_until(web, real.to_bytes()) == [
-            (change_topic(real), real.to_bytes())]
+        assert await received_until(web, real.to_bytes()) == [(change_topic(real), real.to_bytes())]
 
 
 async def test_each_consumer_partition_reads_the_messages_of_its_own_gateways(broker):
     """As docker-compose.yml runs them: ingest in two partitions, alerts in one."""
     gateways = [g.id for g in load_site(SITES_DIR / "demo-county.yaml", load_profiles()).gateways]
-    shapes = {("ingest", 2): (readings_filter, events_filter),
-              ("alerts", 1): (readings_filter, events_filter, heartbeats_filter)}
-    partitions = [(service, Partition(index, count), streams)
-                  for (service, count), streams in shapes.items() for index in range(count)]
+    shapes = {
+        ("ingest", 2): (readings_filter, events_filter),
+        ("alerts", 1): (readings_filter, events_filter, heartbeats_filter),
+    }
+    partitions = [
+        (service, Partition(index, count), streams)
+        for (service, count), streams in shapes.items()
+        for index in range(count)
+    ]
     collected = [Collected() for _ in partitions]
-    async with running(*(
-        consumer(local_address(broker, service), handler, partition, gateways, streams, service)
-        for (service, partition, streams), handler in zip(partitions, collected, strict=True)
-    )):
+    async with running(
+        *(
+            consumer(local_address(broker, service), handler, partition, gateways, streams, service)
+            for (service, partition, streams), handler in zip(partitions, collected, strict=True)
+        )
+    ):
         for gateway_id in gateways:
             async with login(broker, gateway_id.replace("gw-", "gateway-")) as gateway:
                 for message in (a_reading(gateway_id, seq=1), a_heartbeat(gateway_id, seq=2)):
@@ -167,8 +194,15 @@ async def test_each_consumer_partition_reads_the_messages_of_its_own_gateways(br
 
 
 def a_reading(gateway_id: str, seq: int) -> ReadingBatch:
-    return ReadingBatch(gateway_id=gateway_id, seq=seq, device_id="dev-1", institution_id="i-1",
-                        kind="gas_detector", ts=datetime.now(UTC), profile="generic-gas-lel")
+    return ReadingBatch(
+        gateway_id=gateway_id,
+        seq=seq,
+        device_id="dev-1",
+        institution_id="i-1",
+        kind="gas_detector",
+        ts=datetime.now(UTC),
+        profile="generic-gas-lel",
+    )
 
 
 def a_heartbeat(gateway_id: str, seq: int) -> GatewayHeartbeat:
@@ -177,8 +211,11 @@ def a_heartbeat(gateway_id: str, seq: int) -> GatewayHeartbeat:
 
 async def test_the_consumers_can_read_but_not_publish(broker):
     topic = readings_topic("gw-rongcheng", "rc-gas-1")
-    async with login(broker, "alerts") as alerts, login(broker, "ingest") as ingest, \
-            login(broker, "gateway-rongcheng") as gateway:
+    async with (
+        login(broker, "alerts") as alerts,
+        login(broker, "ingest") as ingest,
+        login(broker, "gateway-rongcheng") as gateway,
+    ):
         await alerts.subscribe(READINGS_FILTER, qos=1)
         await ingest.publish(topic, b"from ingest", qos=1)
         await gateway.publish(topic, b"from the gateway", qos=1)
@@ -187,26 +224,35 @@ async def test_the_consumers_can_read_but_not_publish(broker):
 
 
 def alarm_notice(note: str) -> ChangeNotice:
-    return ChangeNotice(kind=ChangeKind.ALARM, institution_id="rongcheng-eldercare",
-                        data={"id": 1, "note": note})
+    return ChangeNotice(
+        kind=ChangeKind.ALARM, institution_id="rongcheng-eldercare", data={"id": 1, "note": note}
+    )
 
 
 async def test_every_web_replica_reads_the_change_notices_the_alert_service_publishes(broker):
     notice = alarm_notice("from alerts")
-    async with login(broker, "web", "-a") as web_a, login(broker, "web", "-b") as web_b, \
-            login(broker, "alerts") as alerts:
+    async with (
+        login(broker, "web", "-a") as web_a,
+        login(broker, "web", "-b") as web_b,
+        login(broker, "alerts") as alerts,
+    ):
         for web in (web_a, web_b):
             await web.subscribe(CHANGES_FILTER, qos=1)
         await alerts.publish(change_topic(notice), notice.to_bytes(), qos=1)
         for web in (web_a, web_b):
             assert await received_until(web, notice.to_bytes()) == [
-                (change_topic(notice), notice.to_bytes())]
+                (change_topic(notice), notice.to_bytes())
+            ]
 
 
 async def test_only_the_alert_service_may_publish_change_notices(broker):
     forged, real = alarm_notice("forged"), alarm_notice("from alerts")
-    async with login(broker, "web") as web, login(broker, "ingest") as ingest, \
-            login(broker, "gateway-rongcheng") as gateway, login(broker, "alerts") as alerts:
+    async with (
+        login(broker, "web") as web,
+        login(broker, "ingest") as ingest,
+        login(broker, "gateway-rongcheng") as gateway,
+        login(broker, "alerts") as alerts,
+    ):
         await web.subscribe(CHANGES_FILTER, qos=1)
         for forger in (web, ingest, gateway):
             await forger.publish(change_topic(forged), forged.to_bytes(), qos=1)
@@ -217,8 +263,11 @@ async def test_only_the_alert_service_may_publish_change_notices(broker):
 
 async def test_the_web_app_cannot_read_the_gateways_readings(broker):
     reading, notice = readings_topic("gw-rongcheng", "rc-gas-1"), alarm_notice("after")
-    async with login(broker, "web") as web, login(broker, "gateway-rongcheng") as gateway, \
-            login(broker, "alerts") as alerts:
+    async with (
+        login(broker, "web") as web,
+        login(broker, "gateway-rongcheng") as gateway,
+        login(broker, "alerts") as alerts,
+    ):
         await web.subscribe(READINGS_FILTER, qos=1)
         await web.subscribe(CHANGES_FILTER, qos=1)
         await gateway.publish(reading, b"a reading", qos=1)
@@ -248,8 +297,15 @@ def test_the_repository_holds_no_broker_password_and_an_empty_one_stops_the_brok
     assert not (DEPLOYED / "passwd").exists()
     environment = resolved_compose()["services"]["mosquitto"]["environment"]
     refused = subprocess.run(
-        ["sh", str(DEPLOYED / "entrypoint.sh"), "echo", "started"], capture_output=True,
-        text=True, env={"PATH": os.environ["PATH"], "MOSQUITTO_PASSWD_FILE": str(tmp_path / "p"),
-                        **environment, "MQTT_PASSWORD_INGEST": ""})
+        ["sh", str(DEPLOYED / "entrypoint.sh"), "echo", "started"],
+        capture_output=True,
+        text=True,
+        env={
+            "PATH": os.environ["PATH"],
+            "MOSQUITTO_PASSWD_FILE": str(tmp_path / "p"),
+            **environment,
+            "MQTT_PASSWORD_INGEST": "",
+        },
+    )
     assert refused.returncode != 0 and "MQTT_PASSWORD_INGEST is empty" in refused.stderr
     assert "started" not in refused.stdout

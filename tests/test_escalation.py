@@ -36,10 +36,22 @@ async def county(database_url: str):
 
 def escalator(county: County, *channels: str, policy: EscalationPolicy | None = None) -> Escalator:
     primary, *fallback = channels or ("wecom_robot",)
-    routing = Routing(primary, fallback[0] if fallback else None, frozenset(channels or [primary]),
-                      recipients_of(county.site, WEBHOOK))
-    return Escalator(county.site, county.profiles, county.sessions, county.writer, routing,
-                     default_webhook=WEBHOOK, notices_waiting=asyncio.Event(), policy=policy)
+    routing = Routing(
+        primary,
+        fallback[0] if fallback else None,
+        frozenset(channels or [primary]),
+        recipients_of(county.site, WEBHOOK),
+    )
+    return Escalator(
+        county.site,
+        county.profiles,
+        county.sessions,
+        county.writer,
+        routing,
+        default_webhook=WEBHOOK,
+        notices_waiting=asyncio.Event(),
+        policy=policy,
+    )
 
 
 async def notices(county: County) -> list[db.Notice]:
@@ -130,7 +142,9 @@ async def test_after_downtime_an_overdue_entry_gets_one_reminder_not_a_backlog(c
     await county.file(deadline)
     await escalator(county).sweep(deadline + 5 * DAY + MIN)
     assert [said(n) for n in await notices(county)] == [
-        ("逾期通报", "已逾期 5 天，状态：已上报"), ("隐患逾期", "已逾期 5 天，状态：已上报")]
+        ("逾期通报", "已逾期 5 天，状态：已上报"),
+        ("隐患逾期", "已逾期 5 天，状态：已上报"),
+    ]
 
 
 async def test_an_entry_awaiting_verification_is_not_chased_past_its_deadline(county):
@@ -143,8 +157,12 @@ async def test_an_entry_awaiting_verification_is_not_chased_past_its_deadline(co
 async def test_a_public_report_goes_round_the_whole_loop_with_a_failed_recheck(county):
     """举报 → 查实 → 整改 → 验收不通过 → 销号 → 回头看不通过 → 重新整改 → 销号 → 回头看通过."""
     esc = escalator(county)
-    rejected = await county.file(utc_now() + DAY, source=Source.PUBLIC_REPORT,
-                                 description="厨房燃气管道漏气", category=HazardCategory.GAS)
+    rejected = await county.file(
+        utc_now() + DAY,
+        source=Source.PUBLIC_REPORT,
+        description="厨房燃气管道漏气",
+        category=HazardCategory.GAS,
+    )
     await county.move(rejected, "reject", note="现场核查：管道完好，举报不属实")
     entry = await county.file(utc_now() + DAY, source=Source.PUBLIC_REPORT, by="群众举报电话")
     await county.move(entry, "verify", "start", "submit", "fail", "submit", "sign-off")
@@ -191,14 +209,20 @@ YEAR_9999 = datetime(9999, 12, 31, 23, tzinfo=UTC)
 async def test_an_entry_due_in_9999_does_not_stop_the_escalation_of_another_institutions_alarm(
     county,
 ):
-    self_check = await county.file(T0 + DAY, institution_id="dingqiao-eldercare",
-                                   source=Source.SELF_CHECK, description="自查：灭火器年检")
+    self_check = await county.file(
+        T0 + DAY,
+        institution_id="dingqiao-eldercare",
+        source=Source.SELF_CHECK,
+        description="自查：灭火器年检",
+    )
     await county.set_deadline(self_check, YEAR_9999)
     alarm = await county.raise_alarm("rc-gas-1", "gas_low", T0)
     esc = escalator(county)
 
-    assert await esc.sweep(T0 + 3 * MIN) == {f"alarm:{alarm}": T0 + 8 * MIN,
-                                             f"hazard:{self_check}": YEAR_9999}
+    assert await esc.sweep(T0 + 3 * MIN) == {
+        f"alarm:{alarm}": T0 + 8 * MIN,
+        f"hazard:{self_check}": YEAR_9999,
+    }
     [to_head] = await notices(county)
     assert (to_head.alarm_id, said(to_head)) == (alarm, ("报警升级", "已 3 分钟无人确认"))
     assert esc.set_aside == {}
@@ -215,17 +239,21 @@ async def test_an_alarm_the_escalator_cannot_read_is_set_aside_and_the_others_ar
     assert await esc.sweep(T0 + 3 * MIN) == {f"alarm:{alarm}": T0 + 8 * MIN}
     assert await esc.sweep(T0 + 8 * MIN) == {f"alarm:{alarm}": None}
     assert [(n.alarm_id, said(n)[0]) for n in await notices(county)] == [
-        (alarm, "报警升级"), (alarm, "提级督办")]
+        (alarm, "报警升级"),
+        (alarm, "提级督办"),
+    ]
     assert list(esc.set_aside) == [f"alarm:{odd}"]
     assert "'critical' is not a valid Severity" in esc.set_aside[f"alarm:{odd}"]
     assert esc.errors == {"ValueError": 1}  # counted once, not once per sweep
 
 
 def test_a_site_file_sets_timings_per_category_and_keeps_defaults_for_what_it_leaves_out():
-    policy = EscalationPolicy.model_validate(yaml.safe_load("""
+    policy = EscalationPolicy.model_validate(
+        yaml.safe_load("""
         alarm_by_category: {electrical: {head_after_min: 2, bureau_after_min: 4}}
         ledger: {remind_every_hours: 12, recheck_after_days: 60}
-    """))
+    """)
+    )
     assert policy.for_alarm(HazardCategory.ELECTRICAL, Severity.ALARM).to_bureau == 6 * MIN
     assert policy.for_alarm(HazardCategory.GAS, Severity.ALARM).to_head == 5 * MIN  # `alarm`
     assert policy.for_alarm(HazardCategory.GAS, Severity.FAULT).to_head == 60 * MIN

@@ -30,7 +30,8 @@ from tests.support.wecom import WeComServer
 
 #: 0.6 s to the head, 0.6 s more to the bureau; a re-check 1.5 s after sign-off
 FAST = EscalationPolicy(
-    alarm=AlarmTiming(head_after_min=0.01, bureau_after_min=0.01), alarm_by_category={},
+    alarm=AlarmTiming(head_after_min=0.01, bureau_after_min=0.01),
+    alarm_by_category={},
     ledger=LedgerTiming(remind_every_hours=1, recheck_after_days=1.5 / 86400),
     ledger_by_category={},
 )
@@ -48,10 +49,19 @@ async def eventually(check: Callable[[], Awaitable[bool]], timeout: float, what:
 
 @contextlib.asynccontextmanager
 async def scheduler(county: County, webhook: str, sweep_every_s: float):
-    routing = Routing("wecom_robot", None, frozenset({"wecom_robot"}),
-                      recipients_of(county.site, webhook))
-    escalator = Escalator(county.site, county.profiles, county.sessions, county.writer, routing,
-                          default_webhook=webhook, notices_waiting=asyncio.Event(), policy=FAST)
+    routing = Routing(
+        "wecom_robot", None, frozenset({"wecom_robot"}), recipients_of(county.site, webhook)
+    )
+    escalator = Escalator(
+        county.site,
+        county.profiles,
+        county.sessions,
+        county.writer,
+        routing,
+        default_webhook=webhook,
+        notices_waiting=asyncio.Event(),
+        policy=FAST,
+    )
     running = EscalationScheduler(escalator, sweep_every_s=sweep_every_s)
     task = asyncio.create_task(running.run())
     try:
@@ -79,12 +89,18 @@ async def county(tmp_path: Path):
 
 async def test_the_head_then_the_bureau_get_an_unacknowledged_alarm_on_time(county):
     with WeComServer() as robot:
-        routing = Routing("wecom_robot", None, frozenset({"wecom_robot"}),
-                          recipients_of(county.site, robot.url))
+        routing = Routing(
+            "wecom_robot", None, frozenset({"wecom_robot"}), recipients_of(county.site, robot.url)
+        )
         waiting = asyncio.Event()
-        notifier = Notifier(county.sessions, county.writer, waiting,
-                            {"wecom_robot": WeComRobotChannel()},
-                            routing, Fallback(3, 60))
+        notifier = Notifier(
+            county.sessions,
+            county.writer,
+            waiting,
+            {"wecom_robot": WeComRobotChannel()},
+            routing,
+            Fallback(3, 60),
+        )
         sending = asyncio.create_task(notifier.run())
         raised = utc_now()
         alarm = await county.raise_alarm("rc-btn-1", "one_key_alarm", raised)
@@ -149,15 +165,16 @@ async def _has_job(running: EscalationScheduler, job_id: str) -> bool:
     return running.scheduler.get_job(job_id) is not None
 
 
-
 async def test_a_ledger_entry_due_in_9999_neither_ends_the_scheduler_nor_holds_up_an_alarm(county):
-    self_check = await county.file(utc_now() + timedelta(days=1), source=Source.SELF_CHECK,
-                                   description="自查：灭火器年检")
+    self_check = await county.file(
+        utc_now() + timedelta(days=1), source=Source.SELF_CHECK, description="自查：灭火器年检"
+    )
     await county.set_deadline(self_check, datetime(9999, 12, 31, 23, tzinfo=UTC))
     alarm = await county.raise_alarm("rc-gas-1", "gas_low", utc_now())
     async with scheduler(county, "", 0.1) as running:
-        await eventually(lambda: _labels_are(county, ["报警升级", "提级督办"]), 10,
-                         "the alarm's two steps")
+        await eventually(
+            lambda: _labels_are(county, ["报警升级", "提级督办"]), 10, "the alarm's two steps"
+        )
         await asyncio.sleep(0.3)  # sweeps after them
         assert running.scheduler.running
         assert await _has_job(running, f"hazard:{self_check}")  # flagged in year 9999

@@ -54,8 +54,11 @@ class AlertsRig:
     def start_alerts(self) -> Service:
         self.runs += 1
         self.alerts = Service(f"alerts-{self.runs}", ["alerts"], self.env, self.workdir)
-        until(lambda: self.alerts.total("firewatch_consumer_broker_connected") == 1,
-              "the alert service to subscribe", self.running)
+        until(
+            lambda: self.alerts.total("firewatch_consumer_broker_connected") == 1,
+            "the alert service to subscribe",
+            self.running,
+        )
         return self.alerts
 
     @property
@@ -71,14 +74,22 @@ class AlertsRig:
 
 @pytest.fixture(scope="module")
 def rig(tmp_path_factory, broker, database, robot) -> Iterator[AlertsRig]:
-    env = {"FIREWATCH_MQTT_URL": broker.url, "FIREWATCH_DATABASE_URL": database,
-           "FIREWATCH_DATA_DIR": str(tmp_path_factory.mktemp("alerts-rig")),
-           "FIREWATCH_WECOM_WEBHOOK_URL": robot.url}
+    env = {
+        "FIREWATCH_MQTT_URL": broker.url,
+        "FIREWATCH_DATABASE_URL": database,
+        "FIREWATCH_DATA_DIR": str(tmp_path_factory.mktemp("alerts-rig")),
+        "FIREWATCH_WECOM_WEBHOOK_URL": robot.url,
+    }
     rig = AlertsRig(tmp_path_factory.mktemp("alerts-logs"), env)
     try:
-        until(lambda: rig.gateway.total("firewatch_gateway_broker_connected") == 3
-              and rig.alerts.total("firewatch_consumer_messages_applied_total") > 0,
-              "gateway messages applied by the alert service", rig.running)
+        until(
+            lambda: (
+                rig.gateway.total("firewatch_gateway_broker_connected") == 3
+                and rig.alerts.total("firewatch_consumer_messages_applied_total") > 0
+            ),
+            "gateway messages applied by the alert service",
+            rig.running,
+        )
         yield rig
     finally:
         rig.stop()
@@ -98,9 +109,11 @@ def count(sql: Engine, query: str, **params: object) -> int:
 
 def raise_notices_at_robot(robot: WeComServer, button: str) -> int:
     """How many alarm (not recovery or escalation) notices about ``button`` the robot took."""
-    return sum(1 for r in robot.robot.accepted
-               if f"（{button}）" in (content := r.body["markdown"]["content"])
-               and "【报警】" in content)
+    return sum(
+        1
+        for r in robot.robot.accepted
+        if f"（{button}）" in (content := r.body["markdown"]["content"]) and "【报警】" in content
+    )
 
 
 def hold_alarm_inserts(sql: Engine) -> Connection:
@@ -111,17 +124,24 @@ def hold_alarm_inserts(sql: Engine) -> Connection:
 
 
 def waiting_alarm_inserts(sql: Engine) -> int:
-    return count(sql, "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-                      " AND query ILIKE 'INSERT INTO alarms%'")
+    return count(
+        sql,
+        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+        " AND query ILIKE 'INSERT INTO alarms%'",
+    )
 
 
-def kill_while_the_alarm_is_being_written(rig: AlertsRig, sql: Engine, robot: WeComServer,
-                                          broker: Mosquitto, button: str) -> None:
+def kill_while_the_alarm_is_being_written(
+    rig: AlertsRig, sql: Engine, robot: WeComServer, broker: Mosquitto, button: str
+) -> None:
     held = hold_alarm_inserts(sql)
     try:
         press(broker, button)
-        until(lambda: waiting_alarm_inserts(sql) == 1,
-              "the alert service to be inside the alarm's transaction", rig.running)
+        until(
+            lambda: waiting_alarm_inserts(sql) == 1,
+            "the alert service to be inside the alarm's transaction",
+            rig.running,
+        )
         sigkill(rig.alerts)
     finally:
         held.rollback()
@@ -129,45 +149,95 @@ def kill_while_the_alarm_is_being_written(rig: AlertsRig, sql: Engine, robot: We
 
 
 def kill_after_the_alarm_was_committed_before_its_notice_went_out(
-    rig: AlertsRig, sql: Engine, robot: WeComServer, broker: Mosquitto, button: str,
+    rig: AlertsRig,
+    sql: Engine,
+    robot: WeComServer,
+    broker: Mosquitto,
+    button: str,
 ) -> None:
     robot.robot.trouble = Trouble.DOWN
     try:
         press(broker, button)
-        until(lambda: count(sql, "SELECT count(*) FROM notices n JOIN alarms a"
-                                 " ON a.id = n.alarm_id WHERE a.device_id = :d"
-                                 " AND n.status = 'pending' AND n.attempts >= 1", d=button) == 1,
-              "the notice to be stored and its first send to fail", rig.running)
+        until(
+            lambda: (
+                count(
+                    sql,
+                    "SELECT count(*) FROM notices n JOIN alarms a"
+                    " ON a.id = n.alarm_id WHERE a.device_id = :d"
+                    " AND n.status = 'pending' AND n.attempts >= 1",
+                    d=button,
+                )
+                == 1
+            ),
+            "the notice to be stored and its first send to fail",
+            rig.running,
+        )
         sigkill(rig.alerts)
     finally:
         robot.robot.trouble = Trouble.NONE
 
 
-@pytest.mark.parametrize(("kill", "button"), [
-    (kill_while_the_alarm_is_being_written, "rc-btn-1"),
-    (kill_after_the_alarm_was_committed_before_its_notice_went_out, "dq-btn-1"),
-], ids=["mid-transaction", "before-the-notice"])
+@pytest.mark.parametrize(
+    ("kill", "button"),
+    [
+        (kill_while_the_alarm_is_being_written, "rc-btn-1"),
+        (kill_after_the_alarm_was_committed_before_its_notice_went_out, "dq-btn-1"),
+    ],
+    ids=["mid-transaction", "before-the-notice"],
+)
 def test_an_alert_service_killed_during_an_alarm_raises_files_and_notifies_it_once(
-    rig, sql, robot, broker, kill, button,
+    rig,
+    sql,
+    robot,
+    broker,
+    kill,
+    button,
 ):
     kill(rig, sql, robot, broker, button)
     assert rig.alerts.process.returncode == -signal.SIGKILL
     rig.start_alerts()
 
-    until(lambda: count(sql, "SELECT count(*) FROM notices n JOIN alarms a ON a.id = n.alarm_id"
-                             " WHERE a.device_id = :d AND n.status = 'sent'", d=button) >= 1,
-          "the alarm's notice to be sent after the restart", rig.running)
+    until(
+        lambda: (
+            count(
+                sql,
+                "SELECT count(*) FROM notices n JOIN alarms a ON a.id = n.alarm_id"
+                " WHERE a.device_id = :d AND n.status = 'sent'",
+                d=button,
+            )
+            >= 1
+        ),
+        "the alarm's notice to be sent after the restart",
+        rig.running,
+    )
     # what the gateway sent before and during the kill has all been applied by now
     applied = rig.alerts.total("firewatch_consumer_messages_applied_total")
-    until(lambda: rig.alerts.total("firewatch_consumer_messages_applied_total") > applied + 3,
-          "newer gateway messages to be applied", rig.running)
+    until(
+        lambda: rig.alerts.total("firewatch_consumer_messages_applied_total") > applied + 3,
+        "newer gateway messages to be applied",
+        rig.running,
+    )
 
     assert count(sql, "SELECT count(*) FROM alarms WHERE device_id = :d", d=button) == 1
-    assert count(sql, "SELECT count(*) FROM alarm_events e JOIN alarms a ON a.id = e.alarm_id"
-                      " WHERE a.device_id = :d AND e.action = 'raise'", d=button) == 1
+    assert (
+        count(
+            sql,
+            "SELECT count(*) FROM alarm_events e JOIN alarms a ON a.id = e.alarm_id"
+            " WHERE a.device_id = :d AND e.action = 'raise'",
+            d=button,
+        )
+        == 1
+    )
     assert count(sql, "SELECT count(*) FROM hazards WHERE device_id = :d", d=button) == 1
-    assert count(sql, "SELECT count(*) FROM notices n JOIN alarms a ON a.id = n.alarm_id"
-                      " WHERE a.device_id = :d", d=button) == 1
+    assert (
+        count(
+            sql,
+            "SELECT count(*) FROM notices n JOIN alarms a ON a.id = n.alarm_id"
+            " WHERE a.device_id = :d",
+            d=button,
+        )
+        == 1
+    )
     assert raise_notices_at_robot(robot, button) == 1
     assert robot.robot.rejected == []
 
@@ -185,9 +255,11 @@ class Tap:
         self.deliveries: list[tuple[int, str]] = []
         self.subscribed = threading.Event()
         self.client = paho.mqtt.client.Client(
-            paho.mqtt.client.CallbackAPIVersion.VERSION2, "fault-test-tap", clean_session=False)
+            paho.mqtt.client.CallbackAPIVersion.VERSION2, "fault-test-tap", clean_session=False
+        )
         self.client.on_connect = lambda c, *_: c.subscribe(
-            [("firewatch/v1/+/gw-rongcheng/+", 1), ("firewatch/v1/heartbeats/gw-rongcheng", 1)])
+            [("firewatch/v1/+/gw-rongcheng/+", 1), ("firewatch/v1/heartbeats/gw-rongcheng", 1)]
+        )
         self.client.on_subscribe = lambda *_: self.subscribed.set()
         self.client.on_message = self._record
         self.client.connect("127.0.0.1", broker.port)
@@ -204,16 +276,22 @@ class Tap:
 
 def dropped_in_log(service: Service) -> int:
     """The gateway's own count of messages dropped from its full outbox, from its last log line."""
-    counts = [int(found.group(1)) for line in service.log.read_text().splitlines()
-              if (found := re.search(r"(\d+) dropped in all", json.loads(line)["message"]))]
+    counts = [
+        int(found.group(1))
+        for line in service.log.read_text().splitlines()
+        if (found := re.search(r"(\d+) dropped in all", json.loads(line)["message"]))
+    ]
     return counts[-1] if counts else 0
 
 
 def test_a_gateway_restarted_with_a_full_outbox_delivers_what_it_kept_once_in_order(tmp_path):
     mosquitto = Mosquitto(tmp_path)
     mosquitto.start()
-    env = {"FIREWATCH_MQTT_URL": mosquitto.url, "FIREWATCH_DATA_DIR": str(tmp_path / "data"),
-           "FIREWATCH_GATEWAY_OUTBOX_MAX_MESSAGES": str(OUTBOX_BOUND)}
+    env = {
+        "FIREWATCH_MQTT_URL": mosquitto.url,
+        "FIREWATCH_DATA_DIR": str(tmp_path / "data"),
+        "FIREWATCH_GATEWAY_OUTBOX_MAX_MESSAGES": str(OUTBOX_BOUND),
+    }
     tap = Tap(mosquitto)
     # the broker as a gateway sees it when the line to it is down: nothing answers
     unreachable = {"FIREWATCH_MQTT_URL": f"mqtt://127.0.0.1:{free_port()}"}
@@ -229,29 +307,45 @@ def test_a_gateway_restarted_with_a_full_outbox_delivers_what_it_kept_once_in_or
         until(lambda: "subscribed to" in ingest.log.read_text(), "ingest to subscribe", [ingest])
 
         first = start("gateway-1", "gateway", "--gateway", "gw-rongcheng", **unreachable)
-        until(lambda: first.total("firewatch_gateway_outbox_dropped_total") >= 3,
-              "the outbox to fill up and drop its oldest", [first])
+        until(
+            lambda: first.total("firewatch_gateway_outbox_dropped_total") >= 3,
+            "the outbox to fill up and drop its oldest",
+            [first],
+        )
         assert first.total("firewatch_gateway_outbox_depth") == OUTBOX_BOUND
         sigkill(first)
         dropped_before_restart = dropped_in_log(first)
 
         second = start("gateway-2", "gateway", "--gateway", "gw-rongcheng")
-        until(lambda: f"{OUTBOX_BOUND} messages waiting from before" in second.log.read_text(),
-              "the restarted gateway to find its outbox full", [second])
-        until(lambda: second.total("firewatch_gateway_published_total") > OUTBOX_BOUND,
-              "the kept messages and new ones to be published", [second, ingest])
+        until(
+            lambda: f"{OUTBOX_BOUND} messages waiting from before" in second.log.read_text(),
+            "the restarted gateway to find its outbox full",
+            [second],
+        )
+        until(
+            lambda: second.total("firewatch_gateway_published_total") > OUTBOX_BOUND,
+            "the kept messages and new ones to be published",
+            [second, ingest],
+        )
         dropped = dropped_before_restart + int(
-            second.total("firewatch_gateway_outbox_dropped_total"))
+            second.total("firewatch_gateway_outbox_dropped_total")
+        )
         assert second.stop() == 0
         with sqlite3.connect(tmp_path / "data" / "outbox-gw-rongcheng.db") as outbox:
             last_seq = outbox.execute("SELECT seq FROM sqlite_sequence").fetchone()[0]
             unsent = {seq for (seq,) in outbox.execute("SELECT seq FROM outbox")}
         # every message is delivered, still in the outbox, or counted as dropped
-        until(lambda: len({seq for seq, _ in tap.deliveries} | unsent) >= last_seq - dropped,
-              "the tap to see every message the broker acknowledged", [ingest])
+        until(
+            lambda: len({seq for seq, _ in tap.deliveries} | unsent) >= last_seq - dropped,
+            "the tap to see every message the broker acknowledged",
+            [ingest],
+        )
         batches = {seq for seq, kind in tap.deliveries if kind == "ReadingBatch"}
-        until(lambda: stored_batches(tmp_path)[0] == batches,
-              "ingest to store every reading batch", [ingest])
+        until(
+            lambda: stored_batches(tmp_path)[0] == batches,
+            "ingest to store every reading batch",
+            [ingest],
+        )
     finally:
         tap.close()
         kill_running(started)
@@ -273,8 +367,12 @@ def stored_batches(workdir: Path) -> tuple[set[int], int]:
     """The (gateway, seq) pairs in the time-series store, and the most points of any one
     device, field and time (2 would be a batch stored twice)."""
     with sqlite3.connect(workdir / "data" / "timeseries.db") as store:
-        applied = {seq for (seq,) in store.execute(
-            "SELECT seq FROM applied WHERE gateway_id = 'gw-rongcheng'")}
-        most = store.execute("SELECT coalesce(max(n), 0) FROM (SELECT count(*) AS n FROM points"
-                             " GROUP BY device_id, field, ts)").fetchone()[0]
+        applied = {
+            seq
+            for (seq,) in store.execute("SELECT seq FROM applied WHERE gateway_id = 'gw-rongcheng'")
+        }
+        most = store.execute(
+            "SELECT coalesce(max(n), 0) FROM (SELECT count(*) AS n FROM points"
+            " GROUP BY device_id, field, ts)"
+        ).fetchone()[0]
     return applied, most

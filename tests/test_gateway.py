@@ -73,8 +73,9 @@ def poller_for(site_and_profiles, fleet, endpoint_id: str, recorder: Recorder, p
     profiles = profiles or default_profiles
     endpoint = site.endpoint(endpoint_id)
     devices = [(d, profiles[d.profile]) for d in site.devices if d.endpoint == endpoint_id]
-    return EndpointPoller(endpoint, fleet.endpoint_port(endpoint_id), devices,
-                          recorder.on_readings, recorder.on_event)
+    return EndpointPoller(
+        endpoint, fleet.endpoint_port(endpoint_id), devices, recorder.on_readings, recorder.on_event
+    )
 
 
 async def poll_all(poller, times: int = 1) -> None:
@@ -108,7 +109,8 @@ async def test_a_detector_that_stops_answering_goes_offline_with_the_reason_then
     await poll_all(poller, times=3)  # offline_after_misses: 3
     offline = [e for e in recorder.events if e[1] is EventType.OFFLINE]
     assert [(d, reason.split(":")[0]) for d, _, reason in offline] == [
-        ("rc-gas-1", "no answer to 3 polls in a row from rongcheng-rs485 unit 2")]
+        ("rc-gas-1", "no answer to 3 polls in a row from rongcheng-rs485 unit 2")
+    ]
     # the other unit on the same line kept answering
     assert poller.stats["rc-efm-1"].consecutive_misses == 0
 
@@ -128,7 +130,8 @@ async def test_a_device_answering_garbage_becomes_a_fault_with_the_reason_and_po
     await poll_all(poller, times=3)  # offline_after_misses: 3
     [fault] = [e for e in recorder.events if e[1] is EventType.FAULT]
     assert fault[0] == "dq-gas-1" and fault[2].startswith(
-        "应答无法解析 garbled replies to 3 polls in a row from dingqiao-rs485 unit 2: ")
+        "应答无法解析 garbled replies to 3 polls in a row from dingqiao-rs485 unit 2: "
+    )
     assert poller.stats["dq-gas-1"].garbled == 3 and poller.stats["dq-gas-1"].missed == 0
     await fleet.trigger("dq-gas-1", "normal")
     await poll_all(poller)
@@ -137,12 +140,21 @@ async def test_a_device_answering_garbage_becomes_a_fault_with_the_reason_and_po
     poller.client.close()
 
 
-@pytest.mark.parametrize("scenario, reason", [
-    ("exception-replies", "异常应答 exception replies to 3 polls in a row from dingqiao-rs485 "
-                          "unit 2: exception code 4 (从站设备故障 server device failure) at "
-                          "register 0"),
-    ("garbled", "应答无法解析 garbled replies to 3 polls in a row from dingqiao-rs485 unit 2: "),
-])
+@pytest.mark.parametrize(
+    "scenario, reason",
+    [
+        (
+            "exception-replies",
+            "异常应答 exception replies to 3 polls in a row from dingqiao-rs485 "
+            "unit 2: exception code 4 (从站设备故障 server device failure) at "
+            "register 0",
+        ),
+        (
+            "garbled",
+            "应答无法解析 garbled replies to 3 polls in a row from dingqiao-rs485 unit 2: ",
+        ),
+    ],
+)
 async def test_a_failing_device_becomes_a_fault_while_its_neighbour_keeps_its_interval(
     site_and_profiles, fleet, scenario, reason
 ):
@@ -151,8 +163,10 @@ async def test_a_failing_device_becomes_a_fault_while_its_neighbour_keeps_its_in
     neighbour's readings."""
     site, profiles = site_and_profiles
     interval = 0.25
-    fast = {m: p.model_copy(update={"poll_interval_s": interval, "timeout_s": interval})
-            for m, p in profiles.items()}
+    fast = {
+        m: p.model_copy(update={"poll_interval_s": interval, "timeout_s": interval})
+        for m, p in profiles.items()
+    }
     recorder = Recorder()
     read_at: list[float] = []
     loop = asyncio.get_running_loop()
@@ -163,9 +177,12 @@ async def test_a_failing_device_becomes_a_fault_while_its_neighbour_keeps_its_in
 
     endpoint = site.endpoint("dingqiao-rs485")
     poller = EndpointPoller(
-        endpoint, fleet.endpoint_port(endpoint.id),
+        endpoint,
+        fleet.endpoint_port(endpoint.id),
         [(d, fast[d.profile]) for d in site.devices if d.endpoint == endpoint.id],
-        on_readings, recorder.on_event)
+        on_readings,
+        recorder.on_event,
+    )
     await fleet.trigger("dq-gas-1", scenario)
     polling = asyncio.create_task(poller.run())
     await asyncio.sleep(8)
@@ -190,10 +207,14 @@ async def test_a_float_register_holding_nan_is_left_out_counted_and_polling_goes
     """Many devices send NaN for "no value"; one such register must not stop the gateway."""
     site, profiles = site_and_profiles
     gas = profiles["generic-gas-lel"]
-    float_gas = gas.model_copy(update={"registers": [
-        gas.registers[0].model_copy(update={"type": DataType.FLOAT32, "scale": 1.0}),
-        gas.registers[1].model_copy(update={"address": 2}),
-    ]})
+    float_gas = gas.model_copy(
+        update={
+            "registers": [
+                gas.registers[0].model_copy(update={"type": DataType.FLOAT32, "scale": 1.0}),
+                gas.registers[1].model_copy(update={"address": 2}),
+            ]
+        }
+    )
     tuned = {**profiles, "generic-gas-lel": float_gas}
     fleet = SimulatorFleet(site, tuned, BrokerAddress("127.0.0.1", 1), tick_s=3600, seed=1)
     await fleet.start()
@@ -224,23 +245,26 @@ def test_a_button_reporting_nan_is_refused_naming_the_key():
 UNKNOWN_KEYS = ",".join(f'"k{i}": {i}' for i in range(10_000))
 
 
-@pytest.mark.parametrize("payload, reason", [
-    (b'{"alarm": 1, "bat": 1' + b"0" * 400 + b"}", "bad_value"),  # an integer of 400 digits
-    (b'{"alarm": 1, "bat": 1' + b"0" * 5000 + b"}", "not_json"),  # longer than Python converts
-    (b'{"alarm": 1, "bat": 1.7976931348623157e308}', "bad_value"),
-    (b'{"alarm": 1, "bat": Infinity}', "bad_value"),
-    (b'{"alarm": 1, "bat": "3.1"}', "bad_value"),
-    (b'{"alarm": 2}', "bad_value"),
-    (b'{"alarm": 1e308}', "bad_value"),
-    (rb'{"alarm": "\ud800"}', "bad_value"),  # a lone surrogate: valid JSON, not UTF-8
-    (rb'{"\ud800": 1}', "no_known_key"),
-    (b'{"alarm": "\xed\xa0\x80"}', "not_json"),  # a surrogate in bytes: not UTF-8
-    (b"[" * 200_000 + b"]" * 200_000, "too_large"),
-    (b"[" * 30_000 + b"]" * 30_000, "not_json"),  # nested deeper than the parser goes
-    (b"[1, 2]", "not_object"),
-    (b"{" + UNKNOWN_KEYS.encode() + b"}", "no_known_key"),
-    (b"x" * (256 * 1024 + 1), "too_large"),
-])
+@pytest.mark.parametrize(
+    "payload, reason",
+    [
+        (b'{"alarm": 1, "bat": 1' + b"0" * 400 + b"}", "bad_value"),  # an integer of 400 digits
+        (b'{"alarm": 1, "bat": 1' + b"0" * 5000 + b"}", "not_json"),  # longer than Python converts
+        (b'{"alarm": 1, "bat": 1.7976931348623157e308}', "bad_value"),
+        (b'{"alarm": 1, "bat": Infinity}', "bad_value"),
+        (b'{"alarm": 1, "bat": "3.1"}', "bad_value"),
+        (b'{"alarm": 2}', "bad_value"),
+        (b'{"alarm": 1e308}', "bad_value"),
+        (rb'{"alarm": "\ud800"}', "bad_value"),  # a lone surrogate: valid JSON, not UTF-8
+        (rb'{"\ud800": 1}', "no_known_key"),
+        (b'{"alarm": "\xed\xa0\x80"}', "not_json"),  # a surrogate in bytes: not UTF-8
+        (b"[" * 200_000 + b"]" * 200_000, "too_large"),
+        (b"[" * 30_000 + b"]" * 30_000, "not_json"),  # nested deeper than the parser goes
+        (b"[1, 2]", "not_object"),
+        (b"{" + UNKNOWN_KEYS.encode() + b"}", "no_known_key"),
+        (b"x" * (256 * 1024 + 1), "too_large"),
+    ],
+)
 def test_a_hostile_report_is_refused_with_its_reason(payload, reason):
     button = load_profiles()["generic-onekey-mqtt"]
     with pytest.raises(UplinkError) as refused:
@@ -248,14 +272,17 @@ def test_a_hostile_report_is_refused_with_its_reason(payload, reason):
     assert refused.value.kind == reason and len(str(refused.value)) < 400
 
 
-@pytest.mark.parametrize("payload, readings, flags", [
-    (b'{"alarm": 1, "alarm": 0}', {}, {"button_pressed": False}),  # the last one counts
-    (b'\xef\xbb\xbf{"alarm": 1}', {}, {"button_pressed": True}),  # a UTF-8 byte-order mark
-    (b'{"alarm": true, "tamper": 1.0}', {}, {"button_pressed": True, "tamper": True}),
-    (b'{"alarm": 0, "bat": -0.0}', {"battery_voltage": 0.0}, {"button_pressed": False}),
-    (b'{"alarm": 0, "bat": 5e-324}', {"battery_voltage": 5e-324}, {"button_pressed": False}),
-    (b'{"alarm": 1, ' + UNKNOWN_KEYS.encode() + b"}", {}, {"button_pressed": True}),
-])
+@pytest.mark.parametrize(
+    "payload, readings, flags",
+    [
+        (b'{"alarm": 1, "alarm": 0}', {}, {"button_pressed": False}),  # the last one counts
+        (b'\xef\xbb\xbf{"alarm": 1}', {}, {"button_pressed": True}),  # a UTF-8 byte-order mark
+        (b'{"alarm": true, "tamper": 1.0}', {}, {"button_pressed": True, "tamper": True}),
+        (b'{"alarm": 0, "bat": -0.0}', {"battery_voltage": 0.0}, {"button_pressed": False}),
+        (b'{"alarm": 0, "bat": 5e-324}', {"battery_voltage": 5e-324}, {"button_pressed": False}),
+        (b'{"alarm": 1, ' + UNKNOWN_KEYS.encode() + b"}", {}, {"button_pressed": True}),
+    ],
+)
 def test_an_odd_but_meaningful_report_is_read_as_it_means(payload, readings, flags):
     button = load_profiles()["generic-onekey-mqtt"]
     assert parse_uplink(button, payload) == (readings, flags)
@@ -269,19 +296,28 @@ async def test_a_device_refusing_every_read_becomes_a_fault_naming_the_exception
     exception code 2, which is a fault of that device, not silence and not normal."""
     site, profiles = site_and_profiles
     gas = profiles["generic-gas-lel"]
-    wrong = gas.model_copy(update={"registers": [*gas.registers,
-                                                 Register(name="extra", address=40)]})
+    wrong = gas.model_copy(
+        update={"registers": [*gas.registers, Register(name="extra", address=40)]}
+    )
     recorder = Recorder()
-    poller = poller_for(site_and_profiles, fleet, "dingqiao-rs485", recorder,
-                        profiles={**profiles, "generic-gas-lel": wrong})
+    poller = poller_for(
+        site_and_profiles,
+        fleet,
+        "dingqiao-rs485",
+        recorder,
+        profiles={**profiles, "generic-gas-lel": wrong},
+    )
     await poll_all(poller, times=3)
     stats = poller.stats["dq-gas-1"]
     assert (stats.exceptions, stats.state) == (3, "fault")
     assert [(d, e) for d, e, _ in recorder.events] == [
-        ("dq-efm-1", EventType.ONLINE), ("dq-gas-1", EventType.FAULT)]
+        ("dq-efm-1", EventType.ONLINE),
+        ("dq-gas-1", EventType.FAULT),
+    ]
     assert recorder.events[1][2] == (
         "异常应答 exception replies to 3 polls in a row from dingqiao-rs485 unit 2: "
-        "exception code 2 (非法数据地址 illegal data address) at register 40")
+        "exception code 2 (非法数据地址 illegal data address) at register 40"
+    )
     assert [d for d, *_ in recorder.readings] == ["dq-efm-1"] * 3
     poller.client.close()
 
@@ -305,10 +341,20 @@ async def test_a_broker_restart_mid_stream_loses_and_duplicates_no_reading(
             raise AssertionError(f"dead letter on {topic}: {reason}")
 
     consumer = GatewayMessageConsumer(
-        "test", broker, collect, NoDeadLetters(),
-        streams=(readings_filter, events_filter, heartbeats_filter))  # every message
-    gateway = GatewayService(site.gateways[0], site, profiles, broker, tmp_path / "outbox.db",
-                             lambda e: fleet.endpoint_port(e.id))
+        "test",
+        broker,
+        collect,
+        NoDeadLetters(),
+        streams=(readings_filter, events_filter, heartbeats_filter),
+    )  # every message
+    gateway = GatewayService(
+        site.gateways[0],
+        site,
+        profiles,
+        broker,
+        tmp_path / "outbox.db",
+        lambda e: fleet.endpoint_port(e.id),
+    )
     tasks = [asyncio.create_task(consumer.run())]
     await consumer.ready.wait()
     tasks.append(asyncio.create_task(gateway.run()))
@@ -334,8 +380,10 @@ async def test_a_broker_restart_mid_stream_loses_and_duplicates_no_reading(
     last = gateway.outbox.last_seq
     assert sorted(seqs) == list(range(1, last + 1)), "every message arrives, none missing"
     duplicates = sum(n - 1 for n in seqs.values())
-    print(f"\n{last} messages, {queued} queued during the outage, "
-          f"{duplicates} redelivered (dropped downstream by seq)")
+    print(
+        f"\n{last} messages, {queued} queued during the outage, "
+        f"{duplicates} redelivered (dropped downstream by seq)"
+    )
 
 
 def decoded_one_by_one(
@@ -356,14 +404,21 @@ def decoded_one_by_one(
 
 
 ODD_LAYOUTS = [
-    Register(name="le_float", address=0, type=DataType.FLOAT32, byte_order="little",
-             word_order="little", scale=0.5),
+    Register(
+        name="le_float",
+        address=0,
+        type=DataType.FLOAT32,
+        byte_order="little",
+        word_order="little",
+        scale=0.5,
+    ),
     Register(name="swapped_words", address=2, type=DataType.INT32, word_order="little"),
     Register(name="le_int", address=4, type=DataType.INT16, byte_order="little", offset=-40),
     Register(name="be_float", address=5, type=DataType.FLOAT32),
     Register(name="alarm_word", address=7, flags={0: "first", 15: "last", 3: "third"}),
-    Register(name="wide_alarm_word", address=8, type=DataType.UINT32,
-             flags={20: "wide", 2: "third"}),
+    Register(
+        name="wide_alarm_word", address=8, type=DataType.UINT32, flags={20: "wide", 2: "third"}
+    ),
     # another read: its flag "first" is the one a dict of the poll's flags would keep
     Register(name="second_alarm_word", address=30, flags={3: "first", 4: "second"}),
     Register(name="absurd_scale", address=31, scale=1e305),
@@ -378,10 +433,17 @@ def random_words(registers: list[Register], start: int, count: int, rng: random.
         elif reg.type is DataType.FLOAT32:
             raw = rng.choice([math.nan, math.inf]) if rng.random() < 0.1 else rng.uniform(-1e4, 1e4)
         else:
-            raw = rng.randrange(-2**15, 2**15) if reg.type is DataType.INT16 else (
-                rng.randrange(2**16) if reg.type is DataType.UINT16 else
-                rng.randrange(-2**31, 2**31) if reg.type is DataType.INT32 else
-                rng.randrange(2**32))
+            raw = (
+                rng.randrange(-(2**15), 2**15)
+                if reg.type is DataType.INT16
+                else (
+                    rng.randrange(2**16)
+                    if reg.type is DataType.UINT16
+                    else rng.randrange(-(2**31), 2**31)
+                    if reg.type is DataType.INT32
+                    else rng.randrange(2**32)
+                )
+            )
         words[reg.address - start : reg.address - start + reg.count] = reg.encode(raw)
     return words
 
@@ -393,8 +455,9 @@ def test_the_gateways_block_decoders_make_the_batch_the_model_makes_of_the_regis
     profiles = load_profiles()
     registers = ODD_LAYOUTS if model == "odd layouts" else profiles[model].registers
     blocks = read_blocks(registers)
-    in_decoding_order = [reg for *_, members in blocks
-                         for reg in sorted(members, key=lambda r: r.address)]
+    in_decoding_order = [
+        reg for *_, members in blocks for reg in sorted(members, key=lambda r: r.address)
+    ]
     encoder = ReadingBatchEncoder("gw-1", "dev-1", "inst-1", DeviceKind.GAS_DETECTOR, model)
     ts = datetime(2026, 11, 22, 8, 30, 1, 250, UTC)
     rng = random.Random(model)
@@ -406,17 +469,29 @@ def test_the_gateways_block_decoders_make_the_batch_the_model_makes_of_the_regis
             for (_, start, count, members), (*_, decoder) in zip(blocks, decoders, strict=True):
                 words = random_words(members, start, count, rng)
                 left_out += decoder.decode(words, readings, flags)
-                words_of.update({reg.name: words[reg.address - start:][:reg.count]
-                                 for reg in members})
-            expected = decoded_one_by_one(in_decoding_order,
-                                          lambda reg, words_of=words_of: words_of[reg.name])
+                words_of.update(
+                    {reg.name: words[reg.address - start :][: reg.count] for reg in members}
+                )
+            expected = decoded_one_by_one(
+                in_decoding_order, lambda reg, words_of=words_of: words_of[reg.name]
+            )
             members = ",".join(readings), ",".join(flags)
             as_decoded = json.loads(f"{{{members[0]}}}"), json.loads(f"{{{members[1]}}}")
             assert (*as_decoded, left_out) == expected
-            assert encoder.encode(7, ts, *members) == ReadingBatch(
-                gateway_id="gw-1", seq=7, device_id="dev-1", institution_id="inst-1",
-                kind=DeviceKind.GAS_DETECTOR, ts=ts, profile=model, readings=as_decoded[0],
-                flags=as_decoded[1]).to_bytes()
+            assert (
+                encoder.encode(7, ts, *members)
+                == ReadingBatch(
+                    gateway_id="gw-1",
+                    seq=7,
+                    device_id="dev-1",
+                    institution_id="inst-1",
+                    kind=DeviceKind.GAS_DETECTOR,
+                    ts=ts,
+                    profile=model,
+                    readings=as_decoded[0],
+                    flags=as_decoded[1],
+                ).to_bytes()
+            )
 
 
 def test_a_reply_shorter_than_the_read_is_refused_as_a_garbled_frame():
@@ -429,8 +504,14 @@ async def test_while_the_broker_is_away_each_device_is_queued_online_first_then_
     site_and_profiles, fleet, tmp_path
 ):
     site, profiles = site_and_profiles
-    gateway = GatewayService(site.gateways[0], site, profiles, BrokerAddress("127.0.0.1", 1),
-                             tmp_path / "outbox.db", lambda e: fleet.endpoint_port(e.id))
+    gateway = GatewayService(
+        site.gateways[0],
+        site,
+        profiles,
+        BrokerAddress("127.0.0.1", 1),
+        tmp_path / "outbox.db",
+        lambda e: fleet.endpoint_port(e.id),
+    )
     running = asyncio.create_task(gateway.run())
     await asyncio.sleep(2.5)
     running.cancel()
@@ -442,12 +523,14 @@ async def test_while_the_broker_is_away_each_device_is_queued_online_first_then_
     rows = await outbox.oldest(10_000)
     await outbox.close()
     messages = [parse_message(topic, payload) for _, topic, payload in rows]
-    assert [m.seq for m in messages] == [seq for seq, _, _ in rows] == list(
-        range(1, len(rows) + 1))
+    assert [m.seq for m in messages] == [seq for seq, _, _ in rows] == list(range(1, len(rows) + 1))
     assert isinstance(messages[0], GatewayHeartbeat)  # the gateway says it is alive at once
     assert {m.incarnation for m in messages} == {gateway.outbox.incarnation}
-    polled = {d.id for d in site.devices
-              if d.gateway == gateway.gateway.id and profiles[d.profile].registers}
+    polled = {
+        d.id
+        for d in site.devices
+        if d.gateway == gateway.gateway.id and profiles[d.profile].registers
+    }
     for device_id in polled:
         mine = [m for m in messages if getattr(m, "device_id", None) == device_id]
         assert isinstance(mine[0], DeviceEvent) and mine[0].event is EventType.ONLINE

@@ -44,16 +44,19 @@ def button_site() -> Site:
     """The demo's gw-rongcheng with only its one-key button (no Modbus line to simulate)."""
     site = load_site(SITES_DIR / "demo-county.yaml", PROFILES)
     gateway = next(g for g in site.gateways if g.id == "gw-rongcheng")
-    return site.model_copy(update={
-        "gateways": [gateway.model_copy(update={"endpoints": []})],
-        "devices": [d for d in site.devices if d.id == BUTTON],
-    })
+    return site.model_copy(
+        update={
+            "gateways": [gateway.model_copy(update={"endpoints": []})],
+            "devices": [d for d in site.devices if d.id == BUTTON],
+        }
+    )
 
 
 def gateway_for(broker, outbox: Path) -> GatewayService:
     site = button_site()
-    return GatewayService(site.gateways[0], site, PROFILES, BrokerAddress.from_url(broker.url),
-                          outbox)
+    return GatewayService(
+        site.gateways[0], site, PROFILES, BrokerAddress.from_url(broker.url), outbox
+    )
 
 
 class Collector:
@@ -66,12 +69,19 @@ class Collector:
             self.messages.extend(messages)
 
         self.consumer = GatewayMessageConsumer(
-            "collector", BrokerAddress.from_url(broker.url), collect, _NoDeadLetters(),
-            streams=(readings_filter, events_filter, heartbeats_filter))
+            "collector",
+            BrokerAddress.from_url(broker.url),
+            collect,
+            _NoDeadLetters(),
+            streams=(readings_filter, events_filter, heartbeats_filter),
+        )
 
     def presses(self) -> list[ReadingBatch]:
-        return [m for m in self.messages
-                if isinstance(m, ReadingBatch) and m.flags.get("button_pressed")]
+        return [
+            m
+            for m in self.messages
+            if isinstance(m, ReadingBatch) and m.flags.get("button_pressed")
+        ]
 
 
 class _NoDeadLetters:
@@ -166,13 +176,17 @@ KILLED_WHILE_STORING = textwrap.dedent("""
 """)
 
 
-async def test_a_press_reported_while_the_gateway_dies_is_delivered_after_restart(
-    broker, tmp_path
-):
+async def test_a_press_reported_while_the_gateway_dies_is_delivered_after_restart(broker, tmp_path):
     collector = Collector(broker)
     doomed = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", KILLED_WHILE_STORING, broker.url, str(tmp_path / "outbox.db"),
-        stdout=subprocess.PIPE, cwd=Path(__file__).resolve().parents[1])
+        sys.executable,
+        "-c",
+        KILLED_WHILE_STORING,
+        broker.url,
+        str(tmp_path / "outbox.db"),
+        stdout=subprocess.PIPE,
+        cwd=Path(__file__).resolve().parents[1],
+    )
     assert doomed.stdout is not None
     try:
         async with asyncio.timeout(30):
@@ -190,9 +204,7 @@ async def test_a_press_reported_while_the_gateway_dies_is_delivered_after_restar
     assert press.readings == {"battery_voltage": 3.0}
 
 
-async def test_a_gateway_whose_outbox_file_was_deleted_delivers_its_first_press(
-    broker, tmp_path
-):
+async def test_a_gateway_whose_outbox_file_was_deleted_delivers_its_first_press(broker, tmp_path):
     """Through Mosquitto into the alert service: the new outbox numbers its messages from 1
     again, under a new incarnation, and the press among them raises the alarm."""
     outbox = tmp_path / "outbox.db"
@@ -228,8 +240,9 @@ async def test_a_gateway_puts_a_heartbeat_with_its_outbox_depth_in_its_outbox_ev
     saying how many messages waited when it was made."""
     site = button_site()
     gateway = site.gateways[0].model_copy(update={"heartbeat_interval_s": 0.2})
-    service = GatewayService(gateway, site, PROFILES, BrokerAddress("127.0.0.1", 1),
-                             tmp_path / "outbox.db")
+    service = GatewayService(
+        gateway, site, PROFILES, BrokerAddress("127.0.0.1", 1), tmp_path / "outbox.db"
+    )
     async with running(service):
         await until(lambda: service.outbox.size >= 4, "four heartbeats")
     reopened = Outbox(tmp_path / "outbox.db")

@@ -80,23 +80,39 @@ async def until(predicate: Callable[[], Awaitable[bool]], what: str) -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def reading(device_id: str, *, gateway_id: str | None = None, ahead: timedelta = timedelta(),
-            **values: float | bool) -> ReadingBatch:
+def reading(
+    device_id: str,
+    *,
+    gateway_id: str | None = None,
+    ahead: timedelta = timedelta(),
+    **values: float | bool,
+) -> ReadingBatch:
     """A batch from ``device_id`` (of its site gateway unless another is named), read now on a
     gateway clock ``ahead`` of ours; floats are readings, bools flags."""
     device = next(d for d in SITE.devices if d.id == device_id)
     profile = PROFILES[device.profile]
     return ReadingBatch(
-        gateway_id=gateway_id or device.gateway, incarnation="0123456789abcdef", seq=next(SEQ),
-        device_id=device.id, institution_id=device.institution, kind=profile.kind,
-        ts=utc_now() + ahead, profile=device.profile,
+        gateway_id=gateway_id or device.gateway,
+        incarnation="0123456789abcdef",
+        seq=next(SEQ),
+        device_id=device.id,
+        institution_id=device.institution,
+        kind=profile.kind,
+        ts=utc_now() + ahead,
+        profile=device.profile,
         readings={k: v for k, v in values.items() if not isinstance(v, bool)},
-        flags={k: v for k, v in values.items() if isinstance(v, bool)})
+        flags={k: v for k, v in values.items() if isinstance(v, bool)},
+    )
 
 
 def heartbeat(gateway_id: str, ahead: timedelta = timedelta()) -> GatewayHeartbeat:
-    return GatewayHeartbeat(gateway_id=gateway_id, incarnation="0123456789abcdef",
-                            seq=next(SEQ), ts=utc_now() + ahead, outbox=3)
+    return GatewayHeartbeat(
+        gateway_id=gateway_id,
+        incarnation="0123456789abcdef",
+        seq=next(SEQ),
+        ts=utc_now() + ahead,
+        outbox=3,
+    )
 
 
 async def rows(service: AlertService, model: type, **where: object) -> list:
@@ -114,8 +130,10 @@ async def test_a_gateway_cannot_raise_an_alarm_for_another_institutions_device(a
     assert await rows(alerts, db.Alarm, device_id="dq-btn-1") == []
     [letter] = await rows(alerts, db.DeadLetter)
     assert letter.topic == "firewatch/v1/readings/gw-rongcheng/dq-btn-1"
-    assert letter.reason == ("gateway gw-rongcheng spoke for device dq-btn-1, which the site file "
-                             "gives to gateway gw-dingqiao (dingqiao-eldercare)")
+    assert letter.reason == (
+        "gateway gw-rongcheng spoke for device dq-btn-1, which the site file "
+        "gives to gateway gw-dingqiao (dingqiao-eldercare)"
+    )
 
 
 async def _alarms_of(service: AlertService, device_id: str) -> list[db.Alarm]:
@@ -123,22 +141,30 @@ async def _alarms_of(service: AlertService, device_id: str) -> list[db.Alarm]:
 
 
 async def test_a_reading_stamped_an_hour_ahead_is_dead_lettered_not_stored(
-    database_url, mosquitto, tmp_path: Path,
+    database_url,
+    mosquitto,
+    tmp_path: Path,
 ):
     async with database(database_url) as sessions:
         alerts = alert_service(sessions, robot_outbox(), broker=mosquitto)
         store = SqliteTimeSeries(tmp_path / "timeseries.db")
         await store.open()
         ingest = IngestService(
-            store, Spool(tmp_path / "spool.db"), mosquitto, DeadLetters(sessions, "ingest"),
+            store,
+            Spool(tmp_path / "spool.db"),
+            mosquitto,
+            DeadLetters(sessions, "ingest"),
             max_wait_s=0.01,
-            admit=admission_for(Settings(), SITE, PROFILES, "ingest", restamp=False))
+            admit=admission_for(Settings(), SITE, PROFILES, "ingest", restamp=False),
+        )
         try:
             async with running(alerts, ingest):
                 # gas_high has no on-delay: believed, this reading would raise at once
-                await publish(mosquitto, reading("rc-gas-1", ahead=timedelta(hours=1),
-                                                 gas_concentration=60.0),
-                              reading("rc-gas-1", gas_concentration=0.5))
+                await publish(
+                    mosquitto,
+                    reading("rc-gas-1", ahead=timedelta(hours=1), gas_concentration=60.0),
+                    reading("rc-gas-1", gas_concentration=0.5),
+                )
                 await until(lambda: _written(ingest, 1), "the reading of now to be stored")
                 await until(lambda: _settled(alerts, "rc-gas-1"), "the reading of now applied")
         finally:
@@ -146,8 +172,9 @@ async def test_a_reading_stamped_an_hour_ahead_is_dead_lettered_not_stored(
         assert await rows(alerts, db.Alarm) == []
         letters = await rows(alerts, db.DeadLetter)
         assert sorted(d.consumer for d in letters) == ["alerts", "ingest"]
-        assert all(" s ahead of its receipt, more than the 300 s allowed" in d.reason
-                   for d in letters)
+        assert all(
+            " s ahead of its receipt, more than the 300 s allowed" in d.reason for d in letters
+        )
 
 
 async def _written(ingest: IngestService, n: int) -> bool:
@@ -161,16 +188,23 @@ async def _settled(service: AlertService, device_id: str) -> bool:
 
 
 async def test_a_gateway_whose_clock_jumps_an_hour_ahead_and_back_loses_no_alarm(
-    alerts, mosquitto,
+    alerts,
+    mosquitto,
 ):
     hour = timedelta(hours=1)
     # the clock jumps ahead: the readings are refused, the press is taken as read on receipt
-    await publish(mosquitto, reading("rc-btn-1", ahead=hour, button_pressed=False),
-                  reading("rc-btn-1", ahead=hour, button_pressed=True))
+    await publish(
+        mosquitto,
+        reading("rc-btn-1", ahead=hour, button_pressed=False),
+        reading("rc-btn-1", ahead=hour, button_pressed=True),
+    )
     await until(lambda: _alarms_of(alerts, "rc-btn-1"), "the first press's alarm")
     # and steps back: the button released, then pressed again
-    await publish(mosquitto, reading("rc-btn-1", button_pressed=False),
-                  reading("rc-btn-1", button_pressed=True))
+    await publish(
+        mosquitto,
+        reading("rc-btn-1", button_pressed=False),
+        reading("rc-btn-1", button_pressed=True),
+    )
     await until(lambda: _count(_alarms_of(alerts, "rc-btn-1"), 2), "the second press's alarm")
 
     first, second = sorted(await _alarms_of(alerts, "rc-btn-1"), key=lambda a: a.id)
@@ -184,17 +218,22 @@ async def _count(alarms: Awaitable[list], n: int) -> bool:
 
 
 async def test_each_gateways_clock_offset_is_a_metric(alerts, mosquitto):
-    await publish(mosquitto, heartbeat("gw-dingqiao", ahead=timedelta(minutes=2)),
-                  heartbeat("gw-rongcheng"))
+    await publish(
+        mosquitto, heartbeat("gw-dingqiao", ahead=timedelta(minutes=2)), heartbeat("gw-rongcheng")
+    )
 
     def offsets() -> dict[str, float]:
         registry = registry_for(FirewatchCollector(alerts=alerts))
-        return {s.labels["gateway"]: s.value
-                for family in registry.collect() for s in family.samples
-                if s.name == "firewatch_gateway_clock_offset_seconds"}
+        return {
+            s.labels["gateway"]: s.value
+            for family in registry.collect()
+            for s in family.samples
+            if s.name == "firewatch_gateway_clock_offset_seconds"
+        }
 
     async def both() -> bool:
         return len(offsets()) == 2
+
     await until(both, "both gateways' clock offsets")
     seen = offsets()
     # received - ts: a clock two minutes ahead, and one right (plus the delivery's delay)
@@ -203,9 +242,13 @@ async def test_each_gateways_clock_offset_is_a_metric(alerts, mosquitto):
 
 
 async def test_a_press_after_the_gateways_clock_is_set_back_within_the_skew_is_an_alarm(
-    alerts, mosquitto,
+    alerts,
+    mosquitto,
 ):
     # four minutes ahead is believed; NTP then sets the clock right, and the button is pressed
-    await publish(mosquitto, reading("dq-btn-1", ahead=timedelta(minutes=4), button_pressed=False),
-                  reading("dq-btn-1", button_pressed=True))
+    await publish(
+        mosquitto,
+        reading("dq-btn-1", ahead=timedelta(minutes=4), button_pressed=False),
+        reading("dq-btn-1", button_pressed=True),
+    )
     await until(lambda: _alarms_of(alerts, "dq-btn-1"), "the press's alarm")

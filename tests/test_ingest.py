@@ -28,10 +28,17 @@ T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=30)
 
 
 def batch(seq: int, start: datetime = T0) -> ReadingBatch:
-    return ReadingBatch(gateway_id="gw-1", seq=seq, device_id=f"dev-{seq % 10}",
-                        institution_id="inst-1", kind="gas_detector",
-                        ts=start + timedelta(milliseconds=100 * seq), profile="generic-gas-lel",
-                        readings={"gas_concentration": seq / 10}, flags={"sensor_fault": False})
+    return ReadingBatch(
+        gateway_id="gw-1",
+        seq=seq,
+        device_id=f"dev-{seq % 10}",
+        institution_id="inst-1",
+        kind="gas_detector",
+        ts=start + timedelta(milliseconds=100 * seq),
+        profile="generic-gas-lel",
+        readings={"gas_concentration": seq / 10},
+        flags={"sensor_fault": False},
+    )
 
 
 class Recorded:
@@ -46,10 +53,14 @@ class Recorded:
 
 async def publish(broker: BrokerAddress, seqs, start: datetime = T0) -> None:
     async with broker.client("test-gateway", max_inflight_messages=100) as client:
-        await asyncio.gather(*(
-            client.publish(f"firewatch/v1/readings/gw-1/dev-{s % 10}",
-                           batch(s, start).to_bytes(), qos=1)
-            for s in seqs))
+        await asyncio.gather(
+            *(
+                client.publish(
+                    f"firewatch/v1/readings/gw-1/dev-{s % 10}", batch(s, start).to_bytes(), qos=1
+                )
+                for s in seqs
+            )
+        )
 
 
 async def until(predicate, timeout: float = 30) -> None:
@@ -86,8 +97,9 @@ async def test_readings_older_than_the_raw_retention_are_rolled_up_by_the_runnin
     store = SqliteTimeSeries(tmp_path / "ts.db")
     await store.open()
     compactor = compactor_for(store, Settings(timeseries_compact_every_s=0.1))
-    ingest = IngestService(store, Spool(tmp_path / "spool.db"), mosquitto, Recorded(),
-                           compactor=compactor)
+    ingest = IngestService(
+        store, Spool(tmp_path / "spool.db"), mosquitto, Recorded(), compactor=compactor
+    )
     task = asyncio.create_task(ingest.run())
     eight_days_ago = T0 - timedelta(days=8)  # a gateway's outbox emptying after a long outage
     try:
@@ -102,8 +114,13 @@ async def test_readings_older_than_the_raw_retention_are_rolled_up_by_the_runnin
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
-    points = await store.history("dev-3", "gas_concentration", eight_days_ago - timedelta(hours=1),
-                                 eight_days_ago + timedelta(hours=1), 60)
+    points = await store.history(
+        "dev-3",
+        "gas_concentration",
+        eight_days_ago - timedelta(hours=1),
+        eight_days_ago + timedelta(hours=1),
+        60,
+    )
     values = [seq / 10 for seq in range(3, 301, 10)]
     assert sum(p.count for p in points) == len(values)
     assert sum(p.mean * p.count for p in points) == pytest.approx(sum(values))
@@ -147,8 +164,9 @@ async def drain_with_one_set_aside(store, tmp_path, mosquitto) -> db.DeadLetter:
     written, the one dead letter."""
     await store.open()
     async with demo_county(f"sqlite+aiosqlite:///{tmp_path}/fw.db") as county:
-        ingest = IngestService(store, Spool(tmp_path / "spool.db"), mosquitto,
-                               DeadLetters(county.sessions, "ingest"))
+        ingest = IngestService(
+            store, Spool(tmp_path / "spool.db"), mosquitto, DeadLetters(county.sessions, "ingest")
+        )
         task = asyncio.create_task(ingest.run())
         try:
             await until(lambda: _true(ingest.written == 2 and ingest.spool.size == 0))
@@ -175,7 +193,9 @@ async def test_a_batch_the_store_refuses_for_good_does_not_hold_up_the_spooled_o
         store = InfluxTimeSeries(server.url, token="", org="o", bucket="b")
         letter = await drain_with_one_set_aside(store, tmp_path, mosquitto)
     assert {line.split(" ", 2)[1] for line in server.points} == {
-        "gas_concentration=0.1,sensor_fault=false", "gas_concentration=0.3,sensor_fault=false"}
+        "gas_concentration=0.1,sensor_fault=false",
+        "gas_concentration=0.3,sensor_fault=false",
+    }
     assert ReadingBatch.model_validate_json(letter.payload).seq == 2
     assert letter.reason_class == "Refused"
     assert "422" in letter.reason and "beyond retention policy" in letter.reason
@@ -193,7 +213,8 @@ async def test_a_spooled_row_that_no_longer_reads_is_set_aside_and_the_rest_writ
         spool.execute("INSERT INTO spool (batch) VALUES (?)", (b'{"schema": "old/0"}',))
     await left_over.put([batch(3)])
     await left_over.close()
-    letter = await drain_with_one_set_aside(SqliteTimeSeries(tmp_path / "ts.db"), tmp_path,
-                                            mosquitto)
+    letter = await drain_with_one_set_aside(
+        SqliteTimeSeries(tmp_path / "ts.db"), tmp_path, mosquitto
+    )
     assert (letter.payload, letter.reason_class) == (b'{"schema": "old/0"}', "ValidationError")
     assert letter.reason.startswith("spooled batch no longer reads")

@@ -13,22 +13,31 @@ from tests.support.webapp import demo_app
 
 @pytest.fixture
 async def api(tmp_path: Path, database_url: str):
-    async with demo_app(tmp_path, database_url=database_url) as demo, httpx.AsyncClient(
-            transport=httpx.ASGITransport(demo.app), base_url="http://t") as client:
+    async with (
+        demo_app(tmp_path, database_url=database_url) as demo,
+        httpx.AsyncClient(transport=httpx.ASGITransport(demo.app), base_url="http://t") as client,
+    ):
         yield await login_async(client, "admin")
 
 
 def filing(**changes):
-    return {"institution_id": "dingqiao-eldercare", "category": "evacuation",
-            "source": "inspection", "description": "二楼安全出口被杂物堵塞",
-            "responsible_person": "赵强", "responsible_phone": "13800000202",
-            # a week ahead: a deadline must lie after the filing
-            "deadline": (utc_now() + timedelta(days=7)).isoformat(), **changes}
+    return {
+        "institution_id": "dingqiao-eldercare",
+        "category": "evacuation",
+        "source": "inspection",
+        "description": "二楼安全出口被杂物堵塞",
+        "responsible_person": "赵强",
+        "responsible_phone": "13800000202",
+        # a week ahead: a deadline must lie after the filing
+        "deadline": (utc_now() + timedelta(days=7)).isoformat(),
+        **changes,
+    }
 
 
 async def move(api, entry_id, action):
-    return await api.post(f"/api/hazards/{entry_id}/transitions",
-                          json={"action": action, "note": ""})
+    return await api.post(
+        f"/api/hazards/{entry_id}/transitions", json={"action": action, "note": ""}
+    )
 
 
 async def test_an_inspection_finding_walks_the_whole_loop_to_signed_off(api):
@@ -36,9 +45,13 @@ async def test_an_inspection_finding_walks_the_whole_loop_to_signed_off(api):
     assert entry["status"] == "reported"
     assert entry["responsible_unit"] == "丁桥镇敬老院（演示）"
     assert entry["township"] == "丁桥镇"
-    for action, status in [("start", "rectifying"), ("submit", "awaiting-verification"),
-                           ("fail", "rectifying"), ("submit", "awaiting-verification"),
-                           ("sign-off", "closed")]:
+    for action, status in [
+        ("start", "rectifying"),
+        ("submit", "awaiting-verification"),
+        ("fail", "rectifying"),
+        ("submit", "awaiting-verification"),
+        ("sign-off", "closed"),
+    ]:
         reply = await move(api, entry["id"], action)
         assert reply.status_code == 200, reply.text
         assert reply.json()["status"] == status

@@ -12,8 +12,10 @@ AMAP = "https://webrd0{s}.is.autonavi.com/appmaptile?style=8&x={x}&y={y}&z={z}&k
 
 
 async def test_without_a_tile_url_the_page_draws_only_the_bundled_outline(tmp_path):
-    async with demo_app(tmp_path) as demo, httpx.AsyncClient(
-            transport=httpx.ASGITransport(demo.app), base_url="http://t") as api:
+    async with (
+        demo_app(tmp_path) as demo,
+        httpx.AsyncClient(transport=httpx.ASGITransport(demo.app), base_url="http://t") as api,
+    ):
         await login_async(api, "viewer")
         config = (await api.get("/api/map/config")).json()
         assert config["tile_url"] is None
@@ -22,10 +24,16 @@ async def test_without_a_tile_url_the_page_draws_only_the_bundled_outline(tmp_pa
 
 
 async def test_an_amap_tile_layer_gets_its_key_and_the_gcj02_shift(tmp_path):
-    settings = Settings(map_tile_url=AMAP, map_tile_key="k123", map_tile_coords="gcj02",
-                        map_tile_attribution="© 高德地图")
-    async with demo_app(tmp_path, settings) as demo, httpx.AsyncClient(
-            transport=httpx.ASGITransport(demo.app), base_url="http://t") as api:
+    settings = Settings(
+        map_tile_url=AMAP,
+        map_tile_key="k123",
+        map_tile_coords="gcj02",
+        map_tile_attribution="© 高德地图",
+    )
+    async with (
+        demo_app(tmp_path, settings) as demo,
+        httpx.AsyncClient(transport=httpx.ASGITransport(demo.app), base_url="http://t") as api,
+    ):
         await login_async(api, "viewer")
         config = (await api.get("/api/map/config")).json()
     assert config["tile_url"].endswith("&key=k123") and "{x}" in config["tile_url"]

@@ -24,8 +24,11 @@ pytestmark = pytest.mark.timeout(60)
 
 def scrape(collector: FirewatchCollector) -> dict[tuple[str, frozenset], float]:
     text = generate_latest(registry_for(collector)).decode()
-    return {(s.name, frozenset(s.labels.items())): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
 
 
 async def test_garbled_frames_show_as_poll_errors_of_their_kind_while_readings_queue_up(tmp_path):
@@ -34,8 +37,14 @@ async def test_garbled_frames_show_as_poll_errors_of_their_kind_while_readings_q
     fleet = SimulatorFleet(site, profiles, BrokerAddress("127.0.0.1", 1), tick_s=0.05, seed=1)
     await fleet.start()
     [gateway] = [g for g in site.gateways if g.id == "gw-dingqiao"]
-    service = GatewayService(gateway, site, profiles, BrokerAddress("127.0.0.1", free_port()),
-                             tmp_path / "outbox.db", endpoint_ports(fleet))
+    service = GatewayService(
+        gateway,
+        site,
+        profiles,
+        BrokerAddress("127.0.0.1", free_port()),
+        tmp_path / "outbox.db",
+        endpoint_ports(fleet),
+    )
     await service.outbox.open()
     [poller] = service.pollers
     try:
@@ -50,8 +59,11 @@ async def test_garbled_frames_show_as_poll_errors_of_their_kind_while_readings_q
         await fleet.stop()
 
     def labelled(name: str, **labels: str) -> dict[frozenset, float]:
-        return {pairs: value for (metric, pairs), value in metrics.items()
-                if metric == name and set(labels.items()) <= pairs}
+        return {
+            pairs: value
+            for (metric, pairs), value in metrics.items()
+            if metric == name and set(labels.items()) <= pairs
+        }
 
     gas = {"gateway": "gw-dingqiao", "device": "dq-gas-1"}
     assert list(labelled("firewatch_gateway_polls_total", **gas).values()) == [2]

@@ -42,8 +42,12 @@ def old_models(tmp_path_factory) -> Iterator[ModuleType]:
 
     Needs the repository's history (a clone, not a shallow one or an unpacked sdist)."""
     source = subprocess.run(
-        ["git", "show", f"{BEFORE_MIGRATIONS}:firewatch/db.py"], cwd=ROOT, check=True,
-        stdout=subprocess.PIPE, text=True).stdout  # git's complaint, if any, on stderr
+        ["git", "show", f"{BEFORE_MIGRATIONS}:firewatch/db.py"],
+        cwd=ROOT,
+        check=True,
+        stdout=subprocess.PIPE,
+        text=True,
+    ).stdout  # git's complaint, if any, on stderr
     path = tmp_path_factory.mktemp("old") / "db_before_migrations.py"
     path.write_text(source)
     spec = importlib.util.spec_from_file_location("db_before_migrations", path)
@@ -67,34 +71,83 @@ async def fill_the_old_way(engine: AsyncEngine, old: ModuleType) -> None:
     async with engine.begin() as conn:
         await conn.run_sync(old.Base.metadata.create_all)
     async with old.sessionmaker(engine).begin() as session:
-        session.add(old.Institution(
-            id="rongcheng-eldercare", name="荣成敬老院", type="eldercare", township="荣成镇",
-            lat=30.1, lon=120.2, head_name="王芳", head_phone="13800000101",
-            safety_officer_name="李强", safety_officer_phone="13800000102"))
+        session.add(
+            old.Institution(
+                id="rongcheng-eldercare",
+                name="荣成敬老院",
+                type="eldercare",
+                township="荣成镇",
+                lat=30.1,
+                lon=120.2,
+                head_name="王芳",
+                head_phone="13800000101",
+                safety_officer_name="李强",
+                safety_officer_phone="13800000102",
+            )
+        )
         await session.flush()  # the models have no relationships to order the inserts by
-        session.add(old.Device(id="rc-btn-1", institution_id="rongcheng-eldercare",
-                               gateway_id="gw-rongcheng", kind="button", profile="alarm-button"))
+        session.add(
+            old.Device(
+                id="rc-btn-1",
+                institution_id="rongcheng-eldercare",
+                gateway_id="gw-rongcheng",
+                kind="button",
+                profile="alarm-button",
+            )
+        )
         await session.flush()
-        session.add(old.Alarm(
-            id=7, device_id="rc-btn-1", institution_id="rongcheng-eldercare", rule="button",
-            title="一键报警", severity="critical", status="acknowledged",
-            raised_at=datetime(2026, 11, 3, 2, 15, tzinfo=UTC), acknowledged_by="duty-rc"))
+        session.add(
+            old.Alarm(
+                id=7,
+                device_id="rc-btn-1",
+                institution_id="rongcheng-eldercare",
+                rule="button",
+                title="一键报警",
+                severity="critical",
+                status="acknowledged",
+                raised_at=datetime(2026, 11, 3, 2, 15, tzinfo=UTC),
+                acknowledged_by="duty-rc",
+            )
+        )
         await session.flush()
-        session.add(old.Hazard(
-            id=3, institution_id="rongcheng-eldercare", township="荣成镇", category="evacuation",
-            source="inspection", description="二楼安全出口被杂物堵塞",
-            responsible_unit="荣成敬老院", responsible_person="赵强",
-            responsible_phone="13800000202", deadline=datetime(2026, 12, 1, tzinfo=CST),
-            alarm_id=7))
+        session.add(
+            old.Hazard(
+                id=3,
+                institution_id="rongcheng-eldercare",
+                township="荣成镇",
+                category="evacuation",
+                source="inspection",
+                description="二楼安全出口被杂物堵塞",
+                responsible_unit="荣成敬老院",
+                responsible_person="赵强",
+                responsible_phone="13800000202",
+                deadline=datetime(2026, 12, 1, tzinfo=CST),
+                alarm_id=7,
+            )
+        )
         password_hash = accounts.PASSWORDS.hash(PASSWORD)
-        session.add(old.User(username="admin", display_name="县民政局管理员", role="admin",
-                             password_hash=password_hash))
-        session.add(old.User(username="duty-rc", display_name="荣成值班员", role="staff",
-                             institution_id="rongcheng-eldercare", password_hash=password_hash))
+        session.add(
+            old.User(
+                username="admin",
+                display_name="县民政局管理员",
+                role="admin",
+                password_hash=password_hash,
+            )
+        )
+        session.add(
+            old.User(
+                username="duty-rc",
+                display_name="荣成值班员",
+                role="staff",
+                institution_id="rongcheng-eldercare",
+                password_hash=password_hash,
+            )
+        )
 
 
 async def test_a_database_made_before_migrations_keeps_its_alarm_ledger_and_accounts(
-    engine, old_models,
+    engine,
+    old_models,
 ):
     await fill_the_old_way(engine, old_models)
 
@@ -105,7 +158,10 @@ async def test_a_database_made_before_migrations_keeps_its_alarm_ledger_and_acco
         alarm = await session.get(db.Alarm, 7)
         hazard = await session.get(db.Hazard, 3)
     assert (alarm.device_id, alarm.status, alarm.acknowledged_by) == (
-        "rc-btn-1", "acknowledged", "duty-rc")
+        "rc-btn-1",
+        "acknowledged",
+        "duty-rc",
+    )
     assert alarm.raised_at == datetime(2026, 11, 3, 2, 15, tzinfo=UTC)
     assert (hazard.description, hazard.alarm_id) == ("二楼安全出口被杂物堵塞", 7)
     assert hazard.deadline == datetime(2026, 12, 1, tzinfo=CST)
@@ -130,13 +186,17 @@ async def test_services_starting_together_upgrade_the_database_once(engine):
     await asyncio.gather(*(db.create_schema(engine) for _ in range(3)))
 
     async with engine.connect() as conn:
-        versions = (await conn.execute(sqlalchemy.text(
-            "SELECT version_num FROM alembic_version"))).scalars().all()
+        versions = (
+            (await conn.execute(sqlalchemy.text("SELECT version_num FROM alembic_version")))
+            .scalars()
+            .all()
+        )
     assert versions == [migrations.head()]
 
 
 async def test_a_database_that_is_not_the_old_schema_is_refused_and_left_alone(
-    engine, old_models,
+    engine,
+    old_models,
 ):
     await fill_the_old_way(engine, old_models)
     async with engine.begin() as conn:
@@ -160,36 +220,82 @@ def insert_at_the_first_revision(conn: sqlalchemy.Connection) -> None:
     at = datetime(2026, 11, 3, 2, 15, tzinfo=UTC)
     rows = {
         "institutions": {
-            "id": "rongcheng-eldercare", "name": "荣成敬老院", "type": "eldercare",
-            "township": "荣成镇", "address": "荣成镇东街1号", "lat": 30.1, "lon": 120.2,
-            "head_name": "王芳", "head_phone": "13800000101", "safety_officer_name": "李强",
-            "safety_officer_phone": "13800000102"},
+            "id": "rongcheng-eldercare",
+            "name": "荣成敬老院",
+            "type": "eldercare",
+            "township": "荣成镇",
+            "address": "荣成镇东街1号",
+            "lat": 30.1,
+            "lon": 120.2,
+            "head_name": "王芳",
+            "head_phone": "13800000101",
+            "safety_officer_name": "李强",
+            "safety_officer_phone": "13800000102",
+        },
         "devices": {
-            "id": "rc-btn-1", "institution_id": "rongcheng-eldercare",
-            "gateway_id": "gw-rongcheng", "kind": "button", "profile": "alarm-button",
-            "location": "一楼值班室", "state": "alarm", "state_reason": "按下",
-            "last_readings": {}, "last_flags": {"pressed": True}, "last_seen": at,
-            "updated_at": at},
-        "alarms": {
-            "id": 7, "device_id": "rc-btn-1", "institution_id": "rongcheng-eldercare",
-            "rule": "button", "title": "一键报警", "severity": "critical",
-            "status": "acknowledged", "value": None, "set_point": None, "unit": "",
-            "raised_at": at, "acknowledged_at": at, "acknowledged_by": "duty-rc",
-            "ack_note": "已到场", "cleared_at": None},
-        "hazards": {
-            "id": 3, "institution_id": "rongcheng-eldercare", "township": "荣成镇",
-            "category": "evacuation", "source": "iot", "description": "二楼安全出口被杂物堵塞",
-            "responsible_unit": "荣成敬老院", "responsible_person": "赵强",
-            "responsible_phone": "13800000202", "deadline": datetime(2026, 12, 1, tzinfo=UTC),
-            "status": "open", "device_id": "rc-btn-1", "rule": "button", "alarm_id": 7,
-            "created_at": at, "updated_at": at},
-        "users": {
-            "username": "duty-rc", "display_name": "荣成值班员", "role": "staff",
+            "id": "rc-btn-1",
             "institution_id": "rongcheng-eldercare",
-            "password_hash": accounts.PASSWORDS.hash(PASSWORD), "demo": False,
-            "created_at": at},
-        "processed_messages": {"consumer": "alerts", "gateway_id": "gw-rongcheng", "seq": 41,
-                               "processed_at": at},
+            "gateway_id": "gw-rongcheng",
+            "kind": "button",
+            "profile": "alarm-button",
+            "location": "一楼值班室",
+            "state": "alarm",
+            "state_reason": "按下",
+            "last_readings": {},
+            "last_flags": {"pressed": True},
+            "last_seen": at,
+            "updated_at": at,
+        },
+        "alarms": {
+            "id": 7,
+            "device_id": "rc-btn-1",
+            "institution_id": "rongcheng-eldercare",
+            "rule": "button",
+            "title": "一键报警",
+            "severity": "critical",
+            "status": "acknowledged",
+            "value": None,
+            "set_point": None,
+            "unit": "",
+            "raised_at": at,
+            "acknowledged_at": at,
+            "acknowledged_by": "duty-rc",
+            "ack_note": "已到场",
+            "cleared_at": None,
+        },
+        "hazards": {
+            "id": 3,
+            "institution_id": "rongcheng-eldercare",
+            "township": "荣成镇",
+            "category": "evacuation",
+            "source": "iot",
+            "description": "二楼安全出口被杂物堵塞",
+            "responsible_unit": "荣成敬老院",
+            "responsible_person": "赵强",
+            "responsible_phone": "13800000202",
+            "deadline": datetime(2026, 12, 1, tzinfo=UTC),
+            "status": "open",
+            "device_id": "rc-btn-1",
+            "rule": "button",
+            "alarm_id": 7,
+            "created_at": at,
+            "updated_at": at,
+        },
+        "users": {
+            "username": "duty-rc",
+            "display_name": "荣成值班员",
+            "role": "staff",
+            "institution_id": "rongcheng-eldercare",
+            "password_hash": accounts.PASSWORDS.hash(PASSWORD),
+            "demo": False,
+            "created_at": at,
+        },
+        "processed_messages": {
+            "consumer": "alerts",
+            "gateway_id": "gw-rongcheng",
+            "seq": 41,
+            "processed_at": at,
+        },
     }
     for table, row in rows.items():
         conn.execute(tables.tables[table].insert(), row)
@@ -211,28 +317,37 @@ async def test_a_database_walked_from_the_first_migration_to_the_last_keeps_its_
 ):
     engine = await walked_from_the_first_revision(database_url)
     try:
-
         sessions = db.sessionmaker(engine)
         async with sessions() as session:
             alarm = await session.get(db.Alarm, 7)
             hazard = await session.get(db.Hazard, 3)
             device = await session.get(db.Device, "rc-btn-1")
             processed = (await session.scalars(select(db.ProcessedMessage))).all()
-            version = await session.scalar(sqlalchemy.text(
-                "SELECT version_num FROM alembic_version"))
-        duty = await accounts.authenticate(sessions, accounts.PasswordWork(), "duty-rc",
-                                           PASSWORD)
+            version = await session.scalar(
+                sqlalchemy.text("SELECT version_num FROM alembic_version")
+            )
+        duty = await accounts.authenticate(sessions, accounts.PasswordWork(), "duty-rc", PASSWORD)
     finally:
         await engine.dispose()
     assert version == migrations.head()
     assert (alarm.device_id, alarm.gateway_id, alarm.status, alarm.ack_note) == (
-        "rc-btn-1", None, "acknowledged", "已到场")
+        "rc-btn-1",
+        None,
+        "acknowledged",
+        "已到场",
+    )
     assert alarm.raised_at == datetime(2026, 11, 3, 2, 15, tzinfo=UTC)
     assert (hazard.description, hazard.alarm_id, hazard.status) == (
-        "二楼安全出口被杂物堵塞", 7, "open")
-    assert (device.last_flags, device.last_stream, device.last_seq) == ({"pressed": True}, "",
-                                                                        None)
+        "二楼安全出口被杂物堵塞",
+        7,
+        "open",
+    )
+    assert (device.last_flags, device.last_stream, device.last_seq) == ({"pressed": True}, "", None)
     assert [(m.consumer, m.gateway_id, m.incarnation, m.seq) for m in processed] == [
-        ("alerts", "gw-rongcheng", "", 41)]
+        ("alerts", "gw-rongcheng", "", 41)
+    ]
     assert (duty.role, duty.institution_id, duty.disabled) == (
-        "staff", "rongcheng-eldercare", False)
+        "staff",
+        "rongcheng-eldercare",
+        False,
+    )

@@ -33,8 +33,7 @@ LINE = "kitchen-rs485"
 
 def quick(profile: DeviceProfile) -> DeviceProfile:
     scenarios = {
-        name: s.model_copy(update={"ramp_s": 0})
-        for name, s in profile.simulation.scenarios.items()
+        name: s.model_copy(update={"ramp_s": 0}) for name, s in profile.simulation.scenarios.items()
     }
     simulation = profile.simulation.model_copy(update={"scenarios": scenarios})
     return profile.model_copy(update={"timeout_s": 0.3, "retries": 0, "simulation": simulation})
@@ -54,21 +53,31 @@ def line(tmp_path):
 @pytest.fixture
 def site(line) -> Site:
     endpoint = ModbusEndpoint(
-        id=LINE, transport=Transport.MODBUS_RTU, serial=str(line.gateway_end),
-        baudrate=19200, parity="N", stopbits=1, bytesize=8, simulated=True,
+        id=LINE,
+        transport=Transport.MODBUS_RTU,
+        serial=str(line.gateway_end),
+        baudrate=19200,
+        parity="N",
+        stopbits=1,
+        bytesize=8,
+        simulated=True,
     )
-    return one_gateway_site(endpoint, [
-        ("rtu-efm-1", "generic-efm-4t", 1),
-        ("rtu-gas-1", "generic-gas-lel", 2),
-        ("rtu-btn-1", "generic-onekey-modbus", 5),
-    ])
+    return one_gateway_site(
+        endpoint,
+        [
+            ("rtu-efm-1", "generic-efm-4t", 1),
+            ("rtu-gas-1", "generic-gas-lel", 2),
+            ("rtu-btn-1", "generic-onekey-modbus", 5),
+        ],
+    )
 
 
 @contextlib.asynccontextmanager
 async def simulators(site: Site, line: NullModem):
     """The line's devices, powered on; the values hold still (60 s tick) unless triggered."""
-    fleet = SimulatorFleet(site, QUICK, NO_BROKER, tick_s=60, seed=1,
-                           serial_ports={LINE: str(line.device_end)})
+    fleet = SimulatorFleet(
+        site, QUICK, NO_BROKER, tick_s=60, seed=1, serial_ports={LINE: str(line.device_end)}
+    )
     await fleet.start()
     try:
         yield fleet
@@ -115,9 +124,10 @@ def assert_polled_what_the_simulators_hold(polled: Polled, fleet: SimulatorFleet
 
 async def test_a_gas_leak_on_an_rs485_line_is_read_through_the_serial_port(site, line):
     polled = Polled()
-    async with simulators(site, line) as fleet, gateway_poller(
-        site, polled.on_readings, polled.on_event
-    ) as poller:
+    async with (
+        simulators(site, line) as fleet,
+        gateway_poller(site, polled.on_readings, polled.on_event) as poller,
+    ):
         await poll_line(poller)
         assert_polled_what_the_simulators_hold(polled, fleet)
         assert polled.latest["rtu-gas-1"][0]["gas_concentration"] < 1.5
@@ -139,20 +149,21 @@ async def test_devices_on_a_line_whose_simulator_stops_go_offline_with_the_reaso
         async with simulators(site, line):
             await poll_line(poller)
         assert {(d, e) for d, e, _ in polled.events} == {
-            (d.id, EventType.ONLINE) for d in site.devices}
+            (d.id, EventType.ONLINE) for d in site.devices
+        }
         polled.events.clear()
 
         await poll_line(poller, times=3)  # offline_after_misses: 3
         reasons = {d: reason for d, event, reason in polled.events if event is EventType.OFFLINE}
         assert sorted(reasons) == ["rtu-btn-1", "rtu-efm-1", "rtu-gas-1"]
         assert reasons["rtu-gas-1"].startswith(
-            f"no answer to 3 polls in a row from {LINE} unit 2: ModbusIOException")
+            f"no answer to 3 polls in a row from {LINE} unit 2: ModbusIOException"
+        )
         polled.events.clear()
 
         async with simulators(site, line):
             await poll_line(poller)
-    assert {(d, e) for d, e, _ in polled.events} == {
-        (d.id, EventType.ONLINE) for d in site.devices}
+    assert {(d, e) for d, e, _ in polled.events} == {(d.id, EventType.ONLINE) for d in site.devices}
 
 
 async def test_pressing_a_wired_one_key_button_raises_the_alarm_in_the_same_poll(
@@ -165,22 +176,33 @@ async def test_pressing_a_wired_one_key_button_raises_the_alarm_in_the_same_poll
 
         async def to_alert_service(device: Device, readings, flags, read_at) -> None:
             polled_at[device.id] = ts = utc_now()
-            await service.apply(ReadingBatch(
-                gateway_id=device.gateway, seq=next(seq), device_id=device.id,
-                institution_id=device.institution, kind=PROFILES[device.profile].kind, ts=ts,
-                profile=device.profile, readings=readings, flags=flags))
+            await service.apply(
+                ReadingBatch(
+                    gateway_id=device.gateway,
+                    seq=next(seq),
+                    device_id=device.id,
+                    institution_id=device.institution,
+                    kind=PROFILES[device.profile].kind,
+                    ts=ts,
+                    profile=device.profile,
+                    readings=readings,
+                    flags=flags,
+                )
+            )
 
         async def ignore(*_) -> None:
             pass
 
         async def button_alarms() -> list[db.Alarm]:
             async with sessions() as session:
-                return list(await session.scalars(
-                    select(db.Alarm).where(db.Alarm.device_id == "rtu-btn-1")))
+                return list(
+                    await session.scalars(select(db.Alarm).where(db.Alarm.device_id == "rtu-btn-1"))
+                )
 
-        async with simulators(site, line) as fleet, gateway_poller(
-            site, to_alert_service, ignore
-        ) as poller:
+        async with (
+            simulators(site, line) as fleet,
+            gateway_poller(site, to_alert_service, ignore) as poller,
+        ):
             button = next((d, p) for d, p in poller.devices if d.id == "rtu-btn-1")
             await poller.poll_once(*button)
             assert await button_alarms() == []

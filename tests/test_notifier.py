@@ -64,23 +64,47 @@ def routing(robot: WeComServer, sms: ProviderServer | None = None) -> Routing:
     return Routing("wecom_robot", "aliyun_sms" if sms else None, frozenset(channels), recipients)
 
 
-def notifier(sessions, writer: db.Writer, robot: WeComServer, sms: ProviderServer | None = None,
-             fallback_after: int = 99) -> Notifier:
+def notifier(
+    sessions,
+    writer: db.Writer,
+    robot: WeComServer,
+    sms: ProviderServer | None = None,
+    fallback_after: int = 99,
+) -> Notifier:
     channels = {"wecom_robot": WeComRobot()}
     if sms:
-        channels["aliyun_sms"] = AliyunSms("LTAI-test-id", "test-secret", "青阳民政", "SMS_000001",
-                                           sms.base_url)
-    return Notifier(sessions, writer, asyncio.Event(), channels, routing(robot, sms),
-                    Fallback(fallback_after, 3600), timeout_s=1, backoff_s=0.1)
+        channels["aliyun_sms"] = AliyunSms(
+            "LTAI-test-id", "test-secret", "青阳民政", "SMS_000001", sms.base_url
+        )
+    return Notifier(
+        sessions,
+        writer,
+        asyncio.Event(),
+        channels,
+        routing(robot, sms),
+        Fallback(fallback_after, 3600),
+        timeout_s=1,
+        backoff_s=0.1,
+    )
 
 
 async def store(sessions, robot: WeComServer, count: int) -> list[int]:
     outbox = Outbox(routing(robot), storm_window_s=0)
     async with sessions.begin() as session:
         for n in range(count):
-            await session.run_sync(outbox.add, INSTITUTION, None, NoticeMessage(
-                kind="raise", institution="蓉城镇敬老院（演示）", title=f"测试报警 {n}",
-                location="蓉城镇 · 厨房", device="rc-gas-1", time="2026-11-22 20:00:00"))
+            await session.run_sync(
+                outbox.add,
+                INSTITUTION,
+                None,
+                NoticeMessage(
+                    kind="raise",
+                    institution="蓉城镇敬老院（演示）",
+                    title=f"测试报警 {n}",
+                    location="蓉城镇 · 厨房",
+                    device="rc-gas-1",
+                    time="2026-11-22 20:00:00",
+                ),
+            )
     return [n.id for n in await notices(sessions)][-count:]
 
 
@@ -176,7 +200,8 @@ async def all_failed_at_least_where(sessions, ids: list[int], attempts: int) -> 
 
 
 async def test_a_channel_that_keeps_failing_hands_its_notices_to_the_fallback_once(
-        sessions, writer, robot, sms):
+    sessions, writer, robot, sms
+):
     robot.robot.trouble = Trouble.DOWN
     ids = await store(sessions, robot, 1)  # one: a mobile number takes one SMS a minute
     task = asyncio.create_task(notifier(sessions, writer, robot, sms, fallback_after=3).run())
@@ -232,19 +257,39 @@ async def test_a_new_notice_goes_out_while_another_institutions_robot_is_slow_to
 ):
     with WeComServer() as slow, WeComServer() as quick:
         slow.robot.trouble, slow.robot.hang_s = Trouble.TIMEOUT, 3.0
-        routes = Routing("wecom_robot", None, frozenset({"wecom_robot"}),
-                         {"slow-home": {"wecom_robot": slow.url},
-                          "quick-home": {"wecom_robot": quick.url}})
+        routes = Routing(
+            "wecom_robot",
+            None,
+            frozenset({"wecom_robot"}),
+            {"slow-home": {"wecom_robot": slow.url}, "quick-home": {"wecom_robot": quick.url}},
+        )
         waiting = asyncio.Event()
-        running = Notifier(sessions, writer, waiting, {"wecom_robot": WeComRobot()}, routes,
-                           Fallback(99, 3600), timeout_s=5)
+        running = Notifier(
+            sessions,
+            writer,
+            waiting,
+            {"wecom_robot": WeComRobot()},
+            routes,
+            Fallback(99, 3600),
+            timeout_s=5,
+        )
         outbox = Outbox(routes, storm_window_s=0)
 
         async def raise_at(institution: str) -> None:
             async with sessions.begin() as session:
-                await session.run_sync(outbox.add, institution, None, NoticeMessage(
-                    kind="raise", institution=institution, title="一键报警（人工火警）",
-                    location="1号楼", device="btn-1", time="2026-11-22 20:00:00"))
+                await session.run_sync(
+                    outbox.add,
+                    institution,
+                    None,
+                    NoticeMessage(
+                        kind="raise",
+                        institution=institution,
+                        title="一键报警（人工火警）",
+                        location="1号楼",
+                        device="btn-1",
+                        time="2026-11-22 20:00:00",
+                    ),
+                )
             waiting.set()
 
         async def quick_got_it() -> bool:
@@ -272,12 +317,23 @@ async def test_a_notice_to_a_webhook_httpx_cannot_parse_is_marked_failed_and_the
     sessions, writer, robot
 ):
     broken = "http://[::1/cgi-bin/webhook/send?key=k"  # "Invalid port": no retry mends it
-    routes = Routing("wecom_robot", None, frozenset({"wecom_robot"}),
-                     {"broken-home": {"wecom_robot": broken},
-                      INSTITUTION: {"wecom_robot": robot.url}})
+    routes = Routing(
+        "wecom_robot",
+        None,
+        frozenset({"wecom_robot"}),
+        {"broken-home": {"wecom_robot": broken}, INSTITUTION: {"wecom_robot": robot.url}},
+    )
     waiting = asyncio.Event()
-    running = Notifier(sessions, writer, waiting, {"wecom_robot": WeComRobot()}, routes,
-                       Fallback(99, 3600), timeout_s=1, backoff_s=0.1)
+    running = Notifier(
+        sessions,
+        writer,
+        waiting,
+        {"wecom_robot": WeComRobot()},
+        routes,
+        Fallback(99, 3600),
+        timeout_s=1,
+        backoff_s=0.1,
+    )
     outbox = Outbox(routes, storm_window_s=0)
     [bad] = await _raise_at(sessions, outbox, "broken-home")
     [first] = await _raise_at(sessions, outbox, INSTITUTION)
@@ -294,16 +350,29 @@ async def test_a_notice_to_a_webhook_httpx_cannot_parse_is_marked_failed_and_the
     [failed] = [n for n in await notices(sessions) if n.id == bad]
     assert (failed.status, failed.attempts) == ("failed", 1)
     assert failed.last_error.startswith("InvalidURL: Invalid port")
-    assert metric(running, "firewatch_notices_unsendable_total",
-                  channel="wecom_robot", reason="InvalidURL") == 1
+    assert (
+        metric(
+            running,
+            "firewatch_notices_unsendable_total",
+            channel="wecom_robot",
+            reason="InvalidURL",
+        )
+        == 1
+    )
 
 
 async def test_a_stored_notice_no_channel_can_read_is_marked_failed_and_the_next_is_sent(
     sessions, writer, robot, sms
 ):
     async with sessions.begin() as session:  # e.g. written by an older or newer version
-        session.add(db.Notice(institution_id=INSTITUTION, channel="wecom_robot",
-                              target=robot.url, body={"kind": "raise", "title": 7}))
+        session.add(
+            db.Notice(
+                institution_id=INSTITUTION,
+                channel="wecom_robot",
+                target=robot.url,
+                body={"kind": "raise", "title": 7},
+            )
+        )
     [good] = await store(sessions, robot, 1)  # after it, to the same robot
     running = notifier(sessions, writer, robot, sms, fallback_after=1)
     task = asyncio.create_task(running.run())
@@ -324,15 +393,32 @@ async def test_a_notice_whose_sms_template_names_a_missing_variable_goes_out_on_
     sessions, writer, robot
 ):
     with ProviderServer(TencentSmsProvider(template_params=2)) as tencent:
-        routes = Routing("tencent_sms", "wecom_robot",
-                         frozenset({"tencent_sms", "wecom_robot"}),
-                         {INSTITUTION: {"tencent_sms": PHONE, "wecom_robot": robot.url}})
-        sms = TencentSms("AKID-test", "test-key", "1400000001", "青阳民政", "100001",
-                         ["institution", "floor"],  # no message has a "floor"
-                         "ap-guangzhou", tencent.base_url)
-        running = Notifier(sessions, writer, asyncio.Event(),
-                           {"tencent_sms": sms, "wecom_robot": WeComRobot()}, routes,
-                           Fallback(99, 3600), timeout_s=1, backoff_s=0.1)
+        routes = Routing(
+            "tencent_sms",
+            "wecom_robot",
+            frozenset({"tencent_sms", "wecom_robot"}),
+            {INSTITUTION: {"tencent_sms": PHONE, "wecom_robot": robot.url}},
+        )
+        sms = TencentSms(
+            "AKID-test",
+            "test-key",
+            "1400000001",
+            "青阳民政",
+            "100001",
+            ["institution", "floor"],  # no message has a "floor"
+            "ap-guangzhou",
+            tencent.base_url,
+        )
+        running = Notifier(
+            sessions,
+            writer,
+            asyncio.Event(),
+            {"tencent_sms": sms, "wecom_robot": WeComRobot()},
+            routes,
+            Fallback(99, 3600),
+            timeout_s=1,
+            backoff_s=0.1,
+        )
         [notice_id] = await _raise_at(sessions, Outbox(routes, storm_window_s=0), INSTITUTION)
         task = asyncio.create_task(running.run())
         try:
@@ -345,13 +431,28 @@ async def test_a_notice_whose_sms_template_names_a_missing_variable_goes_out_on_
     [notice] = await notices(sessions)
     assert notice.channel == "wecom_robot"
     assert notice.last_error == "tencent_sms: KeyError: 'floor'; sent on wecom_robot"
-    assert metric(running, "firewatch_notices_unsendable_total",
-                  channel="tencent_sms", reason="KeyError") == 1
+    assert (
+        metric(
+            running, "firewatch_notices_unsendable_total", channel="tencent_sms", reason="KeyError"
+        )
+        == 1
+    )
 
 
 async def _raise_at(sessions, outbox: Outbox, institution: str) -> list[int]:
     async with sessions.begin() as session:
-        await session.run_sync(outbox.add, institution, None, NoticeMessage(
-            kind="raise", institution=institution, title="一键报警（人工火警）",
-            location="1号楼", device="btn-1", time="2026-11-22 20:00:00", immediate=True))
+        await session.run_sync(
+            outbox.add,
+            institution,
+            None,
+            NoticeMessage(
+                kind="raise",
+                institution=institution,
+                title="一键报警（人工火警）",
+                location="1号楼",
+                device="btn-1",
+                time="2026-11-22 20:00:00",
+                immediate=True,
+            ),
+        )
     return [n.id for n in await notices(sessions)][-1:]

@@ -16,14 +16,29 @@ from gateway.outbox import ROWS_PER_INSERT, Keep, Outbox
 
 
 def event(seq: int) -> DeviceEvent:
-    return DeviceEvent(gateway_id="gw-1", seq=seq, device_id="dev-1", institution_id="inst-1",
-                       kind="gas_detector", ts=datetime.now(UTC), event=EventType.ONLINE)
+    return DeviceEvent(
+        gateway_id="gw-1",
+        seq=seq,
+        device_id="dev-1",
+        institution_id="inst-1",
+        kind="gas_detector",
+        ts=datetime.now(UTC),
+        event=EventType.ONLINE,
+    )
 
 
 def button(seq: int, pressed: bool = False, battery: float = 3.0) -> ReadingBatch:
-    return ReadingBatch(gateway_id="gw-1", seq=seq, device_id="btn-1", institution_id="inst-1",
-                        kind="one_key_alarm", ts=datetime.now(UTC), profile="generic-onekey-mqtt",
-                        readings={"battery_voltage": battery}, flags={"button_pressed": pressed})
+    return ReadingBatch(
+        gateway_id="gw-1",
+        seq=seq,
+        device_id="btn-1",
+        institution_id="inst-1",
+        kind="one_key_alarm",
+        ts=datetime.now(UTC),
+        profile="generic-onekey-mqtt",
+        readings={"battery_voltage": battery},
+        flags={"button_pressed": pressed},
+    )
 
 
 def routine(seq: int) -> ReadingBatch:
@@ -99,9 +114,12 @@ async def test_messages_being_published_are_not_dropped_and_counted_when_the_out
 
 def reading(device: int, poll: int):
     """What a poller hands the outbox: a (topic, payload) made once the seq is known."""
+
     def build(seq: int) -> tuple[str, bytes]:
         return f"firewatch/v1/readings/gw-1/dev-{device}", json.dumps(
-            {"seq": seq, "device": device, "poll": poll}).encode()
+            {"seq": seq, "device": device, "poll": poll}
+        ).encode()
+
     return build
 
 
@@ -164,8 +182,14 @@ async def test_every_batch_whose_commit_was_confirmed_is_there_after_the_gateway
     tmp_path,
 ):
     gateway = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", KILLED_GATEWAY, str(tmp_path / "outbox.db"),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=Path(__file__).resolve().parents[1])
+        sys.executable,
+        "-c",
+        KILLED_GATEWAY,
+        str(tmp_path / "outbox.db"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=Path(__file__).resolve().parents[1],
+    )
     stdout, stderr = await asyncio.wait_for(gateway.communicate(), 60)
     assert gateway.returncode == -signal.SIGKILL, stderr.decode()
     assert int(stdout) == 500
@@ -241,10 +265,14 @@ async def test_an_outbox_from_before_incarnations_gets_one_and_keeps_its_message
     import sqlite3
 
     db = sqlite3.connect(tmp_path / "outbox.db")
-    db.execute("CREATE TABLE outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT NOT NULL,"
-               " payload BLOB NOT NULL)")
-    db.execute("INSERT INTO outbox (topic, payload) VALUES (?, ?)",
-               ("firewatch/v1/readings/gw-1/btn-1", routine(1).to_bytes()))
+    db.execute(
+        "CREATE TABLE outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT NOT NULL,"
+        " payload BLOB NOT NULL)"
+    )
+    db.execute(
+        "INSERT INTO outbox (topic, payload) VALUES (?, ?)",
+        ("firewatch/v1/readings/gw-1/btn-1", routine(1).to_bytes()),
+    )
     db.commit()
     db.close()
     outbox = Outbox(tmp_path / "outbox.db", max_messages=1)

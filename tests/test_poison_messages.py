@@ -33,16 +33,24 @@ pytestmark = pytest.mark.timeout(60)
 def press(gateway: str, device: str, institution: str, seq: int, ts: datetime) -> ReadingBatch:
     """A one-key alarm button's press, as its gateway sends it."""
     return ReadingBatch(
-        gateway_id=gateway, seq=seq, device_id=device, institution_id=institution,
-        kind="one_key_alarm", ts=ts, profile="generic-onekey-mqtt",
-        readings={"battery_voltage": 3.6}, flags={"button_pressed": True, "tamper": False})
+        gateway_id=gateway,
+        seq=seq,
+        device_id=device,
+        institution_id=institution,
+        kind="one_key_alarm",
+        ts=ts,
+        profile="generic-onekey-mqtt",
+        readings={"battery_voltage": 3.6},
+        flags={"button_pressed": True, "tamper": False},
+    )
 
 
 async def publish(broker: BrokerAddress, *messages: ReadingBatch) -> None:
     async with broker.client("a-gateway") as client:
         for message in messages:
-            await client.publish(readings_topic(message.gateway_id, message.device_id),
-                                 message.to_bytes(), qos=1)
+            await client.publish(
+                readings_topic(message.gateway_id, message.device_id), message.to_bytes(), qos=1
+            )
 
 
 async def dead_letters(sessions) -> list[db.DeadLetter]:
@@ -57,17 +65,23 @@ async def test_a_year_9999_batch_is_dead_lettered_and_a_press_elsewhere_still_al
     (firewatch.admission) would take it as read when received; with the door open, the
     content error it did not foresee is the handler's, and still only this message's."""
     async with demo_county(f"sqlite+aiosqlite:///{tmp_path}/fw.db") as county:
-        side = alert_side(Settings(wecom_webhook_url=None), county.site, county.profiles,
-                          county.sessions, mosquitto)
+        side = alert_side(
+            Settings(wecom_webhook_url=None),
+            county.site,
+            county.profiles,
+            county.sessions,
+            mosquitto,
+        )
         side.alerts.consumer.admit = None
         running = asyncio.create_task(side.alerts.run())
         try:
             await side.alerts.consumer.ready.wait()
             far = datetime(9999, 12, 31, 23, 0, tzinfo=UTC)  # its ledger deadline overflows
-            await publish(mosquitto,
-                          press("gw-rongcheng", "rc-btn-1", "rongcheng-eldercare", 1, far),
-                          press("gw-dingqiao", "dq-btn-1", "dingqiao-eldercare", 1,
-                                datetime.now(UTC)))
+            await publish(
+                mosquitto,
+                press("gw-rongcheng", "rc-btn-1", "rongcheng-eldercare", 1, far),
+                press("gw-dingqiao", "dq-btn-1", "dingqiao-eldercare", 1, datetime.now(UTC)),
+            )
             while True:
                 async with county.sessions() as session:
                     alarms = list(await session.scalars(select(db.Alarm)))
@@ -99,41 +113,56 @@ async def test_a_handler_error_that_keeps_repeating_ends_as_a_dead_letter_and_th
                 raise RuntimeError("a bug meets message 1")
             applied.extend(m.seq for m in messages)
 
-        consumer = GatewayMessageConsumer("test", mosquitto, handler,
-                                          DeadLetters(county.sessions, "test"),
-                                          streams=(readings_filter, events_filter))
+        consumer = GatewayMessageConsumer(
+            "test",
+            mosquitto,
+            handler,
+            DeadLetters(county.sessions, "test"),
+            streams=(readings_filter, events_filter),
+        )
         running = asyncio.create_task(consumer.run())
         try:
             await consumer.ready.wait()
             now = datetime.now(UTC)
-            await publish(mosquitto, *(press("gw-dingqiao", "dq-btn-1", "dingqiao-eldercare",
-                                             seq, now) for seq in (1, 2)))
+            await publish(
+                mosquitto,
+                *(
+                    press("gw-dingqiao", "dq-btn-1", "dingqiao-eldercare", seq, now)
+                    for seq in (1, 2)
+                ),
+            )
             while applied != [2]:
                 await asyncio.sleep(0.05)
             [letter] = await dead_letters(county.sessions)
-            assert letter.reason == (f"not applied after {MAX_ATTEMPTS} tries: "
-                                     "RuntimeError: a bug meets message 1")
+            assert letter.reason == (
+                f"not applied after {MAX_ATTEMPTS} tries: RuntimeError: a bug meets message 1"
+            )
             assert ReadingBatch.model_validate_json(letter.payload).seq == 1
         finally:
             running.cancel()
             await asyncio.gather(running, return_exceptions=True)
 
 
-async def test_a_database_that_is_away_for_a_moment_loses_no_message(
-    mosquitto, tmp_path, caplog
-):
+async def test_a_database_that_is_away_for_a_moment_loses_no_message(mosquitto, tmp_path, caplog):
     """Another process holds the database past SQLite's busy timeout while a press arrives: a
     bad day, not the press's fault.  The press waits, and becomes its alarm once."""
     async with demo_county(f"sqlite+aiosqlite:///{tmp_path}/fw.db") as county:
-        side = alert_side(Settings(wecom_webhook_url=None), county.site, county.profiles,
-                          county.sessions, mosquitto)
+        side = alert_side(
+            Settings(wecom_webhook_url=None),
+            county.site,
+            county.profiles,
+            county.sessions,
+            mosquitto,
+        )
         running = asyncio.create_task(side.alerts.run())
         locker = sqlite3.connect(tmp_path / "fw.db", isolation_level=None)
         try:
             await side.alerts.consumer.ready.wait()
             locker.execute("BEGIN IMMEDIATE")
-            await publish(mosquitto, press("gw-dingqiao", "dq-btn-1", "dingqiao-eldercare", 1,
-                                           datetime.now(UTC)))
+            await publish(
+                mosquitto,
+                press("gw-dingqiao", "dq-btn-1", "dingqiao-eldercare", 1, datetime.now(UTC)),
+            )
             while not any("database is locked" in r.getMessage() for r in caplog.records):
                 await asyncio.sleep(0.05)
             locker.rollback()

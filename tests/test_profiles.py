@@ -33,13 +33,17 @@ def test_every_shipped_profile_and_the_demo_site_load():
     profiles = load_profiles()
     site = load_site(SITES_DIR / "demo-county.yaml", profiles)
     assert {p.kind for p in profiles.values()} == {
-        "electrical_fire_monitor", "gas_detector", "one_key_alarm"
+        "electrical_fire_monitor",
+        "gas_detector",
+        "one_key_alarm",
     }
     assert len(site.institutions) == 3
 
 
 def test_a_bad_register_type_names_the_file_the_field_and_what_was_expected(tmp_path):
-    path = write_profile(tmp_path, GOOD.replace("type: uint16, scale: 0.1", "type: int64, scale: 0.1"))
+    path = write_profile(
+        tmp_path, GOOD.replace("type: uint16, scale: 0.1", "type: int64, scale: 0.1")
+    )
     with pytest.raises(ProfileError) as err:
         load_profile(path)
     message = str(err.value)
@@ -63,9 +67,12 @@ def test_a_profile_whose_model_differs_from_its_file_name_is_refused(tmp_path):
 def test_a_site_device_with_an_unknown_profile_names_the_device_entry(tmp_path):
     site = (SITES_DIR / "demo-county.yaml").read_text(encoding="utf-8")
     path = tmp_path / "site.yaml"
-    path.write_text(site.replace("profile: generic-gas-lel", "profile: acme-gas", 1),
-                    encoding="utf-8")
-    with pytest.raises(ProfileError, match=r"devices\.1 \(rc-gas-1\)\.profile: unknown profile 'acme-gas'"):
+    path.write_text(
+        site.replace("profile: generic-gas-lel", "profile: acme-gas", 1), encoding="utf-8"
+    )
+    with pytest.raises(
+        ProfileError, match=r"devices\.1 \(rc-gas-1\)\.profile: unknown profile 'acme-gas'"
+    ):
         load_site(path, load_profiles())
 
 
@@ -90,8 +97,9 @@ def test_a_serial_endpoint_without_its_serial_device_names_the_endpoint(tmp_path
 @pytest.mark.parametrize("byte_order", ["big", "little"])
 @pytest.mark.parametrize("word_order", ["big", "little"])
 def test_register_values_survive_encoding_in_every_type_and_order(dtype, byte_order, word_order):
-    reg = Register(name="v", address=0, type=dtype, byte_order=byte_order,
-                   word_order=word_order, scale=0.1)
+    reg = Register(
+        name="v", address=0, type=dtype, byte_order=byte_order, word_order=word_order, scale=0.1
+    )
     physical = -12.5 if dtype.startswith(("int", "float")) else 1234.5
     words = reg.encode(reg.to_raw(physical))
     assert len(words) == DataType(dtype).width
@@ -108,11 +116,18 @@ def test_a_float32_in_little_word_order_matches_the_usual_wire_layout():
 
 
 def test_contiguous_registers_are_read_in_one_request_and_gaps_split_them():
-    regs = [Register(name="a", address=0), Register(name="b", address=1, type="float32"),
-            Register(name="c", address=10), Register(name="d", address=0, table="input_register")]
+    regs = [
+        Register(name="a", address=0),
+        Register(name="b", address=1, type="float32"),
+        Register(name="c", address=10),
+        Register(name="d", address=0, table="input_register"),
+    ]
     blocks = [(t.value, start, count) for t, start, count, _ in read_blocks(regs)]
-    assert blocks == [("holding_register", 0, 3), ("holding_register", 10, 1),
-                      ("input_register", 0, 1)]
+    assert blocks == [
+        ("holding_register", 0, 3),
+        ("holding_register", 10, 1),
+        ("input_register", 0, 1),
+    ]
 
 
 # --- hostile but valid YAML: refused at start-up, naming the file and the field ---------------
@@ -139,35 +154,54 @@ def refusal_of_site(tmp_path: Path, old: str, new: str) -> str:
     return message
 
 
-@pytest.mark.parametrize(("old", "new", "field", "why"), [
-    ("set_point: 20", "set_point: .nan", "alarms.0.set_point", "finite number"),
-    ("on_delay_s: 2", "on_delay_s: .inf", "alarms.0.on_delay_s", "finite number"),
-    ("hysteresis: 2", "hysteresis: -.inf", "alarms.0.hysteresis", "finite number"),
-    ("poll_interval_s: 1.0", "poll_interval_s: 1e-9", "poll_interval_s", "greater than or equal"),
-    ("poll_interval_s: 1.0", "poll_interval_s: 1e300", "poll_interval_s", "less than or equal"),
-    ("off_delay_s: 10", "off_delay_s: 1e300", "alarms.0.off_delay_s", "less than or equal"),
-    ("scale: 0.1", "scale: 0", "registers.0", "scale 0 would read every value as the offset"),
-    ("address: 0, type: uint16", "address: 65535, type: float32", "registers.0",
-     "a float32 at address 65535 runs past the last Modbus address 65535 (to 65536)"),
-    ("set_point: 20", "set_point: 40", "alarms.0",
-     "set point 40 %LEL is outside the range [1, 25] %LEL of rule 'gas_low'"),
-])
+@pytest.mark.parametrize(
+    ("old", "new", "field", "why"),
+    [
+        ("set_point: 20", "set_point: .nan", "alarms.0.set_point", "finite number"),
+        ("on_delay_s: 2", "on_delay_s: .inf", "alarms.0.on_delay_s", "finite number"),
+        ("hysteresis: 2", "hysteresis: -.inf", "alarms.0.hysteresis", "finite number"),
+        (
+            "poll_interval_s: 1.0",
+            "poll_interval_s: 1e-9",
+            "poll_interval_s",
+            "greater than or equal",
+        ),
+        ("poll_interval_s: 1.0", "poll_interval_s: 1e300", "poll_interval_s", "less than or equal"),
+        ("off_delay_s: 10", "off_delay_s: 1e300", "alarms.0.off_delay_s", "less than or equal"),
+        ("scale: 0.1", "scale: 0", "registers.0", "scale 0 would read every value as the offset"),
+        (
+            "address: 0, type: uint16",
+            "address: 65535, type: float32",
+            "registers.0",
+            "a float32 at address 65535 runs past the last Modbus address 65535 (to 65536)",
+        ),
+        (
+            "set_point: 20",
+            "set_point: 40",
+            "alarms.0",
+            "set point 40 %LEL is outside the range [1, 25] %LEL of rule 'gas_low'",
+        ),
+    ],
+)
 def test_a_profile_value_out_of_bounds_names_the_file_its_field_and_why(
-        tmp_path, old, new, field, why):
+    tmp_path, old, new, field, why
+):
     message = refusal_of_profile(tmp_path, old, new)
     assert "generic-gas-lel.yaml" in message and f"field {field}:" in message and why in message
 
 
 def test_a_repeated_key_is_refused_with_both_lines_not_read_as_the_last(tmp_path):
-    message = refusal_of_profile(tmp_path, "    hysteresis: 2\n",
-                                 "    hysteresis: 2\n    set_point: 99\n")
+    message = refusal_of_profile(
+        tmp_path, "    hysteresis: 2\n", "    hysteresis: 2\n    set_point: 99\n"
+    )
     assert "key 'set_point' appears twice (first on line" in message
 
 
 def test_an_alias_bomb_is_refused_before_it_is_expanded(tmp_path):
     bomb = "".join(f"x{n}: &x{n} [{', '.join([f'*x{n - 1}'] * 10)}]\n" for n in range(1, 9))
-    message = refusal_of_profile(tmp_path, "kind: gas_detector\n",
-                                 f"kind: gas_detector\nx0: &x0 [boom]\n{bomb}")
+    message = refusal_of_profile(
+        tmp_path, "kind: gas_detector\n", f"kind: gas_detector\nx0: &x0 [boom]\n{bomb}"
+    )
     assert "aliases expand to more than" in message
 
 
@@ -181,32 +215,56 @@ def test_a_site_file_saved_as_gbk_is_named_as_not_utf8_with_the_byte_offset(tmp_
     assert f"at byte offset {offset} (line 3)" in str(err.value)
 
 
-@pytest.mark.parametrize(("old", "new", "why"), [
-    ("endpoint: rongcheng-rs485, unit_id: 2", "endpoint: rongcheng-rs485, unit_id: 1",
-     "field devices.1 (rc-gas-1).unit_id: 1 is already device rc-efm-1's on endpoint "
-     "rongcheng-rs485"),
-    ('phone: "13800000101"', "phone: 13800000101", "field institutions.0.head.phone: Input "
-     "should be a valid string (got 13800000101); YAML read the unquoted value as int: "
-     "put it in quotes"),
-    ('phone: "13800000101"', 'phone: "-----"', "field institutions.0.head.phone: String "
-     "should match pattern"),
-    ("id: rongcheng-eldercare", "id: null",
-     "field institutions.0.id: Input should be a valid string (got None); YAML read the "
-     "unquoted value as null: put it in quotes"),
-    ("residual_current_high: 400", "residual_current_high: 40000",
-     "field devices.3 (dq-efm-1).set_points.residual_current_high: set point 40000 mA is "
-     "outside the range [20, 1000] mA"),
-    ("bureau:\n", "escalation: {alarm: {head_after_min: 1e300, bureau_after_min: 5}}\nbureau:\n",
-     "field escalation.alarm.head_after_min: Input should be less than or equal to 10080"),
-])
+@pytest.mark.parametrize(
+    ("old", "new", "why"),
+    [
+        (
+            "endpoint: rongcheng-rs485, unit_id: 2",
+            "endpoint: rongcheng-rs485, unit_id: 1",
+            "field devices.1 (rc-gas-1).unit_id: 1 is already device rc-efm-1's on endpoint "
+            "rongcheng-rs485",
+        ),
+        (
+            'phone: "13800000101"',
+            "phone: 13800000101",
+            "field institutions.0.head.phone: Input "
+            "should be a valid string (got 13800000101); YAML read the unquoted value as int: "
+            "put it in quotes",
+        ),
+        (
+            'phone: "13800000101"',
+            'phone: "-----"',
+            "field institutions.0.head.phone: String should match pattern",
+        ),
+        (
+            "id: rongcheng-eldercare",
+            "id: null",
+            "field institutions.0.id: Input should be a valid string (got None); YAML read the "
+            "unquoted value as null: put it in quotes",
+        ),
+        (
+            "residual_current_high: 400",
+            "residual_current_high: 40000",
+            "field devices.3 (dq-efm-1).set_points.residual_current_high: set point 40000 mA is "
+            "outside the range [20, 1000] mA",
+        ),
+        (
+            "bureau:\n",
+            "escalation: {alarm: {head_after_min: 1e300, bureau_after_min: 5}}\nbureau:\n",
+            "field escalation.alarm.head_after_min: Input should be less than or equal to 10080",
+        ),
+    ],
+)
 def test_a_site_value_out_of_bounds_names_the_file_its_field_and_why(tmp_path, old, new, why):
     assert why in refusal_of_site(tmp_path, old, new)
 
 
 def test_ids_that_yaml_1_1_calls_booleans_are_read_as_the_words_written(tmp_path):
     path = tmp_path / "site.yaml"
-    path.write_text(DEMO_SITE.replace("rongcheng-eldercare", "no").replace("gw-rongcheng", "on"),
-                    encoding="utf-8")
+    path.write_text(
+        DEMO_SITE.replace("rongcheng-eldercare", "no").replace("gw-rongcheng", "on"),
+        encoding="utf-8",
+    )
     site = load_site(path, PROFILES)
     assert site.institutions[0].id == "no" and site.gateways[0].id == "on"
     assert site.devices[0].institution == "no"
@@ -214,31 +272,44 @@ def test_ids_that_yaml_1_1_calls_booleans_are_read_as_the_words_written(tmp_path
 
 def test_a_webhook_url_pasted_with_a_newline_is_stripped_and_a_broken_one_refused(tmp_path):
     path = tmp_path / "site.yaml"
-    path.write_text(DEMO_SITE.replace(
-        "  duty:", '  wecom_webhook_url: "https://qyapi.weixin.qq.com/send?key=k\\n"\n  duty:'),
-        encoding="utf-8")
+    path.write_text(
+        DEMO_SITE.replace(
+            "  duty:", '  wecom_webhook_url: "https://qyapi.weixin.qq.com/send?key=k\\n"\n  duty:'
+        ),
+        encoding="utf-8",
+    )
     assert load_site(path, PROFILES).bureau.wecom_webhook_url.endswith("key=k")
-    message = refusal_of_site(tmp_path, "  duty:",
-                              '  wecom_webhook_url: "https://qyapi.weixin.qq.com:99999/"\n  duty:')
+    message = refusal_of_site(
+        tmp_path, "  duty:", '  wecom_webhook_url: "https://qyapi.weixin.qq.com:99999/"\n  duty:'
+    )
     assert "field bureau.wecom_webhook_url:" in message and "port 99999" in message
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.one_of(st.floats(), st.floats(min_value=0, max_value=1200),
-                 st.sampled_from([1e308, -0.0, 5e-324, 19.999999, 1000.0000001])))
+@given(
+    st.one_of(
+        st.floats(),
+        st.floats(min_value=0, max_value=1200),
+        st.sampled_from([1e308, -0.0, 5e-324, 19.999999, 1000.0000001]),
+    )
+)
 def test_any_site_set_point_either_loads_within_the_rules_range_or_names_the_field(value):
     with tempfile.TemporaryDirectory() as directory:
         path = Path(directory) / "site.yaml"
-        path.write_text(DEMO_SITE.replace("residual_current_high: 400",
-                                          f"residual_current_high: {yaml_float(value)}"),
-                        encoding="utf-8")
+        path.write_text(
+            DEMO_SITE.replace(
+                "residual_current_high: 400", f"residual_current_high: {yaml_float(value)}"
+            ),
+            encoding="utf-8",
+        )
         try:
             site = load_site(path, PROFILES)
         except ProfileError as exc:
             assert not 20 <= value <= 1000
             assert str(path) in str(exc)
-            assert ("devices.3.set_points.residual_current_high" in str(exc)
-                    or "devices.3 (dq-efm-1).set_points.residual_current_high" in str(exc))
+            assert "devices.3.set_points.residual_current_high" in str(
+                exc
+            ) or "devices.3 (dq-efm-1).set_points.residual_current_high" in str(exc)
         else:
             assert 20 <= site.devices[3].set_points["residual_current_high"] <= 1000
 

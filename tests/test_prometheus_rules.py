@@ -21,8 +21,9 @@ SCRAPE_SERIES = {"up"}
 
 
 def promtool(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["promtool", *args], cwd=PROMETHEUS, capture_output=True, text=True,
-                          check=False)
+    return subprocess.run(
+        ["promtool", *args], cwd=PROMETHEUS, capture_output=True, text=True, check=False
+    )
 
 
 def exposed_metrics() -> set[str]:
@@ -30,8 +31,12 @@ def exposed_metrics() -> set[str]:
     tree = ast.parse((ROOT / "firewatch" / "metrics.py").read_text())
     names = set()
     for node in ast.walk(tree):
-        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.args
-                and isinstance(node.args[0], ast.Constant)):
+        if not (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+        ):
             continue
         if node.func.id in ("CounterMetricFamily", "_by_label"):  # _by_label makes counters
             names.add(node.args[0].value + "_total")
@@ -41,8 +46,9 @@ def exposed_metrics() -> set[str]:
 
 
 def rules() -> list[dict]:
-    return [rule for group in yaml.safe_load(RULES.read_text())["groups"]
-            for rule in group["rules"]]
+    return [
+        rule for group in yaml.safe_load(RULES.read_text())["groups"] for rule in group["rules"]
+    ]
 
 
 def test_promtool_accepts_the_rules_and_the_scrape_configuration():
@@ -70,8 +76,10 @@ def test_every_metric_the_rules_watch_is_one_a_service_exposes():
 
 def test_every_alert_points_to_a_runbook_section_that_exists():
     runbook = (ROOT / "docs" / "runbook.md").read_text()
-    anchors = {re.sub(r"[^\w\- ]", "", heading).strip().lower().replace(" ", "-")
-               for heading in re.findall(r"^#{2,3} (.+)$", runbook, re.MULTILINE)}
+    anchors = {
+        re.sub(r"[^\w\- ]", "", heading).strip().lower().replace(" ", "-")
+        for heading in re.findall(r"^#{2,3} (.+)$", runbook, re.MULTILINE)
+    }
     for rule in rules():
         link = rule["annotations"].get("runbook")
         if link is None:

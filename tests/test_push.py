@@ -32,8 +32,11 @@ async def serve(tmp_path: Path, settings: Settings | None = None) -> AsyncIterat
     """The demo app on a real uvicorn; ``url`` says where."""
     async with demo_app(tmp_path, settings) as demo:
         port = free_port()
-        server = uvicorn.Server(uvicorn.Config(demo.app, host="127.0.0.1", port=port,
-                                               lifespan="off", log_level="warning"))
+        server = uvicorn.Server(
+            uvicorn.Config(
+                demo.app, host="127.0.0.1", port=port, lifespan="off", log_level="warning"
+            )
+        )
         task = asyncio.create_task(server.serve())
         while not server.started:
             await asyncio.sleep(0.02)
@@ -72,25 +75,34 @@ async def next_event(stream: AsyncIterator[tuple[str, dict]], kind: str) -> dict
 async def test_an_acknowledgement_reaches_the_bureau_and_the_institution_but_no_other(served):
     rongcheng_alarm = await served.raise_alarm("rc-btn-1")
     dingqiao_alarm = await served.raise_alarm("dq-btn-1")
-    async with (httpx.AsyncClient(base_url=served.url, timeout=10) as admin,
-                httpx.AsyncClient(base_url=served.url, timeout=10) as rongcheng):
+    async with (
+        httpx.AsyncClient(base_url=served.url, timeout=10) as admin,
+        httpx.AsyncClient(base_url=served.url, timeout=10) as rongcheng,
+    ):
         await login_async(admin, "admin")
         await login_async(rongcheng, "duty-rongcheng-eldercare")
         admin_stream, staff_stream = events(admin), events(rongcheng)
         await next_event(admin_stream, "ready")
         await next_event(staff_stream, "ready")
 
-        reply = await admin.post(f"/api/alarms/{dingqiao_alarm}/acknowledge", json={"note": "已核实"})
+        reply = await admin.post(
+            f"/api/alarms/{dingqiao_alarm}/acknowledge", json={"note": "已核实"}
+        )
         assert reply.status_code == 200
         pushed = await asyncio.wait_for(next_event(admin_stream, "alarm"), 5)
         assert (pushed["id"], pushed["status"], pushed["institution_name"]) == (
-            dingqiao_alarm, "acknowledged", "丁桥镇敬老院（演示）")
+            dingqiao_alarm,
+            "acknowledged",
+            "丁桥镇敬老院（演示）",
+        )
 
         await rongcheng.post(f"/api/alarms/{rongcheng_alarm}/acknowledge", json={"note": "误按"})
         # events arrive in commit order: the first the staff stream sees is their own alarm
         seen = await asyncio.wait_for(next_event(staff_stream, "alarm"), 5)
-        assert (seen["id"], seen["acknowledged_by"]) == (rongcheng_alarm,
-                                                          "duty-rongcheng-eldercare")
+        assert (seen["id"], seen["acknowledged_by"]) == (
+            rongcheng_alarm,
+            "duty-rongcheng-eldercare",
+        )
         await admin_stream.aclose()
         await staff_stream.aclose()
 
@@ -108,8 +120,10 @@ async def test_a_device_turning_to_alarm_is_pushed_with_its_alarm(served):
 
 
 async def test_the_event_stream_ends_when_its_token_expires(tmp_path):
-    async with (serve(tmp_path, Settings(token_hours=3 / 3600)) as served,
-                httpx.AsyncClient(base_url=served.url, timeout=10) as viewer):
+    async with (
+        serve(tmp_path, Settings(token_hours=3 / 3600)) as served,
+        httpx.AsyncClient(base_url=served.url, timeout=10) as viewer,
+    ):
         await login_async(viewer, "viewer")
         stream = events(viewer)
         await next_event(stream, "ready")
@@ -119,7 +133,8 @@ async def test_the_event_stream_ends_when_its_token_expires(tmp_path):
 
 
 async def test_the_event_stream_of_an_account_disabled_meanwhile_ends_at_the_next_heartbeat(
-        served, monkeypatch):
+    served, monkeypatch
+):
     monkeypatch.setattr(push, "HEARTBEAT_S", 0.2)
     async with httpx.AsyncClient(base_url=served.url, timeout=10) as viewer:
         await login_async(viewer, "viewer")

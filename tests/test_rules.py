@@ -31,7 +31,8 @@ async def alarms(sessions, device_id: str) -> dict[str, db.Alarm]:
     """The latest alarm of each rule of a device."""
     async with sessions() as session:
         rows = await session.scalars(
-            select(db.Alarm).where(db.Alarm.device_id == device_id).order_by(db.Alarm.id))
+            select(db.Alarm).where(db.Alarm.device_id == device_id).order_by(db.Alarm.id)
+        )
         return {a.rule: a for a in rows}
 
 
@@ -40,7 +41,8 @@ async def statuses(sessions, device_id: str) -> dict[str, str]:
 
 
 async def test_a_residual_current_spike_is_an_alarm_after_3_s_and_clears_10_s_after_it_ends(
-        sessions, service):
+    sessions, service
+):
     feed = Feed(service, "rc-efm-1")
     await feed.run("normal", 5)
     spike_at = feed.now
@@ -64,7 +66,8 @@ async def test_a_two_second_leakage_spike_raises_nothing(sessions, service):
 
 
 async def test_an_overheating_cable_warns_of_the_rise_before_the_temperature_alarm(
-        sessions, service):
+    sessions, service
+):
     feed = Feed(service, "cw-efm-1")
     await feed.run("normal", 70)  # a minute of history for the rate of rise
     await feed.run("overheat", 8)
@@ -73,10 +76,14 @@ async def test_an_overheating_cable_warns_of_the_rise_before_the_temperature_ala
     assert found["cable_temp_1_rise"].value >= 10 and found["cable_temp_1_rise"].unit == "°C/min"
     await feed.run("overheat", 80)  # hot but steady: the rise is over, the heat is not
     assert await statuses(sessions, "cw-efm-1") == {
-        "cable_temp_1_rise": "cleared", "cable_temp_1_high": "active"}
+        "cable_temp_1_rise": "cleared",
+        "cable_temp_1_high": "active",
+    }
     await feed.run("normal", 12)
     assert await statuses(sessions, "cw-efm-1") == {
-        "cable_temp_1_rise": "cleared", "cable_temp_1_high": "cleared"}
+        "cable_temp_1_rise": "cleared",
+        "cable_temp_1_high": "cleared",
+    }
 
 
 async def test_a_rise_is_still_seen_after_the_gateways_clock_steps_back(sessions, service):
@@ -89,15 +96,15 @@ async def test_a_rise_is_still_seen_after_the_gateways_clock_steps_back(sessions
 
 
 async def test_a_slow_temperature_rise_reaches_the_set_point_without_a_rise_warning(
-        sessions, service):
+    sessions, service
+):
     feed = Feed(service, "cw-efm-1")
     await feed.run("normal", 70)
     await feed.run("slow-temperature-rise", 600)  # 32 -> 85 °C in 10 minutes: 5.3 °C/min
     assert await statuses(sessions, "cw-efm-1") == {"cable_temp_1_high": "active"}
 
 
-async def test_a_gas_leak_raises_the_high_alarm_at_once_and_both_clear_after_it(
-        sessions, service):
+async def test_a_gas_leak_raises_the_high_alarm_at_once_and_both_clear_after_it(sessions, service):
     feed = Feed(service, "dq-gas-1")
     await feed.run("normal", 3)
     await feed.run("gas-leak", 3)  # 60 %LEL after a 3 s ramp
@@ -147,10 +154,14 @@ async def test_a_restart_during_the_on_delay_neither_loses_nor_repeats_the_alarm
 
 def test_an_institutions_set_point_applies_to_its_devices_unless_a_device_sets_its_own():
     institution = SITE.institution("dingqiao-eldercare").model_copy(
-        update={"set_points": {"residual_current_high": 350, "gas_low": 15}})
+        update={"set_points": {"residual_current_high": 350, "gas_low": 15}}
+    )
     efm, gas = (next(d for d in SITE.devices if d.id == i) for i in ("dq-efm-1", "dq-gas-1"))
-    set_points = {r.name: r.set_point
-                  for d in (efm, gas) for r in rules_for(d, PROFILES[d.profile], institution)}
+    set_points = {
+        r.name: r.set_point
+        for d in (efm, gas)
+        for r in rules_for(d, PROFILES[d.profile], institution)
+    }
     assert set_points["residual_current_high"] == 400  # dq-efm-1's own, in the site file
     assert set_points["gas_low"] == 15
     assert set_points["gas_high"] == 50  # the profile's default

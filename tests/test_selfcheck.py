@@ -56,31 +56,45 @@ async def eventually(service: AlertService, query, what: str):
 
 def text_of(notice: db.Notice) -> str:
     return wecom_markdown(NoticeMessage.model_validate(notice.body), notice.id)["markdown"][
-        "content"]
+        "content"
+    ]
 
 
 async def test_a_silent_gateway_becomes_a_link_fault_and_a_notice_and_its_return_clears_it(
-    database_url, broker: Mosquitto,
+    database_url,
+    broker: Mosquitto,
 ):
     mqtt = BrokerAddress.from_url(broker.url)
     async with database(database_url) as sessions:
-        service = alert_service(sessions, robot_outbox(), broker=mqtt,
-                                silent_after=timedelta(seconds=1))
+        service = alert_service(
+            sessions, robot_outbox(), broker=mqtt, silent_after=timedelta(seconds=1)
+        )
         async with serving(service), mqtt.client("gw-rongcheng") as gateway:
             batch = ReadingBatch(
-                gateway_id="gw-rongcheng", seq=1, device_id="rc-gas-1",
-                institution_id="rongcheng-eldercare", kind="gas_detector", ts=utc_now(),
-                profile="generic-gas-lel", readings={"gas_concentration": 0.5})
+                gateway_id="gw-rongcheng",
+                seq=1,
+                device_id="rc-gas-1",
+                institution_id="rongcheng-eldercare",
+                kind="gas_detector",
+                ts=utc_now(),
+                profile="generic-gas-lel",
+                readings={"gas_concentration": 0.5},
+            )
             await gateway.publish(message_topic(batch), batch.to_bytes(), qos=1)
             # then nothing from gw-rongcheng for longer than its second
             link = select(db.Alarm).where(db.Alarm.gateway_id == "gw-rongcheng")
             fault = await eventually(service, link, "the link fault")
             async with service.sessions() as session:
                 device = await session.get(db.Device, "rc-gas-1")
-                [raised] = await session.scalars(select(db.Notice).where(
-                    db.Notice.alarm_id == fault.id))
+                [raised] = await session.scalars(
+                    select(db.Notice).where(db.Notice.alarm_id == fault.id)
+                )
             assert (fault.institution_id, fault.title, fault.severity, fault.status) == (
-                "rongcheng-eldercare", "网关通信中断", "fault", "active")
+                "rongcheng-eldercare",
+                "网关通信中断",
+                "fault",
+                "active",
+            )
             assert device.state == "offline" and "网关通信中断（gw-rongcheng" in device.state_reason
             assert "【故障】蓉城镇敬老院（演示）：网关通信中断" in text_of(raised)
             assert "网关 gw-rongcheng 自" in text_of(raised)
@@ -90,8 +104,13 @@ async def test_a_silent_gateway_becomes_a_link_fault_and_a_notice_and_its_return
             await eventually(service, link.where(db.Alarm.status == "cleared"), "the clearing")
             async with service.sessions() as session:
                 device = await session.get(db.Device, "rc-gas-1")
-                notices = list(await session.scalars(select(db.Notice).where(
-                    db.Notice.alarm_id == fault.id).order_by(db.Notice.id)))
+                notices = list(
+                    await session.scalars(
+                        select(db.Notice)
+                        .where(db.Notice.alarm_id == fault.id)
+                        .order_by(db.Notice.id)
+                    )
+                )
                 row = await session.get(db.GatewayLink, "gw-rongcheng")
             assert (device.state, device.state_reason) == ("normal", "运行正常")
             assert "【恢复】蓉城镇敬老院（演示）：网关通信中断已恢复" in text_of(notices[-1])
@@ -99,11 +118,18 @@ async def test_a_silent_gateway_becomes_a_link_fault_and_a_notice_and_its_return
 
 
 def test_the_bureau_is_told_when_the_alert_service_stops(
-    tmp_path: Path, broker: Mosquitto, database: str, robot: WeComServer,
+    tmp_path: Path,
+    broker: Mosquitto,
+    database: str,
+    robot: WeComServer,
 ):
-    env = {"FIREWATCH_MQTT_URL": broker.url, "FIREWATCH_DATABASE_URL": database,
-           "FIREWATCH_DATA_DIR": str(tmp_path), "FIREWATCH_WECOM_WEBHOOK_URL": robot.url,
-           "FIREWATCH_MONITOR_SILENT_AFTER_S": "2"}
+    env = {
+        "FIREWATCH_MQTT_URL": broker.url,
+        "FIREWATCH_DATABASE_URL": database,
+        "FIREWATCH_DATA_DIR": str(tmp_path),
+        "FIREWATCH_WECOM_WEBHOOK_URL": robot.url,
+        "FIREWATCH_MONITOR_SILENT_AFTER_S": "2",
+    }
     alerts = Service("alerts", ["alerts"], env, tmp_path)
     started = [alerts]
     try:
@@ -112,12 +138,16 @@ def test_the_bureau_is_told_when_the_alert_service_stops(
         started.append(web)
 
         def health() -> dict:  # the details, as the operators' monitoring reads them
-            return httpx.get(f"http://127.0.0.1:{web.port}/api/health",
-                             headers={"Authorization": f"Bearer {SCRAPE_TOKEN}"}).json()
+            return httpx.get(
+                f"http://127.0.0.1:{web.port}/api/health",
+                headers={"Authorization": f"Bearer {SCRAPE_TOKEN}"},
+            ).json()
 
         def told(label: str) -> bool:
-            return any(f"【{label}】青阳县民政局（演示）" in r.body["markdown"]["content"]
-                       for r in robot.robot.accepted)
+            return any(
+                f"【{label}】青阳县民政局（演示）" in r.body["markdown"]["content"]
+                for r in robot.robot.accepted
+            )
 
         until(lambda: health()["status"] == "ok", "the web process to see alerts alive", started)
         os.kill(alerts.process.pid, signal.SIGKILL)

@@ -58,17 +58,28 @@ def site_of(
     """A site of ``devices`` (id, profile, line, unit id) on simulated endpoints ``line-N``."""
     institution = demo_site.institutions[0]
     lines = sorted({line for _, _, line, _ in devices})
-    gateway = demo_site.gateways[0].model_copy(update={"endpoints": [
-        ModbusEndpoint(id=f"line-{n}", transport=transport, port=0, simulated=True)
-        for n in lines
-    ]})
+    gateway = demo_site.gateways[0].model_copy(
+        update={
+            "endpoints": [
+                ModbusEndpoint(id=f"line-{n}", transport=transport, port=0, simulated=True)
+                for n in lines
+            ]
+        }
+    )
     return Site(
         county=demo_site.county,
         institutions=[institution],
         gateways=[gateway],
         devices=[
-            Device(id=device_id, institution=institution.id, gateway=gateway.id, profile=profile,
-                   endpoint=f"line-{line}", unit_id=unit_id, simulated=True)
+            Device(
+                id=device_id,
+                institution=institution.id,
+                gateway=gateway.id,
+                profile=profile,
+                endpoint=f"line-{line}",
+                unit_id=unit_id,
+                simulated=True,
+            )
             for device_id, profile, line, unit_id in devices
         ],
     )
@@ -76,8 +87,9 @@ def site_of(
 
 @contextlib.asynccontextmanager
 async def running(site: Site, profiles, broker: BrokerAddress = NO_BROKER, **options):
-    fleet = SimulatorFleet(site, profiles, broker, tick_s=0.05, slow_reply_s=SLOW_REPLY_S,
-                           seed=1, **options)
+    fleet = SimulatorFleet(
+        site, profiles, broker, tick_s=0.05, slow_reply_s=SLOW_REPLY_S, seed=1, **options
+    )
     await fleet.start()
     try:
         yield fleet
@@ -93,11 +105,16 @@ async def fleet(demo_site, profiles):
 
 @contextlib.asynccontextmanager
 async def modbus_client(
-    fleet: SimulatorFleet, endpoint_id: str, timeout: float = 1.0,
+    fleet: SimulatorFleet,
+    endpoint_id: str,
+    timeout: float = 1.0,
     framer: FramerType = FramerType.SOCKET,
 ):
     client = AsyncModbusTcpClient(
-        "127.0.0.1", port=fleet.endpoint_port(endpoint_id), timeout=timeout, retries=0,
+        "127.0.0.1",
+        port=fleet.endpoint_port(endpoint_id),
+        timeout=timeout,
+        retries=0,
         framer=framer,
     )
     assert await client.connect()
@@ -135,9 +152,7 @@ async def read_device(client: AsyncModbusTcpClient, profile: DeviceProfile, unit
 # --- values ---------------------------------------------------------------------------------
 
 
-async def test_a_gas_detector_reports_near_zero_lel_and_no_alarm_bits_when_normal(
-    fleet, profiles
-):
+async def test_a_gas_detector_reports_near_zero_lel_and_no_alarm_bits_when_normal(fleet, profiles):
     async with modbus_client(fleet, "rongcheng-rs485") as client:
         readings, flags = await read_device(client, profiles["generic-gas-lel"], unit_id=2)
     assert 0 <= readings["gas_concentration"] <= 1.0  # 0.5 ± 0.4 %LEL
@@ -209,20 +224,37 @@ async def test_two_units_behind_one_endpoint_answer_independently(fleet, profile
 async def test_registers_are_served_from_the_table_and_address_the_profile_gives(
     demo_site, profiles
 ):
-    mixed = DeviceProfile.model_validate({
-        "model": "test-mixed-tables", "kind": "gas_detector", "title_zh": "测试",
-        "source": "test", "transport": "modbus_tcp",
-        "registers": [
-            {"name": "relay", "table": "coil", "address": 0, "type": "bool"},
-            {"name": "door_open", "table": "discrete_input", "address": 3, "type": "bool"},
-            {"name": "temperature", "table": "input_register", "address": 10, "type": "float32",
-             "word_order": "little"},
-            {"name": "outdoor_temp", "address": 0, "type": "int16", "scale": 0.1},
-            {"name": "flow", "address": 1, "type": "uint16"},
-        ],
-        "simulation": {"normal": {"relay": 1, "door_open": 0, "temperature": 21.5,
-                                  "outdoor_temp": -5.5, "flow": 70000}},
-    })
+    mixed = DeviceProfile.model_validate(
+        {
+            "model": "test-mixed-tables",
+            "kind": "gas_detector",
+            "title_zh": "测试",
+            "source": "test",
+            "transport": "modbus_tcp",
+            "registers": [
+                {"name": "relay", "table": "coil", "address": 0, "type": "bool"},
+                {"name": "door_open", "table": "discrete_input", "address": 3, "type": "bool"},
+                {
+                    "name": "temperature",
+                    "table": "input_register",
+                    "address": 10,
+                    "type": "float32",
+                    "word_order": "little",
+                },
+                {"name": "outdoor_temp", "address": 0, "type": "int16", "scale": 0.1},
+                {"name": "flow", "address": 1, "type": "uint16"},
+            ],
+            "simulation": {
+                "normal": {
+                    "relay": 1,
+                    "door_open": 0,
+                    "temperature": 21.5,
+                    "outdoor_temp": -5.5,
+                    "flow": 70000,
+                }
+            },
+        }
+    )
     site = site_of(demo_site, [("dev-0", "test-mixed-tables", 0, 7)])
     async with (
         running(site, {"test-mixed-tables": mixed}) as fleet,
@@ -230,8 +262,13 @@ async def test_registers_are_served_from_the_table_and_address_the_profile_gives
     ):
         readings, _ = await read_device(client, mixed, unit_id=7)
         refused = await client.read_input_registers(0, count=1, device_id=7)
-    assert readings == {"relay": 1.0, "door_open": 0.0, "temperature": 21.5,
-                        "outdoor_temp": pytest.approx(-5.5), "flow": 65535}  # flow saturates
+    assert readings == {
+        "relay": 1.0,
+        "door_open": 0.0,
+        "temperature": 21.5,
+        "outdoor_temp": pytest.approx(-5.5),
+        "flow": 65535,
+    }  # flow saturates
     assert refused.isError() and refused.exception_code == 2
 
 
@@ -259,9 +296,7 @@ async def test_an_offline_device_does_not_answer_and_the_client_times_out(fleet,
         await read_device(client, profiles["generic-gas-lel"], unit_id=2)
 
 
-async def test_slow_replies_come_after_the_timeout_and_are_not_taken_for_the_retry(
-    fleet, profiles
-):
+async def test_slow_replies_come_after_the_timeout_and_are_not_taken_for_the_retry(fleet, profiles):
     await fleet.trigger("rc-gas-1", "slow-replies")
     async with modbus_client(fleet, "rongcheng-rs485", timeout=0.3) as impatient:
         for _ in range(2):  # the first reply arrives during the second try, and is discarded
@@ -326,8 +361,14 @@ async def test_a_unit_in_exception_replies_answers_every_read_with_code_4_its_ne
 
 async def test_each_device_offers_normal_its_profiles_scenarios_and_the_link_faults(fleet):
     assert fleet.scenarios("rc-gas-1") == [
-        "normal", "gas-leak", "sensor-fault", "offline", "slow-replies", "garbled",
-        "exception-replies"]
+        "normal",
+        "gas-leak",
+        "sensor-fault",
+        "offline",
+        "slow-replies",
+        "garbled",
+        "exception-replies",
+    ]
     assert fleet.scenarios("rc-btn-1") == ["normal", "button-press", "offline", "garbled"]
 
 
@@ -354,10 +395,13 @@ async def test_a_thousand_devices_cost_one_update_task_and_a_fraction_of_a_tick(
     demo_site, profiles
 ):
     """20 lines of 50 unit ids, as a county's worth of detectors in one process."""
-    site = site_of(demo_site, [
-        (f"dev-{n}", "generic-efm-4t" if n % 2 else "generic-gas-lel", n // 50, n % 50 + 1)
-        for n in range(1000)
-    ])
+    site = site_of(
+        demo_site,
+        [
+            (f"dev-{n}", "generic-efm-4t" if n % 2 else "generic-gas-lel", n // 50, n % 50 + 1)
+            for n in range(1000)
+        ],
+    )
     tasks_before = len(asyncio.all_tasks())
     async with running(site, profiles) as fleet:
         assert len(asyncio.all_tasks()) - tasks_before == 1

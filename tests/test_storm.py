@@ -41,8 +41,7 @@ async def storm(service) -> None:
     await efm.run("sensor-fault", 7)
 
 
-async def test_a_storm_sends_the_first_notice_at_once_and_folds_the_rest_into_one_summary(
-        sessions):
+async def test_a_storm_sends_the_first_notice_at_once_and_folds_the_rest_into_one_summary(sessions):
     await storm(alert_service(sessions, robot_outbox(storm_window_s=60)))
     [(first, said), (summary, summed)] = await notices(sessions)
     assert (said.kind, said.title) == ("raise", "剩余电流超限")
@@ -70,21 +69,31 @@ async def test_alarms_at_another_institution_are_not_folded_into_this_storm(sess
     service = alert_service(sessions, robot_outbox(storm_window_s=60))
     await storm(service)
     await Feed(service, "dq-gas-1").run("gas-leak", 3)
-    (first, said), *_ = [(n, m) for n, m in await notices(sessions)
-                         if n.institution_id == "dingqiao-eldercare"]
+    (first, said), *_ = [
+        (n, m) for n, m in await notices(sessions) if n.institution_id == "dingqiao-eldercare"
+    ]
     assert (said.kind, said.institution) == ("raise", "丁桥镇敬老院（演示）")
     assert first.next_attempt_at <= utc_now()
-    [summary] = [m for _, m in await notices(sessions) if m.kind == "summary"
-                 and m.institution == "蓉城镇敬老院（演示）"]
+    [summary] = [
+        m
+        for _, m in await notices(sessions)
+        if m.kind == "summary" and m.institution == "蓉城镇敬老院（演示）"
+    ]
     assert len(summary.items) == 3 and not any("丁桥" in line for line in summary.items)
 
 
 async def test_the_summary_reaches_the_robot_when_the_window_ends_and_the_first_before(sessions):
     with WeComServer() as robot:
         outbox = robot_outbox(robot.url, storm_window_s=3)
-        notifier = Notifier(sessions, writer(sessions), asyncio.Event(),
-                            {"wecom_robot": WeComRobot()},
-                            outbox.routing, Fallback(3, 3600), timeout_s=2)
+        notifier = Notifier(
+            sessions,
+            writer(sessions),
+            asyncio.Event(),
+            {"wecom_robot": WeComRobot()},
+            outbox.routing,
+            Fallback(3, 3600),
+            timeout_s=2,
+        )
         sending = asyncio.create_task(notifier.run())
         try:
             await storm(alert_service(sessions, outbox))
@@ -102,15 +111,25 @@ async def test_the_summary_reaches_the_robot_when_the_window_ends_and_the_first_
 
 
 async def test_a_stored_notice_nobody_can_read_does_not_stop_the_next_alarm_of_its_institution(
-        sessions):
+    sessions,
+):
     async with sessions.begin() as session:  # written by another version, or by hand
-        session.add(db.Notice(institution_id="rongcheng-eldercare", channel="wecom_robot",
-                              target="", body={"kind": "raise", "title": 7}, status="failed"))
+        session.add(
+            db.Notice(
+                institution_id="rongcheng-eldercare",
+                channel="wecom_robot",
+                target="",
+                body={"kind": "raise", "title": 7},
+                status="failed",
+            )
+        )
     service = alert_service(sessions, robot_outbox(storm_window_s=60))
     await Feed(service, "rc-gas-1").run("gas-leak", 6)
     async with sessions() as session:
         _, *raised = await session.scalars(select(db.Notice).order_by(db.Notice.id))
     # the low limit's notice at once, the high limit's folded into a summary, as without it
     assert [(n.body["kind"], n.body["title"]) for n in raised] == [
-        ("raise", "可燃气体浓度低限报警"), ("summary", "")]
+        ("raise", "可燃气体浓度低限报警"),
+        ("summary", ""),
+    ]
     assert service.raised == 2

@@ -43,20 +43,23 @@ async def test_a_task_that_raises_is_restarted_and_its_neighbour_runs_on():
         inner_started.set()
         await asyncio.Event().wait()
 
-    running = asyncio.create_task(supervisor.run(
-        {"flaky": flaky, "neighbour": neighbour, "service": nested}))
+    running = asyncio.create_task(
+        supervisor.run({"flaky": flaky, "neighbour": neighbour, "service": nested})
+    )
     await third_start.wait()
     await inner_started.wait()
     status = supervisor.status()
     assert status["tasks"]["flaky"] == {
-        "state": "running", "restarts": 2,
-        "last_error": "OverflowError: date value out of range (start 2)"}
+        "state": "running",
+        "restarts": 2,
+        "last_error": "OverflowError: date value out of range (start 2)",
+    }
     assert status["tasks"]["neighbour"]["restarts"] == 0
     assert status["tasks"]["service/inner"]["state"] == "running"
     # failed within a healthy spell: the process says so
     assert status["problems"] == [
-        "task flaky restarting (2 restarts, last: OverflowError: date value out of range "
-        "(start 2))"]
+        "task flaky restarting (2 restarts, last: OverflowError: date value out of range (start 2))"
+    ]
     assert neighbour_ticks > 0
     running.cancel()  # Ctrl-C: every task stops
     with pytest.raises(asyncio.CancelledError):
@@ -74,7 +77,9 @@ async def test_a_task_that_returns_is_done_and_not_restarted():
     await supervisor.run({"once": once})
     assert calls == 1
     assert supervisor.status() == {
-        "tasks": {"once": {"state": "done", "restarts": 0, "last_error": None}}, "problems": []}
+        "tasks": {"once": {"state": "done", "restarts": 0, "last_error": None}},
+        "problems": [],
+    }
 
 
 def test_a_gateway_whose_outbox_is_unreadable_is_restarted_and_firewatch_up_runs_on(tmp_path):
@@ -86,16 +91,25 @@ def test_a_gateway_whose_outbox_is_unreadable_is_restarted_and_firewatch_up_runs
     stack.start(status="degraded")
     try:
         failing = "task gateways/gateway:gw-rongcheng restarting"
-        stack.wait_until(lambda: any(r.startswith(failing) for r in
-                                     stack.get("/api/health")["reasons"]),
-                         30, "the gateway's task to fail and be restarted")
-        restarts = {(s.labels["task"], s.value) for family in text_string_to_metric_families(
-            stack.api.get("/metrics").text) for s in family.samples
-            if s.name == "firewatch_task_restarts_total"}
-        assert any(task == "gateways/gateway:gw-rongcheng" and count >= 1
-                   for task, count in restarts)
+        stack.wait_until(
+            lambda: any(r.startswith(failing) for r in stack.get("/api/health")["reasons"]),
+            30,
+            "the gateway's task to fail and be restarted",
+        )
+        restarts = {
+            (s.labels["task"], s.value)
+            for family in text_string_to_metric_families(stack.api.get("/metrics").text)
+            for s in family.samples
+            if s.name == "firewatch_task_restarts_total"
+        }
+        assert any(
+            task == "gateways/gateway:gw-rongcheng" and count >= 1 for task, count in restarts
+        )
         assert stack.simulate("dq-gas-1", "gas-leak").returncode == 0
-        stack.wait_until(lambda: any(a["device_id"] == "dq-gas-1"
-                                     for a in stack.get("/api/alarms")), 30, "the leak's alarm")
+        stack.wait_until(
+            lambda: any(a["device_id"] == "dq-gas-1" for a in stack.get("/api/alarms")),
+            30,
+            "the leak's alarm",
+        )
     finally:
         assert stack.stop(signal.SIGTERM) == 0

@@ -22,7 +22,7 @@ from ingest.retention import Compaction, RetentionPolicy, SqliteCompactor, compa
 from ingest.sqlite_store import SqliteTimeSeries
 
 NOW = datetime(2026, 11, 22, 12, 20, tzinfo=UTC)  # not on the hour: a raw/minute-tier hour
-BOUNDARY = NOW - timedelta(days=7)                 # the raw retention's cutoff
+BOUNDARY = NOW - timedelta(days=7)  # the raw retention's cutoff
 FIRST = BOUNDARY - timedelta(hours=2, minutes=30)
 LAST = BOUNDARY + timedelta(hours=1)
 FIELD = "gas_concentration"
@@ -36,10 +36,18 @@ def readings() -> list[ReadingBatch]:
     for d, device in enumerate(DEVICES):
         t = FIRST + timedelta(seconds=d)
         while t < LAST:
-            batches.append(ReadingBatch(
-                gateway_id="gw-1", seq=len(batches) + 1, device_id=device,
-                institution_id="inst-1", kind="gas_detector", ts=t, profile="generic-gas-lel",
-                readings={FIELD: values.uniform(0, 60)}))
+            batches.append(
+                ReadingBatch(
+                    gateway_id="gw-1",
+                    seq=len(batches) + 1,
+                    device_id=device,
+                    institution_id="inst-1",
+                    kind="gas_detector",
+                    ts=t,
+                    profile="generic-gas-lel",
+                    readings={FIELD: values.uniform(0, 60)},
+                )
+            )
             t += timedelta(seconds=7)
     return batches
 
@@ -51,8 +59,10 @@ def expected(batches: list[ReadingBatch], device: str, every_s: int):
         if b.device_id == device:
             epoch = b.ts.timestamp()
             groups[int(epoch // every_s) * every_s].append(b.readings[FIELD])
-    return [(datetime.fromtimestamp(start, UTC), sum(v) / len(v), min(v), max(v), len(v))
-            for start, v in sorted(groups.items())]
+    return [
+        (datetime.fromtimestamp(start, UTC), sum(v) / len(v), min(v), max(v), len(v))
+        for start, v in sorted(groups.items())
+    ]
 
 
 def as_tuples(points):
@@ -60,8 +70,9 @@ def as_tuples(points):
 
 
 async def trend(store: SqliteTimeSeries, device: str, every_s: int):
-    return await store.history(device, FIELD, FIRST - timedelta(hours=1),
-                               LAST + timedelta(hours=1), every_s)
+    return await store.history(
+        device, FIELD, FIRST - timedelta(hours=1), LAST + timedelta(hours=1), every_s
+    )
 
 
 @pytest.fixture
@@ -79,8 +90,10 @@ def batches() -> list[ReadingBatch]:
 
 def tables(path: Path) -> dict[str, list[tuple]]:
     with closing(sqlite3.connect(path)) as db:
-        return {name: sorted(db.execute(f"SELECT * FROM {name}").fetchall())
-                for name in ("points", "rollups", "rollup_tiers")}
+        return {
+            name: sorted(db.execute(f"SELECT * FROM {name}").fetchall())
+            for name in ("points", "rollups", "rollup_tiers")
+        }
 
 
 async def test_compaction_keeps_each_minutes_exact_mean_min_max_and_count(store, batches):
@@ -88,8 +101,7 @@ async def test_compaction_keeps_each_minutes_exact_mean_min_max_and_count(store,
     await SqliteCompactor(store.path, POLICY).compact(NOW)
     for device in DEVICES:
         rolled_up = await store.history(device, FIELD, FIRST - timedelta(minutes=1), BOUNDARY, 60)
-        assert as_tuples(rolled_up) == [
-            e for e in expected(batches, device, 60) if e[0] < BOUNDARY]
+        assert as_tuples(rolled_up) == [e for e in expected(batches, device, 60) if e[0] < BOUNDARY]
 
 
 async def test_raw_readings_past_the_retention_are_gone_and_newer_ones_stay(store, batches):
@@ -104,7 +116,8 @@ async def test_raw_readings_past_the_retention_are_gone_and_newer_ones_stay(stor
 
 @pytest.mark.parametrize("every_s", [60, 300, 3600])
 async def test_a_trend_across_the_raw_and_rolled_up_boundary_is_what_it_was(
-        store, batches, every_s):
+    store, batches, every_s
+):
     await store.write(batches)
     before = {device: await trend(store, device, every_s) for device in DEVICES}
     plain = {device: [tuple(vars(p).values()) for p in points] for device, points in before.items()}
@@ -124,7 +137,8 @@ async def test_compacting_again_changes_nothing(store, batches):
 
 
 async def test_a_compaction_stopped_halfway_and_rerun_gives_the_same_aggregates(
-        store, batches, tmp_path):
+    store, batches, tmp_path
+):
     await store.write(batches)
     copy = tmp_path / "copy.db"
     with closing(sqlite3.connect(store.path)) as db, closing(sqlite3.connect(copy)) as backup:
@@ -162,10 +176,19 @@ async def test_aggregates_past_their_retention_are_removed(store, batches):
 
 
 async def test_a_30_day_trend_reads_raw_days_and_rolled_up_weeks(store):
-    week_ago = [ReadingBatch(gateway_id="gw-1", seq=day + 1, device_id="dev-1",
-                             institution_id="inst-1", kind="gas_detector",
-                             ts=NOW - timedelta(days=day, minutes=30), profile="generic-gas-lel",
-                             readings={FIELD: float(day)}) for day in range(30)]
+    week_ago = [
+        ReadingBatch(
+            gateway_id="gw-1",
+            seq=day + 1,
+            device_id="dev-1",
+            institution_id="inst-1",
+            kind="gas_detector",
+            ts=NOW - timedelta(days=day, minutes=30),
+            profile="generic-gas-lel",
+            readings={FIELD: float(day)},
+        )
+        for day in range(30)
+    ]
     await store.write(week_ago)
     await SqliteCompactor(store.path, POLICY).compact(NOW)
     points = await store.history("dev-1", FIELD, NOW - timedelta(days=30), NOW, 86400)

@@ -19,8 +19,10 @@ pytestmark = pytest.mark.timeout(30)
 
 
 async def test_a_vigipact_rhu_reports_the_leakage_it_measures_and_raises_its_alarm_bits():
-    site = one_gateway_site(ModbusEndpoint(id="incomer-gateway", port=0, simulated=True),
-                            [("rhu-1", "schneider-vigipact-rhu", 7)])
+    site = one_gateway_site(
+        ModbusEndpoint(id="incomer-gateway", port=0, simulated=True),
+        [("rhu-1", "schneider-vigipact-rhu", 7)],
+    )
     profile = PROFILES["schneider-vigipact-rhu"]
     fleet = SimulatorFleet(site, PROFILES, BrokerAddress("127.0.0.1", 1), tick_s=60, seed=1)
     await fleet.start()
@@ -32,16 +34,20 @@ async def test_a_vigipact_rhu_reports_the_leakage_it_measures_and_raises_its_ala
     async def on_event(*_) -> None:
         pass
 
-    poller = EndpointPoller(site.gateways[0].endpoints[0], fleet.endpoint_port("incomer-gateway"),
-                            [(site.devices[0], profile)], on_readings, on_event)
+    poller = EndpointPoller(
+        site.gateways[0].endpoints[0],
+        fleet.endpoint_port("incomer-gateway"),
+        [(site.devices[0], profile)],
+        on_readings,
+        on_event,
+    )
     try:
         await poller.poll_once(site.devices[0], profile)
         [simulated] = fleet.status()
         readings, flags = polled[-1]
         assert readings == pytest.approx(simulated["readings"], abs=0.5)
         assert readings["alarm_threshold"] == 300 and readings["prealarm_threshold"] == 150
-        assert flags == {"device_alarm": False, "device_prealarm": False,
-                         "alarm_memorized": False}
+        assert flags == {"device_alarm": False, "device_prealarm": False, "alarm_memorized": False}
 
         await fleet.trigger("rhu-1", "insulation-fault")
         await poller.poll_once(site.devices[0], profile)

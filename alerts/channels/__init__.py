@@ -19,19 +19,36 @@ __all__ = ["Channel", "SendFailed", "configured_channels"]
 def configured_channels(settings: Settings) -> dict[str, Channel]:
     channels: list[Channel] = [WeComRobot()]
     if settings.aliyun_sms_access_key_id:
-        channels.append(AliyunSms(
-            settings.aliyun_sms_access_key_id, settings.aliyun_sms_access_key_secret,
-            settings.aliyun_sms_sign_name, settings.aliyun_sms_template_code,
-            settings.aliyun_sms_endpoint))
+        channels.append(
+            AliyunSms(
+                settings.aliyun_sms_access_key_id,
+                settings.aliyun_sms_access_key_secret,
+                settings.aliyun_sms_sign_name,
+                settings.aliyun_sms_template_code,
+                settings.aliyun_sms_endpoint,
+            )
+        )
     if settings.tencent_sms_secret_id:
-        channels.append(TencentSms(
-            settings.tencent_sms_secret_id, settings.tencent_sms_secret_key,
-            settings.tencent_sms_sdk_app_id, settings.tencent_sms_sign_name,
-            settings.tencent_sms_template_id, settings.tencent_sms_template_params,
-            settings.tencent_sms_region, settings.tencent_sms_endpoint))
+        channels.append(
+            TencentSms(
+                settings.tencent_sms_secret_id,
+                settings.tencent_sms_secret_key,
+                settings.tencent_sms_sdk_app_id,
+                settings.tencent_sms_sign_name,
+                settings.tencent_sms_template_id,
+                settings.tencent_sms_template_params,
+                settings.tencent_sms_region,
+                settings.tencent_sms_endpoint,
+            )
+        )
     if settings.wechat_oa_app_id:
-        channels.append(WeChatOfficialAccount(
-            settings.wechat_oa_app_id, settings.wechat_oa_app_secret,
-            settings.wechat_oa_template_id, settings.wechat_oa_template_keys,
-            settings.wechat_oa_endpoint))
+        channels.append(
+            WeChatOfficialAccount(
+                settings.wechat_oa_app_id,
+                settings.wechat_oa_app_secret,
+                settings.wechat_oa_template_id,
+                settings.wechat_oa_template_keys,
+                settings.wechat_oa_endpoint,
+            )
+        )
     return {c.name: c for c in channels}

@@ -41,18 +41,33 @@ def canonical_query(params: dict[str, str]) -> str:
     return "&".join(f"{percent_encode(k)}={percent_encode(v)}" for k, v in sorted(params.items()))
 
 
-def sign(method: str, path: str, params: dict[str, str], headers: dict[str, str],
-         payload: bytes, secret: str) -> tuple[str, str]:
+def sign(
+    method: str,
+    path: str,
+    params: dict[str, str],
+    headers: dict[str, str],
+    payload: bytes,
+    secret: str,
+) -> tuple[str, str]:
     """(signed header names, hex signature) of a request, per signature V3."""
-    signed = {k.lower(): v.strip() for k, v in headers.items()
-              if k.lower().startswith("x-acs-") or k.lower() in ("host", "content-type")}
+    signed = {
+        k.lower(): v.strip()
+        for k, v in headers.items()
+        if k.lower().startswith("x-acs-") or k.lower() in ("host", "content-type")
+    }
     names = sorted(signed)
     canonical_headers = "".join(f"{n}:{signed[n]}\n" for n in names)
     signed_headers = ";".join(names)
-    canonical_request = "\n".join([
-        method, path or "/", canonical_query(params), canonical_headers, signed_headers,
-        hashlib.sha256(payload).hexdigest(),
-    ])
+    canonical_request = "\n".join(
+        [
+            method,
+            path or "/",
+            canonical_query(params),
+            canonical_headers,
+            signed_headers,
+            hashlib.sha256(payload).hexdigest(),
+        ]
+    )
     to_sign = f"{ALGORITHM}\n{hashlib.sha256(canonical_request.encode()).hexdigest()}"
     signature = hmac.new(secret.encode(), to_sign.encode(), hashlib.sha256).hexdigest()
     return signed_headers, signature
@@ -63,16 +78,23 @@ class AliyunSms(Channel):
     #: the default flow control for one mobile number is 1 message a minute
     per_minute = 1
 
-    def __init__(self, access_key_id: str, access_key_secret: str, sign_name: str,
-                 template_code: str, endpoint: str) -> None:
+    def __init__(
+        self,
+        access_key_id: str,
+        access_key_secret: str,
+        sign_name: str,
+        template_code: str,
+        endpoint: str,
+    ) -> None:
         self.access_key_id = access_key_id
         self.access_key_secret = access_key_secret
         self.sign_name = sign_name
         self.template_code = template_code
         self.endpoint = endpoint.rstrip("/")
 
-    def request(self, http: httpx.AsyncClient, phone: str, message: NoticeMessage,
-                notice_id: int) -> httpx.Request:
+    def request(
+        self, http: httpx.AsyncClient, phone: str, message: NoticeMessage, notice_id: int
+    ) -> httpx.Request:
         params = {
             "PhoneNumbers": phone.removeprefix("+86"),
             "SignName": self.sign_name,
@@ -89,8 +111,10 @@ class AliyunSms(Channel):
             "x-acs-content-sha256": hashlib.sha256(b"").hexdigest(),
         }
         signed_headers, signature = sign("POST", "/", params, headers, b"", self.access_key_secret)
-        headers["Authorization"] = (f"{ALGORITHM} Credential={self.access_key_id},"
-                                    f"SignedHeaders={signed_headers},Signature={signature}")
+        headers["Authorization"] = (
+            f"{ALGORITHM} Credential={self.access_key_id},"
+            f"SignedHeaders={signed_headers},Signature={signature}"
+        )
         url = f"{self.endpoint}/?{canonical_query(params)}"
         return http.build_request("POST", url, headers=headers)
 
@@ -102,5 +126,7 @@ class AliyunSms(Channel):
         if status == 200 and code == "OK":
             return
         throttled = code == "isv.BUSINESS_LIMIT_CONTROL" or code.startswith("Throttling")
-        raise SendFailed(f"HTTP {status}, Code {code}: {answer.get('Message')}",
-                         THROTTLE_PAUSE_S if throttled else None)
+        raise SendFailed(
+            f"HTTP {status}, Code {code}: {answer.get('Message')}",
+            THROTTLE_PAUSE_S if throttled else None,
+        )

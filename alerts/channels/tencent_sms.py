@@ -36,16 +36,21 @@ def _hmac(key: bytes, text: str) -> bytes:
 
 def signature(secret_key: str, timestamp: int, host: str, payload: bytes, action: str) -> str:
     """The hex signature of a POST / with a JSON body, signing content-type, host, x-tc-action."""
-    canonical_request = "\n".join([
-        "POST", "/", "",
-        f"content-type:{CONTENT_TYPE}\nhost:{host}\nx-tc-action:{action.lower()}\n",
-        "content-type;host;x-tc-action",
-        hashlib.sha256(payload).hexdigest(),
-    ])
+    canonical_request = "\n".join(
+        [
+            "POST",
+            "/",
+            "",
+            f"content-type:{CONTENT_TYPE}\nhost:{host}\nx-tc-action:{action.lower()}\n",
+            "content-type;host;x-tc-action",
+            hashlib.sha256(payload).hexdigest(),
+        ]
+    )
     date = datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d")
     scope = f"{date}/{SERVICE}/tc3_request"
-    to_sign = "\n".join([ALGORITHM, str(timestamp), scope,
-                         hashlib.sha256(canonical_request.encode()).hexdigest()])
+    to_sign = "\n".join(
+        [ALGORITHM, str(timestamp), scope, hashlib.sha256(canonical_request.encode()).hexdigest()]
+    )
     key = _hmac(_hmac(_hmac(f"TC3{secret_key}".encode(), date), SERVICE), "tc3_request")
     return hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
 
@@ -55,8 +60,17 @@ class TencentSms(Channel):
     #: one message per mobile number in 30 s is the default limit; keep well inside it
     per_minute = 1
 
-    def __init__(self, secret_id: str, secret_key: str, sdk_app_id: str, sign_name: str,
-                 template_id: str, template_params: list[str], region: str, endpoint: str) -> None:
+    def __init__(
+        self,
+        secret_id: str,
+        secret_key: str,
+        sdk_app_id: str,
+        sign_name: str,
+        template_id: str,
+        template_params: list[str],
+        region: str,
+        endpoint: str,
+    ) -> None:
         self.secret_id = secret_id
         self.secret_key = secret_key
         self.sdk_app_id = sdk_app_id
@@ -66,17 +80,21 @@ class TencentSms(Channel):
         self.region = region
         self.endpoint = endpoint.rstrip("/")
 
-    def request(self, http: httpx.AsyncClient, phone: str, message: NoticeMessage,
-                notice_id: int) -> httpx.Request:
+    def request(
+        self, http: httpx.AsyncClient, phone: str, message: NoticeMessage, notice_id: int
+    ) -> httpx.Request:
         variables = template_variables(message)
-        payload = json.dumps({
-            "PhoneNumberSet": [phone if phone.startswith("+") else f"+86{phone}"],
-            "SmsSdkAppId": self.sdk_app_id,
-            "SignName": self.sign_name,
-            "TemplateId": self.template_id,
-            "TemplateParamSet": [variables[name] for name in self.template_params],
-            "SessionContext": str(notice_id),
-        }, ensure_ascii=False).encode()
+        payload = json.dumps(
+            {
+                "PhoneNumberSet": [phone if phone.startswith("+") else f"+86{phone}"],
+                "SmsSdkAppId": self.sdk_app_id,
+                "SignName": self.sign_name,
+                "TemplateId": self.template_id,
+                "TemplateParamSet": [variables[name] for name in self.template_params],
+                "SessionContext": str(notice_id),
+            },
+            ensure_ascii=False,
+        ).encode()
         host = urlsplit(self.endpoint).netloc
         timestamp = int(datetime.now(UTC).timestamp())
         date = datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d")
@@ -107,5 +125,6 @@ class TencentSms(Channel):
             return
         detail = (error or statuses[0]).get("Message")
         throttled = code == "RequestLimitExceeded" or code.startswith("LimitExceeded")
-        raise SendFailed(f"HTTP {status}, Code {code}: {detail}",
-                         THROTTLE_PAUSE_S if throttled else None)
+        raise SendFailed(
+            f"HTTP {status}, Code {code}: {detail}", THROTTLE_PAUSE_S if throttled else None
+        )

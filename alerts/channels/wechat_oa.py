@@ -41,8 +41,14 @@ class WeChatOfficialAccount(Channel):
     name = "wechat_oa"
     per_minute = 20
 
-    def __init__(self, app_id: str, app_secret: str, template_id: str,
-                 template_keys: dict[str, str], endpoint: str) -> None:
+    def __init__(
+        self,
+        app_id: str,
+        app_secret: str,
+        template_id: str,
+        template_keys: dict[str, str],
+        endpoint: str,
+    ) -> None:
         self.app_id = app_id
         self.app_secret = app_secret
         self.template_id = template_id
@@ -54,12 +60,21 @@ class WeChatOfficialAccount(Channel):
     async def access_token(self, http: httpx.AsyncClient) -> str:
         if self._token is not None and time.monotonic() < self._token_expires:
             return self._token
-        request = http.build_request("GET", f"{self.endpoint}/cgi-bin/token", params={
-            "grant_type": "client_credential", "appid": self.app_id, "secret": self.app_secret})
+        request = http.build_request(
+            "GET",
+            f"{self.endpoint}/cgi-bin/token",
+            params={
+                "grant_type": "client_credential",
+                "appid": self.app_id,
+                "secret": self.app_secret,
+            },
+        )
         status, answer = await exchange(http, request)
         if status != 200 or "access_token" not in answer:
-            raise SendFailed(f"access token: HTTP {status}, errcode {answer.get('errcode')}: "
-                             f"{answer.get('errmsg')}")
+            raise SendFailed(
+                f"access token: HTTP {status}, errcode {answer.get('errcode')}: "
+                f"{answer.get('errmsg')}"
+            )
         self._token = str(answer["access_token"])
         self._token_expires = time.monotonic() + float(answer["expires_in"]) - TOKEN_MARGIN_S
         return self._token
@@ -69,8 +84,10 @@ class WeChatOfficialAccount(Channel):
         return {
             "touser": openid,
             "template_id": self.template_id,
-            "data": {key: {"value": keyword_value(key, variables[name])}
-                     for name, key in self.template_keys.items()},
+            "data": {
+                key: {"value": keyword_value(key, variables[name])}
+                for name, key in self.template_keys.items()
+            },
             "client_msg_id": f"firewatch-notice-{notice_id}",
         }
 
@@ -79,13 +96,18 @@ class WeChatOfficialAccount(Channel):
     ) -> None:
         token = await self.access_token(http)
         request = http.build_request(
-            "POST", f"{self.endpoint}/cgi-bin/message/template/send",
-            params={"access_token": token}, json=self.body(target, message, notice_id))
+            "POST",
+            f"{self.endpoint}/cgi-bin/message/template/send",
+            params={"access_token": token},
+            json=self.body(target, message, notice_id),
+        )
         status, answer = await exchange(http, request)
         errcode = answer.get("errcode")
         if status == 200 and errcode == 0:
             return
         if errcode in TOKEN_INVALID:
             self._token = None  # the next attempt fetches a fresh one
-        raise SendFailed(f"HTTP {status}, errcode {errcode}: {answer.get('errmsg')}",
-                         THROTTLE_PAUSE_S if errcode == THROTTLED else None)
+        raise SendFailed(
+            f"HTTP {status}, errcode {errcode}: {answer.get('errmsg')}",
+            THROTTLE_PAUSE_S if errcode == THROTTLED else None,
+        )

@@ -54,35 +54,66 @@ EFM, GAS, BUTTON = "generic-efm-4t", "generic-gas-lel", "generic-onekey-mqtt"
 EFMS_EACH, GAS_EACH, BUTTONS_EACH = 4, 4, 2
 DEVICES_EACH = EFMS_EACH + GAS_EACH + BUTTONS_EACH
 GOAL_ONE_KEY_S = 0.3
-SHAPES = {"services": "alerts, ingest and gateways in processes of their own (production)",
-          "up": "everything in one `firewatch up` process (laptop)"}
+SHAPES = {
+    "services": "alerts, ingest and gateways in processes of their own (production)",
+    "up": "everything in one `firewatch up` process (laptop)",
+}
 
 
 def county(institutions: int, recorder: WebhookRecorder) -> dict[str, Any]:
     """The synthetic site, every device simulated, each institution with a robot of its own."""
-    site: dict[str, Any] = {"county": {"name": "基准测试县"}, "institutions": [], "gateways": [],
-                            "devices": []}
+    site: dict[str, Any] = {
+        "county": {"name": "基准测试县"},
+        "institutions": [],
+        "gateways": [],
+        "devices": [],
+    }
     for n in range(institutions):
         inst = f"inst-{n:03d}"
-        site["institutions"].append({
-            "id": inst, "name": f"基准机构{n:03d}", "type": "elderly_care", "township": "基准镇",
-            "location": {"lat": 30.4 + n % 20 * 0.02, "lon": 117.7 + n // 20 * 0.02},
-            "head": {"name": "负责人", "phone": "13800000001"},
-            "safety_officer": {"name": "安全员", "phone": "13800000002"},
-            "wecom_webhook_url": recorder.webhook(inst),
-        })
-        site["gateways"].append({"id": f"gw-{n:03d}", "institution": inst, "endpoints": [
-            {"id": f"line-{n:03d}", "port": 0, "simulated": True}]})
+        site["institutions"].append(
+            {
+                "id": inst,
+                "name": f"基准机构{n:03d}",
+                "type": "elderly_care",
+                "township": "基准镇",
+                "location": {"lat": 30.4 + n % 20 * 0.02, "lon": 117.7 + n // 20 * 0.02},
+                "head": {"name": "负责人", "phone": "13800000001"},
+                "safety_officer": {"name": "安全员", "phone": "13800000002"},
+                "wecom_webhook_url": recorder.webhook(inst),
+            }
+        )
+        site["gateways"].append(
+            {
+                "id": f"gw-{n:03d}",
+                "institution": inst,
+                "endpoints": [{"id": f"line-{n:03d}", "port": 0, "simulated": True}],
+            }
+        )
         kinds = [("efm", EFM)] * EFMS_EACH + [("gas", GAS)] * GAS_EACH
         for unit, (kind, profile) in enumerate(kinds, start=1):
-            site["devices"].append({
-                "id": f"{kind}-{n:03d}-{unit}", "institution": inst, "gateway": f"gw-{n:03d}",
-                "profile": profile, "endpoint": f"line-{n:03d}", "unit_id": unit,
-                "location": f"{unit}号位", "simulated": True})
+            site["devices"].append(
+                {
+                    "id": f"{kind}-{n:03d}-{unit}",
+                    "institution": inst,
+                    "gateway": f"gw-{n:03d}",
+                    "profile": profile,
+                    "endpoint": f"line-{n:03d}",
+                    "unit_id": unit,
+                    "location": f"{unit}号位",
+                    "simulated": True,
+                }
+            )
         site["devices"] += [
-            {"id": f"btn-{n:03d}-{b}", "institution": inst, "gateway": f"gw-{n:03d}",
-             "profile": BUTTON, "location": f"{b + 1}号楼值班室", "simulated": True}
-            for b in range(BUTTONS_EACH)]
+            {
+                "id": f"btn-{n:03d}-{b}",
+                "institution": inst,
+                "gateway": f"gw-{n:03d}",
+                "profile": BUTTON,
+                "location": f"{b + 1}号楼值班室",
+                "simulated": True,
+            }
+            for b in range(BUTTONS_EACH)
+        ]
     return site
 
 
@@ -102,8 +133,9 @@ def decoded(profile: DeviceProfile, field: str, value: float) -> float:
     return reg.to_physical(round(reg.to_raw(value)))
 
 
-async def watch_breaches(fleet: SimulatorFleet, breaches: list[Measured], field: str,
-                         set_point: float) -> None:
+async def watch_breaches(
+    fleet: SimulatorFleet, breaches: list[Measured], field: str, set_point: float
+) -> None:
     """Stamp each triggered detector's event when its register first holds the breach.
 
     Values move on the simulators' ticks (every 0.5 s); looking every 10 ms stamps a breach at
@@ -112,14 +144,18 @@ async def watch_breaches(fleet: SimulatorFleet, breaches: list[Measured], field:
     while True:
         for m in breaches:
             unit = fleet.devices[m.device_id]
-            if (m.event_at is None and unit.scenario == "gas-leak"
-                    and decoded(unit.profile, field, unit.readings[field]) >= set_point):
+            if (
+                m.event_at is None
+                and unit.scenario == "gas-leak"
+                and decoded(unit.profile, field, unit.readings[field]) >= set_point
+            ):
                 m.event_at = time.perf_counter()
         await asyncio.sleep(0.01)
 
 
-async def watch_broker(broker: BrokerAddress, measured: list[Measured],
-                       subscribed: asyncio.Event) -> None:
+async def watch_broker(
+    broker: BrokerAddress, measured: list[Measured], subscribed: asyncio.Event
+) -> None:
     """Stamp when the broker hands on each event's gateway message: the first message of the
     device, after the event, that carries it, as a subscriber of its own sees it.  This splits
     each latency into the way to the broker (device, gateway) and the rest (alert service,
@@ -163,8 +199,11 @@ async def mqtt_round_trips(broker: BrokerAddress, count: int) -> list[float]:
 
 #: the counters of what the services refused: a consumer's dead letters (stored, or over their
 #: source's budget and only counted), a gateway's uplinks
-REFUSALS = ("firewatch_dead_letters_total", "firewatch_dead_letters_unstored_total",
-            "firewatch_gateway_uplinks_set_aside_total")
+REFUSALS = (
+    "firewatch_dead_letters_total",
+    "firewatch_dead_letters_unstored_total",
+    "firewatch_gateway_uplinks_set_aside_total",
+)
 
 
 def health_totals(metrics: dict[str, str]) -> dict[str, float]:
@@ -173,25 +212,34 @@ def health_totals(metrics: dict[str, str]) -> dict[str, float]:
     scraped = {name: scrape(url) for name, url in metrics.items()}
 
     def values(metric: str) -> list[tuple[dict[str, str], float]]:
-        return [(dict(labels), value) for samples in scraped.values()
-                for (name, labels), value in samples.items() if name == metric]
+        return [
+            (dict(labels), value)
+            for samples in scraped.values()
+            for (name, labels), value in samples.items()
+            if name == metric
+        ]
 
     published = [v for _, v in values("firewatch_gateway_published_total")]
-    applied = dict((labels["consumer"], v)
-                   for labels, v in values("firewatch_consumer_messages_applied_total"))
-    return {"published": sum(published),
-            "refused": sum(v for metric in REFUSALS for _, v in values(metric)),
-            "gateways_publishing": sum(1 for v in published if v > 0),
-            "alerts_applied": applied[ALERTS],
-            "notices_failed": sum(v for _, v in values("firewatch_notices_failed_total")),
-            "ingest_written": sum(
-                v for _, v in values("firewatch_ingest_written_total")),
-            **{f"cpu:{name}": samples[("process_cpu_seconds_total", ())]
-               for name, samples in scraped.items()}}
+    applied = dict(
+        (labels["consumer"], v) for labels, v in values("firewatch_consumer_messages_applied_total")
+    )
+    return {
+        "published": sum(published),
+        "refused": sum(v for metric in REFUSALS for _, v in values(metric)),
+        "gateways_publishing": sum(1 for v in published if v > 0),
+        "alerts_applied": applied[ALERTS],
+        "notices_failed": sum(v for _, v in values("firewatch_notices_failed_total")),
+        "ingest_written": sum(v for _, v in values("firewatch_ingest_written_total")),
+        **{
+            f"cpu:{name}": samples[("process_cpu_seconds_total", ())]
+            for name, samples in scraped.items()
+        },
+    }
 
 
-async def until_every_gateway_publishes(metrics: dict[str, str], gateways: int,
-                                        timeout_s: float) -> None:
+async def until_every_gateway_publishes(
+    metrics: dict[str, str], gateways: int, timeout_s: float
+) -> None:
     """Then each has subscribed to its devices' uplinks too (it subscribes before publishing)."""
     deadline = time.monotonic() + timeout_s
     while (await asyncio.to_thread(health_totals, metrics))["gateways_publishing"] < gateways:
@@ -217,15 +265,23 @@ async def flow_rates(metrics: dict[str, str], seconds: float) -> Flow:
     def rate(total: str) -> float:
         return round((after[total] - before[total]) / seconds, 1)
 
-    cores = {k.removeprefix("cpu:"): round((after[k] - before[k]) / seconds, 2)
-             for k in after if k.startswith("cpu:")}
-    return Flow(published_per_s=rate("published"), alerts_applied_per_s=rate("alerts_applied"),
-                ingest_written_per_s=rate("ingest_written"), cores=cores)
+    cores = {
+        k.removeprefix("cpu:"): round((after[k] - before[k]) / seconds, 2)
+        for k in after
+        if k.startswith("cpu:")
+    }
+    return Flow(
+        published_per_s=rate("published"),
+        alerts_applied_per_s=rate("alerts_applied"),
+        ingest_written_per_s=rate("ingest_written"),
+        cores=cores,
+    )
 
 
 @contextlib.contextmanager
-def system(shape: str, site_file: Path, workdir: Path,
-           env: dict[str, str]) -> Iterator[dict[str, str]]:
+def system(
+    shape: str, site_file: Path, workdir: Path, env: dict[str, str]
+) -> Iterator[dict[str, str]]:
     """The system under test in ``shape``; yields its processes' ``/metrics`` URLs by name."""
     if shape == "up":
         with running_stack(site_file, workdir, env) as api:
@@ -238,17 +294,27 @@ def system(shape: str, site_file: Path, workdir: Path,
 def broker_version(mosquitto: Mosquitto | None) -> str:
     if mosquitto is None:
         return f"amqtt {versions('amqtt')['amqtt']} (embedded in the stack)"
-    out = subprocess.run([mosquitto.binary, "-h"], capture_output=True, text=True,
-                         check=False).stdout
+    out = subprocess.run(
+        [mosquitto.binary, "-h"], capture_output=True, text=True, check=False
+    ).stdout
     return out.splitlines()[0].strip() if out else "mosquitto"
 
 
-async def run(devices: int, count: int | None, spacing_s: float, broker_kind: str,
-              shape: str, as_json: bool, database: str = "sqlite",
-              hostile_rate: float = 0.0) -> dict[str, Any]:
+async def run(
+    devices: int,
+    count: int | None,
+    spacing_s: float,
+    broker_kind: str,
+    shape: str,
+    as_json: bool,
+    database: str = "sqlite",
+    hostile_rate: float = 0.0,
+) -> dict[str, Any]:
     if shape == "services" and broker_kind == "embedded":
-        raise SystemExit("firewatch bench alarms: the services shape needs a broker between "
-                         "processes: --broker mosquitto")
+        raise SystemExit(
+            "firewatch bench alarms: the services shape needs a broker between "
+            "processes: --broker mosquitto"
+        )
     institutions = max(2, devices // DEVICES_EACH)
     count = min(count or institutions // 2, institutions // 2)
     profiles = load_profiles()
@@ -275,14 +341,14 @@ async def run(devices: int, count: int | None, spacing_s: float, broker_kind: st
             env["FIREWATCH_MQTT_EMBEDDED_PORT"] = str(broker.port)
         fleet = SimulatorFleet(load_site(fleet_file, profiles), profiles, broker, seed=1)
         try:
-            stage(f"starting {devices} simulated devices"
-                  f"{' and Mosquitto' if mosquitto else ''}")
+            stage(f"starting {devices} simulated devices{' and Mosquitto' if mosquitto else ''}")
             await fleet.start()
             if postgresql is not None:
                 postgresql.start()
                 env["FIREWATCH_DATABASE_URL"] = postgresql.new_database()
-            database_version = postgresql.version if postgresql else (
-                f"SQLite {sqlite3.sqlite_version}")
+            database_version = (
+                postgresql.version if postgresql else (f"SQLite {sqlite3.sqlite_version}")
+            )
             for gateway in site["gateways"]:  # the stack's gateways poll the servers started here
                 line = gateway["endpoints"][0]
                 line.update(simulated=False, port=fleet.endpoint_port(line["id"]))
@@ -294,27 +360,41 @@ async def run(devices: int, count: int | None, spacing_s: float, broker_kind: st
                 fleet.start_mqtt()
                 hostile_sent = [0]
                 refused_before = (await asyncio.to_thread(health_totals, metrics))["refused"]
-                flooding = asyncio.create_task(flood(broker, site, hostile_rate, hostile_sent)) \
-                    if hostile_rate > 0 else None
+                flooding = (
+                    asyncio.create_task(flood(broker, site, hostile_rate, hostile_sent))
+                    if hostile_rate > 0
+                    else None
+                )
                 stage("measuring the flow 5 s, then MQTT round trips")
                 flow = await flow_rates(metrics, 5)
                 rtt = await mqtt_round_trips(broker, max(20, 2 * count))
-                presses = [Measured(f"inst-{i:03d}", f"btn-{i:03d}-0", one_key.title_zh,
-                                    lambda b: b.flags.get(one_key.field) is True)
-                           for i in range(count)]
-                breaches = [Measured(f"inst-{i:03d}", f"gas-{i:03d}-{EFMS_EACH + 1}",
-                                     gas_high.title_zh, lambda b: b.readings.get(
-                                         gas_high.field, 0) >= gas_set_point)
-                            for i in range(count, 2 * count)]
+                presses = [
+                    Measured(
+                        f"inst-{i:03d}",
+                        f"btn-{i:03d}-0",
+                        one_key.title_zh,
+                        lambda b: b.flags.get(one_key.field) is True,
+                    )
+                    for i in range(count)
+                ]
+                breaches = [
+                    Measured(
+                        f"inst-{i:03d}",
+                        f"gas-{i:03d}-{EFMS_EACH + 1}",
+                        gas_high.title_zh,
+                        lambda b: b.readings.get(gas_high.field, 0) >= gas_set_point,
+                    )
+                    for i in range(count, 2 * count)
+                ]
                 subscribed = asyncio.Event()
                 watchers = [
                     asyncio.create_task(
-                        watch_breaches(fleet, breaches, gas_high.field, gas_set_point)),
+                        watch_breaches(fleet, breaches, gas_high.field, gas_set_point)
+                    ),
                     asyncio.create_task(watch_broker(broker, presses + breaches, subscribed)),
                 ]
                 await subscribed.wait()
-                stage(f"pressing {count} buttons and leaking {count} gases, "
-                      f"{spacing_s:g} s apart")
+                stage(f"pressing {count} buttons and leaking {count} gases, {spacing_s:g} s apart")
                 for press, breach in zip(presses, breaches, strict=True):
                     press.event_at = time.perf_counter()
                     await fleet.trigger(press.device_id, "button-press")
@@ -323,15 +403,19 @@ async def run(devices: int, count: int | None, spacing_s: float, broker_kind: st
                 deadline = time.monotonic() + 30 + 3 * poll_s
                 measured = presses + breaches
                 while time.monotonic() < deadline and not all(
-                        robot.first(m.institution, m.title) for m in measured):
+                    robot.first(m.institution, m.title) for m in measured
+                ):
                     await asyncio.sleep(0.1)
                 for task in [*watchers, *([flooding] if flooding else [])]:
                     task.cancel()
                 await asyncio.sleep(1)  # what the flood sent last is taken (or refused)
                 totals = await asyncio.to_thread(health_totals, metrics)
                 notices_failed = totals["notices_failed"]
-                hostile = {"rate_per_s": hostile_rate, "sent": hostile_sent[0],
-                           "refused": totals["refused"] - refused_before}
+                hostile = {
+                    "rate_per_s": hostile_rate,
+                    "sent": hostile_sent[0],
+                    "refused": totals["refused"] - refused_before,
+                }
         finally:
             await fleet.stop()
             if mosquitto is not None:
@@ -344,8 +428,13 @@ async def run(devices: int, count: int | None, spacing_s: float, broker_kind: st
         return [a.at - m.event_at for m, a in arrived if a is not None and m.event_at is not None]
 
     def to_broker(items: list[Measured]) -> dict[str, float]:
-        return percentiles_ms([m.on_broker_at - m.event_at for m in items
-                               if m.on_broker_at is not None and m.event_at is not None])
+        return percentiles_ms(
+            [
+                m.on_broker_at - m.event_at
+                for m in items
+                if m.on_broker_at is not None and m.event_at is not None
+            ]
+        )
 
     one_key_s, polled_s = latencies(presses), latencies(breaches)
     one_key_ms, polled_ms = percentiles_ms(one_key_s), percentiles_ms(polled_s)
@@ -353,22 +442,36 @@ async def run(devices: int, count: int | None, spacing_s: float, broker_kind: st
     one_key_to_broker_ms, polled_to_broker_ms = to_broker(presses), to_broker(breaches)
     polled_goal_ms = (poll_s + GOAL_ONE_KEY_S) * 1000
     figures = {
-        "benchmark": "alarms", "shape": shape, "devices": institutions * DEVICES_EACH,
-        "institutions": institutions, "modbus_devices": institutions * (EFMS_EACH + GAS_EACH),
-        "buttons": institutions * BUTTONS_EACH, "poll_interval_s": poll_s,
-        "presses": count, "breaches": count, "spacing_s": spacing_s,
-        "broker": broker_version(mosquitto), "database": database_version, "storm_window_s": 0,
-        "flow": flow, "alerts_keeps_up": round(flow["alerts_applied_per_s"]
-                                               / max(flow["published_per_s"], 0.1), 3),
+        "benchmark": "alarms",
+        "shape": shape,
+        "devices": institutions * DEVICES_EACH,
+        "institutions": institutions,
+        "modbus_devices": institutions * (EFMS_EACH + GAS_EACH),
+        "buttons": institutions * BUTTONS_EACH,
+        "poll_interval_s": poll_s,
+        "presses": count,
+        "breaches": count,
+        "spacing_s": spacing_s,
+        "broker": broker_version(mosquitto),
+        "database": database_version,
+        "storm_window_s": 0,
+        "flow": flow,
+        "alerts_keeps_up": round(
+            flow["alerts_applied_per_s"] / max(flow["published_per_s"], 0.1), 3
+        ),
         "mqtt_round_trip_ms": rtt_ms,
-        "one_key_ms": one_key_ms, "one_key_to_broker_ms": one_key_to_broker_ms,
-        "polled_to_broker_ms": polled_to_broker_ms, "one_key_missing": count - len(one_key_s),
+        "one_key_ms": one_key_ms,
+        "one_key_to_broker_ms": one_key_to_broker_ms,
+        "polled_to_broker_ms": polled_to_broker_ms,
+        "one_key_missing": count - len(one_key_s),
         "one_key_goal_p99_ms": GOAL_ONE_KEY_S * 1000,
         "one_key_p50_vs_mqtt_round_trip": _ratio(one_key_ms, rtt_ms),
-        "polled_ms": polled_ms, "polled_missing": count - len(polled_s),
+        "polled_ms": polled_ms,
+        "polled_missing": count - len(polled_s),
         "polled_goal_p99_ms": polled_goal_ms,
         "polled_p50_vs_mqtt_round_trip": _ratio(polled_ms, rtt_ms),
-        "robot_throttled": robot.throttled, "notice_sends_failed": notices_failed,
+        "robot_throttled": robot.throttled,
+        "notice_sends_failed": notices_failed,
         "hostile": hostile,
         "versions": versions("aiomqtt", "pymodbus", "httpx"),
     }
@@ -376,35 +479,63 @@ async def run(devices: int, count: int | None, spacing_s: float, broker_kind: st
     def row(name: str, ms: dict[str, float], note: str) -> tuple[str, str, str]:
         if not ms["count"]:
             return name, "none arrived", f"within the wait; {note.split('(')[-1].rstrip(')')}"
-        return name, f"p50 {ms['p50']:,.0f} ms", (
-            f"p95 {ms['p95']:,.0f}  p99 {ms['p99']:,.0f}  max {ms['max']:,.0f} ms; {note}")
+        return (
+            name,
+            f"p50 {ms['p50']:,.0f} ms",
+            (f"p95 {ms['p95']:,.0f}  p99 {ms['p99']:,.0f}  max {ms['max']:,.0f} ms; {note}"),
+        )
 
     report(
         f"alarms: {institutions * DEVICES_EACH} devices in {institutions} institutions, "
         f"{count} presses and {count} gas breaches, {figures['broker']}, "
         f"{database_version}, {SHAPES[shape]}",
         [
-            ("alerts takes", f"{flow['alerts_applied_per_s']:,.0f} batches/s",
-             (f"of {flow['published_per_s']:,.0f}/s published "
-              f"({figures['alerts_keeps_up']:.2f}; below 1 a backlog grows and delays every "
-              "notice)")),
-            ("CPU", ", ".join(f"{name} {cores:.2f}" for name, cores in flow["cores"].items()),
-             "cores used while the flow was measured"),
+            (
+                "alerts takes",
+                f"{flow['alerts_applied_per_s']:,.0f} batches/s",
+                (
+                    f"of {flow['published_per_s']:,.0f}/s published "
+                    f"({figures['alerts_keeps_up']:.2f}; below 1 a backlog grows and delays every "
+                    "notice)"
+                ),
+            ),
+            (
+                "CPU",
+                ", ".join(f"{name} {cores:.2f}" for name, cores in flow["cores"].items()),
+                "cores used while the flow was measured",
+            ),
             row("MQTT QoS 1 round trip", rtt_ms, "baseline"),
-            row("one-key press -> notice", one_key_ms,
-                f"{_ratio(one_key_ms, rtt_ms)} x baseline (goal p99 < {GOAL_ONE_KEY_S * 1000:g})"),
-            row("  of which to the broker", one_key_to_broker_ms,
-                "device and gateway"),
-            row("gas breach -> notice", polled_ms,
+            row(
+                "one-key press -> notice",
+                one_key_ms,
+                f"{_ratio(one_key_ms, rtt_ms)} x baseline (goal p99 < {GOAL_ONE_KEY_S * 1000:g})",
+            ),
+            row("  of which to the broker", one_key_to_broker_ms, "device and gateway"),
+            row(
+                "gas breach -> notice",
+                polled_ms,
                 f"{_ratio(polled_ms, rtt_ms)} x baseline (goal p99 < {polled_goal_ms:g}, "
-                f"poll {poll_s:g} s + 300)"),
-            row("  of which to the broker", polled_to_broker_ms,
-                "device, the poll's wait and the gateway"),
-            *([("hostile messages", f"{hostile['sent']:,} sent at {hostile_rate:g}/s",
-                f"{hostile['refused']:,.0f} refused (dead letters, refused uplinks)")]
-              if hostile_rate > 0 else []),
+                f"poll {poll_s:g} s + 300)",
+            ),
+            row(
+                "  of which to the broker",
+                polled_to_broker_ms,
+                "device, the poll's wait and the gateway",
+            ),
+            *(
+                [
+                    (
+                        "hostile messages",
+                        f"{hostile['sent']:,} sent at {hostile_rate:g}/s",
+                        f"{hostile['refused']:,.0f} refused (dead letters, refused uplinks)",
+                    )
+                ]
+                if hostile_rate > 0
+                else []
+            ),
         ],
-        figures, as_json,
+        figures,
+        as_json,
     )
     return figures
 

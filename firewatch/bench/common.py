@@ -33,21 +33,36 @@ def synthetic_site(path: Path, devices: int, per_endpoint: int, profile: str) ->
     endpoints = (devices + per_endpoint - 1) // per_endpoint
     site = {
         "county": {"name": "bench"},
-        "institutions": [{
-            "id": "bench", "name": "基准测试", "type": "elderly_care", "township": "-",
-            "location": {"lat": 30.6, "lon": 117.8},
-            "head": {"name": "-", "phone": "00000"},
-            "safety_officer": {"name": "-", "phone": "00000"},
-        }],
-        "gateways": [{
-            "id": "gw-bench", "institution": "bench",
-            "endpoints": [{"id": f"line-{e}", "port": 0, "simulated": True}
-                          for e in range(endpoints)],
-        }],
+        "institutions": [
+            {
+                "id": "bench",
+                "name": "基准测试",
+                "type": "elderly_care",
+                "township": "-",
+                "location": {"lat": 30.6, "lon": 117.8},
+                "head": {"name": "-", "phone": "00000"},
+                "safety_officer": {"name": "-", "phone": "00000"},
+            }
+        ],
+        "gateways": [
+            {
+                "id": "gw-bench",
+                "institution": "bench",
+                "endpoints": [
+                    {"id": f"line-{e}", "port": 0, "simulated": True} for e in range(endpoints)
+                ],
+            }
+        ],
         "devices": [
-            {"id": f"dev-{i}", "institution": "bench", "gateway": "gw-bench", "profile": profile,
-             "endpoint": f"line-{i // per_endpoint}", "unit_id": i % per_endpoint + 1,
-             "simulated": True}
+            {
+                "id": f"dev-{i}",
+                "institution": "bench",
+                "gateway": "gw-bench",
+                "profile": profile,
+                "endpoint": f"line-{i // per_endpoint}",
+                "unit_id": i % per_endpoint + 1,
+                "simulated": True,
+            }
             for i in range(devices)
         ],
     }
@@ -60,8 +75,17 @@ def simulator_process(site_file: Path, workdir: Path) -> Iterator[dict[str, int]
     """The site's devices served by `firewatch simulate serve` in a process of their own."""
     ready = workdir / "simulators-ready.json"
     process = subprocess.Popen(
-        [sys.executable, "-m", "firewatch.cli", "simulate", "serve", "--site", str(site_file),
-         "--ready-file", str(ready)],
+        [
+            sys.executable,
+            "-m",
+            "firewatch.cli",
+            "simulate",
+            "serve",
+            "--site",
+            str(site_file),
+            "--ready-file",
+            str(ready),
+        ],
         stdout=subprocess.DEVNULL,
     )
     try:
@@ -85,12 +109,18 @@ def percentiles_ms(seconds: list[float]) -> dict[str, float]:
     def rank(p: float) -> float:
         return round(ranked[max(0, math.ceil(p / 100 * len(ranked)) - 1)] * 1000, 1)
 
-    return {"count": len(ranked), "p50": rank(50), "p95": rank(95), "p99": rank(99),
-            "max": rank(100)}
+    return {
+        "count": len(ranked),
+        "p50": rank(50),
+        "p95": rank(95),
+        "p99": rank(99),
+        "max": rank(100),
+    }
 
 
-def report(title: str, rows: list[tuple[str, str, str]], figures: dict[str, Any],
-           as_json: bool) -> None:
+def report(
+    title: str, rows: list[tuple[str, str, str]], figures: dict[str, Any], as_json: bool
+) -> None:
     width = max(len(r[0]) for r in rows)
     print(title)
     for name, value, note in rows:

@@ -33,8 +33,9 @@ from gateway.service import GatewayService
 PROFILE = "generic-efm-4t"
 
 
-async def bare_loop(ports: dict[str, int], units: dict[str, list[int]], count: int,
-                    seconds: float) -> int:
+async def bare_loop(
+    ports: dict[str, int], units: dict[str, list[int]], count: int, seconds: float
+) -> int:
     """The baseline: one client per endpoint reading each unit's block in turn."""
     reads = 0
 
@@ -56,12 +57,19 @@ async def bare_loop(ports: dict[str, int], units: dict[str, list[int]], count: i
     return reads
 
 
-async def gateway_run(site, profiles, ports: dict[str, int], workdir: Path,
-                      interval_s: float, seconds: float) -> tuple[int, float]:
+async def gateway_run(
+    site, profiles, ports: dict[str, int], workdir: Path, interval_s: float, seconds: float
+) -> tuple[int, float]:
     """The real gateway's pollers and outbox for ``seconds``; (polls answered, CPU seconds)."""
     tuned = {m: p.model_copy(update={"poll_interval_s": interval_s}) for m, p in profiles.items()}
-    gateway = GatewayService(site.gateways[0], site, tuned, BrokerAddress("127.0.0.1", 1),
-                             workdir / f"outbox-{interval_s}.db", lambda e: ports[e.id])
+    gateway = GatewayService(
+        site.gateways[0],
+        site,
+        tuned,
+        BrokerAddress("127.0.0.1", 1),
+        workdir / f"outbox-{interval_s}.db",
+        lambda e: ports[e.id],
+    )
     await gateway.outbox.open()
     cpu = time.process_time()
     tasks = [asyncio.create_task(p.run()) for p in gateway.pollers]
@@ -75,8 +83,9 @@ async def gateway_run(site, profiles, ports: dict[str, int], workdir: Path,
     return answered, cpu
 
 
-async def run(devices: int, per_endpoint: int, seconds: float, as_json: bool,
-              repeat: int = 3) -> dict[str, Any]:
+async def run(
+    devices: int, per_endpoint: int, seconds: float, as_json: bool, repeat: int = 3
+) -> dict[str, Any]:
     profiles = load_profiles()
     with tempfile.TemporaryDirectory(prefix="fw-bench-") as tmp:
         workdir = Path(tmp)
@@ -92,8 +101,10 @@ async def run(devices: int, per_endpoint: int, seconds: float, as_json: bool,
         stage(f"starting {devices} simulated Modbus devices")
         with simulator_process(site_file, workdir) as ports:
             for r in range(repeat):  # interleaved, so a change in load hits both alike
-                stage(f"run {r + 1}/{repeat}: measuring a bare pymodbus loop, then the gateway, "
-                      f"{seconds:g} s each")
+                stage(
+                    f"run {r + 1}/{repeat}: measuring a bare pymodbus loop, then the gateway, "
+                    f"{seconds:g} s each"
+                )
                 bare_runs.append(await bare_loop(ports, units, count, seconds) / seconds)
                 flat_out, _ = await gateway_run(site, profiles, ports, workdir, 1e-6, seconds)
                 flat_runs.append(flat_out / seconds)
@@ -103,8 +114,11 @@ async def run(devices: int, per_endpoint: int, seconds: float, as_json: bool,
     paced_rate = paced / seconds
     figures = {
         "benchmark": "gateway",
-        "devices": devices, "endpoints": len(units), "registers_per_read": count,
-        "seconds": seconds, "repeat": repeat,
+        "devices": devices,
+        "endpoints": len(units),
+        "registers_per_read": count,
+        "seconds": seconds,
+        "repeat": repeat,
         "bare_pymodbus_reads_per_s": round(bare, 1),
         "gateway_polls_per_s": round(flat_rate, 1),
         "gateway_vs_bare": round(flat_rate / bare, 3),
@@ -121,12 +135,19 @@ async def run(devices: int, per_endpoint: int, seconds: float, as_json: bool,
         f"run, median of {repeat}",
         [
             ("bare pymodbus loop", f"{bare:,.0f} reads/s", "baseline"),
-            ("gateway, flat out", f"{flat_rate:,.0f} polls/s",
-             f"{flat_rate / bare:.2f} x baseline (goal >= 0.8)"),
-            ("gateway, 1 s interval", f"{paced_rate:,.0f} polls/s",
-             f"{paced_rate / devices:.2f} of {devices}/s target, "
-             f"{cpu / seconds:.2f} of one core"),
+            (
+                "gateway, flat out",
+                f"{flat_rate:,.0f} polls/s",
+                f"{flat_rate / bare:.2f} x baseline (goal >= 0.8)",
+            ),
+            (
+                "gateway, 1 s interval",
+                f"{paced_rate:,.0f} polls/s",
+                f"{paced_rate / devices:.2f} of {devices}/s target, "
+                f"{cpu / seconds:.2f} of one core",
+            ),
         ],
-        figures, as_json,
+        figures,
+        as_json,
     )
     return figures

@@ -24,13 +24,21 @@ from firewatch.mqtt import BrokerAddress
 FORGED_INCARNATION = "b0b0b0b0b0b0b0b0"
 
 
-def _batch(gateway: str, device: str, institution: str, seq: int,
-           **changes: Any) -> dict[str, Any]:
-    return {"schema": "firewatch.readings/1", "gateway_id": gateway,
-            "incarnation": FORGED_INCARNATION, "seq": seq, "device_id": device,
-            "institution_id": institution, "kind": "gas_detector",
-            "ts": datetime.now(UTC).isoformat(), "profile": "generic-gas-lel",
-            "readings": {"gas_concentration": 0.5}, "flags": {}, **changes}
+def _batch(gateway: str, device: str, institution: str, seq: int, **changes: Any) -> dict[str, Any]:
+    return {
+        "schema": "firewatch.readings/1",
+        "gateway_id": gateway,
+        "incarnation": FORGED_INCARNATION,
+        "seq": seq,
+        "device_id": device,
+        "institution_id": institution,
+        "kind": "gas_detector",
+        "ts": datetime.now(UTC).isoformat(),
+        "profile": "generic-gas-lel",
+        "readings": {"gas_concentration": 0.5},
+        "flags": {},
+        **changes,
+    }
 
 
 def hostile_messages(site: dict[str, Any]) -> Iterator[tuple[str, bytes]]:
@@ -43,34 +51,76 @@ def hostile_messages(site: dict[str, Any]) -> Iterator[tuple[str, bytes]]:
     gateways = site["gateways"]
     own, other = gateways[0], gateways[1]
     devices = {d["id"]: d for d in site["devices"]}
-    own_gas = next(d for d in devices.values()
-                   if d["gateway"] == own["id"] and d["id"].startswith("gas"))
-    other_gas = next(d for d in devices.values()
-                     if d["gateway"] == other["id"] and d["id"].startswith("gas"))
-    own_button = next(d for d in devices.values()
-                      if d["gateway"] == own["id"] and d["id"].startswith("btn"))
+    own_gas = next(
+        d for d in devices.values() if d["gateway"] == own["id"] and d["id"].startswith("gas")
+    )
+    other_gas = next(
+        d for d in devices.values() if d["gateway"] == other["id"] and d["id"].startswith("gas")
+    )
+    own_button = next(
+        d for d in devices.values() if d["gateway"] == own["id"] and d["id"].startswith("btn")
+    )
     readings = f"firewatch/v1/readings/{own['id']}"
     seq = itertools.count(1)
     makers: list[Callable[[], tuple[str, bytes]]] = [
         # another institution's device under this gateway's topic, at a gas-alarm level
-        lambda: (f"{readings}/{other_gas['id']}", json.dumps(_batch(
-            own["id"], other_gas["id"], other_gas["institution"], next(seq),
-            readings={"gas_concentration": 90.0})).encode()),
-        lambda: (f"{readings}/{own_gas['id']}", json.dumps(_batch(
-            own["id"], own_gas["id"], own_gas["institution"], next(seq),
-            ts="9999-12-31T23:59:59Z")).encode()),
-        lambda: (f"{readings}/{own_gas['id']}", json.dumps(_batch(
-            own["id"], own_gas["id"], own_gas["institution"], next(seq),
-            ts=(datetime.now(UTC) + timedelta(hours=1)).isoformat())).encode()),
-        lambda: (f"{readings}/{own_gas['id']}", json.dumps(_batch(
-            own["id"], own_gas["id"], own_gas["institution"], next(seq),
-            readings={"gas_concentration": 1.7976931348623157e308})).encode()),
-        lambda: (f"{readings}/no-such-device", json.dumps(_batch(
-            own["id"], "no-such-device", own_gas["institution"], next(seq))).encode()),
+        lambda: (
+            f"{readings}/{other_gas['id']}",
+            json.dumps(
+                _batch(
+                    own["id"],
+                    other_gas["id"],
+                    other_gas["institution"],
+                    next(seq),
+                    readings={"gas_concentration": 90.0},
+                )
+            ).encode(),
+        ),
+        lambda: (
+            f"{readings}/{own_gas['id']}",
+            json.dumps(
+                _batch(
+                    own["id"],
+                    own_gas["id"],
+                    own_gas["institution"],
+                    next(seq),
+                    ts="9999-12-31T23:59:59Z",
+                )
+            ).encode(),
+        ),
+        lambda: (
+            f"{readings}/{own_gas['id']}",
+            json.dumps(
+                _batch(
+                    own["id"],
+                    own_gas["id"],
+                    own_gas["institution"],
+                    next(seq),
+                    ts=(datetime.now(UTC) + timedelta(hours=1)).isoformat(),
+                )
+            ).encode(),
+        ),
+        lambda: (
+            f"{readings}/{own_gas['id']}",
+            json.dumps(
+                _batch(
+                    own["id"],
+                    own_gas["id"],
+                    own_gas["institution"],
+                    next(seq),
+                    readings={"gas_concentration": 1.7976931348623157e308},
+                )
+            ).encode(),
+        ),
+        lambda: (
+            f"{readings}/no-such-device",
+            json.dumps(
+                _batch(own["id"], "no-such-device", own_gas["institution"], next(seq))
+            ).encode(),
+        ),
         lambda: (f"{readings}/{own_gas['id']}", b'{"seq": 1' + b"0" * 400 + b"}"),
         lambda: (f"{readings}/{own_gas['id']}", b"[" * 10_000 + b"]" * 10_000),
-        lambda: (f"devices/{own_button['id']}/up",
-                 b'{"alarm": 0, "bat": 1' + b"0" * 400 + b"}"),
+        lambda: (f"devices/{own_button['id']}/up", b'{"alarm": 0, "bat": 1' + b"0" * 400 + b"}"),
         lambda: (f"devices/{own_button['id']}/up", b'{"alarm": "yes", "bat": 1e999}'),
         lambda: (f"devices/{own_button['id']}/up", b"\xff\xfe not json"),
     ]
@@ -78,8 +128,7 @@ def hostile_messages(site: dict[str, Any]) -> Iterator[tuple[str, bytes]]:
         yield make()
 
 
-async def flood(broker: BrokerAddress, site: dict[str, Any], rate: float,
-                sent: list[int]) -> None:
+async def flood(broker: BrokerAddress, site: dict[str, Any], rate: float, sent: list[int]) -> None:
     """Publish hostile messages at ``rate`` a second (QoS 0, as a flood would) until
     cancelled; ``sent[0]`` counts them."""
     messages = hostile_messages(site)

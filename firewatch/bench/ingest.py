@@ -43,13 +43,25 @@ def make_batches(count: int, devices: int = 1000) -> list[ReadingBatch]:
     t0 = datetime.now(UTC) - timedelta(hours=1)
     return [
         ReadingBatch(
-            gateway_id="gw-bench", seq=i + 1, device_id=f"dev-{i % devices}",
-            institution_id="bench", kind="electrical_fire_monitor",
-            ts=t0 + timedelta(milliseconds=i), profile="generic-efm-4t",
-            readings={"residual_current": 80.0 + i % 7, "cable_temp_1": 31.5,
-                      "cable_temp_2": 30.2, "cable_temp_3": 29.9, "cable_temp_4": 30.0},
-            flags={"device_residual_alarm": False, "device_temperature_alarm": False,
-                   "sensor_fault": False},
+            gateway_id="gw-bench",
+            seq=i + 1,
+            device_id=f"dev-{i % devices}",
+            institution_id="bench",
+            kind="electrical_fire_monitor",
+            ts=t0 + timedelta(milliseconds=i),
+            profile="generic-efm-4t",
+            readings={
+                "residual_current": 80.0 + i % 7,
+                "cable_temp_1": 31.5,
+                "cable_temp_2": 30.2,
+                "cable_temp_3": 29.9,
+                "cable_temp_4": 30.0,
+            },
+            flags={
+                "device_residual_alarm": False,
+                "device_temperature_alarm": False,
+                "sensor_fault": False,
+            },
         )
         for i in range(count)
     ]
@@ -65,14 +77,21 @@ async def direct_write(url: str, records: list[Point] | list[str]) -> float:
         write = client.write_api()
         start = time.perf_counter()
         for i in range(0, len(records), CHUNK):
-            await write.write(bucket="direct", record=records[i : i + CHUNK],
-                              write_precision=MILLISECONDS)
+            await write.write(
+                bucket="direct", record=records[i : i + CHUNK], write_precision=MILLISECONDS
+            )
         return time.perf_counter() - start
 
 
-async def through_ingest(broker: BrokerAddress, store: TimeSeriesStore, workdir: Path,
-                         batches: list[ReadingBatch], name: str) -> float:
+async def through_ingest(
+    broker: BrokerAddress,
+    store: TimeSeriesStore,
+    workdir: Path,
+    batches: list[ReadingBatch],
+    name: str,
+) -> float:
     """Queue the batches on the broker for ingest's session, then time ingest taking them."""
+
     def service() -> IngestService:
         return IngestService(store, Spool(workdir / f"spool-{name}.db"), broker, _NoDeadLetters())
 
@@ -84,8 +103,12 @@ async def through_ingest(broker: BrokerAddress, store: TimeSeriesStore, workdir:
 
     async with broker.client("bench-gateway", max_inflight_messages=1000) as client:
         for i in range(0, len(batches), 1000):
-            await asyncio.gather(*(client.publish(message_topic(b), b.to_bytes(), qos=1)
-                                   for b in batches[i : i + 1000]))
+            await asyncio.gather(
+                *(
+                    client.publish(message_topic(b), b.to_bytes(), qos=1)
+                    for b in batches[i : i + 1000]
+                )
+            )
 
     await store.open()
     ingest = service()
@@ -111,8 +134,9 @@ class _NoDeadLetters(DeadLetters):
     def __init__(self) -> None:
         super().__init__(async_sessionmaker(), "ingest")
 
-    async def put(self, topic: str, payload: bytes, reason: str,
-                  reason_class: str = "contract") -> None:
+    async def put(
+        self, topic: str, payload: bytes, reason: str, reason_class: str = "contract"
+    ) -> None:
         raise RuntimeError(f"benchmark payload dead-lettered: {reason}")
 
     async def expire(self, every_s: float = 3600, chunk: int = 500) -> None:
@@ -135,31 +159,46 @@ async def run(messages: int, repeat: int, as_json: bool) -> dict[str, Any]:
         try:
             broker = BrokerAddress.from_url(mosquitto.url)
             for r in range(repeat):
-                stage(f"run {r + 1}/{repeat}: {messages:,} batches direct, then through ingest "
-                      "to InfluxDB and to SQLite")
+                stage(
+                    f"run {r + 1}/{repeat}: {messages:,} batches direct, then through ingest "
+                    "to InfluxDB and to SQLite"
+                )
                 runs["direct"].append(await direct_write(victoria.url, points))
                 runs["lines"].append(await direct_write(victoria.url, lines))
-                runs["influx"].append(await through_ingest(
-                    broker, InfluxTimeSeries(victoria.url, "", "bench", "ingest"), workdir,
-                    batches, "influx"))
-                runs["sqlite"].append(await through_ingest(
-                    broker, SqliteTimeSeries(workdir / f"ts-{r}.db"), workdir, batches,
-                    "sqlite"))
+                runs["influx"].append(
+                    await through_ingest(
+                        broker,
+                        InfluxTimeSeries(victoria.url, "", "bench", "ingest"),
+                        workdir,
+                        batches,
+                        "influx",
+                    )
+                )
+                runs["sqlite"].append(
+                    await through_ingest(
+                        broker, SqliteTimeSeries(workdir / f"ts-{r}.db"), workdir, batches, "sqlite"
+                    )
+                )
         finally:
             victoria.stop()
             mosquitto.stop()
-    direct, lines_rate, influx, sqlite = (values / statistics.median(runs[k])
-                                          for k in ("direct", "lines", "influx", "sqlite"))
+    direct, lines_rate, influx, sqlite = (
+        values / statistics.median(runs[k]) for k in ("direct", "lines", "influx", "sqlite")
+    )
     figures = {
-        "benchmark": "ingest", "messages": messages, "readings": values,
-        "readings_per_message": values / messages, "repeat": repeat,
+        "benchmark": "ingest",
+        "messages": messages,
+        "readings": values,
+        "readings_per_message": values / messages,
+        "repeat": repeat,
         "direct_influxdb_client_readings_per_s": round(direct),
         "direct_line_protocol_readings_per_s": round(lines_rate),
         "ingest_influx_readings_per_s": round(influx),
         "ingest_influx_vs_direct": round(influx / direct, 3),
         "ingest_sqlite_readings_per_s": round(sqlite),
         "ingest_sqlite_vs_direct": round(sqlite / direct, 3),
-        "database": "VictoriaMetrics (InfluxDB v2 write API)", "broker": "Mosquitto",
+        "database": "VictoriaMetrics (InfluxDB v2 write API)",
+        "broker": "Mosquitto",
         "versions": versions("influxdb-client", "aiomqtt", "paho-mqtt"),
     }
     report(
@@ -167,12 +206,19 @@ async def run(messages: int, repeat: int, as_json: bool) -> dict[str, Any]:
         f"median of {repeat}",
         [
             ("influxdb-client direct", f"{direct:,.0f} readings/s", "baseline"),
-            ("  same, as line protocol", f"{lines_rate:,.0f} readings/s",
-             f"{lines_rate / direct:.2f} x baseline (ceiling)"),
-            ("ingest -> InfluxDB API", f"{influx:,.0f} readings/s",
-             f"{influx / direct:.2f} x baseline (goal >= 0.5; >= 50,000/s)"),
+            (
+                "  same, as line protocol",
+                f"{lines_rate:,.0f} readings/s",
+                f"{lines_rate / direct:.2f} x baseline (ceiling)",
+            ),
+            (
+                "ingest -> InfluxDB API",
+                f"{influx:,.0f} readings/s",
+                f"{influx / direct:.2f} x baseline (goal >= 0.5; >= 50,000/s)",
+            ),
             ("ingest -> SQLite", f"{sqlite:,.0f} readings/s", f"{sqlite / direct:.2f} x baseline"),
         ],
-        figures, as_json,
+        figures,
+        as_json,
     )
     return figures

@@ -30,5 +30,11 @@ def app_serving(documents: dict[str, bytes]) -> FastAPI:
 if __name__ == "__main__":
     directory, port = Path(sys.argv[1]), int(sys.argv[2])
     documents = {f.stem: f.read_bytes() for f in directory.glob("*.json")}
-    uvicorn.run(app_serving(documents), host="127.0.0.1", port=port, log_level="warning",
-                lifespan="off", log_config=None)
+    uvicorn.run(
+        app_serving(documents),
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        lifespan="off",
+        log_config=None,
+    )

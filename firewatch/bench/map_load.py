@@ -46,8 +46,13 @@ TOGETHER = [  # what map.js fetches at once, after the config
     ("institutions", "/api/institutions"),
     ("devices", "/api/devices"),
     ("alarms", "/api/alarms?status=active&status=acknowledged&limit=100"),
-    ("hazards", ("/api/hazards?status=pending-verification&status=reported&status=rectifying"
-                 "&status=awaiting-verification&limit=100")),
+    (
+        "hazards",
+        (
+            "/api/hazards?status=pending-verification&status=reported&status=rectifying"
+            "&status=awaiting-verification&limit=100"
+        ),
+    ),
 ]
 
 
@@ -57,29 +62,51 @@ def county(devices: int, directory: Path) -> Path:
     institutions = max(1, devices // BUTTONS_EACH)
     gateways = min(GATEWAYS, institutions)
     site = {
-        "county": {"name": f"基准测试县（{institutions * BUTTONS_EACH}台设备）",
-                   "outline": "county.geojson"},
-        "institutions": [{
-            "id": f"inst-{n:04d}", "name": f"基准机构{n:04d}", "type": "elderly_care",
-            "township": f"基准镇{n % 10}",
-            "location": {"lat": 30.40 + 0.40 * (n // 25 % 20) / 20,
-                         "lon": 117.72 + 0.32 * (n % 25) / 25},
-            "head": {"name": "负责人", "phone": "13800000001"},
-            "safety_officer": {"name": "安全员", "phone": "13800000002"},
-        } for n in range(institutions)],
+        "county": {
+            "name": f"基准测试县（{institutions * BUTTONS_EACH}台设备）",
+            "outline": "county.geojson",
+        },
+        "institutions": [
+            {
+                "id": f"inst-{n:04d}",
+                "name": f"基准机构{n:04d}",
+                "type": "elderly_care",
+                "township": f"基准镇{n % 10}",
+                "location": {
+                    "lat": 30.40 + 0.40 * (n // 25 % 20) / 20,
+                    "lon": 117.72 + 0.32 * (n % 25) / 25,
+                },
+                "head": {"name": "负责人", "phone": "13800000001"},
+                "safety_officer": {"name": "安全员", "phone": "13800000002"},
+            }
+            for n in range(institutions)
+        ],
         "gateways": [{"id": f"gw-{g}", "institution": f"inst-{g:04d}"} for g in range(gateways)],
-        "devices": [{
-            "id": f"btn-{n:04d}-{b}", "institution": f"inst-{n:04d}", "gateway": f"gw-{n % gateways}",
-            "profile": "generic-onekey-mqtt", "location": f"{b + 1}号楼", "simulated": True,
-        } for n in range(institutions) for b in range(BUTTONS_EACH)],
+        "devices": [
+            {
+                "id": f"btn-{n:04d}-{b}",
+                "institution": f"inst-{n:04d}",
+                "gateway": f"gw-{n % gateways}",
+                "profile": "generic-onekey-mqtt",
+                "location": f"{b + 1}号楼",
+                "simulated": True,
+            }
+            for n in range(institutions)
+            for b in range(BUTTONS_EACH)
+        ],
     }
     path = directory / "site.yaml"
     path.write_text(yaml.safe_dump(site, allow_unicode=True), encoding="utf-8")
     return path
 
 
-async def load(client: httpx.AsyncClient, paths: dict[str, str], snapshot: bool,
-               seconds: float, concurrency: int) -> list[float]:
+async def load(
+    client: httpx.AsyncClient,
+    paths: dict[str, str],
+    snapshot: bool,
+    seconds: float,
+    concurrency: int,
+) -> list[float]:
     """Request for ``seconds`` with ``concurrency`` in flight; the seconds each one took."""
     took: list[float] = []
     end = time.perf_counter() + seconds
@@ -103,8 +130,9 @@ async def load(client: httpx.AsyncClient, paths: dict[str, str], snapshot: bool,
 @contextlib.contextmanager
 def baseline_server(directory: Path) -> Iterator[str]:
     port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "firewatch.bench.json_server",
-                                str(directory), str(port)])
+    process = subprocess.Popen(
+        [sys.executable, "-m", "firewatch.bench.json_server", str(directory), str(port)]
+    )
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -120,11 +148,13 @@ def baseline_server(directory: Path) -> Iterator[str]:
         process.wait(30)
 
 
-async def run(devices: int, seconds: float, concurrency: int, repeat: int,
-              as_json: bool) -> dict[str, Any]:
+async def run(
+    devices: int, seconds: float, concurrency: int, repeat: int, as_json: bool
+) -> dict[str, Any]:
     profiles = load_profiles()
-    runs: dict[str, list[list[float]]] = {k: [] for k in ("stack", "base", "stack_snap",
-                                                          "base_snap")}
+    runs: dict[str, list[list[float]]] = {
+        k: [] for k in ("stack", "base", "stack_snap", "base_snap")
+    }
     with tempfile.TemporaryDirectory(prefix="fw-bench-") as tmp:
         workdir = Path(tmp)
         site_file = county(devices, workdir)
@@ -153,56 +183,78 @@ async def run(devices: int, seconds: float, concurrency: int, repeat: int,
             limits = httpx.Limits(max_connections=concurrency * len(stack_paths))
             with baseline_server(documents) as base_url:
                 async with (
-                    httpx.AsyncClient(base_url=str(api.base_url), headers=api.headers,
-                                      limits=limits, timeout=60) as stack,
+                    httpx.AsyncClient(
+                        base_url=str(api.base_url), headers=api.headers, limits=limits, timeout=60
+                    ) as stack,
                     httpx.AsyncClient(base_url=base_url, limits=limits, timeout=60) as base,
                 ):
-                    stage(f"measuring the stack and bare uvicorn, {seconds:g} s each, {repeat} "
-                          "times")
+                    stage(
+                        f"measuring the stack and bare uvicorn, {seconds:g} s each, {repeat} times"
+                    )
                     for _ in range(repeat):  # interleaved, so both see the same machine
                         runs["stack"].append(
-                            await load(stack, stack_paths, False, seconds, concurrency))
+                            await load(stack, stack_paths, False, seconds, concurrency)
+                        )
                         runs["base"].append(
-                            await load(base, base_paths, False, seconds, concurrency))
+                            await load(base, base_paths, False, seconds, concurrency)
+                        )
                         runs["stack_snap"].append(
-                            await load(stack, stack_paths, True, seconds, concurrency))
+                            await load(stack, stack_paths, True, seconds, concurrency)
+                        )
                         runs["base_snap"].append(
-                            await load(base, base_paths, True, seconds, concurrency))
+                            await load(base, base_paths, True, seconds, concurrency)
+                        )
 
     def median_of(key: str) -> dict[str, float]:
         """Per-run rate and percentiles, each the median over the runs."""
         per_run = [{"per_s": len(t) / seconds, **percentiles_ms(t)} for t in runs[key]]
-        return {k: round(statistics.median(r[k] for r in per_run), 1)
-                for k in ("per_s", "p50", "p99")}
+        return {
+            k: round(statistics.median(r[k] for r in per_run), 1) for k in ("per_s", "p50", "p99")
+        }
 
     stack_dev, base_dev = median_of("stack"), median_of("base")
     stack_snap, base_snap = median_of("stack_snap"), median_of("base_snap")
     figures = {
-        "benchmark": "map", "devices": device_count,
-        "institutions": device_count // BUTTONS_EACH, "concurrency": concurrency,
-        "seconds": seconds, "repeat": repeat, "response_bytes": sizes,
-        "devices_requests": stack_dev, "baseline_devices_requests": base_dev,
+        "benchmark": "map",
+        "devices": device_count,
+        "institutions": device_count // BUTTONS_EACH,
+        "concurrency": concurrency,
+        "seconds": seconds,
+        "repeat": repeat,
+        "response_bytes": sizes,
+        "devices_requests": stack_dev,
+        "baseline_devices_requests": base_dev,
         "devices_vs_baseline": round(stack_dev["per_s"] / base_dev["per_s"], 3),
-        "snapshots": stack_snap, "baseline_snapshots": base_snap,
+        "snapshots": stack_snap,
+        "baseline_snapshots": base_snap,
         "snapshot_vs_baseline": round(stack_snap["per_s"] / base_snap["per_s"], 3),
         "versions": versions("fastapi", "uvicorn", "sqlalchemy", "httpx"),
     }
 
     def row(name: str, f: dict[str, float], unit: str, note: str) -> tuple[str, str, str]:
-        return (name, f"{f['per_s']:,.1f} {unit}/s",
-                f"p50 {f['p50']:,.0f}  p99 {f['p99']:,.0f} ms; {note}")
+        return (
+            name,
+            f"{f['per_s']:,.1f} {unit}/s",
+            f"p50 {f['p50']:,.0f}  p99 {f['p99']:,.0f} ms; {note}",
+        )
 
     report(
         f"map: {figures['devices']} devices ({sizes['devices']:,} bytes of /api/devices), "
         f"{concurrency} in flight, {seconds:g} s runs, median of {repeat}",
         [
             row("bare uvicorn, same bytes", base_dev, "req", "baseline"),
-            row("/api/devices", stack_dev, "req",
-                f"{figures['devices_vs_baseline']:.3f} x baseline"),
+            row(
+                "/api/devices", stack_dev, "req", f"{figures['devices_vs_baseline']:.3f} x baseline"
+            ),
             row("bare uvicorn, snapshot", base_snap, "snap", "baseline (6 documents)"),
-            row("map snapshot (6 requests)", stack_snap, "snap",
-                f"{figures['snapshot_vs_baseline']:.3f} x baseline"),
+            row(
+                "map snapshot (6 requests)",
+                stack_snap,
+                "snap",
+                f"{figures['snapshot_vs_baseline']:.3f} x baseline",
+            ),
         ],
-        figures, as_json,
+        figures,
+        as_json,
     )
     return figures

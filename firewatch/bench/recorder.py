@@ -86,8 +86,9 @@ class WebhookRecorder:
     def first(self, key: str, containing: str) -> Arrival | None:
         """The first notice to robot ``key`` whose content contains ``containing``."""
         with self.lock:
-            return next((a for a in self.arrivals if a.key == key and containing in a.content),
-                        None)
+            return next(
+                (a for a in self.arrivals if a.key == key and containing in a.content), None
+            )
 
     def __enter__(self) -> Self:
         self._thread.start()

@@ -29,8 +29,10 @@ class Mosquitto:
     def __init__(self, workdir: Path) -> None:
         binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
         if not Path(binary).exists():
-            raise RuntimeError("mosquitto is not installed: scripts/test.sh installs it "
-                               "(apt-get install mosquitto)")
+            raise RuntimeError(
+                "mosquitto is not installed: scripts/test.sh installs it "
+                "(apt-get install mosquitto)"
+            )
         self.binary = binary
         self.port = free_port()
         self.config = workdir / "mosquitto.conf"
@@ -57,8 +59,9 @@ class Mosquitto:
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             if self.process.poll() is not None:  # e.g. the port taken since it was chosen
-                raise RuntimeError(f"mosquitto exited ({self.process.returncode}) on port "
-                                   f"{self.port}")
+                raise RuntimeError(
+                    f"mosquitto exited ({self.process.returncode}) on port {self.port}"
+                )
             try:
                 socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
                 return
@@ -80,8 +83,10 @@ class _Server:
     def __init__(self, workdir: Path) -> None:
         path = shutil.which(self.binary)
         if path is None:
-            raise RuntimeError(f"{self.binary} is not installed: scripts/test.sh installs it "
-                               f"(apt-get install {self.package})")
+            raise RuntimeError(
+                f"{self.binary} is not installed: scripts/test.sh installs it "
+                f"(apt-get install {self.package})"
+            )
         self.path = path
         self.workdir = workdir
         self.port = free_port()
@@ -118,11 +123,15 @@ class VictoriaMetrics(_Server):
     package = "victoria-metrics"
 
     def command(self) -> list[str]:
-        return [self.path, f"-httpListenAddr=127.0.0.1:{self.port}",
-                f"-storageDataPath={self.workdir / 'vm-data'}", "-search.latencyOffset=0s",
-                # VictoriaMetrics keeps samples with equal timestamps unless told to dedup;
-                # InfluxDB overwrites them. Production VictoriaMetrics needs this flag too.
-                "-dedup.minScrapeInterval=1ms"]
+        return [
+            self.path,
+            f"-httpListenAddr=127.0.0.1:{self.port}",
+            f"-storageDataPath={self.workdir / 'vm-data'}",
+            "-search.latencyOffset=0s",
+            # VictoriaMetrics keeps samples with equal timestamps unless told to dedup;
+            # InfluxDB overwrites them. Production VictoriaMetrics needs this flag too.
+            "-dedup.minScrapeInterval=1ms",
+        ]
 
     def export(self, match: str) -> list[dict]:
         """Every stored sample of the series matching ``match``, as JSON lines."""
@@ -143,27 +152,34 @@ class InfluxDB1(_Server):
             f'bind-address = "127.0.0.1:{free_port()}"\n'
             f'[meta]\n  dir = "{self.workdir}/meta"\n'
             f'[data]\n  dir = "{self.workdir}/data"\n  wal-dir = "{self.workdir}/wal"\n'
-            '[monitor]\n  store-enabled = false\n'
+            "[monitor]\n  store-enabled = false\n"
             f'[http]\n  bind-address = "127.0.0.1:{self.port}"\n  log-enabled = false\n'
         )
         return [self.path, "run", "-config", str(config)]
 
     def create_database(self, name: str) -> None:
-        httpx.post(f"{self.url}/query", data={"q": f'CREATE DATABASE "{name}"'},
-                   timeout=10).raise_for_status()
+        httpx.post(
+            f"{self.url}/query", data={"q": f'CREATE DATABASE "{name}"'}, timeout=10
+        ).raise_for_status()
 
     def write_lines(self, database: str, lines: list[str]) -> None:
-        httpx.post(f"{self.url}/write", params={"db": database, "precision": "ms"},
-                   content="\n".join(lines), timeout=10).raise_for_status()
+        httpx.post(
+            f"{self.url}/write",
+            params={"db": database, "precision": "ms"},
+            content="\n".join(lines),
+            timeout=10,
+        ).raise_for_status()
 
 
 def _postgresql_bin_dir() -> Path:
     """Debian keeps the server programs under /usr/lib/postgresql/<version>/bin, off PATH."""
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"),
-                   key=lambda p: int(Path(p).parts[4]))
+    found = sorted(
+        glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(Path(p).parts[4])
+    )
     if not found:
-        raise RuntimeError("PostgreSQL is not installed: scripts/test.sh installs it "
-                           "(apt-get install postgresql)")
+        raise RuntimeError(
+            "PostgreSQL is not installed: scripts/test.sh installs it (apt-get install postgresql)"
+        )
     return Path(found[-1]).parent
 
 
@@ -191,8 +207,9 @@ class PostgreSQL:
         command = [str(self.bin / program), *args]
         if self.as_postgres:
             command = ["runuser", "-u", "postgres", "--", *command]
-        return subprocess.run(command, check=True, capture_output=True, text=True,
-                              timeout=60).stdout
+        return subprocess.run(
+            command, check=True, capture_output=True, text=True, timeout=60
+        ).stdout
 
     @property
     def version(self) -> str:
@@ -201,13 +218,32 @@ class PostgreSQL:
     def start(self) -> None:
         if self.as_postgres:
             shutil.chown(self.dir, "postgres", "postgres")
-        self._run("initdb", "-D", str(self.data), "-U", "firewatch", "--auth=trust",
-                  "-E", "UTF8", "--locale=C.UTF-8", "--no-sync")
+        self._run(
+            "initdb",
+            "-D",
+            str(self.data),
+            "-U",
+            "firewatch",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--locale=C.UTF-8",
+            "--no-sync",
+        )
         options = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1"
         if not self.durable:
             options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
-        self._run("pg_ctl", "-D", str(self.data), "-o", options, "-l",
-                  str(self.dir / "server.log"), "-w", "start")
+        self._run(
+            "pg_ctl",
+            "-D",
+            str(self.data),
+            "-o",
+            options,
+            "-l",
+            str(self.dir / "server.log"),
+            "-w",
+            "start",
+        )
 
     def new_database(self) -> str:
         """A fresh empty database; returns its SQLAlchemy async URL."""

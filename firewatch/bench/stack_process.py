@@ -41,8 +41,10 @@ def _child(args: list[str], env: dict[str, str], log_path: Path) -> Iterator[sub
     with log_path.open("ab") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "firewatch.cli", *args],
-            env={**os.environ, "FIREWATCH_METRICS_TOKEN": SCRAPE_TOKEN, **env}, stdout=log,
-            stderr=subprocess.STDOUT)
+            env={**os.environ, "FIREWATCH_METRICS_TOKEN": SCRAPE_TOKEN, **env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     try:
         yield process
     finally:
@@ -50,16 +52,19 @@ def _child(args: list[str], env: dict[str, str], log_path: Path) -> Iterator[sub
         process.terminate()
         process.wait(60)
         if stopped is not None:
-            raise RuntimeError(f"firewatch {args[0]} stopped by itself (exit code {stopped}):\n"
-                               f"{log_path.read_text(errors='replace')[-3000:]}")
+            raise RuntimeError(
+                f"firewatch {args[0]} stopped by itself (exit code {stopped}):\n"
+                f"{log_path.read_text(errors='replace')[-3000:]}"
+            )
 
 
 def _answers(url: str) -> bool:
     return httpx.get(url).is_success
 
 
-def _until_up(process: subprocess.Popen, ready: Callable[[], bool], log_path: Path,
-              timeout_s: float) -> None:
+def _until_up(
+    process: subprocess.Popen, ready: Callable[[], bool], log_path: Path, timeout_s: float
+) -> None:
     deadline = time.monotonic() + timeout_s
     while True:
         if process.poll() is not None or time.monotonic() > deadline:
@@ -71,8 +76,9 @@ def _until_up(process: subprocess.Popen, ready: Callable[[], bool], log_path: Pa
 
 
 @contextlib.contextmanager
-def running_stack(site_file: Path, workdir: Path, env: dict[str, str],
-                  timeout_s: float = 180) -> Iterator[httpx.Client]:
+def running_stack(
+    site_file: Path, workdir: Path, env: dict[str, str], timeout_s: float = 180
+) -> Iterator[httpx.Client]:
     """A stack on ``site_file`` without simulators; yields an API client logged in as admin.
 
     Its output goes to ``workdir/stack.log``, quoted when it fails to start.
@@ -80,22 +86,35 @@ def running_stack(site_file: Path, workdir: Path, env: dict[str, str],
     logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per API request
     port = free_port()
     log_path = workdir / "stack.log"
-    args = ["up", "--port", str(port), "--data-dir", str(workdir / "data"),
-            "--site", str(site_file), "--no-simulate"]
-    with (_child(args, env, log_path) as process,
-          httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as api):
-        _until_up(process, lambda: api.get("/api/health").json()["status"] == "ok", log_path,
-                  timeout_s)
-        reply = api.post("/api/auth/token",
-                         data={"username": "admin", "password": Settings().demo_password})
+    args = [
+        "up",
+        "--port",
+        str(port),
+        "--data-dir",
+        str(workdir / "data"),
+        "--site",
+        str(site_file),
+        "--no-simulate",
+    ]
+    with (
+        _child(args, env, log_path) as process,
+        httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as api,
+    ):
+        _until_up(
+            process, lambda: api.get("/api/health").json()["status"] == "ok", log_path, timeout_s
+        )
+        reply = api.post(
+            "/api/auth/token", data={"username": "admin", "password": Settings().demo_password}
+        )
         reply.raise_for_status()
         api.headers["Authorization"] = f"Bearer {reply.json()['access_token']}"
         yield api
 
 
 @contextlib.contextmanager
-def running_services(site_file: Path, workdir: Path, env: dict[str, str],
-                     timeout_s: float = 180) -> Iterator[dict[str, str]]:
+def running_services(
+    site_file: Path, workdir: Path, env: dict[str, str], timeout_s: float = 180
+) -> Iterator[dict[str, str]]:
     """The production shape on ``site_file`` (no simulators, a broker in ``env``); yields each
     service's ``/metrics`` URL by name once every one of them serves its metrics.
 
@@ -107,11 +126,20 @@ def running_services(site_file: Path, workdir: Path, env: dict[str, str],
     with contextlib.ExitStack() as stack:
         for name in SERVICES:
             port, log_path = free_port(), workdir / f"{name}.log"
-            process = stack.enter_context(_child([name], {
-                **env, "FIREWATCH_METRICS_PORT": str(port), "FIREWATCH_INSTANCE": f"bench-{name}",
-                "FIREWATCH_SITE_FILE": str(site_file), "FIREWATCH_DATA_DIR": str(workdir / "data"),
-                "FIREWATCH_SIMULATE": "false",
-            }, log_path))
+            process = stack.enter_context(
+                _child(
+                    [name],
+                    {
+                        **env,
+                        "FIREWATCH_METRICS_PORT": str(port),
+                        "FIREWATCH_INSTANCE": f"bench-{name}",
+                        "FIREWATCH_SITE_FILE": str(site_file),
+                        "FIREWATCH_DATA_DIR": str(workdir / "data"),
+                        "FIREWATCH_SIMULATE": "false",
+                    },
+                    log_path,
+                )
+            )
             url = f"http://127.0.0.1:{port}/metrics"
             _until_up(process, partial(_answers, url), log_path, timeout_s)
             urls[name] = url
@@ -127,13 +155,14 @@ def scrape(url: str, timeout_s: float = 30) -> Samples:
     operator would (with the scrape token Prometheus would give the web port)."""
     reply = httpx.get(url, timeout=timeout_s, headers={"Authorization": f"Bearer {SCRAPE_TOKEN}"})
     reply.raise_for_status()
-    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
-            for family in text_string_to_metric_families(reply.text)
-            for sample in family.samples}
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(reply.text)
+        for sample in family.samples
+    }
 
 
-async def wait_until_normal(api: httpx.Client, prefixes: tuple[str, ...],
-                            timeout_s: float) -> None:
+async def wait_until_normal(api: httpx.Client, prefixes: tuple[str, ...], timeout_s: float) -> None:
     """Until every device whose id starts with one of ``prefixes`` reports as normal."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

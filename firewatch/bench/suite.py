@@ -26,8 +26,14 @@ class Sizes:
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Sizes:
-        return cls(args.gateway_devices, args.ingest_messages, args.alarm_devices,
-                   args.map_devices, args.seconds, args.repeat)
+        return cls(
+            args.gateway_devices,
+            args.ingest_messages,
+            args.alarm_devices,
+            args.map_devices,
+            args.seconds,
+            args.repeat,
+        )
 
 
 def _ms(figures: dict[str, Any]) -> str:
@@ -38,24 +44,48 @@ def summary_rows(results: dict[str, dict[str, Any]]) -> list[tuple[str, str, str
     """(what, figure, baseline, ratio) for each benchmark's headline."""
     g, i, a, m = (results[k] for k in ("gateway", "ingest", "alarms", "map"))
     return [
-        ("gateway polls/s", f"{g['gateway_polls_per_s']:,.0f}",
-         f"{g['bare_pymodbus_reads_per_s']:,.0f} bare pymodbus", f"{g['gateway_vs_bare']:.2f}"),
-        ("ingest -> InfluxDB API readings/s", f"{i['ingest_influx_readings_per_s']:,}",
-         f"{i['direct_influxdb_client_readings_per_s']:,} influxdb-client",
-         f"{i['ingest_influx_vs_direct']:.2f}"),
-        ("ingest -> SQLite readings/s", f"{i['ingest_sqlite_readings_per_s']:,}",
-         f"{i['direct_influxdb_client_readings_per_s']:,} influxdb-client",
-         f"{i['ingest_sqlite_vs_direct']:.2f}"),
-        ("one-key press -> notice", _ms(a["one_key_ms"]),
-         f"{_ms(a['mqtt_round_trip_ms'])} MQTT", f"{a['one_key_p50_vs_mqtt_round_trip']} (p50)"),
-        ("gas breach -> notice", _ms(a["polled_ms"]),
-         f"{_ms(a['mqtt_round_trip_ms'])} MQTT", f"{a['polled_p50_vs_mqtt_round_trip']} (p50)"),
-        ("/api/devices req/s", f"{m['devices_requests']['per_s']:,.1f}",
-         f"{m['baseline_devices_requests']['per_s']:,.1f} bare uvicorn",
-         f"{m['devices_vs_baseline']:.3f}"),
-        ("map snapshot /s", f"{m['snapshots']['per_s']:,.1f}",
-         f"{m['baseline_snapshots']['per_s']:,.1f} bare uvicorn",
-         f"{m['snapshot_vs_baseline']:.3f}"),
+        (
+            "gateway polls/s",
+            f"{g['gateway_polls_per_s']:,.0f}",
+            f"{g['bare_pymodbus_reads_per_s']:,.0f} bare pymodbus",
+            f"{g['gateway_vs_bare']:.2f}",
+        ),
+        (
+            "ingest -> InfluxDB API readings/s",
+            f"{i['ingest_influx_readings_per_s']:,}",
+            f"{i['direct_influxdb_client_readings_per_s']:,} influxdb-client",
+            f"{i['ingest_influx_vs_direct']:.2f}",
+        ),
+        (
+            "ingest -> SQLite readings/s",
+            f"{i['ingest_sqlite_readings_per_s']:,}",
+            f"{i['direct_influxdb_client_readings_per_s']:,} influxdb-client",
+            f"{i['ingest_sqlite_vs_direct']:.2f}",
+        ),
+        (
+            "one-key press -> notice",
+            _ms(a["one_key_ms"]),
+            f"{_ms(a['mqtt_round_trip_ms'])} MQTT",
+            f"{a['one_key_p50_vs_mqtt_round_trip']} (p50)",
+        ),
+        (
+            "gas breach -> notice",
+            _ms(a["polled_ms"]),
+            f"{_ms(a['mqtt_round_trip_ms'])} MQTT",
+            f"{a['polled_p50_vs_mqtt_round_trip']} (p50)",
+        ),
+        (
+            "/api/devices req/s",
+            f"{m['devices_requests']['per_s']:,.1f}",
+            f"{m['baseline_devices_requests']['per_s']:,.1f} bare uvicorn",
+            f"{m['devices_vs_baseline']:.3f}",
+        ),
+        (
+            "map snapshot /s",
+            f"{m['snapshots']['per_s']:,.1f}",
+            f"{m['baseline_snapshots']['per_s']:,.1f} bare uvicorn",
+            f"{m['snapshot_vs_baseline']:.3f}",
+        ),
     ]
 
 
@@ -63,8 +93,7 @@ async def run(sizes: Sizes, as_json: bool) -> dict[str, Any]:
     results = {
         "gateway": await gateway.run(sizes.gateway_devices, 50, sizes.seconds, False),
         "ingest": await ingest.run(sizes.ingest_messages, sizes.repeat, False),
-        "alarms": await alarms.run(sizes.alarm_devices, None, 0.25, "mosquitto", "services",
-                                   False),
+        "alarms": await alarms.run(sizes.alarm_devices, None, 0.25, "mosquitto", "services", False),
         "map": await map_load.run(sizes.map_devices, sizes.seconds, 4, sizes.repeat, False),
     }
     table = [("what", "figure", "baseline", "ratio"), *summary_rows(results)]

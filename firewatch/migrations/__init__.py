@@ -78,8 +78,10 @@ async def locked(url: URL) -> AsyncIterator[AsyncConnection]:
     On an engine of its own, so that the SQLite settings above stay off the application's.
     """
     if url.drivername.startswith("sqlite") and url.database in (None, "", ":memory:"):
-        raise ValueError("an in-memory SQLite database is private to one connection; "
-                         "migrations need a database file")
+        raise ValueError(
+            "an in-memory SQLite database is private to one connection; "
+            "migrations need a database file"
+        )
     engine = create_async_engine(url, poolclass=NullPool)
     if engine.dialect.name == "sqlite":
         event.listen(engine.sync_engine, "connect", _sqlite_connect)
@@ -87,8 +89,7 @@ async def locked(url: URL) -> AsyncIterator[AsyncConnection]:
     try:
         async with engine.begin() as conn:
             if conn.dialect.name == "postgresql":
-                await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"),
-                                   {"key": SCHEMA_LOCK})
+                await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK})
             yield conn
     finally:
         await engine.dispose()
@@ -110,16 +111,21 @@ def _upgrade(conn: Connection) -> None:
     cfg = config(conn)
     tables = set(sqlalchemy.inspect(conn).get_table_names())
     if "alembic_version" not in tables and tables & set(baseline := baseline_columns()):
-        log.info("the database was made before migrations: checking it against revision %s "
-                 "and marking it as that revision", BASELINE)
+        log.info(
+            "the database was made before migrations: checking it against revision %s "
+            "and marking it as that revision",
+            BASELINE,
+        )
         _adopt(conn, baseline)
         command.stamp(cfg, BASELINE)
     command.upgrade(cfg, "head")
     if conn.dialect.name == "sqlite":
         broken = conn.exec_driver_sql("PRAGMA foreign_key_check").all()
         if broken:
-            raise RuntimeError(f"the migrations left rows whose foreign keys point nowhere "
-                               f"(table, rowid, parent, key): {broken[:10]}")
+            raise RuntimeError(
+                f"the migrations left rows whose foreign keys point nowhere "
+                f"(table, rowid, parent, key): {broken[:10]}"
+            )
 
 
 def baseline_columns() -> dict[str, set[str]]:
@@ -130,8 +136,11 @@ def baseline_columns() -> dict[str, set[str]]:
     with sqlalchemy.create_engine("sqlite://").connect() as conn:
         command.upgrade(config(conn), BASELINE)
         inspector = sqlalchemy.inspect(conn)
-        return {table: {column["name"] for column in inspector.get_columns(table)}
-                for table in inspector.get_table_names() if table != "alembic_version"}
+        return {
+            table: {column["name"] for column in inspector.get_columns(table)}
+            for table in inspector.get_table_names()
+            if table != "alembic_version"
+        }
 
 
 def _adopt(conn: Connection, baseline: dict[str, set[str]]) -> None:
@@ -144,9 +153,14 @@ def _adopt(conn: Connection, baseline: dict[str, set[str]]) -> None:
     inspector = sqlalchemy.inspect(conn)
     tables = set(inspector.get_table_names())
     missing = [table for table in sorted(baseline) if table not in tables]
-    missing += [f"{table}.{column}" for table in sorted(baseline) if table in tables
-                for column in sorted(baseline[table] - {c["name"] for c in
-                                                        inspector.get_columns(table)})]
+    missing += [
+        f"{table}.{column}"
+        for table in sorted(baseline)
+        if table in tables
+        for column in sorted(baseline[table] - {c["name"] for c in inspector.get_columns(table)})
+    ]
     if missing:
-        raise RuntimeError(f"the database has Firewatch's tables but no migration revision, and "
-                           f"lacks {', '.join(missing)} of the first revision: not upgrading it")
+        raise RuntimeError(
+            f"the database has Firewatch's tables but no migration revision, and "
+            f"lacks {', '.join(missing)} of the first revision: not upgrading it"
+        )

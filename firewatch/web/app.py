@@ -114,18 +114,25 @@ def create_app(ctx: AppContext) -> FastAPI:
         return with_name(_columns(row))
 
     app.include_router(auth.router)
-    app.include_router(push.events_router(
-        hub, {"device": DeviceOut, "alarm": AlarmOut, "hazard": HazardOut}, with_name))
+    app.include_router(
+        push.events_router(
+            hub, {"device": DeviceOut, "alarm": AlarmOut, "hazard": HazardOut}, with_name
+        )
+    )
     app.include_router(pages.console_router(STATIC_DIR, ctx.settings))
-    app.include_router(ledger_router(ctx.sessions, ctx.site),
-                       dependencies=[Depends(auth.current_user)])
+    app.include_router(
+        ledger_router(ctx.sessions, ctx.site), dependencies=[Depends(auth.current_user)]
+    )
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics(operator: Annotated[bool, Depends(auth.is_admin_or_scraper)]) -> Response:
         """For a logged-in admin, or Prometheus with FIREWATCH_METRICS_TOKEN as bearer token."""
         if not operator:
-            raise HTTPException(detail="需要管理员登录或监控令牌 (admin login or metrics token)",
-                                status_code=401, headers={"WWW-Authenticate": "Bearer"})
+            raise HTTPException(
+                detail="需要管理员登录或监控令牌 (admin login or metrics token)",
+                status_code=401,
+                headers={"WWW-Authenticate": "Bearer"},
+            )
         if ctx.metrics is None:
             raise HTTPException(404, "this app serves no metrics")
         return Response(generate_latest(ctx.metrics), media_type=CONTENT_TYPE_LATEST)
@@ -169,8 +176,9 @@ def create_app(ctx: AppContext) -> FastAPI:
         """Every device the user may see.  The map asks for all of them at once (2,000 in a
         county), so they are read as plain rows and serialised in one go, not as ORM objects
         that FastAPI would validate a second time."""
-        query = scope(select(*Device.__table__.columns).order_by(Device.id), user,
-                      Device.institution_id)
+        query = scope(
+            select(*Device.__table__.columns).order_by(Device.id), user, Device.institution_id
+        )
         async with ctx.sessions() as session:
             rows = (await session.execute(query)).mappings()
             listed = _DEVICES.validate_python([with_name(dict(row)) for row in rows])
@@ -210,37 +218,41 @@ def create_app(ctx: AppContext) -> FastAPI:
         user: CurrentUser,
         limit: int = Query(100, ge=1, le=1000),
         status: list[QueryText] | None = Query(
-            None, description="active | acknowledged | cleared | closed (repeat for several)"),
+            None, description="active | acknowledged | cleared | closed (repeat for several)"
+        ),
         device_id: QueryText | None = None,
     ) -> Any:
-        query = scope(select(Alarm).order_by(Alarm.id.desc()).limit(limit), user,
-                      Alarm.institution_id)
+        query = scope(
+            select(Alarm).order_by(Alarm.id.desc()).limit(limit), user, Alarm.institution_id
+        )
         if status:
             query = query.where(Alarm.status.in_(status))
         if device_id:
             query = query.where(Alarm.device_id == device_id)
         async with ctx.sessions() as session:
             rows = await session.scalars(query)
-            return [named(a)
-                    for a in rows]
+            return [named(a) for a in rows]
 
     @app.post("/api/alarms/{alarm_id}/acknowledge", response_model=AlarmOut)
     async def acknowledge(
-        alarm_id: RowId, ack: Acknowledgement,
+        alarm_id: RowId,
+        ack: Acknowledgement,
         user: Annotated[Principal, Depends(require_roles(*ACKNOWLEDGERS))],
     ) -> Any:
         return await alarm_step(lifecycle.acknowledge, alarm_id, user, ack.note)
 
     @app.post("/api/alarms/{alarm_id}/close", response_model=AlarmOut)
     async def close_alarm(
-        alarm_id: RowId, closing: Acknowledgement,
+        alarm_id: RowId,
+        closing: Acknowledgement,
         user: Annotated[Principal, Depends(require_roles(*ACKNOWLEDGERS))],
     ) -> Any:
         """A cleared alarm is closed by a person, with a note on what was found."""
         return await alarm_step(lifecycle.close, alarm_id, user, closing.note)
 
-    async def alarm_step(step: Callable[..., Any], alarm_id: int, user: Principal,
-                         note: str) -> Any:
+    async def alarm_step(
+        step: Callable[..., Any], alarm_id: int, user: Principal, note: str
+    ) -> Any:
         async with ctx.sessions.begin() as session:
             alarm = await session.get(Alarm, alarm_id)
             if alarm is None or not user.sees(alarm.institution_id):
@@ -269,19 +281,22 @@ def create_app(ctx: AppContext) -> FastAPI:
         township: QueryText | None = None,
         institution_id: QueryText | None = None,
     ) -> Any:
-        query = scope(select(Hazard).order_by(Hazard.id.desc()).limit(limit), user,
-                      Hazard.institution_id)
+        query = scope(
+            select(Hazard).order_by(Hazard.id.desc()).limit(limit), user, Hazard.institution_id
+        )
         if status:
             query = query.where(Hazard.status.in_(status))
-        for column, value in ((Hazard.category, category), (Hazard.source, source),
-                              (Hazard.township, township),
-                              (Hazard.institution_id, institution_id)):
+        for column, value in (
+            (Hazard.category, category),
+            (Hazard.source, source),
+            (Hazard.township, township),
+            (Hazard.institution_id, institution_id),
+        ):
             if value:
                 query = query.where(column == value)
         async with ctx.sessions() as session:
             rows = await session.scalars(query)
-            return [named(h)
-                    for h in rows]
+            return [named(h) for h in rows]
 
     @app.post("/api/hazards", response_model=HazardOut, status_code=201)
     async def file_hazard(filing: HazardFiling, user: CurrentUser) -> Any:
@@ -309,7 +324,8 @@ def create_app(ctx: AppContext) -> FastAPI:
                 raise HTTPException(404, f"no hazard entry {hazard_id}")
             try:
                 hazard = await ledger.transition(
-                    session, hazard_id, request.action, user.username, request.note)
+                    session, hazard_id, request.action, user.username, request.note
+                )
             except LedgerError as exc:
                 raise HTTPException(409, str(exc)) from None
             return named(hazard)
@@ -324,16 +340,18 @@ def create_app(ctx: AppContext) -> FastAPI:
 
     @app.get("/api/notices", response_model=list[NoticeOut])
     async def notices(user: CurrentUser, limit: int = Query(100, ge=1, le=1000)) -> Any:
-        query = scope(select(Notice).order_by(Notice.id.desc()).limit(limit), user,
-                      Notice.institution_id)
+        query = scope(
+            select(Notice).order_by(Notice.id.desc()).limit(limit), user, Notice.institution_id
+        )
         async with ctx.sessions() as session:
             return list(await session.scalars(query))
 
     @app.get("/api/dead-letters", dependencies=[Depends(require_roles(*OPERATORS))])
     async def dead_letters(
         limit: int = Query(100, ge=1, le=1000),
-        before: int | None = Query(None, ge=1, le=2**31 - 1,
-                                   description="Letters older than this id: the next page."),
+        before: int | None = Query(
+            None, ge=1, le=2**31 - 1, description="Letters older than this id: the next page."
+        ),
     ) -> dict[str, Any]:
         """The newest dead letters first, a page at a time: ``next_before`` is the ``before``
         of the next page (none after the last), ``total`` counts them all."""
@@ -347,10 +365,16 @@ def create_app(ctx: AppContext) -> FastAPI:
             "total": total,
             "next_before": rows[-1].id if len(rows) == limit else None,
             "items": [
-                {"id": d.id, "consumer": d.consumer, "topic": d.topic, "reason": d.reason,
-                 "reason_class": d.reason_class, "received_at": d.received_at,
-                 "payload_size": d.payload_size,
-                 "payload": d.payload.decode("utf-8", errors="replace")}
+                {
+                    "id": d.id,
+                    "consumer": d.consumer,
+                    "topic": d.topic,
+                    "reason": d.reason,
+                    "reason_class": d.reason_class,
+                    "received_at": d.received_at,
+                    "payload_size": d.payload_size,
+                    "payload": d.payload.decode("utf-8", errors="replace"),
+                }
                 for d in rows
             ],
         }
@@ -358,16 +382,21 @@ def create_app(ctx: AppContext) -> FastAPI:
     @app.get("/api/map/outline")
     async def outline(_user: CurrentUser) -> dict[str, Any]:
         if not ctx.site.county.outline:
-            return {"type": "FeatureCollection", "features": [],
-                    "properties": {"name": ctx.site.county.name}}
+            return {
+                "type": "FeatureCollection",
+                "features": [],
+                "properties": {"name": ctx.site.county.name},
+            }
         return json.loads((ctx.site_dir / ctx.site.county.outline).read_text(encoding="utf-8"))
 
     @app.get("/api/simulator/devices", dependencies=[Depends(require_roles(*OPERATORS))])
     async def simulated_devices() -> list[dict[str, Any]]:
         return _simulators(ctx).status()
 
-    @app.post("/api/simulator/devices/{device_id}/scenario",
-              dependencies=[Depends(require_roles(*OPERATORS))])
+    @app.post(
+        "/api/simulator/devices/{device_id}/scenario",
+        dependencies=[Depends(require_roles(*OPERATORS))],
+    )
     async def trigger(device_id: DeviceId, request: ScenarioRequest) -> dict[str, str]:
         simulators = _simulators(ctx)
         try:
@@ -376,8 +405,10 @@ def create_app(ctx: AppContext) -> FastAPI:
             raise HTTPException(404, f"no simulated device {device_id!r}") from None
         if request.scenario not in valid:
             raise HTTPException(
-                422, f"device {device_id} has no scenario {request.scenario!r}; "
-                     f"valid: {', '.join(valid)}")
+                422,
+                f"device {device_id} has no scenario {request.scenario!r}; "
+                f"valid: {', '.join(valid)}",
+            )
         await simulators.trigger(device_id, request.scenario)
         return {"device_id": device_id, "scenario": request.scenario}
 

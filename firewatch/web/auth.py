@@ -64,11 +64,17 @@ class AuthConfig:
 
     @classmethod
     def from_settings(cls, sessions: async_sessionmaker, settings: Settings) -> AuthConfig:
-        return cls(sessions, settings.secret_key, settings.token_hours,
-                   LoginThrottle(settings.login_failures_per_account,
-                                 settings.login_failures_per_address,
-                                 settings.login_failure_window_s),
-                   settings.metrics_token)
+        return cls(
+            sessions,
+            settings.secret_key,
+            settings.token_hours,
+            LoginThrottle(
+                settings.login_failures_per_account,
+                settings.login_failures_per_address,
+                settings.login_failure_window_s,
+            ),
+            settings.metrics_token,
+        )
 
 
 @dataclass(frozen=True)
@@ -85,8 +91,12 @@ class Principal:
 
 def issue_token(config: AuthConfig, user: User) -> str:
     now = utc_now()
-    claims = {"sub": user.username, "gen": user.token_generation, "iat": now,
-              "exp": now + timedelta(hours=config.token_hours)}
+    claims = {
+        "sub": user.username,
+        "gen": user.token_generation,
+        "iat": now,
+        "exp": now + timedelta(hours=config.token_hours),
+    }
     return jwt.encode(claims, config.secret_key, algorithm=ALGORITHM)
 
 
@@ -95,11 +105,14 @@ def _unauthorized(detail: str) -> HTTPException:
     return HTTPException(401, detail, headers={"WWW-Authenticate": "Bearer"})
 
 
-async def current_user(request: Request, token: Annotated[str, Depends(oauth2_scheme)]) -> Principal:
+async def current_user(
+    request: Request, token: Annotated[str, Depends(oauth2_scheme)]
+) -> Principal:
     config: AuthConfig = request.app.state.auth
     try:
-        claims = jwt.decode(token, config.secret_key, algorithms=[ALGORITHM],
-                            options={"require": ["sub", "exp"]})
+        claims = jwt.decode(
+            token, config.secret_key, algorithms=[ALGORITHM], options={"require": ["sub", "exp"]}
+        )
     except jwt.InvalidTokenError:
         raise _unauthorized("登录已失效，请重新登录 (invalid or expired token)") from None
     async with config.sessions() as session:
@@ -110,15 +123,17 @@ async def current_user(request: Request, token: Annotated[str, Depends(oauth2_sc
         raise _unauthorized("账号已停用 (account disabled)")
     if claims.get("gen", 0) != user.token_generation:  # a new password since
         raise _unauthorized("密码已更改，请重新登录 (password changed)")
-    return Principal(user.username, user.display_name, Role(user.role), user.institution_id,
-                     claims["exp"])
+    return Principal(
+        user.username, user.display_name, Role(user.role), user.institution_id, claims["exp"]
+    )
 
 
 CurrentUser = Annotated[Principal, Depends(current_user)]
 
 
-async def is_admin_or_scraper(request: Request,
-                              token: Annotated[str | None, Depends(optional_token)]) -> bool:
+async def is_admin_or_scraper(
+    request: Request, token: Annotated[str | None, Depends(optional_token)]
+) -> bool:
     """Whether the request may read the operator's details (/metrics, the detailed health):
     a logged-in admin, or Prometheus with the metrics token.  Anonymous: False, no error."""
     if token is None:
@@ -195,21 +210,26 @@ router = APIRouter(tags=["auth"])
 
 
 @router.post("/api/auth/token", response_model=TokenOut)
-async def login(request: Request,
-                form: Annotated[OAuth2PasswordRequestForm, Depends()]) -> TokenOut:
+async def login(
+    request: Request, form: Annotated[OAuth2PasswordRequestForm, Depends()]
+) -> TokenOut:
     """Throttled: after too many failures of the account or the address lately, 429 with
     Retry-After before the password is even checked."""
     config: AuthConfig = request.app.state.auth
     address = request.client.host if request.client else ""
     wait_s = config.throttle.retry_after_s(form.username, address)
     if wait_s:
-        raise HTTPException(429, f"登录失败次数过多，请 {wait_s} 秒后再试 (too many failed logins)",
-                            headers={"Retry-After": str(wait_s)})
+        raise HTTPException(
+            429,
+            f"登录失败次数过多，请 {wait_s} 秒后再试 (too many failed logins)",
+            headers={"Retry-After": str(wait_s)},
+        )
     try:
         user = await authenticate(config.sessions, config.hashing, form.username, form.password)
     except HashingBusy:
-        raise HTTPException(503, "登录繁忙，请稍后再试 (too many logins at once)",
-                            headers={"Retry-After": "1"}) from None
+        raise HTTPException(
+            503, "登录繁忙，请稍后再试 (too many logins at once)", headers={"Retry-After": "1"}
+        ) from None
     if user is None:
         config.throttle.failed(form.username, address)
         raise _unauthorized("用户名或密码错误 (wrong user name or password)")
@@ -220,8 +240,11 @@ async def login(request: Request,
 @router.get("/api/me", response_model=MeOut)
 async def me(user: CurrentUser) -> MeOut:
     return MeOut(
-        username=user.username, display_name=user.display_name, role=user.role,
-        role_zh=ROLE_ZH[user.role], institution_id=user.institution_id,
+        username=user.username,
+        display_name=user.display_name,
+        role=user.role,
+        role_zh=ROLE_ZH[user.role],
+        institution_id=user.institution_id,
         permissions=PermissionsOut(
             acknowledge=user.role in ACKNOWLEDGERS,
             simulate=user.role in OPERATORS,
@@ -235,5 +258,7 @@ async def me(user: CurrentUser) -> MeOut:
 @router.get("/api/hazards/transitions", response_model=list[TransitionOut])
 async def transitions(_user: CurrentUser) -> list[TransitionOut]:
     """The ledger's status flow, so pages offer only the steps that fit an entry's status."""
-    return [TransitionOut(action=a, sources=list(t.sources), target=t.target, label_zh=t.label_zh)
-            for a, t in TRANSITIONS.items()]
+    return [
+        TransitionOut(action=a, sources=list(t.sources), target=t.target, label_zh=t.label_zh)
+        for a, t in TRANSITIONS.items()
+    ]

@@ -58,17 +58,28 @@ def ledger_filter(
     until: EnteredDate | None = Query(None, description="filed before (ISO 8601)"),
 ) -> LedgerFilter:
     if since is not None and until is not None and until <= since:
-        raise RequestValidationError([{
-            "type": "value_error", "loc": ("query", "until"), "input": until.isoformat(),
-            "msg": "Value error, until must lie after since"}])
-    return LedgerFilter(status=tuple(status or ()), category=category, source=source,
-                        township=township, institution_id=institution_id,
-                        since=since, until=until)
+        raise RequestValidationError(
+            [
+                {
+                    "type": "value_error",
+                    "loc": ("query", "until"),
+                    "input": until.isoformat(),
+                    "msg": "Value error, until must lie after since",
+                }
+            ]
+        )
+    return LedgerFilter(
+        status=tuple(status or ()),
+        category=category,
+        source=source,
+        township=township,
+        institution_id=institution_id,
+        since=since,
+        until=until,
+    )
 
 
-def scoped_filter(
-    user: CurrentUser, where: LedgerFilter = Depends(ledger_filter)
-) -> LedgerFilter:
+def scoped_filter(user: CurrentUser, where: LedgerFilter = Depends(ledger_filter)) -> LedgerFilter:
     """The filters, kept to the duty staff's own institution."""
     return replace(where, institution_id=own_institution(user, where.institution_id))
 
@@ -85,18 +96,27 @@ def ledger_router(sessions: async_sessionmaker, site: Site) -> APIRouter:
         async with sessions() as session:
             return await statistics(session, by, where, utc_now())
 
-    @router.get("/export.xlsx", response_class=Response,
-                responses={200: {"content": {MEDIA_TYPE: {}}, "description": "the workbook"}})
+    @router.get(
+        "/export.xlsx",
+        response_class=Response,
+        responses={200: {"content": {MEDIA_TYPE: {}}, "description": "the workbook"}},
+    )
     async def hazard_export(where: LedgerFilter = Depends(scoped_filter)) -> Response:
         """The ledger (台账) as an Excel workbook, oldest entry first."""
         now = utc_now()
         async with sessions() as session:
             rows = await ledger_rows(session, where, now)
         data = await asyncio.to_thread(
-            workbook, f"{site.county.name}民政服务机构重大事故隐患台账", subtitle(where, now), rows)
+            workbook, f"{site.county.name}民政服务机构重大事故隐患台账", subtitle(where, now), rows
+        )
         day = f"{now.astimezone(CST):%Y%m%d}"
-        return Response(data, media_type=MEDIA_TYPE, headers={
-            "Content-Disposition": f"attachment; filename=\"hazard-ledger-{day}.xlsx\"; "
-                                   f"filename*=UTF-8''{quote(f'重大事故隐患台账-{day}.xlsx')}"})
+        return Response(
+            data,
+            media_type=MEDIA_TYPE,
+            headers={
+                "Content-Disposition": f'attachment; filename="hazard-ledger-{day}.xlsx"; '
+                f"filename*=UTF-8''{quote(f'重大事故隐患台账-{day}.xlsx')}"
+            },
+        )
 
     return router

@@ -15,8 +15,12 @@ from pydantic import BaseModel
 from firewatch.settings import Settings
 from firewatch.web.auth import CurrentUser
 
-PAGES = {"/": "index.html", "/login": "login.html", "/alarms": "alarms.html",
-         "/ledger": "ledger.html"}
+PAGES = {
+    "/": "index.html",
+    "/login": "login.html",
+    "/alarms": "alarms.html",
+    "/ledger": "ledger.html",
+}
 
 
 class MapConfigOut(BaseModel):
@@ -32,6 +36,7 @@ def console_router(static_dir: Any, settings: Settings) -> APIRouter:
     def page(name: str):
         async def serve() -> FileResponse:
             return FileResponse(static_dir / name, headers={"Cache-Control": "no-cache"})
+
         return serve
 
     for path, name in PAGES.items():
@@ -46,7 +51,8 @@ def console_router(static_dir: Any, settings: Settings) -> APIRouter:
         if url and settings.map_tile_key:
             url = url.replace("{key}", settings.map_tile_key)
         return MapConfigOut(
-            tile_url=url, tile_attribution=settings.map_tile_attribution,
+            tile_url=url,
+            tile_attribution=settings.map_tile_attribution,
             tile_coords=settings.map_tile_coords,
             note_zh=(
                 "坐标按 WGS-84 存储；高德底图为 GCJ-02，绘制时偏移换算；"

@@ -92,7 +92,8 @@ def events_router(
     )
     async def events(user: CurrentUser, request: Request) -> StreamingResponse:
         return StreamingResponse(
-            stream(user, request.app.state.auth), media_type="text/event-stream",
+            stream(user, request.app.state.auth),
+            media_type="text/event-stream",
             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
         )
 

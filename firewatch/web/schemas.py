@@ -47,10 +47,11 @@ def china_time(ts: datetime) -> datetime:
 
 def _displayable(text: str) -> str:
     for char in text:
-        if _INVISIBLE.match(char) or (
-                unicodedata.category(char) == "Cc" and char not in "\t\n\r"):
-            raise ValueError(f"character U+{ord(char):04X} is not allowed: it is a control or "
-                             "invisible character (retype the text without it)")
+        if _INVISIBLE.match(char) or (unicodedata.category(char) == "Cc" and char not in "\t\n\r"):
+            raise ValueError(
+                f"character U+{ord(char):04X} is not allowed: it is a control or "
+                "invisible character (retype the text without it)"
+            )
     return text
 
 
@@ -162,11 +163,14 @@ class HazardFiling(BaseModel):
     description: Displayable = Field(min_length=1, max_length=2000)
     responsible_person: Displayable = Field(min_length=1, max_length=64)
     responsible_phone: str = Field(pattern=PHONE_PATTERN)
-    deadline: EnteredDate = Field(description="after now and at most three years ahead; "
-                                  "without a time zone: China time (+08:00)")
+    deadline: EnteredDate = Field(
+        description="after now and at most three years ahead; "
+        "without a time zone: China time (+08:00)"
+    )
     # the column's length: PostgreSQL refuses a longer value (SQLite would keep it)
-    responsible_unit: Annotated[
-        str, Field(max_length=200), AfterValidator(_displayable)] | None = None
+    responsible_unit: Annotated[str, Field(max_length=200), AfterValidator(_displayable)] | None = (
+        None
+    )
 
     @field_validator("deadline")
     @classmethod

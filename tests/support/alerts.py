@@ -34,23 +34,34 @@ START = datetime(2026, 11, 22, 12, tzinfo=UTC)
 def robot_outbox(webhook: str = WEBHOOK, storm_window_s: float = 0) -> Outbox:
     """Every demo institution's notices to one WeChat Work robot."""
     recipients = {i.id: {"wecom_robot": webhook} for i in SITE.institutions}
-    return Outbox(Routing("wecom_robot", None, frozenset({"wecom_robot"}), recipients),
-                  storm_window_s)
+    return Outbox(
+        Routing("wecom_robot", None, frozenset({"wecom_robot"}), recipients), storm_window_s
+    )
 
 
 #: a writer per database made by :func:`database`, closed with it
 _writers: dict[int, db.Writer] = {}
 
 
-def alert_service(sessions, outbox: Outbox, site: Site = SITE,
-                  broker: BrokerAddress = BrokerAddress("127.0.0.1", 1),
-                  silent_after: timedelta = timedelta(seconds=60)) -> AlertService:
+def alert_service(
+    sessions,
+    outbox: Outbox,
+    site: Site = SITE,
+    broker: BrokerAddress = BrokerAddress("127.0.0.1", 1),
+    silent_after: timedelta = timedelta(seconds=60),
+) -> AlertService:
     """An alert service on a database from :func:`database` (sharing its writer); it
     consumes from ``broker`` when run."""
     return AlertService(
-        site, PROFILES, sessions, broker,
-        outbox=outbox, hazard_deadline=timedelta(hours=24), notices_waiting=asyncio.Event(),
-        writer=_writers[id(sessions)], silent_after=silent_after,
+        site,
+        PROFILES,
+        sessions,
+        broker,
+        outbox=outbox,
+        hazard_deadline=timedelta(hours=24),
+        notices_waiting=asyncio.Event(),
+        writer=_writers[id(sessions)],
+        silent_after=silent_after,
     )
 
 
@@ -99,8 +110,16 @@ class Feed:
         for _ in range(seconds):
             self.t += 1
             self.sim.tick(self.t)
-            await self.service.apply(ReadingBatch(
-                gateway_id=self.device.gateway, seq=next(self.seq), device_id=self.device.id,
-                institution_id=self.device.institution, kind=self.sim.profile.kind,
-                ts=self.now, profile=self.device.profile, readings=dict(self.sim.readings),
-                flags=dict(self.sim.flags)))
+            await self.service.apply(
+                ReadingBatch(
+                    gateway_id=self.device.gateway,
+                    seq=next(self.seq),
+                    device_id=self.device.id,
+                    institution_id=self.device.institution,
+                    kind=self.sim.profile.kind,
+                    ts=self.now,
+                    profile=self.device.profile,
+                    readings=dict(self.sim.readings),
+                    flags=dict(self.sim.flags),
+                )
+            )

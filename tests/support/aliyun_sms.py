@@ -28,8 +28,13 @@ def _encode(text: str) -> str:
 
 
 class AliyunSmsProvider(FakeProvider):
-    def __init__(self, access_key_id: str = "LTAI-test-id", secret: str = "test-secret",
-                 sign_name: str = "青阳民政", template_code: str = "SMS_000001") -> None:
+    def __init__(
+        self,
+        access_key_id: str = "LTAI-test-id",
+        secret: str = "test-secret",
+        sign_name: str = "青阳民政",
+        template_code: str = "SMS_000001",
+    ) -> None:
         super().__init__()
         self.access_key_id, self.secret = access_key_id, secret
         self.sign_name, self.template_code = sign_name, template_code
@@ -40,34 +45,49 @@ class AliyunSmsProvider(FakeProvider):
 
     def _check_signature(self, path: str, headers: Any, raw: bytes) -> None:
         auth = headers.get("Authorization", "")
-        match = re.fullmatch(r"ACS3-HMAC-SHA256 Credential=([^,]+),SignedHeaders=([^,]+),"
-                             r"Signature=([0-9a-f]{64})", auth)
+        match = re.fullmatch(
+            r"ACS3-HMAC-SHA256 Credential=([^,]+),SignedHeaders=([^,]+),"
+            r"Signature=([0-9a-f]{64})",
+            auth,
+        )
         if not match:
             raise self._refuse(400, "IncompleteSignature", f"bad Authorization {auth!r}")
         credential, signed, signature = match.groups()
         if credential != self.access_key_id:
             raise self._refuse(404, "InvalidAccessKeyId.NotFound", "unknown AccessKeyId")
         names = signed.split(";")
-        must = {"host", "x-acs-action", "x-acs-version", "x-acs-date", "x-acs-signature-nonce",
-                "x-acs-content-sha256"}
+        must = {
+            "host",
+            "x-acs-action",
+            "x-acs-version",
+            "x-acs-date",
+            "x-acs-signature-nonce",
+            "x-acs-content-sha256",
+        }
         if names != sorted(names) or not must <= set(names):
             raise self._refuse(400, "IncompleteSignature", f"SignedHeaders {signed}")
         if headers.get("x-acs-content-sha256") != hashlib.sha256(raw).hexdigest():
             raise self._refuse(400, "InvalidParameter", "x-acs-content-sha256 does not match")
         url = urlsplit(path)
-        query = "&".join(f"{_encode(k)}={_encode(v)}"
-                         for k, v in sorted(parse_qsl(url.query, keep_blank_values=True)))
+        query = "&".join(
+            f"{_encode(k)}={_encode(v)}"
+            for k, v in sorted(parse_qsl(url.query, keep_blank_values=True))
+        )
         header_block = "".join(f"{n}:{(headers.get(n) or '').strip()}\n" for n in names)
-        canonical = (f"POST\n{url.path}\n{query}\n{header_block}\n{signed}\n"
-                     f"{hashlib.sha256(raw).hexdigest()}")
+        canonical = (
+            f"POST\n{url.path}\n{query}\n{header_block}\n{signed}\n"
+            f"{hashlib.sha256(raw).hexdigest()}"
+        )
         to_sign = "ACS3-HMAC-SHA256\n" + hashlib.sha256(canonical.encode()).hexdigest()
         expected = hmac.new(self.secret.encode(), to_sign.encode(), hashlib.sha256).hexdigest()
         if not hmac.compare_digest(expected, signature):
-            raise self._refuse(400, "SignatureDoesNotMatch",
-                               "Specified signature does not match our calculation.")
+            raise self._refuse(
+                400, "SignatureDoesNotMatch", "Specified signature does not match our calculation."
+            )
 
-    def check(self, method: str, path: str, headers: Any, raw: bytes
-              ) -> tuple[Received | None, dict[str, Any]]:
+    def check(
+        self, method: str, path: str, headers: Any, raw: bytes
+    ) -> tuple[Received | None, dict[str, Any]]:
         if method != "POST" or urlsplit(path).path != "/":
             raise self._refuse(404, "InvalidApi.NotFound", f"{method} {path}")
         if headers.get("x-acs-action") != "SendSms" or headers.get("x-acs-version") != "2017-05-25":
@@ -95,17 +115,24 @@ class AliyunSmsProvider(FakeProvider):
         except ValueError:
             raise self._refuse(200, "isv.INVALID_JSON_PARAM", "TemplateParam") from None
         if not isinstance(variables, dict) or not all(
-                isinstance(v, str) and 0 < len(v) <= VARIABLE_LIMIT for v in variables.values()):
+            isinstance(v, str) and 0 < len(v) <= VARIABLE_LIMIT for v in variables.values()
+        ):
             raise self._refuse(200, "isv.PARAM_LENGTH_LIMIT", "TemplateParam variables")
-        return Received(params.get("OutId", ""), {**params, "TemplateParam": variables},
-                        datetime.now().timestamp()), {}
+        return Received(
+            params.get("OutId", ""),
+            {**params, "TemplateParam": variables},
+            datetime.now().timestamp(),
+        ), {}
 
     def error_answer(self) -> tuple[int, dict[str, Any]]:
         return 200, {"Code": "isv.OUT_OF_SERVICE", "Message": "业务停机", "RequestId": "fake"}
 
     def throttle_answer(self) -> tuple[int, dict[str, Any]]:
-        return 200, {"Code": "isv.BUSINESS_LIMIT_CONTROL", "Message": "触发分钟级流控",
-                     "RequestId": "fake"}
+        return 200, {
+            "Code": "isv.BUSINESS_LIMIT_CONTROL",
+            "Message": "触发分钟级流控",
+            "RequestId": "fake",
+        }
 
     def ok_answer(self, received: Received) -> dict[str, Any]:
         return {"Code": "OK", "Message": "OK", "BizId": f"biz-{received.key}", "RequestId": "fake"}

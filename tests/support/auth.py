@@ -21,8 +21,9 @@ def login(client: httpx.Client, username: str, password: str = DEMO_PASSWORD) ->
     return client
 
 
-async def login_async(client: httpx.AsyncClient, username: str,
-                      password: str = DEMO_PASSWORD) -> httpx.AsyncClient:
+async def login_async(
+    client: httpx.AsyncClient, username: str, password: str = DEMO_PASSWORD
+) -> httpx.AsyncClient:
     reply = await client.post(TOKEN_URL, data={"username": username, "password": password})
     _authorize(client, reply)
     return client

@@ -14,8 +14,14 @@ from tests.support.auth import DEMO_PASSWORD
 CHROMIUM = Path("/usr/bin/chromium")  # Debian's chromium (scripts/test.sh installs it)
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "console"
 DOC_IMAGES = Path(__file__).resolve().parents[2] / "docs" / "images"  # committed, in the README
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync"]
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 def chromium() -> Iterator[Browser]:
@@ -30,8 +36,12 @@ def chromium() -> Iterator[Browser]:
 
 def open_console(browser: Browser, base_url: str, username: str, path: str = "/") -> Page:
     """A fresh browser context (its own login) on ``path``, logged in through the login page."""
-    context = browser.new_context(base_url=base_url, viewport={"width": 1400, "height": 900},
-                                  locale="zh-CN", timezone_id="Asia/Shanghai")
+    context = browser.new_context(
+        base_url=base_url,
+        viewport={"width": 1400, "height": 900},
+        locale="zh-CN",
+        timezone_id="Asia/Shanghai",
+    )
     page = context.new_page()
     page.errors = []  # uncaught page errors, for the tests to assert there are none
     page.on("pageerror", lambda error: page.errors.append(error))
@@ -60,8 +70,12 @@ def readme_screenshot(page: Page, name: str) -> Path:
     viewport = page.viewport_size
     bottom = page.evaluate(_CONTENT_BOTTOM)
     height = min(viewport["height"], math.ceil(bottom) + 16)
-    page.screenshot(path=path, scale="css", animations="disabled",
-                    clip={"x": 0, "y": 0, "width": viewport["width"], "height": height})
+    page.screenshot(
+        path=path,
+        scale="css",
+        animations="disabled",
+        clip={"x": 0, "y": 0, "width": viewport["width"], "height": height},
+    )
     return path
 
 
@@ -93,6 +107,9 @@ PAINTED_DOT = """(deviceId) => {
 
 def wait_for_dot_colour(page: Page, device_id: str, colour: str, timeout: float = 5_000) -> dict:
     """Wait until the map paints a device's circle in ``colour``; where it is and its colour."""
-    page.wait_for_function(f"([id, colour]) => ({PAINTED_DOT})(id)?.colour === colour",
-                           arg=[device_id, colour], timeout=timeout)
+    page.wait_for_function(
+        f"([id, colour]) => ({PAINTED_DOT})(id)?.colour === colour",
+        arg=[device_id, colour],
+        timeout=timeout,
+    )
     return page.evaluate(PAINTED_DOT, device_id)

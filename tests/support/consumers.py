@@ -37,12 +37,24 @@ class Collected:
         raise AssertionError(f"{count} messages expected, got {self.seqs}")
 
 
-def consumer(broker: BrokerAddress, handler, partition: Partition = Partition(),
-             gateway_ids: Sequence[str] = (),
-             streams: Sequence[Callable[[str], str]] = (readings_filter,),
-             name: str = "test") -> GatewayMessageConsumer:
-    return GatewayMessageConsumer(name, broker, handler, NoDeadLetters(), streams=streams,
-                                  gateway_ids=gateway_ids, partition=partition, max_batch=100)
+def consumer(
+    broker: BrokerAddress,
+    handler,
+    partition: Partition = Partition(),
+    gateway_ids: Sequence[str] = (),
+    streams: Sequence[Callable[[str], str]] = (readings_filter,),
+    name: str = "test",
+) -> GatewayMessageConsumer:
+    return GatewayMessageConsumer(
+        name,
+        broker,
+        handler,
+        NoDeadLetters(),
+        streams=streams,
+        gateway_ids=gateway_ids,
+        partition=partition,
+        max_batch=100,
+    )
 
 
 @contextlib.asynccontextmanager

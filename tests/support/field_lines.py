@@ -28,9 +28,15 @@ class NullModem:
 
     def start(self) -> None:
         self._process = subprocess.Popen(
-            ["socat", "-d", "-d", f"pty,raw,echo=0,link={self.gateway_end}",
-             f"pty,raw,echo=0,link={self.device_end}"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            [
+                "socat",
+                "-d",
+                "-d",
+                f"pty,raw,echo=0,link={self.gateway_end}",
+                f"pty,raw,echo=0,link={self.device_end}",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
         )
         deadline = time.monotonic() + 5
         while not (self.gateway_end.exists() and self.device_end.exists()):
@@ -57,8 +63,15 @@ def one_gateway_site(endpoint: ModbusEndpoint, devices: list[tuple[str, str, int
         institutions=[institution],
         gateways=[gateway],
         devices=[
-            Device(id=device_id, institution=institution.id, gateway=gateway.id,
-                   profile=profile, endpoint=endpoint.id, unit_id=unit_id, simulated=True)
+            Device(
+                id=device_id,
+                institution=institution.id,
+                gateway=gateway.id,
+                profile=profile,
+                endpoint=endpoint.id,
+                unit_id=unit_id,
+                simulated=True,
+            )
             for device_id, profile, unit_id in devices
         ],
     )

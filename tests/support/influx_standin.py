@@ -32,10 +32,14 @@ class InfluxStandIn:
                 kept = [line for line in lines if int(line.rsplit(" ", 1)[1]) >= oldest_ms]
                 stand_in.points.update(kept)
                 if len(kept) < len(lines):
-                    return self._answer(422, {
-                        "code": "unprocessable entity",
-                        "message": "failure writing points to database: partial write: points "
-                                   f"beyond retention policy dropped={len(lines) - len(kept)}"})
+                    return self._answer(
+                        422,
+                        {
+                            "code": "unprocessable entity",
+                            "message": "failure writing points to database: partial write: points "
+                            f"beyond retention policy dropped={len(lines) - len(kept)}",
+                        },
+                    )
                 self.send_response(204)
                 self.end_headers()
 

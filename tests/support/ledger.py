@@ -35,9 +35,15 @@ class County:
         device = next(d for d in self.site.devices if d.id == device_id)
         alarm_rule = next(r for r in self.profiles[device.profile].alarms if r.name == rule)
         async with self.sessions.begin() as session:
-            alarm = db.Alarm(device_id=device_id, institution_id=device.institution, rule=rule,
-                             title=alarm_rule.title_zh, severity=alarm_rule.severity.value,
-                             status="active", raised_at=at)
+            alarm = db.Alarm(
+                device_id=device_id,
+                institution_id=device.institution,
+                rule=rule,
+                title=alarm_rule.title_zh,
+                severity=alarm_rule.severity.value,
+                status="active",
+                raised_at=at,
+            )
             session.add(alarm)
             await session.flush()
             return alarm.id
@@ -54,13 +60,25 @@ class County:
             alarm.acknowledged_at, alarm.acknowledged_by = utc_now(), by
             alarm.status = "acknowledged"
 
-    async def file(self, deadline: datetime, *, institution_id: str = "dingqiao-eldercare",
-                   category: HazardCategory = HazardCategory.EVACUATION,
-                   source: Source = Source.INSPECTION,
-                   description: str = "二楼安全出口被杂物堵塞", by: str = "县民政局 张科长") -> int:
-        entry = NewEntry(institution_id=institution_id, category=category, source=source,
-                         description=description, responsible_person="赵强",
-                         responsible_phone="13800000202", deadline=deadline)
+    async def file(
+        self,
+        deadline: datetime,
+        *,
+        institution_id: str = "dingqiao-eldercare",
+        category: HazardCategory = HazardCategory.EVACUATION,
+        source: Source = Source.INSPECTION,
+        description: str = "二楼安全出口被杂物堵塞",
+        by: str = "县民政局 张科长",
+    ) -> int:
+        entry = NewEntry(
+            institution_id=institution_id,
+            category=category,
+            source=source,
+            description=description,
+            responsible_person="赵强",
+            responsible_phone="13800000202",
+            deadline=deadline,
+        )
         async with self.sessions.begin() as session:
             return (await ledger.file_entry(session, entry, by)).id
 
@@ -70,16 +88,16 @@ class County:
         async with self.sessions.begin() as session:
             (await session.get_one(db.Hazard, entry_id)).deadline = deadline
 
-    async def move(self, entry_id: int, *actions: str, by: str = "县民政局 张科长",
-                   note: str = "") -> None:
+    async def move(
+        self, entry_id: int, *actions: str, by: str = "县民政局 张科长", note: str = ""
+    ) -> None:
         for action in actions:
             async with self.sessions.begin() as session:
                 await ledger.transition(session, entry_id, action, by, note)
 
     async def rows(self, model: type, **where: object) -> list:
         async with self.sessions() as session:
-            return list(await session.scalars(
-                select(model).filter_by(**where).order_by(model.id)))
+            return list(await session.scalars(select(model).filter_by(**where).order_by(model.id)))
 
 
 @asynccontextmanager

@@ -30,18 +30,27 @@ class Service:
         self.metrics_port = free_port()
         self.port = int(env.get("FIREWATCH_PORT", self.metrics_port))
         self.log = workdir / f"{name}.log"
-        env = {**os.environ, **env, "FIREWATCH_METRICS_PORT": str(self.metrics_port),
-               "FIREWATCH_LOG_FORMAT": "json", "FIREWATCH_METRICS_TOKEN": SCRAPE_TOKEN}
+        env = {
+            **os.environ,
+            **env,
+            "FIREWATCH_METRICS_PORT": str(self.metrics_port),
+            "FIREWATCH_LOG_FORMAT": "json",
+            "FIREWATCH_METRICS_TOKEN": SCRAPE_TOKEN,
+        }
         with self.log.open("wb") as log, (workdir / f"{name}.out").open("wb") as out:
-            self.process = subprocess.Popen([sys.executable, "-m", "firewatch.cli", *command],
-                                            env=env, stdout=out, stderr=log)
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "firewatch.cli", *command], env=env, stdout=out, stderr=log
+            )
 
     def metrics(self) -> Samples:
         return scrape(f"http://127.0.0.1:{self.port}/metrics", timeout_s=5)
 
     def total(self, name: str, **labels: str) -> float:
-        return sum(value for (metric, pairs), value in self.metrics().items()
-                   if metric == name and set(labels.items()) <= set(pairs))
+        return sum(
+            value
+            for (metric, pairs), value in self.metrics().items()
+            if metric == name and set(labels.items()) <= set(pairs)
+        )
 
     def stop(self) -> int:
         self.process.send_signal(signal.SIGTERM)
@@ -56,8 +65,9 @@ def kill_running(services: Iterable[Service]) -> None:
             service.process.wait(10)
 
 
-def until(predicate: Callable[[], bool], what: str, services: list[Service],
-          timeout: float = 60) -> None:
+def until(
+    predicate: Callable[[], bool], what: str, services: list[Service], timeout: float = 60
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for service in services:
@@ -94,5 +104,10 @@ def database(postgres) -> str:
 
 def press(broker: Mosquitto, button: str) -> None:
     """What a one-key alarm button itself sends when pressed (its profile's uplink)."""
-    paho.mqtt.publish.single(f"devices/{button}/up", json.dumps({"alarm": 1, "bat": 3.6}),
-                             qos=1, hostname="127.0.0.1", port=broker.port)
+    paho.mqtt.publish.single(
+        f"devices/{button}/up",
+        json.dumps({"alarm": 1, "bat": 3.6}),
+        qos=1,
+        hostname="127.0.0.1",
+        port=broker.port,
+    )

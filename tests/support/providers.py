@@ -55,8 +55,9 @@ class FakeProvider:
         self.rejected: list[tuple[str, bytes]] = []
         self.lock = threading.Lock()
 
-    def check(self, method: str, path: str, headers: Any, raw: bytes
-              ) -> tuple[Received | None, dict[str, Any]]:
+    def check(
+        self, method: str, path: str, headers: Any, raw: bytes
+    ) -> tuple[Received | None, dict[str, Any]]:
         raise NotImplementedError
 
     def error_answer(self) -> tuple[int, dict[str, Any]]:

@@ -17,8 +17,9 @@ from tests.support.auth import login
 
 
 class Stack:
-    def __init__(self, data_dir: Path, env: dict[str, str] | None = None,
-                 args: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, data_dir: Path, env: dict[str, str] | None = None, args: tuple[str, ...] = ()
+    ) -> None:
         self.data_dir = data_dir
         self.port = free_port()
         self.env = {**os.environ, "FIREWATCH_MQTT_EMBEDDED_PORT": str(free_port()), **(env or {})}
@@ -33,12 +34,26 @@ class Stack:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "firewatch.cli", "up", "--port", str(self.port),
-                 "--data-dir", str(self.data_dir), *self.args],
-                env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                [
+                    sys.executable,
+                    "-m",
+                    "firewatch.cli",
+                    "up",
+                    "--port",
+                    str(self.port),
+                    "--data-dir",
+                    str(self.data_dir),
+                    *self.args,
+                ],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
-        self.wait_until(lambda: self.get("/api/health")["status"] == status, timeout,
-                        "the stack to answer /api/health")
+        self.wait_until(
+            lambda: self.get("/api/health")["status"] == status,
+            timeout,
+            "the stack to answer /api/health",
+        )
         login(self.api, "admin")
 
     @property
@@ -60,9 +75,21 @@ class Stack:
     def simulate(self, device_id: str, scenario: str) -> subprocess.CompletedProcess:
         """Drive a simulator through the CLI, as a tester does."""
         return subprocess.run(
-            [sys.executable, "-m", "firewatch.cli", "simulate", "trigger", device_id, scenario,
-             "--port", str(self.port)],
-            capture_output=True, text=True, env=self.env, timeout=30,
+            [
+                sys.executable,
+                "-m",
+                "firewatch.cli",
+                "simulate",
+                "trigger",
+                device_id,
+                scenario,
+                "--port",
+                str(self.port),
+            ],
+            capture_output=True,
+            text=True,
+            env=self.env,
+            timeout=30,
         )
 
     def wait_until(self, predicate, timeout: float, what: str) -> float:
@@ -71,16 +98,19 @@ class Stack:
         last_error: Exception | None = None
         while time.monotonic() - start < timeout:
             if self.process is not None and self.process.poll() is not None:
-                raise AssertionError(f"the stack exited ({self.process.returncode}):\n"
-                                     f"{self.log.read_text()[-3000:]}")
+                raise AssertionError(
+                    f"the stack exited ({self.process.returncode}):\n{self.log.read_text()[-3000:]}"
+                )
             try:
                 if predicate():
                     return time.monotonic() - start
             except (httpx.HTTPError, KeyError, IndexError) as exc:
                 last_error = exc
             time.sleep(0.05)
-        raise AssertionError(f"timed out after {timeout} s waiting for {what} "
-                             f"(last error: {last_error})\n{self.log.read_text()[-3000:]}")
+        raise AssertionError(
+            f"timed out after {timeout} s waiting for {what} "
+            f"(last error: {last_error})\n{self.log.read_text()[-3000:]}"
+        )
 
     def device(self, device_id: str) -> dict[str, Any]:
         return next(d for d in self.get("/api/devices") if d["id"] == device_id)

@@ -27,9 +27,15 @@ def _hmac_sha256(key: bytes, message: str) -> bytes:
 
 
 class TencentSmsProvider(FakeProvider):
-    def __init__(self, secret_id: str = "AKID-test", secret_key: str = "test-key",
-                 sdk_app_id: str = "1400000001", sign_name: str = "青阳民政",
-                 template_id: str = "100001", template_params: int = 6) -> None:
+    def __init__(
+        self,
+        secret_id: str = "AKID-test",
+        secret_key: str = "test-key",
+        sdk_app_id: str = "1400000001",
+        sign_name: str = "青阳民政",
+        template_id: str = "100001",
+        template_params: int = 6,
+    ) -> None:
         super().__init__()
         self.secret_id, self.secret_key = secret_id, secret_key
         self.sdk_app_id, self.sign_name = sdk_app_id, sign_name
@@ -37,14 +43,17 @@ class TencentSmsProvider(FakeProvider):
 
     @staticmethod
     def _refuse(code: str, message: str) -> Refused:
-        return Refused(200, {"Response": {"Error": {"Code": code, "Message": message},
-                                          "RequestId": "fake"}})
+        return Refused(
+            200, {"Response": {"Error": {"Code": code, "Message": message}, "RequestId": "fake"}}
+        )
 
     def _check_signature(self, headers: Any, raw: bytes) -> None:
         auth = headers.get("Authorization", "")
-        match = re.fullmatch(r"TC3-HMAC-SHA256 Credential=([^/]+)/(\d{4}-\d{2}-\d{2})/sms/"
-                             r"tc3_request, SignedHeaders=([a-z0-9;-]+), Signature=([0-9a-f]{64})",
-                             auth)
+        match = re.fullmatch(
+            r"TC3-HMAC-SHA256 Credential=([^/]+)/(\d{4}-\d{2}-\d{2})/sms/"
+            r"tc3_request, SignedHeaders=([a-z0-9;-]+), Signature=([0-9a-f]{64})",
+            auth,
+        )
         if not match:
             raise self._refuse("AuthFailure.SignatureFailure", f"bad Authorization {auth!r}")
         secret_id, date, signed, signature = match.groups()
@@ -60,16 +69,20 @@ class TencentSmsProvider(FakeProvider):
             raise self._refuse("AuthFailure.SignatureFailure", "content-type and host unsigned")
         header_block = "".join(f"{n}:{(headers.get(n) or '').strip().lower()}\n" for n in names)
         canonical = f"POST\n/\n\n{header_block}\n{signed}\n{hashlib.sha256(raw).hexdigest()}"
-        to_sign = (f"TC3-HMAC-SHA256\n{timestamp}\n{date}/sms/tc3_request\n"
-                   f"{hashlib.sha256(canonical.encode()).hexdigest()}")
-        key = _hmac_sha256(_hmac_sha256(_hmac_sha256(
-            f"TC3{self.secret_key}".encode(), date), "sms"), "tc3_request")
+        to_sign = (
+            f"TC3-HMAC-SHA256\n{timestamp}\n{date}/sms/tc3_request\n"
+            f"{hashlib.sha256(canonical.encode()).hexdigest()}"
+        )
+        key = _hmac_sha256(
+            _hmac_sha256(_hmac_sha256(f"TC3{self.secret_key}".encode(), date), "sms"), "tc3_request"
+        )
         expected = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
         if not hmac.compare_digest(expected, signature):
             raise self._refuse("AuthFailure.SignatureFailure", "signature does not match")
 
-    def check(self, method: str, path: str, headers: Any, raw: bytes
-              ) -> tuple[Received | None, dict[str, Any]]:
+    def check(
+        self, method: str, path: str, headers: Any, raw: bytes
+    ) -> tuple[Received | None, dict[str, Any]]:
         if method != "POST" or path != "/":
             raise self._refuse("InvalidAction", f"{method} {path}")
         if headers.get("Content-Type") != "application/json; charset=utf-8":
@@ -91,15 +104,18 @@ class TencentSmsProvider(FakeProvider):
             raise self._refuse("FailedOperation.TemplateIncorrectOrUnapproved", "TemplateId")
         params = body.get("TemplateParamSet")
         if not isinstance(params, list) or len(params) != self.template_params:
-            raise self._refuse("InvalidParameterValue.TemplateParameterFormatError",
-                               f"{self.template_params} parameters expected")
+            raise self._refuse(
+                "InvalidParameterValue.TemplateParameterFormatError",
+                f"{self.template_params} parameters expected",
+            )
         return Received(body.get("SessionContext", ""), body, time.time()), {}
 
     @staticmethod
     def _status(code: str, message: str) -> tuple[int, dict[str, Any]]:
         """A request taken but not sent: the reason is per number, in SendStatusSet."""
-        return 200, {"Response": {"SendStatusSet": [{"Code": code, "Message": message}],
-                                  "RequestId": "fake"}}
+        return 200, {
+            "Response": {"SendStatusSet": [{"Code": code, "Message": message}], "RequestId": "fake"}
+        }
 
     def error_answer(self) -> tuple[int, dict[str, Any]]:
         return self._status("FailedOperation.InsufficientBalanceInSmsPackage", "套餐包余量不足")
@@ -109,8 +125,20 @@ class TencentSmsProvider(FakeProvider):
 
     def ok_answer(self, received: Received) -> dict[str, Any]:
         body = received.body
-        return {"Response": {"SendStatusSet": [
-            {"SerialNo": f"serial-{received.key}", "PhoneNumber": n, "Fee": 1,
-             "SessionContext": body.get("SessionContext", ""), "Code": "Ok",
-             "Message": "send success", "IsoCode": "CN"} for n in body["PhoneNumberSet"]],
-            "RequestId": "fake"}}
+        return {
+            "Response": {
+                "SendStatusSet": [
+                    {
+                        "SerialNo": f"serial-{received.key}",
+                        "PhoneNumber": n,
+                        "Fee": 1,
+                        "SessionContext": body.get("SessionContext", ""),
+                        "Code": "Ok",
+                        "Message": "send success",
+                        "IsoCode": "CN",
+                    }
+                    for n in body["PhoneNumberSet"]
+                ],
+                "RequestId": "fake",
+            }
+        }

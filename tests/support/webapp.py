@@ -32,24 +32,38 @@ class DemoApp:
         async with self.sessions.begin() as session:
             device = await session.get_one(db.Device, device_id)
             device.state, device.state_reason = "alarm", "一键报警（人工火警）"
-            alarm = db.Alarm(device_id=device_id, institution_id=device.institution_id,
-                             rule="one_key_alarm", title="一键报警（人工火警）", severity="alarm",
-                             status="active", raised_at=utc_now())
+            alarm = db.Alarm(
+                device_id=device_id,
+                institution_id=device.institution_id,
+                rule="one_key_alarm",
+                title="一键报警（人工火警）",
+                severity="alarm",
+                status="active",
+                raised_at=utc_now(),
+            )
             session.add(alarm)
             await session.flush()
             return alarm.id
 
 
 @contextlib.asynccontextmanager
-async def demo_app(data_dir: Path, settings: Settings | None = None,
-                   database_url: str | None = None) -> AsyncIterator[DemoApp]:
+async def demo_app(
+    data_dir: Path, settings: Settings | None = None, database_url: str | None = None
+) -> AsyncIterator[DemoApp]:
     database_url = database_url or f"sqlite+aiosqlite:///{data_dir}/fw.db"
     async with demo_county(database_url) as county:
         await ensure_demo_accounts(county.sessions, DEMO_PASSWORD)
-        app = create_app(AppContext(
-            sessions=county.sessions, timeseries=SqliteTimeSeries(data_dir / "ts.db"),
-            site=county.site, site_dir=SITES_DIR, statuses={}, settings=settings or Settings(),
-            metrics=CollectorRegistry()))
+        app = create_app(
+            AppContext(
+                sessions=county.sessions,
+                timeseries=SqliteTimeSeries(data_dir / "ts.db"),
+                site=county.site,
+                site_dir=SITES_DIR,
+                statuses={},
+                settings=settings or Settings(),
+                metrics=CollectorRegistry(),
+            )
+        )
         try:
             yield DemoApp(app, county.sessions, database_url)
         finally:

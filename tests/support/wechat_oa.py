@@ -24,10 +24,14 @@ KEYWORD_FORMS = {"thing": r".{1,20}", "time": r"\d{4}年\d{2}月\d{2}日 \d{2}:\
 
 
 class WeChatOfficialAccountProvider(FakeProvider):
-    def __init__(self, app_id: str = "wx-test-app", secret: str = "test-app-secret",
-                 template_id: str = "tpl-fire-alarm", followers: tuple[str, ...] = (),
-                 keywords: tuple[str, ...] = ("thing1", "thing2", "thing3", "thing4", "time5"),
-                 ) -> None:
+    def __init__(
+        self,
+        app_id: str = "wx-test-app",
+        secret: str = "test-app-secret",
+        template_id: str = "tpl-fire-alarm",
+        followers: tuple[str, ...] = (),
+        keywords: tuple[str, ...] = ("thing1", "thing2", "thing3", "thing4", "time5"),
+    ) -> None:
         super().__init__()
         self.app_id, self.secret, self.template_id = app_id, secret, template_id
         self.followers, self.keywords = set(followers), keywords
@@ -39,8 +43,9 @@ class WeChatOfficialAccountProvider(FakeProvider):
         with self.lock:
             self.tokens = dict.fromkeys(self.tokens, 0.0)
 
-    def check(self, method: str, path: str, headers: Any, raw: bytes
-              ) -> tuple[Received | None, dict[str, Any]]:
+    def check(
+        self, method: str, path: str, headers: Any, raw: bytes
+    ) -> tuple[Received | None, dict[str, Any]]:
         url = urlsplit(path)
         query = {k: v[0] for k, v in parse_qs(url.query).items()}
         if url.path == "/cgi-bin/token" and method == "GET":

@@ -27,8 +27,9 @@ class WeComRobot(FakeProvider):
         super().__init__()
         self.key = key
 
-    def check(self, method: str, path: str, headers: Any, raw: bytes
-              ) -> tuple[Received | None, dict[str, Any]]:
+    def check(
+        self, method: str, path: str, headers: Any, raw: bytes
+    ) -> tuple[Received | None, dict[str, Any]]:
         url = urlsplit(path)
         if method != "POST":
             raise Refused(405, {"errcode": 43002, "errmsg": "require POST method"})
@@ -49,8 +50,9 @@ class WeComRobot(FakeProvider):
         if not isinstance(content, str) or not content:
             raise Refused(200, {"errcode": 44004, "errmsg": "empty content"})
         if len(content.encode()) > LIMITS[msgtype]:
-            raise Refused(200, {"errcode": 40058,
-                                "errmsg": f"content exceed max length {LIMITS[msgtype]}"})
+            raise Refused(
+                200, {"errcode": 40058, "errmsg": f"content exceed max length {LIMITS[msgtype]}"}
+            )
         now = time.time()
         if sum(1 for r in self.accepted if now - r.at < 60) >= PER_MINUTE:
             raise Refused(200, {"errcode": 45009, "errmsg": "api freq out of limit"})

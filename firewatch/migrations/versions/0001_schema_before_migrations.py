@@ -72,8 +72,7 @@ def upgrade() -> None:
         sa.Column("processed_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("consumer", "gateway_id", "seq"),
     )
-    op.create_index("ix_processed_messages_processed_at", "processed_messages",
-                    ["processed_at"])
+    op.create_index("ix_processed_messages_processed_at", "processed_messages", ["processed_at"])
     op.create_table(
         "devices",
         sa.Column("id", sa.String(length=64), nullable=False),
@@ -127,8 +126,14 @@ def upgrade() -> None:
     )
     op.create_index("ix_alarms_device_id", "alarms", ["device_id"])
     op.create_index("ix_alarms_institution_id", "alarms", ["institution_id"])
-    op.create_index("one_open_alarm", "alarms", ["device_id", "rule"], unique=True,
-                    sqlite_where=OPEN, postgresql_where=OPEN)
+    op.create_index(
+        "one_open_alarm",
+        "alarms",
+        ["device_id", "rule"],
+        unique=True,
+        sqlite_where=OPEN,
+        postgresql_where=OPEN,
+    )
     op.create_table(
         "rule_states",
         sa.Column("device_id", sa.String(length=64), nullable=False),
@@ -211,7 +216,18 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     # dependents first; a table's indexes go with it
-    for table in ("hazard_events", "notices", "hazards", "alarm_events", "rule_states", "alarms",
-                  "users", "devices", "processed_messages", "institutions", "escalation_steps",
-                  "dead_letters"):
+    for table in (
+        "hazard_events",
+        "notices",
+        "hazards",
+        "alarm_events",
+        "rule_states",
+        "alarms",
+        "users",
+        "devices",
+        "processed_messages",
+        "institutions",
+        "escalation_steps",
+        "dead_letters",
+    ):
         op.drop_table(table)
