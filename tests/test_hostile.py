@@ -30,7 +30,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from firewatch.bench.servers import Mosquitto
-from firewatch.contract import DeviceEvent, GatewayHeartbeat, ReadingBatch
+from firewatch.contract import DeviceEvent, GatewayHeartbeat, ReadingBatch, readings_topic
 from sites import __file__ as sites_init
 from tests.support.stack import Stack
 from tests.support.wecom import WeComRobot, WeComServer
@@ -131,7 +131,7 @@ def forged_batch(
 
 
 def readings_of(device_id: str) -> str:
-    return f"firewatch/v1/readings/{HOSTILE_GW}/{device_id}"
+    return readings_topic(HOSTILE_GW, device_id)
 
 
 def control_notices(robot: WeComServer) -> list[str]:

@@ -18,27 +18,11 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from firewatch.contract import readings_topic
 from firewatch.mqtt import BrokerAddress
 
 #: forged messages belong to a stream of their own, never the real gateway's
 FORGED_INCARNATION = "b0b0b0b0b0b0b0b0"
-
-
-def _batch(gateway: str, device: str, institution: str, seq: int, **changes: Any) -> dict[str, Any]:
-    return {
-        "schema": "firewatch.readings/1",
-        "gateway_id": gateway,
-        "incarnation": FORGED_INCARNATION,
-        "seq": seq,
-        "device_id": device,
-        "institution_id": institution,
-        "kind": "gas_detector",
-        "ts": datetime.now(UTC).isoformat(),
-        "profile": "generic-gas-lel",
-        "readings": {"gas_concentration": 0.5},
-        "flags": {},
-        **changes,
-    }
 
 
 def hostile_messages(site: dict[str, Any]) -> Iterator[tuple[str, bytes]]:
@@ -48,81 +32,48 @@ def hostile_messages(site: dict[str, Any]) -> Iterator[tuple[str, bytes]]:
     gateway, against its own and the second institution's gas detectors, and as its first
     button, so that every measured alarm (from the other institutions) has to get past it.
     """
-    gateways = site["gateways"]
-    own, other = gateways[0], gateways[1]
-    devices = {d["id"]: d for d in site["devices"]}
-    own_gas = next(
-        d for d in devices.values() if d["gateway"] == own["id"] and d["id"].startswith("gas")
-    )
-    other_gas = next(
-        d for d in devices.values() if d["gateway"] == other["id"] and d["id"].startswith("gas")
-    )
-    own_button = next(
-        d for d in devices.values() if d["gateway"] == own["id"] and d["id"].startswith("btn")
-    )
-    readings = f"firewatch/v1/readings/{own['id']}"
+    own, other = site["gateways"][0]["id"], site["gateways"][1]["id"]
+
+    def first(gateway: str, kind: str) -> dict[str, Any]:
+        return next(
+            d for d in site["devices"] if d["gateway"] == gateway and d["id"].startswith(kind)
+        )
+
+    own_gas, other_gas, own_button = first(own, "gas"), first(other, "gas"), first(own, "btn")
+    uplink = f"devices/{own_button['id']}/up"
     seq = itertools.count(1)
+
+    def forged(device: dict[str, Any], **changes: Any) -> tuple[str, bytes]:
+        """A gas batch in this gateway's name, on its own stream, with ``changes``."""
+        batch = {
+            "schema": "firewatch.readings/1",
+            "gateway_id": own,
+            "incarnation": FORGED_INCARNATION,
+            "seq": next(seq),
+            "device_id": device["id"],
+            "institution_id": device["institution"],
+            "kind": "gas_detector",
+            "ts": datetime.now(UTC).isoformat(),
+            "profile": "generic-gas-lel",
+            "readings": {"gas_concentration": 0.5},
+            "flags": {},
+            **changes,
+        }
+        return readings_topic(own, device["id"]), json.dumps(batch).encode()
+
+    own_topic = readings_topic(own, own_gas["id"])
     makers: list[Callable[[], tuple[str, bytes]]] = [
         # another institution's device under this gateway's topic, at a gas-alarm level
-        lambda: (
-            f"{readings}/{other_gas['id']}",
-            json.dumps(
-                _batch(
-                    own["id"],
-                    other_gas["id"],
-                    other_gas["institution"],
-                    next(seq),
-                    readings={"gas_concentration": 90.0},
-                )
-            ).encode(),
-        ),
-        lambda: (
-            f"{readings}/{own_gas['id']}",
-            json.dumps(
-                _batch(
-                    own["id"],
-                    own_gas["id"],
-                    own_gas["institution"],
-                    next(seq),
-                    ts="9999-12-31T23:59:59Z",
-                )
-            ).encode(),
-        ),
-        lambda: (
-            f"{readings}/{own_gas['id']}",
-            json.dumps(
-                _batch(
-                    own["id"],
-                    own_gas["id"],
-                    own_gas["institution"],
-                    next(seq),
-                    ts=(datetime.now(UTC) + timedelta(hours=1)).isoformat(),
-                )
-            ).encode(),
-        ),
-        lambda: (
-            f"{readings}/{own_gas['id']}",
-            json.dumps(
-                _batch(
-                    own["id"],
-                    own_gas["id"],
-                    own_gas["institution"],
-                    next(seq),
-                    readings={"gas_concentration": 1.7976931348623157e308},
-                )
-            ).encode(),
-        ),
-        lambda: (
-            f"{readings}/no-such-device",
-            json.dumps(
-                _batch(own["id"], "no-such-device", own_gas["institution"], next(seq))
-            ).encode(),
-        ),
-        lambda: (f"{readings}/{own_gas['id']}", b'{"seq": 1' + b"0" * 400 + b"}"),
-        lambda: (f"{readings}/{own_gas['id']}", b"[" * 10_000 + b"]" * 10_000),
-        lambda: (f"devices/{own_button['id']}/up", b'{"alarm": 0, "bat": 1' + b"0" * 400 + b"}"),
-        lambda: (f"devices/{own_button['id']}/up", b'{"alarm": "yes", "bat": 1e999}'),
-        lambda: (f"devices/{own_button['id']}/up", b"\xff\xfe not json"),
+        lambda: forged(other_gas, readings={"gas_concentration": 90.0}),
+        lambda: forged(own_gas, ts="9999-12-31T23:59:59Z"),
+        lambda: forged(own_gas, ts=(datetime.now(UTC) + timedelta(hours=1)).isoformat()),
+        lambda: forged(own_gas, readings={"gas_concentration": 1.7976931348623157e308}),
+        lambda: forged({**own_gas, "id": "no-such-device"}),
+        lambda: (own_topic, b'{"seq": 1' + b"0" * 400 + b"}"),
+        lambda: (own_topic, b"[" * 10_000 + b"]" * 10_000),
+        lambda: (uplink, b'{"alarm": 0, "bat": 1' + b"0" * 400 + b"}"),
+        lambda: (uplink, b'{"alarm": "yes", "bat": 1e999}'),
+        lambda: (uplink, b"\xff\xfe not json"),
     ]
     for make in itertools.cycle(makers):
         yield make()
