@@ -35,13 +35,7 @@ from alerts.rules import (
 )
 from alerts.selfcheck import LinkWatch
 from firewatch.admission import Admission
-from firewatch.consumer import (
-    DEAD_LETTER_KEEP,
-    DeadLetters,
-    GatewayMessageConsumer,
-    claim,
-    forget_applied,
-)
+from firewatch.consumer import GatewayMessageConsumer, claim, forget_applied
 from firewatch.contract import (
     DeviceEvent,
     GatewayHeartbeat,
@@ -53,6 +47,7 @@ from firewatch.contract import (
     utc_now,
 )
 from firewatch.db import ACTIVE_ALARM, Alarm, Device, Hazard, Institution, RuleState, Writer
+from firewatch.dead_letters import DEAD_LETTER_KEEP, DeadLetters
 from firewatch.mqtt import BrokerAddress
 from firewatch.partition import Partition
 from firewatch.profiles import AlarmRule, DeviceProfile, Severity

@@ -25,7 +25,6 @@ from typing import Any
 
 import aiomqtt
 
-from firewatch.consumer import DeadLetters
 from firewatch.contract import (
     CHANGES_FILTER,
     ChangeKind,
@@ -34,6 +33,7 @@ from firewatch.contract import (
     change_topic,
     parse_change,
 )
+from firewatch.dead_letters import DeadLetters
 from firewatch.hub import RESYNC, Change, ChangeHub
 from firewatch.mqtt import BrokerAddress
 

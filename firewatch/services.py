@@ -31,7 +31,7 @@ from firewatch.accounts import prepare_accounts
 from firewatch.admission import admission_for
 from firewatch.alert_side import alert_side
 from firewatch.change_relay import ChangeListener, ChangePublisher
-from firewatch.consumer import DeadLetters
+from firewatch.dead_letters import DeadLetters
 from firewatch.hub import ChangeHub
 from firewatch.metrics import FirewatchCollector, registry_for
 from firewatch.mqtt import BrokerAddress

@@ -23,7 +23,7 @@ from firewatch import db
 from firewatch.accounts import prepare_accounts
 from firewatch.admission import admission_for
 from firewatch.alert_side import alert_side
-from firewatch.consumer import DeadLetters
+from firewatch.dead_letters import DeadLetters
 from firewatch.hub import ChangeHub
 from firewatch.metrics import FirewatchCollector, registry_for
 from firewatch.mqtt import BrokerAddress, EmbeddedBroker

@@ -13,7 +13,7 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
-from firewatch.consumer import Admit, DeadLetters, GatewayMessageConsumer, Isolation
+from firewatch.consumer import Admit, GatewayMessageConsumer, Isolation
 from firewatch.contract import (
     GatewayMessage,
     ReadingBatch,
@@ -21,6 +21,7 @@ from firewatch.contract import (
     readings_filter,
     readings_topic,
 )
+from firewatch.dead_letters import DeadLetters
 from firewatch.faults import Fault, classify, reason_of
 from firewatch.mqtt import BrokerAddress
 from firewatch.partition import Partition

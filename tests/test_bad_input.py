@@ -27,7 +27,6 @@ from sqlalchemy import select
 from firewatch import db
 from firewatch.alert_side import alert_side
 from firewatch.bench.servers import Mosquitto
-from firewatch.consumer import DeadLetters
 from firewatch.contract import (
     ID_PATTERN,
     DeviceKind,
@@ -36,6 +35,7 @@ from firewatch.contract import (
     parse_message,
     readings_topic,
 )
+from firewatch.dead_letters import DeadLetters
 from firewatch.mqtt import BrokerAddress
 from firewatch.settings import Settings
 from ingest.service import IngestService

@@ -16,8 +16,8 @@ import pytest
 from firewatch import db
 from firewatch.bench.servers import Mosquitto
 from firewatch.change_relay import ChangeListener, ChangePublisher
-from firewatch.consumer import DeadLetters
 from firewatch.contract import utc_now
+from firewatch.dead_letters import DeadLetters
 from firewatch.hub import RESYNC, Change, ChangeHub, Subscription
 from firewatch.mqtt import BrokerAddress
 from tests.support.ledger import County, demo_county

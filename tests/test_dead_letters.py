@@ -10,8 +10,8 @@ import pytest
 from sqlalchemy import select, update
 
 from firewatch import db
-from firewatch.consumer import MAX_STORED_PAYLOAD, STORED_PER_SOURCE_PER_MINUTE, DeadLetters
 from firewatch.contract import utc_now
+from firewatch.dead_letters import MAX_STORED_PAYLOAD, STORED_PER_SOURCE_PER_MINUTE, DeadLetters
 from tests.support.auth import login_async
 from tests.support.webapp import demo_app
 

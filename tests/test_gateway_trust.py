@@ -21,8 +21,8 @@ from alerts.service import AlertService
 from firewatch import db
 from firewatch.admission import admission_for
 from firewatch.bench.servers import Mosquitto
-from firewatch.consumer import DeadLetters
 from firewatch.contract import GatewayHeartbeat, ReadingBatch, message_topic, utc_now
+from firewatch.dead_letters import DeadLetters
 from firewatch.metrics import FirewatchCollector, registry_for
 from firewatch.mqtt import BrokerAddress
 from firewatch.settings import Settings

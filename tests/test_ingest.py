@@ -11,8 +11,8 @@ from sqlalchemy import select
 
 from firewatch import db
 from firewatch.bench.servers import VictoriaMetrics
-from firewatch.consumer import DeadLetters
 from firewatch.contract import ReadingBatch
+from firewatch.dead_letters import DeadLetters
 from firewatch.mqtt import BrokerAddress
 from firewatch.settings import Settings
 from ingest.influx_store import InfluxTimeSeries

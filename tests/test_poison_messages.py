@@ -15,7 +15,7 @@ from sqlalchemy import select
 
 from firewatch import db
 from firewatch.alert_side import alert_side
-from firewatch.consumer import MAX_ATTEMPTS, DeadLetters, GatewayMessageConsumer
+from firewatch.consumer import MAX_ATTEMPTS, GatewayMessageConsumer
 from firewatch.contract import (
     DeviceEvent,
     ReadingBatch,
@@ -23,6 +23,7 @@ from firewatch.contract import (
     readings_filter,
     readings_topic,
 )
+from firewatch.dead_letters import DeadLetters
 from firewatch.mqtt import BrokerAddress
 from firewatch.settings import Settings
 from tests.support.ledger import demo_county

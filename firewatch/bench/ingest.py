@@ -26,8 +26,8 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from firewatch.bench.common import report, stage, versions
 from firewatch.bench.servers import Mosquitto, VictoriaMetrics
-from firewatch.consumer import DeadLetters
 from firewatch.contract import ReadingBatch, message_topic
+from firewatch.dead_letters import DeadLetters
 from firewatch.mqtt import BrokerAddress
 from ingest.influx_store import MILLISECONDS, InfluxTimeSeries, batch_to_line, batch_to_point
 from ingest.service import IngestService
