@@ -156,10 +156,14 @@ async def test_a_database_that_is_away_for_a_moment_loses_no_message(mosquitto, 
             mosquitto,
         )
         running = asyncio.create_task(side.alerts.run())
-        locker = sqlite3.connect(tmp_path / "fw.db", isolation_level=None)
+        # The locker is another process's connection: it waits for the lock in a thread of its
+        # own, since waiting on this event loop would stall the alert side's own write.
+        locker = sqlite3.connect(
+            tmp_path / "fw.db", isolation_level=None, timeout=30, check_same_thread=False
+        )
         try:
             await side.alerts.consumer.ready.wait()
-            locker.execute("BEGIN IMMEDIATE")
+            await asyncio.to_thread(locker.execute, "BEGIN IMMEDIATE")
             await publish(
                 mosquitto,
                 press("gw-dingqiao", "dq-btn-1", "dingqiao-eldercare", 1, datetime.now(UTC)),
