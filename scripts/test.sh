@@ -9,7 +9,9 @@
 # Python packages: the project and its test and lint extras, pinned by constraints.txt.
 # Before the tests: ruff (lint, then format check) and mypy (configured in pyproject.toml); any
 # finding fails the run.  --no-lint, as the first argument, skips them for a quick run.
-# Extra arguments go to pytest (e.g. -k button).
+# Extra arguments go to pytest (e.g. -k button).  The tests run in FIREWATCH_TEST_WORKERS parallel
+# workers (pytest-xdist, default 3): most of their time is spent waiting on brokers, databases and
+# subprocesses, so more workers than cores still pays; 0 runs them in this process.
 set -euo pipefail
 lint=1
 if [ "${1:-}" = "--no-lint" ]; then
@@ -35,4 +37,4 @@ if [ "$lint" -eq 1 ]; then
   .venv/bin/ruff format --check .
   .venv/bin/mypy
 fi
-exec .venv/bin/python -m pytest "$@"
+exec .venv/bin/python -m pytest -n "${FIREWATCH_TEST_WORKERS:-3}" "$@"
