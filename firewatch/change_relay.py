@@ -13,7 +13,9 @@ publisher that falls too far behind (its hub queue overflowed) publishes a ``res
 
 Each notice is handled on its own: one the publisher cannot shape or serialise, or the listener
 cannot take, is set aside (``ChangeHub.failed``, the listener also dead-letters it) and the
-next one goes through.
+next one goes through.  A notice the broker will not take (it drops the connection, e.g. over its
+packet size limit) is tried ``PUBLISH_TRIES`` times on live connections, then set aside and
+replaced by a ``resync``, so the pages reload rather than miss it and the notices behind it flow.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import aiomqtt
@@ -38,6 +41,25 @@ from firewatch.hub import RESYNC, Change, ChangeHub
 from firewatch.mqtt import BrokerAddress
 
 log = logging.getLogger(__name__)
+
+#: publish attempts on a live connection before a notice is set aside for a ``resync``
+PUBLISH_TRIES = 3
+#: how long one attempt waits for the broker's acknowledgement: a broker that dropped the
+#: connection over a notice does not fail the attempt, it leaves it unanswered
+PUBLISH_TIMEOUT_S = 5.0
+
+
+class NoticeRefused(Exception):
+    """The broker took a change notice on none of its tries."""
+
+
+@dataclass
+class _Unacknowledged:
+    """A notice taken from the hub that the broker has not acknowledged yet."""
+
+    topic: str
+    payload: bytes
+    tries: int = 0
 
 
 def notice_of(change: Change) -> ChangeNotice:
@@ -96,11 +118,21 @@ class ChangePublisher(_Relay):
 
     role = "published"
 
+    def __init__(
+        self,
+        hub: ChangeHub,
+        broker: BrokerAddress,
+        client_id: str,
+        publish_timeout_s: float = PUBLISH_TIMEOUT_S,
+    ) -> None:
+        super().__init__(hub, broker, client_id)
+        self.publish_timeout_s = publish_timeout_s
+
     async def run(self) -> None:
         # subscribed to the hub before connecting: what commits meanwhile waits in the queue
         async with self.hub.subscribe() as subscription:
             changes = aiter(subscription)
-            pending: list[tuple[str, bytes]] = []  # taken from the hub, not yet acknowledged
+            pending: list[_Unacknowledged] = []  # at most one
 
             async def publish(client: aiomqtt.Client) -> None:
                 while True:
@@ -109,18 +141,42 @@ class ChangePublisher(_Relay):
                         if change is None:
                             return  # the hub closed
                         try:
-                            notice = notice_of(change)
-                            pending.append((change_topic(notice), notice.to_bytes()))
+                            pending.append(_shaped(change))
                         except Exception as exc:  # a kind the contract lacks, a value JSON lacks
                             self.hub.failed("publish", exc)
                             continue
-                    topic, payload = pending[0]
-                    await client.publish(topic, payload, qos=1)
+                    notice = pending[0]
+                    if notice.tries >= PUBLISH_TRIES:
+                        self._set_aside(pending)
+                        continue
+                    notice.tries += 1
+                    await client.publish(
+                        notice.topic, notice.payload, qos=1, timeout=self.publish_timeout_s
+                    )
                     pending.clear()
                     self.relayed += 1
 
             log.info("publishing change notices to %s", self.broker.url)
             await self._connected(publish)
+
+    def _set_aside(self, pending: list[_Unacknowledged]) -> None:
+        """Give up on a notice the broker keeps refusing; the pages reload instead."""
+        refused = pending.pop()
+        self.hub.failed(
+            "publish",
+            NoticeRefused(
+                f"the broker took the notice on {refused.topic} ({len(refused.payload)} bytes) "
+                f"on none of {refused.tries} tries"
+            ),
+        )
+        resync = _shaped(RESYNC)
+        if refused.topic != resync.topic:
+            pending.append(resync)
+
+
+def _shaped(change: Change) -> _Unacknowledged:
+    notice = notice_of(change)
+    return _Unacknowledged(change_topic(notice), notice.to_bytes())
 
 
 class ChangeListener(_Relay):

@@ -140,3 +140,34 @@ async def test_a_change_the_contract_has_no_kind_for_is_set_aside_and_the_next_a
         change = await next_change(page)
     assert (change.kind, change.data["id"]) == ("alarm", alarm)
     assert alert_hub.errors == {"publish": 1}
+
+
+async def test_a_notice_the_broker_refuses_becomes_a_reload_and_the_next_alarm_is_relayed(
+    tmp_path, county
+):
+    """Mosquitto drops a client whose packet is over its limit: retried for ever, that one
+    notice would hold back every change behind it on every bureau console."""
+    server = Mosquitto(tmp_path / "small-packets", extra_config="max_packet_size 2048\n")
+    server.start()
+    broker = BrokerAddress.from_url(server.url)
+    alert_hub = ChangeHub()
+    alert_hub.watch(county.sessions)
+    web = ChangeHub()
+    listener = ChangeListener(web, broker, "fw-web-0", DeadLetters(county.sessions, "web"))
+    try:
+        async with (
+            running(
+                ChangePublisher(alert_hub, broker, "fw-alerts-changes", publish_timeout_s=0.5),
+                listener,
+            ),
+            web.subscribe() as page,
+        ):
+            assert await next_change(page) == RESYNC
+            alert_hub.publish(Change("alarm", "rongcheng-eldercare", {"note": "说明" * 2000}))
+            assert await next_change(page) == RESYNC
+            alarm = await county.raise_alarm("rc-btn-1", "one_key_alarm", utc_now())
+            change = await next_change(page)
+    finally:
+        server.stop()
+    assert (change.kind, change.data["id"]) == ("alarm", alarm)
+    assert alert_hub.errors == {"publish": 1}

@@ -26,7 +26,7 @@ from firewatch.mqtt import free_port
 
 
 class Mosquitto:
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, extra_config: str = "") -> None:
         binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
         if not Path(binary).exists():
             raise RuntimeError(
@@ -35,6 +35,7 @@ class Mosquitto:
             )
         self.binary = binary
         self.port = free_port()
+        workdir.mkdir(parents=True, exist_ok=True)
         self.config = workdir / "mosquitto.conf"
         self.config.write_text(
             f"listener {self.port} 127.0.0.1\n"
@@ -47,6 +48,7 @@ class Mosquitto:
             # 20 in flight per client) drop messages for a consumer that falls behind, and cap
             # its batches at 20; and small messages go out at once, not after a delayed ACK
             "max_queued_messages 1000000\nmax_inflight_messages 1000\nset_tcp_nodelay true\n"
+            + extra_config
         )
         self.process: subprocess.Popen | None = None
 
