@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import socket
+import ssl
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
@@ -23,22 +25,46 @@ class BrokerAddress:
     username: str | None = None
     password: str | None = None
     embedded: bool = False
+    #: ``mqtts://``: the broker's certificate is checked against ``ca_file``, or the system's
+    #: trusted CAs when it is None
+    tls: bool = False
+    ca_file: Path | None = None
 
     @classmethod
-    def from_url(cls, url: str) -> BrokerAddress:
+    def from_url(cls, url: str, ca_file: Path | None = None) -> BrokerAddress:
+        """``mqtt://`` in the clear (a compose network, a VPN), ``mqtts://`` over TLS: a gateway
+        at an institution that reaches the county's broker across the internet."""
         parts = urlsplit(url)
-        if parts.scheme not in ("mqtt", "tcp") or not parts.hostname:
-            raise ValueError(f"FIREWATCH_MQTT_URL {url!r}: expected mqtt://[user:pass@]host[:port]")
+        if parts.scheme not in ("mqtt", "tcp", "mqtts") or not parts.hostname:
+            raise ValueError(
+                f"FIREWATCH_MQTT_URL {url!r}: expected mqtt://[user:pass@]host[:port] "
+                "or mqtts://[user:pass@]host[:port]"
+            )
+        tls = parts.scheme == "mqtts"
+        if ca_file is not None and not tls:
+            raise ValueError(
+                f"FIREWATCH_MQTT_CA_FILE is set, but FIREWATCH_MQTT_URL {url!r} is not mqtts://"
+            )
         return cls(
             host=parts.hostname,
-            port=parts.port or 1883,
+            port=parts.port or (8883 if tls else 1883),
             username=unquote(parts.username) if parts.username else None,
             password=unquote(parts.password) if parts.password else None,
+            tls=tls,
+            ca_file=ca_file,
         )
 
     @property
     def url(self) -> str:
-        return f"mqtt://{self.host}:{self.port}"
+        return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
+
+    def tls_context(self) -> ssl.SSLContext | None:
+        """Certificate and host name checked, TLS 1.2 at least; None in the clear."""
+        if not self.tls:
+            return None
+        context = ssl.create_default_context(cafile=self.ca_file)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        return context
 
     def client(self, identifier: str, *, persistent: bool = False, **kwargs) -> aiomqtt.Client:
         """An MQTT 3.1.1 client (the embedded broker speaks nothing newer).
@@ -60,6 +86,7 @@ class BrokerAddress:
             clean_session=not persistent,
             keepalive=30,
             socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
+            tls_context=self.tls_context(),
             **kwargs,
         )
         client.pending_calls_threshold = 10_000

@@ -59,12 +59,13 @@ log = logging.getLogger("firewatch")
 
 def external_broker(settings: Settings) -> BrokerAddress:
     """The broker every service shares."""
-    if not settings.mqtt_url:
+    broker = settings.broker
+    if broker is None:
         raise SystemExit(
             "firewatch: a service on its own needs FIREWATCH_MQTT_URL (the broker "
             "the other services use); `firewatch up` runs everything in one process"
         )
-    return BrokerAddress.from_url(settings.mqtt_url)
+    return broker
 
 
 def load(settings: Settings) -> tuple[dict[str, DeviceProfile], Site]:
@@ -259,14 +260,9 @@ async def run_web(settings: Settings) -> None:
         supervisor = Supervisor()
         services: dict[str, Job] = {}
         statuses: dict[str, Callable[[], dict[str, Any]]] = {"tasks": supervisor.status}
-        if settings.mqtt_url:
+        if broker := settings.broker:
             letters = DeadLetters(sessions, "web", settings.dead_letter_keep)
-            changes = ChangeListener(
-                hub,
-                BrokerAddress.from_url(settings.mqtt_url),
-                f"fw-web-{settings.instance}",
-                letters,
-            )
+            changes = ChangeListener(hub, broker, f"fw-web-{settings.instance}", letters)
             services["changes"], statuses["changes"] = changes.run, changes.status
             services["dead-letter-retention"] = letters.expire
         else:

@@ -13,6 +13,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from pydantic_settings import SettingsError as UnparsableSetting
 
 from alerts.notices import TEMPLATE_VARIABLES
+from firewatch.mqtt import BrokerAddress
 from firewatch.partition import Partition
 from firewatch.profiles import PROFILES_DIR
 from firewatch.urls import OptionalWebUrl, WebUrl
@@ -134,8 +135,14 @@ class Settings(BaseSettings):
 
     mqtt_url: str | None = Field(
         None,
-        description="`mqtt://[user:password@]host:port` of a real broker (Mosquitto, EMQX). "
+        description="`mqtt://[user:password@]host:port` of a real broker (Mosquitto, EMQX), "
+        "or `mqtts://…` (port 8883 by default) over TLS with the broker's certificate checked. "
         "Unset: an embedded broker (amqtt) runs in-process.",
+    )
+    mqtt_ca_file: Path | None = Field(
+        None,
+        description="CA certificate (PEM) that signed an `mqtts://` broker's certificate, for "
+        "a private CA; unset: the system's trusted CAs.",
     )
     mqtt_embedded_port: int = Field(
         0, ge=0, le=65535, description="Port of the embedded broker; 0 = free port."
@@ -466,6 +473,20 @@ class Settings(BaseSettings):
                 f"numbered 0 to {ENV_PREFIX}CONSUMER_PARTITIONS - 1 = {last}"
             )
         return self
+
+    @model_validator(mode="after")
+    def _broker_reachable_as_written(self) -> Settings:
+        if self.mqtt_ca_file is not None and not self.mqtt_ca_file.is_file():
+            raise ValueError(f"{ENV_PREFIX}MQTT_CA_FILE={self.mqtt_ca_file}: no such file")
+        _ = self.broker
+        return self
+
+    @property
+    def broker(self) -> BrokerAddress | None:
+        """The real broker every service shares; None: the embedded one."""
+        if not self.mqtt_url:
+            return None
+        return BrokerAddress.from_url(self.mqtt_url, self.mqtt_ca_file)
 
     @property
     def partition(self) -> Partition:

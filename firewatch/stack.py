@@ -104,15 +104,15 @@ def timeseries_store(settings: Settings, site: Site) -> TimeSeriesStore:
 
 @contextlib.asynccontextmanager
 async def broker_for(settings: Settings) -> AsyncIterator[BrokerAddress]:
-    if settings.mqtt_url:
-        yield BrokerAddress.from_url(settings.mqtt_url)
+    if real := settings.broker:
+        yield real
         return
-    broker = EmbeddedBroker(port=settings.mqtt_embedded_port)
-    await broker.start()
+    embedded = EmbeddedBroker(port=settings.mqtt_embedded_port)
+    await embedded.start()
     try:
-        yield broker.address
+        yield embedded.address
     finally:
-        await broker.stop()
+        await embedded.stop()
 
 
 def endpoint_ports(fleet: SimulatorFleet | None) -> Callable[[ModbusEndpoint], int]:

@@ -18,7 +18,7 @@ if [ "${1:-}" = "--no-lint" ]; then
   lint=0
   shift
 fi
-debian_packages=(mosquitto victoria-metrics influxdb postgresql docker-compose prometheus chromium fonts-wqy-microhei socat)
+debian_packages=(mosquitto victoria-metrics influxdb postgresql docker-compose prometheus chromium fonts-wqy-microhei socat openssl)
 missing=()
 for pkg in "${debian_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -147,3 +147,15 @@ def test_firewatch_stops_at_start_up_with_the_one_line_reason(command, tmp_path)
         "firewatch: setting FIREWATCH_NOTICE_TIMEOUT_S: Input should be a "
         "finite number (got 'inf')\n"
     )
+
+
+@pytest.mark.parametrize(
+    ("environment", "why"),
+    [
+        ({"MQTT_URL": "mqtts://broker.example", "MQTT_CA_FILE": "/nonexistent/ca.crt"}, "no such"),
+        ({"MQTT_URL": "http://broker.example"}, "expected mqtt://"),
+    ],
+)
+def test_a_broker_that_cannot_be_reached_as_written_stops_start_up(settings_from, environment, why):
+    with pytest.raises(SettingsError, match=why):
+        settings_from(**environment)
