@@ -58,7 +58,11 @@ async def test_a_gas_leak_is_one_alarm_and_one_ledger_entry_rising_from_the_low_
     assert entry.description == "厨房：可燃气体浓度高限报警（物联网监测自动上报）"
     assert [e.action for e in await rows(sessions, db.HazardEvent)] == ["file", "rise"]
     raised, rose = await told(sessions)
-    assert (raised.kind, raised.title, raised.severity) == ("raise", "可燃气体浓度低限报警", "warning")
+    assert (raised.kind, raised.title, raised.severity) == (
+        "raise",
+        "可燃气体浓度低限报警",
+        "warning",
+    )
     assert (rose.kind, rose.severity, rose.category) == ("rise", "alarm", "gas")
     text = wecom_markdown(rose, 2)["markdown"]["content"]
     assert "【升级】丁桥镇敬老院（演示）：可燃气体浓度低限报警→高限报警" in text
