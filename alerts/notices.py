@@ -41,7 +41,8 @@ def local_time(ts: datetime) -> str:
 
 class NoticeMessage(BaseModel):
     """What one notice says.  ``kind`` rise: an open alarm of a ladder reached a higher level
-    (预警 → 报警, gas low → high).  ``kind`` summary: several alarms of one institution in a
+    (预警 → 报警, gas low → high), ``title`` the level reached, ``label`` the rise
+    (…低限报警→高限报警).  ``kind`` summary: several alarms of one institution in a
     storm window, one ``items`` line each, sent at ``window_end``, from the ``devices`` at the
     ``places`` it names.  ``kind`` escalation: an alarm nobody acknowledged, an overdue or
     re-check-due ledger entry (``label`` names which, the ``reason`` says why now; see
@@ -107,11 +108,11 @@ def rise_message(
     raised: NoticeMessage, before: AlarmRule, after: AlarmRule, note: str
 ) -> NoticeMessage:
     """An open alarm risen from level ``before`` to ``after``: what ``raised`` (the raise
-    notice the new level would have made) says, titled with the rise (…低限报警→高限报警)."""
+    notice the new level would have made) says, labelled with the rise (…低限报警→高限报警)."""
     return raised.model_copy(
         update={
             "kind": "rise",
-            "title": rise_title(before.title_zh, after.title_zh),
+            "label": rise_title(before.title_zh, after.title_zh),
             "reason": note,
         }
     )
@@ -152,7 +153,7 @@ def summary_line(message: NoticeMessage) -> str:
     """One alarm of a storm, as a line of the summary notice."""
     level = "恢复" if message.kind == "clear" else _level(message)
     reading = f" {message.reading}" if message.reading else ""
-    return f"【{level}】{message.location} {message.title}{reading}（{message.device}）"
+    return f"【{level}】{message.location} {_headline(message)}{reading}（{message.device}）"
 
 
 def summary_message(first: NoticeMessage, window_end: datetime) -> NoticeMessage:
@@ -200,6 +201,11 @@ def summary_title(message: NoticeMessage) -> str:
     return title
 
 
+def _headline(message: NoticeMessage) -> str:
+    """What a notice is about, in a line: a rise says from which level to which."""
+    return message.label if message.kind == "rise" else message.title
+
+
 #: what a raise notice calls its severity
 SEVERITY_ZH: dict[str, str] = {
     Severity.ALARM: "报警",
@@ -227,7 +233,7 @@ def wecom_markdown(message: NoticeMessage, notice_id: int) -> dict[str, Any]:
         "summary": "warning",
         "escalation": "warning",
     }[message.kind]
-    title = summary_title(message) if message.kind == "summary" else message.title
+    title = summary_title(message) if message.kind == "summary" else _headline(message)
     head = f'### <font color="{color}">【{_level(message)}】{message.institution}：{title}</font>'
     if message.kind == "summary":
         lines = [head, *(f"> {item}" for item in message.items)]
@@ -236,6 +242,7 @@ def wecom_markdown(message: NoticeMessage, notice_id: int) -> dict[str, Any]:
             head,
             f"> 位置：{message.location}",
             *([f"> 设备：{message.device}"] if message.device else []),
+            *([f"> 现为：{message.title}"] if message.kind == "rise" else []),
             f"> {'报警时间' if message.kind == 'clear' else '时间'}：{message.time}",
         ]
         if message.reading and message.kind in ("raise", "rise"):
@@ -276,7 +283,7 @@ def template_variables(message: NoticeMessage) -> dict[str, str]:
         )
         alarm, device, reading = summary_title(message), devices, "详见系统"
     else:
-        alarm, device = f"【{_level(message)}】{message.title}", message.device
+        alarm, device = f"【{_level(message)}】{_headline(message)}", message.device
         reading = (message.reason if message.kind == "escalation" else message.reading) or "无"
         if message.set_point:
             reading += f"（设定值{message.set_point}）"

@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from alerts.notices import NoticeMessage, summary_title, wecom_markdown
 from firewatch import db
-from tests.support.alerts import Feed, alert_service, database, robot_outbox
+from tests.support.alerts import START, Feed, alert_service, database, robot_outbox
 
 
 @pytest.fixture
@@ -63,7 +63,12 @@ async def test_a_gas_leak_is_one_alarm_and_one_ledger_entry_rising_from_the_low_
         "可燃气体浓度低限报警",
         "warning",
     )
-    assert (rose.kind, rose.severity, rose.category) == ("rise", "alarm", "gas")
+    assert (rose.kind, rose.title, rose.severity, rose.category) == (
+        "rise",
+        "可燃气体浓度高限报警",
+        "alarm",
+        "gas",
+    )
     text = wecom_markdown(rose, 2)["markdown"]["content"]
     assert "【升级】丁桥镇敬老院（演示）：可燃气体浓度低限报警→高限报警" in text
 
@@ -87,3 +92,26 @@ async def test_a_storm_summary_of_one_detector_names_its_one_place(sessions):
     assert raised.kind == "raise" and summary.kind == "summary"
     assert summary.location == "丁桥镇 · 厨房" and "多处" not in summary.advice
     assert summary_title(summary) == "短时间内1 条升级（1 台设备，1 处）"
+
+
+async def test_open_low_and_high_alarms_from_before_ladders_become_one_that_still_clears(sessions):
+    async with sessions.begin() as session:  # as the code before ladders left a leak
+        for rule, title in (
+            ("gas_low", "可燃气体浓度低限报警"),
+            ("gas_high", "可燃气体浓度高限报警"),
+        ):
+            session.add(
+                db.Alarm(
+                    device_id="dq-gas-1",
+                    institution_id="dingqiao-eldercare",
+                    rule=rule,
+                    title=title,
+                    severity="alarm",
+                    raised_at=START,
+                )
+            )
+    await Feed(alert_service(sessions, robot_outbox()), "dq-gas-1").run("normal", 12)
+    low, high = await rows(sessions, db.Alarm)
+    assert (low.status, high.status) == ("cleared", "cleared")
+    [cleared] = await told(sessions)  # the low one was merged into the high one, untold
+    assert (cleared.kind, cleared.title) == ("clear", "可燃气体浓度高限报警已恢复")
