@@ -302,7 +302,7 @@ class AlertService:
         higher one, moved down (not told) to a lower one, cleared when none is; True if
         notices were stored."""
         names = [r.name for r in levels]
-        alarm = self._one_alarm(session, [open_alarms[n] for n in names if n in open_alarms], names)
+        alarm = self._one_alarm(session, open_alarms, names)
         now = level_in_force(levels, verdicts, on)
         if alarm is None and now < 0:
             return False
@@ -317,7 +317,9 @@ class AlertService:
             said = verdicts.get(names[0]) or next(iter(verdicts.values()))
             self._clear(session, device, institution, alarm, said)
             return True
-        held, peak_at = names.index(alarm.current_level), names.index(alarm.rule)
+        peak_at = names.index(alarm.rule)
+        # a level the profile no longer has in this ladder: taken as the highest reached
+        held = names.index(alarm.current_level) if alarm.current_level in names else peak_at
         if now > peak_at:
             del open_alarms[alarm.rule]
             self._rise(session, device, institution, alarm, verdicts[names[now]], message)
@@ -335,13 +337,17 @@ class AlertService:
             )
         return False
 
-    def _one_alarm(self, session: Session, found: list[Alarm], names: list[str]) -> Alarm | None:
+    def _one_alarm(
+        self, session: Session, open_alarms: dict[str, Alarm], names: list[str]
+    ) -> Alarm | None:
         """The ladder's one open alarm.  A database from before ladders may hold one per level
         (gas low and high): the highest stays the incident's, the others are cleared into it."""
+        found = [open_alarms[n] for n in names if n in open_alarms]
         if len(found) <= 1:
             return found[0] if found else None
-        *merged, kept = sorted(found, key=lambda a: names.index(a.rule))
+        *merged, kept = found  # ``names`` is lowest first
         for alarm in merged:
+            del open_alarms[alarm.rule]
             lifecycle.clear(session, alarm, f"并入报警 {kept.id}：同一条件的分级报警合为一条")
         session.flush()  # before the kept one may be renamed to a level a merged one held
         return kept

@@ -110,7 +110,11 @@ async def test_open_low_and_high_alarms_from_before_ladders_become_one_that_stil
                     raised_at=START,
                 )
             )
-    await Feed(alert_service(sessions, robot_outbox()), "dq-gas-1").run("normal", 12)
+    feed = Feed(alert_service(sessions, robot_outbox()), "dq-gas-1")
+    await feed.run("normal", 1)
+    async with sessions() as session:  # one alarm on the map, at the higher level
+        assert (await session.get(db.Device, "dq-gas-1")).state_reason == "可燃气体浓度高限报警"
+    await feed.run("normal", 11)
     low, high = await rows(sessions, db.Alarm)
     assert (low.status, high.status) == ("cleared", "cleared")
     [cleared] = await told(sessions)  # the low one was merged into the high one, untold
