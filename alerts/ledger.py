@@ -168,6 +168,14 @@ def record_iot_entry(session: Session, hazard: Hazard) -> None:
     _record(session, hazard, "file", "iot", hazard.description, None)
 
 
+def record_iot_rise(session: Session, hazard: Hazard, rule: str, description: str) -> None:
+    """An IoT entry's condition rose a level (gas low to high): the same entry now names the
+    highest level reached, and its trail says when (action ``rise``)."""
+    hazard.rule, hazard.description = rule, description
+    hazard.updated_at = utc_now()
+    _record(session, hazard, "rise", "iot", description, hazard.status)
+
+
 async def transition(
     session: AsyncSession, hazard_id: int, action: str, actor: str, note: str = ""
 ) -> Hazard:

@@ -10,6 +10,7 @@ carries the notice number, which is what providers and people quote back.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
+from os.path import commonprefix
 from typing import Any, Literal
 
 from pydantic import BaseModel
@@ -39,14 +40,21 @@ def local_time(ts: datetime) -> str:
 
 
 class NoticeMessage(BaseModel):
-    """What one notice says.  ``kind`` summary: several alarms of one institution in a storm
-    window, one ``items`` line each, sent at ``window_end``.  ``kind`` escalation: an alarm
-    nobody acknowledged, an overdue or re-check-due ledger entry (``label`` names which, the
-    ``reason`` says why now; see ``alerts.escalation_notices``)."""
+    """What one notice says.  ``kind`` rise: an open alarm of a ladder reached a higher level
+    (预警 → 报警, gas low → high), ``title`` the level reached, ``label`` the rise
+    (…低限报警→高限报警).  ``kind`` summary: several alarms of one institution in a
+    storm window, one ``items`` line each, sent at ``window_end``, from the ``devices`` at the
+    ``places`` it names.  ``kind`` escalation: an alarm nobody acknowledged, an overdue or
+    re-check-due ledger entry (``label`` names which, the ``reason`` says why now; see
+    ``alerts.escalation_notices``).
 
-    kind: Literal["raise", "clear", "summary", "escalation"]
+    ``severity`` and ``category`` are those of the level told of (for a rise, the level
+    reached): what a dispatch policy keys on."""
+
+    kind: Literal["raise", "rise", "clear", "summary", "escalation"]
     label: str = ""
     severity: str = Severity.ALARM.value
+    category: str = ""
     institution: str
     title: str
     location: str
@@ -59,6 +67,8 @@ class NoticeMessage(BaseModel):
     contact: str = ""
     immediate: bool = False
     items: list[str] = []
+    places: list[str] = []
+    devices: list[str] = []
     window_end: datetime | None = None
 
 
@@ -79,6 +89,7 @@ def raise_message(
     return NoticeMessage(
         kind="raise",
         severity=rule.severity.value,
+        category=rule.category.value,
         institution=institution.name,
         title=rule.title_zh,
         location=f"{institution.township} · {where}",
@@ -93,6 +104,26 @@ def raise_message(
     )
 
 
+def rise_message(
+    raised: NoticeMessage, before: AlarmRule, after: AlarmRule, note: str
+) -> NoticeMessage:
+    """An open alarm risen from level ``before`` to ``after``: what ``raised`` (the raise
+    notice the new level would have made) says, labelled with the rise (…低限报警→高限报警)."""
+    return raised.model_copy(
+        update={
+            "kind": "rise",
+            "label": rise_title(before.title_zh, after.title_zh),
+            "reason": note,
+        }
+    )
+
+
+def rise_title(before: str, after: str) -> str:
+    """``可燃气体浓度低限报警→高限报警``: the common start said once."""
+    same = len(commonprefix([before, after]))
+    return f"{before}→{after[same:] or after}"
+
+
 def clear_message(
     institution: Institution,
     where: str,
@@ -104,7 +135,7 @@ def clear_message(
     return NoticeMessage(
         kind="clear",
         institution=institution.name,
-        title=f"{rule.title_zh}已恢复",
+        title=f"{alarm.title}已恢复",
         location=f"{institution.township} · {where}",
         device=what,
         time=local_time(alarm.raised_at),
@@ -122,34 +153,71 @@ def summary_line(message: NoticeMessage) -> str:
     """One alarm of a storm, as a line of the summary notice."""
     level = "恢复" if message.kind == "clear" else _level(message)
     reading = f" {message.reading}" if message.reading else ""
-    return f"【{level}】{message.location} {message.title}{reading}（{message.device}）"
+    return f"【{level}】{message.location} {_headline(message)}{reading}（{message.device}）"
 
 
 def summary_message(first: NoticeMessage, window_end: datetime) -> NoticeMessage:
     """A storm summary that starts with ``first`` and is sent at ``window_end``."""
-    return NoticeMessage(
+    summary = NoticeMessage(
         kind="summary",
         institution=first.institution,
         title="",
-        location="多处",
+        location="",
         time=first.time,
         contact=first.contact,
-        items=[summary_line(first)],
         window_end=window_end,
-        advice="短时间内多处报警：请立即到场逐一核实，必要时拨打119并组织疏散。",
     )
+    fold(summary, first)
+    return summary
+
+
+def fold(summary: NoticeMessage, message: NoticeMessage) -> None:
+    """``message`` as one more line of ``summary``, its device and place counted once each:
+    one detector's low and high alarms are one place, not "多处"."""
+    summary.items.append(summary_line(message))
+    for seen, new in ((summary.places, message.location), (summary.devices, message.device)):
+        if new and new not in seen:
+            seen.append(new)
+    if len(summary.places) == 1:
+        summary.location = summary.places[0]
+        summary.advice = "短时间内同一处多条报警：请立即到场核实，必要时拨打119并组织疏散。"
+    else:
+        summary.location = f"{len(summary.places)} 处"
+        summary.advice = (
+            f"短时间内{len(summary.places)} 处报警：请立即到场逐一核实，必要时拨打119并组织疏散。"
+        )
 
 
 def summary_title(message: NoticeMessage) -> str:
-    recovered = sum(1 for line in message.items if line.startswith("【恢复】"))
-    raised = len(message.items) - recovered
-    counts = [f"{n} 条{what}" for n, what in ((raised, "报警"), (recovered, "恢复")) if n]
-    return "短时间内" + "、".join(counts)
+    """``短时间内2 条报警、1 条升级（1 台设备，1 处）``."""
+    kinds = [
+        "恢复" if line.startswith("【恢复】") else "升级" if line.startswith("【升级】") else "报警"
+        for line in message.items
+    ]
+    counts = [f"{kinds.count(what)} 条{what}" for what in ("报警", "升级", "恢复") if what in kinds]
+    title = "短时间内" + "、".join(counts)
+    if message.places:  # a summary stored before places were counted has none
+        title += f"（{len(message.devices)} 台设备，{len(message.places)} 处）"
+    return title
+
+
+def _headline(message: NoticeMessage) -> str:
+    """What a notice is about, in a line: a rise says from which level to which."""
+    return message.label if message.kind == "rise" else message.title
+
+
+#: what a raise notice calls its severity
+SEVERITY_ZH: dict[str, str] = {
+    Severity.ALARM: "报警",
+    Severity.WARNING: "预警",
+    Severity.FAULT: "故障",
+}
 
 
 def _level(message: NoticeMessage) -> str:
     return {
-        "raise": "报警" if message.severity == Severity.ALARM else "故障",
+        "raise": SEVERITY_ZH.get(message.severity, "报警"),
+        "rise": "升级",
         "clear": "恢复",
         "summary": "汇总",
         "escalation": message.label,
@@ -159,12 +227,13 @@ def _level(message: NoticeMessage) -> str:
 def wecom_markdown(message: NoticeMessage, notice_id: int) -> dict[str, Any]:
     """The WeChat Work group-robot body (markdown, at most 4,096 bytes)."""
     color = {
-        "raise": "warning" if message.severity == Severity.ALARM else "comment",
+        "raise": "comment" if message.severity == Severity.FAULT else "warning",
+        "rise": "warning",
         "clear": "info",
         "summary": "warning",
         "escalation": "warning",
     }[message.kind]
-    title = summary_title(message) if message.kind == "summary" else message.title
+    title = summary_title(message) if message.kind == "summary" else _headline(message)
     head = f'### <font color="{color}">【{_level(message)}】{message.institution}：{title}</font>'
     if message.kind == "summary":
         lines = [head, *(f"> {item}" for item in message.items)]
@@ -173,9 +242,10 @@ def wecom_markdown(message: NoticeMessage, notice_id: int) -> dict[str, Any]:
             head,
             f"> 位置：{message.location}",
             *([f"> 设备：{message.device}"] if message.device else []),
+            *([f"> 现为：{message.title}"] if message.kind == "rise" else []),
             f"> {'报警时间' if message.kind == 'clear' else '时间'}：{message.time}",
         ]
-        if message.reading and message.kind == "raise":
+        if message.reading and message.kind in ("raise", "rise"):
             lines.append(
                 f'> 读数：<font color="warning">{message.reading}</font>'
                 f"（设定值 {message.set_point}）"
@@ -208,9 +278,12 @@ def template_variables(message: NoticeMessage) -> dict[str, str]:
     ``${institution}${location}${device}：${alarm}，读数${reading}。${advice}``
     """
     if message.kind == "summary":
-        alarm, device, reading = summary_title(message), f"{len(message.items)} 项", "详见系统"
+        devices = (
+            f"{len(message.devices)} 台设备" if message.devices else f"{len(message.items)} 项"
+        )
+        alarm, device, reading = summary_title(message), devices, "详见系统"
     else:
-        alarm, device = f"【{_level(message)}】{message.title}", message.device
+        alarm, device = f"【{_level(message)}】{_headline(message)}", message.device
         reading = (message.reason if message.kind == "escalation" else message.reading) or "无"
         if message.set_point:
             reading += f"（设定值{message.set_point}）"

@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from alerts.notices import NoticeMessage, summary_line, summary_message
+from alerts.notices import NoticeMessage, fold, summary_message
 from firewatch.contract import utc_now
 from firewatch.db import Notice
 from firewatch.site import Site
@@ -128,7 +128,7 @@ class Outbox:
             assert shown.window_end is not None
             not_sent_yet = last.attempts == 0 and last.status != "sent"
             if not_sent_yet and shown.window_end > now + FOLD_MARGIN:
-                shown.items.append(summary_line(message))
+                fold(shown, message)
                 last.body = shown.model_dump(mode="json")
                 return True
             opened = shown.window_end

@@ -120,6 +120,45 @@ def rules_for(device: Device, profile: DeviceProfile, institution: Institution) 
     ]
 
 
+#: each ladder level's rule name -> its ladder's levels, lowest first, set points applied
+Ladders = dict[str, list[AlarmRule]]
+
+
+def ladders_for(rules: list[AlarmRule], profile: DeviceProfile) -> Ladders:
+    """The profile's ladders over ``rules`` (a device's, from :func:`rules_for`)."""
+    by_name = {r.name: r for r in rules}
+    found: Ladders = {}
+    for ladder in profile.ladders:
+        levels = [by_name[name] for name in ladder.levels]
+        found |= dict.fromkeys(ladder.levels, levels)
+    return found
+
+
+def rules_in_alarm(open_alarms: Iterable[db.Alarm], ladders: Ladders) -> set[str]:
+    """The rules whose alarm state is on: each lone rule with an open alarm and, for a ladder's
+    alarm, every level up to the one in force (a level below it needs no on-delay again and
+    keeps its hysteresis)."""
+    on = set()
+    for alarm in open_alarms:
+        names = [r.name for r in ladders.get(alarm.current_level, [])]
+        if alarm.current_level in names:
+            on.update(names[: names.index(alarm.current_level) + 1])
+        else:
+            on.add(alarm.rule)
+    return on
+
+
+def level_in_force(levels: list[AlarmRule], verdicts: dict[str, Verdict], on: set[str]) -> int:
+    """The index of a ladder's highest level in alarm after this batch; -1: none.  A level
+    without input in the batch keeps its state (``on``)."""
+    top = -1
+    for index, rule in enumerate(levels):
+        verdict = verdicts.get(rule.name)
+        if verdict.breached if verdict is not None else rule.name in on:
+            top = index
+    return top
+
+
 def may_raise_at_once(
     rules: list[AlarmRule], readings: dict[str, float], flags: dict[str, bool]
 ) -> bool:
@@ -211,7 +250,8 @@ def rise_per_minute(rule: AlarmRule, mem: RuleMemory, value: float, ts: datetime
 
 def device_state(open_severities: list[str], offline: bool) -> DeviceState:
     """The colour on the map: an open alarm stays red even if the device then goes silent."""
-    if Severity.ALARM in open_severities:
+    # a warning (预警) is a ladder's early level of an alarm: GB/T 45839 knows no other state
+    if Severity.ALARM in open_severities or Severity.WARNING in open_severities:
         return DeviceState.ALARM
     if offline:
         return DeviceState.OFFLINE

@@ -21,16 +21,19 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlalchemy.orm import Session
 
 from alerts import lifecycle
-from alerts.ledger import OPEN, record_iot_entry
-from alerts.notices import NoticeMessage, clear_message, raise_message
+from alerts.ledger import OPEN, record_iot_entry, record_iot_rise
+from alerts.notices import NoticeMessage, clear_message, local_time, raise_message, rise_message
 from alerts.outbox import Outbox
 from alerts.rules import (
     LINK_RULES,
     RuleMemory,
     Verdict,
     evaluate,
+    ladders_for,
+    level_in_force,
     may_raise_at_once,
     rules_for,
+    rules_in_alarm,
     settle_state,
 )
 from alerts.selfcheck import LinkWatch
@@ -46,7 +49,16 @@ from firewatch.contract import (
     readings_filter,
     utc_now,
 )
-from firewatch.db import ACTIVE_ALARM, Alarm, Device, Hazard, Institution, RuleState, Writer
+from firewatch.db import (
+    ACTIVE_ALARM,
+    Alarm,
+    AlarmLevel,
+    Device,
+    Hazard,
+    Institution,
+    RuleState,
+    Writer,
+)
 from firewatch.dead_letters import DEAD_LETTER_KEEP, DeadLetters
 from firewatch.mqtt import BrokerAddress
 from firewatch.partition import Partition
@@ -90,6 +102,10 @@ class AlertService:
             for d in site.devices
         }
         self.profiles = {d.id: profiles[d.profile] for d in site.devices}
+        # rules that are levels of one condition: one alarm each, rising (docs/alarm-ladders.md)
+        self.ladders = {
+            d.id: ladders_for(self.rules[d.id], self.profiles[d.id]) for d in site.devices
+        }
         self.raised = 0
         self.last_applied_at: datetime | None = None
         # what a gateway says is checked (default: the settings' default bounds)
@@ -225,6 +241,8 @@ class AlertService:
         the future must not make the real ones after it look old.
         """
         stream = f"{message.gateway_id}/{message.incarnation}"
+        ladders = self.ladders[device.id]
+        on = rules_in_alarm(open_alarms.values(), ladders)
         if (
             stream == device.last_stream
             and device.last_seq is not None
@@ -236,7 +254,7 @@ class AlertService:
             if isinstance(message, ReadingBatch):
                 device.last_readings = dict(message.readings)
                 device.last_flags = dict(message.flags)
-                verdicts = self._evaluate(session, device, message, set(open_alarms), rule_states)
+                verdicts = self._evaluate(session, device, message, on, rule_states)
             else:
                 # each event says what the link is now: offline, fault, or neither (online)
                 verdicts = [
@@ -246,7 +264,12 @@ class AlertService:
             device.last_seen = message.ts
             device.last_stream, device.last_seq = stream, message.seq
         new_notices = False
+        climbing: dict[str, dict[str, Verdict]] = {}
         for verdict in verdicts:
+            if verdict.rule.name in ladders:
+                levels = ladders[verdict.rule.name]
+                climbing.setdefault(levels[0].name, {})[verdict.rule.name] = verdict
+                continue
             alarm = open_alarms.get(verdict.rule.name)
             if verdict.breached and alarm is None:
                 institution = session.get_one(Institution, device.institution_id)
@@ -258,8 +281,121 @@ class AlertService:
                 self._clear(session, device, institution, alarm, verdict)
                 del open_alarms[alarm.rule]
                 new_notices = True
+        for lowest, said in climbing.items():
+            new_notices |= self._climb(
+                session, device, message, ladders[lowest], said, open_alarms, on
+            )
         settle_state(device, open_alarms.values())
         return new_notices
+
+    def _climb(
+        self,
+        session: Session,
+        device: Device,
+        message: ReadingBatch | DeviceEvent,
+        levels: list[AlarmRule],
+        verdicts: dict[str, Verdict],
+        open_alarms: dict[str, Alarm],
+        on: set[str],
+    ) -> bool:
+        """A ladder's verdicts on its one alarm: raised at the level in force, risen (told) to a
+        higher one, moved down (not told) to a lower one, cleared when none is; True if
+        notices were stored."""
+        names = [r.name for r in levels]
+        alarm = self._one_alarm(session, open_alarms, names)
+        now = level_in_force(levels, verdicts, on)
+        if alarm is None and now < 0:
+            return False
+        institution = session.get_one(Institution, device.institution_id)
+        if alarm is None:  # no level was on: the one in force now has a verdict, breached
+            alarm = self._raise(session, device, institution, verdicts[names[now]], message)
+            open_alarms[alarm.rule] = alarm
+            return True
+        if now < 0:
+            del open_alarms[alarm.rule]
+            # the reading against the lowest level's set point: what the all-clear is measured by
+            said = verdicts.get(names[0]) or next(iter(verdicts.values()))
+            self._clear(session, device, institution, alarm, said)
+            return True
+        peak_at = names.index(alarm.rule)
+        # a level the profile no longer has in this ladder: taken as the highest reached
+        held = names.index(alarm.current_level) if alarm.current_level in names else peak_at
+        if now > peak_at:
+            del open_alarms[alarm.rule]
+            self._rise(session, device, institution, alarm, verdicts[names[now]], message)
+            open_alarms[alarm.rule] = alarm
+            return True
+        if now != held:  # back within the levels reached: recorded, not told
+            alarm.level = names[now]
+            lifecycle.record(
+                session,
+                alarm,
+                "rise" if now > held else "fall",
+                lifecycle.SYSTEM,
+                f"{levels[held].title_zh}→{levels[now].title_zh}",
+                alarm.status,
+            )
+        return False
+
+    def _one_alarm(
+        self, session: Session, open_alarms: dict[str, Alarm], names: list[str]
+    ) -> Alarm | None:
+        """The ladder's one open alarm.  A database from before ladders may hold one per level
+        (gas low and high): the highest stays the incident's, the others are cleared into it."""
+        found = [open_alarms[n] for n in names if n in open_alarms]
+        if len(found) <= 1:
+            return found[0] if found else None
+        *merged, kept = found  # ``names`` is lowest first
+        for alarm in merged:
+            del open_alarms[alarm.rule]
+            lifecycle.clear(session, alarm, f"并入报警 {kept.id}：同一条件的分级报警合为一条")
+        session.flush()  # before the kept one may be renamed to a level a merged one held
+        return kept
+
+    def _rise(
+        self,
+        session: Session,
+        device: Device,
+        institution: Institution,
+        alarm: Alarm,
+        verdict: Verdict,
+        message: ReadingBatch | DeviceEvent,
+    ) -> None:
+        """The open alarm risen to ``verdict``'s level: it takes that level's title and
+        severity, the rise is recorded with its time, told, and its ledger entry follows."""
+        rule = verdict.rule
+        before = next(r for r in self.rules[device.id] if r.name == alarm.rule)
+        alarm.rule = alarm.level = rule.name
+        alarm.title, alarm.severity, alarm.category = (
+            rule.title_zh,
+            rule.severity.value,
+            rule.category.value,
+        )
+        alarm.value, alarm.set_point, alarm.unit = verdict.value, verdict.set_point, rule.unit
+        self._level_reached(session, alarm, message.ts)
+        note = f"{before.title_zh}→{rule.title_zh}：{_reading(verdict)}"
+        lifecycle.record(session, alarm, "rise", lifecycle.SYSTEM, note, alarm.status)
+        raised = raise_message(
+            institution, device.location, self._what(device), rule, verdict, "", message.ts
+        )
+        said = f"同一报警（编号 {alarm.id}）级别升高，首次报警于 {local_time(alarm.raised_at)}"
+        self.outbox.add(session, institution.id, alarm.id, rise_message(raised, before, rule, said))
+        if rule.major_hazard and rule.severity is not Severity.FAULT:
+            self._record_hazard(session, device, institution, rule, alarm)
+
+    @staticmethod
+    def _level_reached(session: Session, alarm: Alarm, at: datetime) -> None:
+        session.add(
+            AlarmLevel(
+                alarm_id=alarm.id,
+                rule=alarm.rule,
+                title=alarm.title,
+                severity=alarm.severity,
+                value=alarm.value,
+                set_point=alarm.set_point,
+                at=at,
+            )
+        )
 
     def _late_presses(self, device: Device, message: ReadingBatch | DeviceEvent) -> list[Verdict]:
         """The immediate flag rules (a button pressed) an overtaken batch breaches."""
@@ -292,7 +428,7 @@ class AlertService:
             ),
             device_id=device.id,
         )
-        if rule.major_hazard and rule.severity is Severity.ALARM:
+        if rule.major_hazard and rule.severity is not Severity.FAULT:
             self._record_hazard(session, device, institution, rule, alarm)
         return alarm
 
@@ -317,6 +453,8 @@ class AlertService:
             rule=rule.name,
             title=rule.title_zh,
             severity=rule.severity.value,
+            category=rule.category.value,
+            level=rule.name,
             status="active",
             value=verdict.value,
             set_point=verdict.set_point,
@@ -332,6 +470,7 @@ class AlertService:
             (alarm.id, device_id or gateway_id, rule.name, institution.name)
         )
         lifecycle.record(session, alarm, "raise", lifecycle.SYSTEM, note, None)
+        self._level_reached(session, alarm, at)
         self.outbox.add(session, institution.id, alarm.id, notice)
         return alarm
 
@@ -409,17 +548,27 @@ class AlertService:
         rule: AlarmRule,
         alarm: Alarm,
     ) -> None:
-        """One ledger entry per ongoing condition: a repeat updates the open entry."""
+        """One ledger entry per ongoing condition: a repeat, or a rise of its ladder (gas low to
+        high), updates the open entry, which names the highest level reached."""
+        levels = self.ladders[device.id].get(rule.name, [rule])
+        description = f"{device.location}：{rule.title_zh}（物联网监测自动上报）"
         entry = session.scalar(
-            select(Hazard).where(
+            select(Hazard)
+            .where(
                 Hazard.device_id == device.id,
-                Hazard.rule == rule.name,
+                Hazard.rule.in_([r.name for r in levels]),
                 Hazard.status.in_(OPEN),
             )
+            .order_by(Hazard.id.desc())
+            .limit(1)
         )
         if entry is not None:
             entry.alarm_id = alarm.id
             entry.updated_at = utc_now()
+            assert entry.rule is not None  # the query asked for a rule
+            reached = [r.name for r in levels].index(entry.rule)
+            if levels.index(rule) > reached:
+                record_iot_rise(session, entry, rule.name, description)
             return
         record_iot_entry(
             session,
@@ -428,7 +577,7 @@ class AlertService:
                 township=institution.township,
                 category=rule.category.value,
                 source="iot",
-                description=f"{device.location}：{rule.title_zh}（物联网监测自动上报）",
+                description=description,
                 responsible_unit=institution.name,
                 responsible_person=institution.safety_officer_name,
                 responsible_phone=institution.safety_officer_phone,

@@ -108,7 +108,14 @@ ACTIVE_ALARM = ("active", "acknowledged")
 
 
 class Alarm(Base):
-    """One breach of one rule on one device, from raised to closed."""
+    """One breach of one rule, or one incident of a ladder's condition (gas low rising to
+    high: firewatch.profiles.Ladder), on one device, from raised to closed.
+
+    For a ladder, ``rule``, ``title``, ``severity``, ``category``, ``value`` and ``set_point``
+    are those of the highest level reached (they rise, never fall, while it is open); ``level``
+    is the level in force now, which may have fallen below it.  The levels reached, each with
+    its time, are ``alarm_levels`` rows.
+    """
 
     __tablename__ = "alarms"
     __table_args__ = (
@@ -142,6 +149,12 @@ class Alarm(Base):
     rule: Mapped[str] = mapped_column(String(64))
     title: Mapped[str] = mapped_column(String(200))
     severity: Mapped[str] = mapped_column(String(16))
+    # the rule's HazardCategory ("" on an alarm from before ladders): with ``severity``, what
+    # a notice's dispatch keys on
+    category: Mapped[str] = mapped_column(String(32), default="")
+    # the ladder's level in force now (a rule name); None: ``rule`` (a lone rule, or an alarm
+    # from before ladders)
+    level: Mapped[str | None] = mapped_column(String(64), default=None)
     status: Mapped[str] = mapped_column(String(16), default="active")
     value: Mapped[float | None] = mapped_column(Float, default=None)
     set_point: Mapped[float | None] = mapped_column(Float, default=None)
@@ -151,6 +164,26 @@ class Alarm(Base):
     acknowledged_by: Mapped[str | None] = mapped_column(String(64), default=None)
     ack_note: Mapped[str | None] = mapped_column(Text, default=None)
     cleared_at: Mapped[datetime | None] = mapped_column(default=None)
+
+    @property
+    def current_level(self) -> str:
+        """The rule whose level is in force now."""
+        return self.level or self.rule
+
+
+class AlarmLevel(Base):
+    """A level an alarm reached: the one it was raised at, and each it rose to, with when."""
+
+    __tablename__ = "alarm_levels"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    alarm_id: Mapped[int] = mapped_column(ForeignKey("alarms.id"), index=True)
+    rule: Mapped[str] = mapped_column(String(64))
+    title: Mapped[str] = mapped_column(String(200))
+    severity: Mapped[str] = mapped_column(String(16))
+    value: Mapped[float | None] = mapped_column(Float, default=None)
+    set_point: Mapped[float | None] = mapped_column(Float, default=None)
+    at: Mapped[datetime] = mapped_column(default=utc_now)
 
 
 class AlarmEvent(Base):

@@ -12,6 +12,7 @@ import struct
 from collections.abc import Iterable
 from enum import StrEnum
 from functools import cached_property
+from itertools import pairwise
 from pathlib import Path
 from typing import Literal
 
@@ -187,9 +188,15 @@ class Condition(StrEnum):
 
 
 class Severity(StrEnum):
-    """What a rule's breach makes of the device: an alarm (danger) or a fault (device trouble)."""
+    """What a rule's breach makes of the device: an alarm (danger), a warning (预警: a lower
+    level of a ladder, danger coming) or a fault (device trouble).
+
+    A warning is only ever a lower level of a :class:`Ladder`, whose top level is an alarm: it
+    is the same condition, caught earlier, and rises on the same alarm (see docs/alarm-ladders.md).
+    """
 
     ALARM = "alarm"
+    WARNING = "warning"
     FAULT = "fault"
 
 
@@ -283,6 +290,18 @@ class AlarmRule(_Strict):
                 )
 
 
+class Ladder(_Strict):
+    """Rules that are levels of one condition (gas low and high, a warning and an alarm): one
+    alarm per device and ladder, whose level rises as higher rules trip.
+
+    ``levels`` lowest first: each an ``above`` rule on the same reading with a higher set
+    point; the lower ones of severity ``warning`` (预警), the top one ``alarm`` (报警).
+    """
+
+    name: str = Field(pattern=FIELD_PATTERN)
+    levels: list[str] = Field(min_length=2, description="rule names, lowest level first")
+
+
 class ValueScenario(_Strict):
     """A simulator scenario expressed as target values, reached over ``ramp_s`` seconds."""
 
@@ -314,6 +333,9 @@ class DeviceProfile(_Strict):
     registers: list[Register] = Field(default_factory=list)
     mqtt: MqttUplink | None = None
     alarms: list[AlarmRule] = Field(default_factory=list)
+    ladders: list[Ladder] = Field(
+        default_factory=list, description="rules that are levels of one condition"
+    )
     simulation: Simulation = Simulation()
 
     @model_validator(mode="after")
@@ -337,11 +359,41 @@ class DeviceProfile(_Strict):
                     f"alarm {rule.name!r} watches {rule.field!r}, which this profile does not "
                     f"report (it reports {sorted(known)})"
                 )
+        self._check_ladders()
         for name, scenario in self.simulation.scenarios.items():
             unknown = (set(scenario.readings) - readings) | (set(scenario.flags) - flags)
             if unknown:
                 raise ValueError(f"scenario {name!r} sets unknown values {sorted(unknown)}")
         return self
+
+    def _check_ladders(self) -> None:
+        rules = {r.name: r for r in self.alarms}
+        seen: dict[str, str] = {}
+        for ladder in self.ladders:
+            where = f"ladder {ladder.name!r}"
+            if ladder.name in {ld.name for ld in self.ladders if ld is not ladder}:
+                raise ValueError(f"{where}: ladder names repeat")
+            unknown = [n for n in ladder.levels if n not in rules]
+            if unknown:
+                raise ValueError(f"{where}: no alarm rules {unknown} in this profile")
+            for name in ladder.levels:
+                if name in seen:
+                    raise ValueError(f"{where}: rule {name!r} is already a level of {seen[name]}")
+                seen[name] = where
+            levels = [rules[n] for n in ladder.levels]
+            check_ladder(ladder, [(r, r.set_point) for r in levels])
+        for rule in self.alarms:
+            if rule.severity is Severity.WARNING and rule.name not in seen:
+                raise ValueError(
+                    f"alarm {rule.name!r} is a warning but no ladder's lower level: a warning "
+                    "is an early level of a condition whose top level is an alarm"
+                )
+
+    def ladder_of(self, rule_name: str) -> Ladder | None:
+        for ladder in self.ladders:
+            if rule_name in ladder.levels:
+                return ladder
+        return None
 
     @cached_property
     def reading_names(self) -> set[str]:
@@ -360,6 +412,39 @@ class DeviceProfile(_Strict):
             if rule.name == name:
                 return rule
         raise KeyError(name)
+
+
+def check_ladder(ladder: Ladder, levels: list[tuple[AlarmRule, float | None]]) -> None:
+    """Refuse a ladder whose levels are not one condition rising: (rule, set point in force),
+    lowest first.  Run on the profile's set points and again on a site's."""
+    where = f"ladder {ladder.name!r}"
+    first = levels[0][0]
+    for rule, _ in levels:
+        if rule.condition is not Condition.ABOVE or rule.immediate:
+            raise ValueError(f"{where}: level {rule.name!r} must be an 'above' rule, not immediate")
+        if (rule.field, rule.unit, rule.category) != (first.field, first.unit, first.category):
+            raise ValueError(
+                f"{where}: level {rule.name!r} watches {rule.field!r} in {rule.unit!r} "
+                f"({rule.category}), level {first.name!r} {first.field!r} in {first.unit!r} "
+                f"({first.category}); the levels of a ladder are one condition"
+            )
+    for (low, low_at), (high, high_at) in pairwise(levels):
+        if low_at is None or high_at is None or not low_at < high_at:
+            raise ValueError(
+                f"{where}: level {high.name!r} (set point {high_at}) must lie above level "
+                f"{low.name!r} (set point {low_at}): levels are listed lowest first"
+            )
+    *lower, (top, _) = levels
+    for rule, _ in lower:
+        if rule.severity is not Severity.WARNING:
+            raise ValueError(
+                f"{where}: lower level {rule.name!r} must have severity warning (预警), "
+                f"not {rule.severity}"
+            )
+    if top.severity is not Severity.ALARM:
+        raise ValueError(
+            f"{where}: top level {top.name!r} must have severity alarm (报警), not {top.severity}"
+        )
 
 
 def describe_validation_error(exc: ValidationError) -> str:

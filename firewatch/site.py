@@ -14,7 +14,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from firewatch.contract import Identifier
 from firewatch.escalation_policy import EscalationPolicy
-from firewatch.profiles import DeviceProfile, ProfileError, Transport, describe_validation_error
+from firewatch.profiles import (
+    DeviceProfile,
+    ProfileError,
+    Transport,
+    check_ladder,
+    describe_validation_error,
+)
 from firewatch.urls import OptionalWebUrl
 from firewatch.yaml_files import UnreadableFile, load_yaml
 
@@ -240,6 +246,8 @@ def check_against_profiles(site: Site, profiles: dict[str, DeviceProfile], path:
                     f"{where}.set_points: {profile.model} has no alarm rule {rule!r}"
                 )
         _check_set_points(profile, d.set_points, where)
+        in_force = {**site.institution(d.institution).set_points, **d.set_points}
+        _check_ladders(profile, in_force, where)
 
 
 def _check_set_points(profile: DeviceProfile, set_points: dict[str, float], where: str) -> None:
@@ -252,6 +260,20 @@ def _check_set_points(profile: DeviceProfile, set_points: dict[str, float], wher
                 raise ProfileError(
                     f"{where}.set_points.{rule.name}: {exc} (profile {profile.model})"
                 ) from None
+
+
+def _check_ladders(profile: DeviceProfile, set_points: dict[str, float], where: str) -> None:
+    """A ladder's levels still rise with the site's set points in force: a low limit set above
+    the high one would raise the high alarm first and never rise."""
+    for ladder in profile.ladders:
+        levels = [profile.rule(name) for name in ladder.levels]
+        try:
+            check_ladder(ladder, [(r, set_points.get(r.name, r.set_point)) for r in levels])
+        except ValueError as exc:
+            raise ProfileError(
+                f"{where}.set_points: {exc} (the institution's and the device's set points "
+                f"applied to profile {profile.model})"
+            ) from None
 
 
 def load_site(path: Path, profiles: dict[str, DeviceProfile]) -> Site:

@@ -290,7 +290,13 @@ async def test_a_site_set_point_overrides_the_profiles_default(service):
                 flags={},
             )
         )
-    assert await rows(service, db.Alarm) == []
+    # over the 200 mA warning level, under the site's alarm level: a warning that never rose
+    [alarm] = await rows(service, db.Alarm)
+    assert (alarm.rule, alarm.severity, alarm.set_point) == (
+        "residual_current_warning",
+        "warning",
+        200,
+    )
 
 
 async def test_an_older_message_that_arrives_late_does_not_roll_the_state_back(service):

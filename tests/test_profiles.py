@@ -190,6 +190,37 @@ def test_a_profile_value_out_of_bounds_names_the_file_its_field_and_why(
     assert "generic-gas-lel.yaml" in message and f"field {field}:" in message and why in message
 
 
+@pytest.mark.parametrize(
+    ("old", "new", "why"),
+    [
+        (
+            "levels: [gas_low, gas_high]",
+            "levels: [gas_high, gas_low]",
+            "ladder 'gas_concentration': level 'gas_low' (set point 20.0) must lie above level "
+            "'gas_high' (set point 50.0): levels are listed lowest first",
+        ),
+        (
+            "levels: [gas_low, gas_high]",
+            "levels: [gas_low, gas_top]",
+            "ladder 'gas_concentration': no alarm rules ['gas_top'] in this profile",
+        ),
+        (
+            "    severity: warning  #",
+            "    #",
+            "ladder 'gas_concentration': lower level 'gas_low' must have severity warning (预警)",
+        ),
+        (
+            "levels: [gas_low, gas_high]",
+            "levels: [gas_high]",
+            "field ladders.0.levels: List should have at least 2 items",
+        ),
+    ],
+)
+def test_a_bad_ladder_is_refused_at_load_naming_the_file_and_the_ladder(tmp_path, old, new, why):
+    message = refusal_of_profile(tmp_path, old, new)
+    assert "generic-gas-lel.yaml" in message and why in message
+
+
 def test_a_repeated_key_is_refused_with_both_lines_not_read_as_the_last(tmp_path):
     message = refusal_of_profile(
         tmp_path, "    hysteresis: 2\n", "    hysteresis: 2\n    set_point: 99\n"
@@ -249,6 +280,13 @@ def test_a_site_file_saved_as_gbk_is_named_as_not_utf8_with_the_byte_offset(tmp_
             "outside the range [20, 1000] mA",
         ),
         (
+            "residual_current_high: 400",
+            "residual_current_high: 150",
+            "field devices.3 (dq-efm-1).set_points: ladder 'residual_current': level "
+            "'residual_current_high' (set point 150.0) must lie above level "
+            "'residual_current_warning' (set point 200.0)",
+        ),
+        (
             "bureau:\n",
             "escalation: {alarm: {head_after_min: 1e300, bureau_after_min: 5}}\nbureau:\n",
             "field escalation.alarm.head_after_min: Input should be less than or equal to 10080",
@@ -305,11 +343,13 @@ def test_any_site_set_point_either_loads_within_the_rules_range_or_names_the_fie
         try:
             site = load_site(path, PROFILES)
         except ProfileError as exc:
-            assert not 20 <= value <= 1000
+            # the rule's range, and above its ladder's warning level (200 mA)
+            assert not 200 < value <= 1000
             assert str(path) in str(exc)
-            assert "devices.3.set_points.residual_current_high" in str(
-                exc
-            ) or "devices.3 (dq-efm-1).set_points.residual_current_high" in str(exc)
+            assert "devices.3.set_points.residual_current_high" in str(exc) or (
+                "devices.3 (dq-efm-1).set_points" in str(exc)
+                and "residual_current_high" in str(exc)
+            )
         else:
             assert 20 <= site.devices[3].set_points["residual_current_high"] <= 1000
 

@@ -94,9 +94,16 @@ class AlarmOut(BaseModel):
     gateway_id: str | None = Field(None, description="a link fault's gateway (网关通信中断)")
     institution_id: str
     institution_name: str
-    rule: str
+    rule: str = Field(description="the rule; of a ladder's alarm, the highest level reached")
     title: str
-    severity: str
+    severity: str = Field(
+        description="alarm | warning (预警: a ladder's lower level) | fault, of the highest "
+        "level reached"
+    )
+    category: str = Field("", description="its hazard category (gas, electrical, ...)")
+    level: str | None = Field(
+        None, description="a ladder's level in force now (a rule name); none: that of `rule`"
+    )
     status: str = Field(description="active | acknowledged | cleared | closed")
     value: float | None
     set_point: float | None

@@ -110,16 +110,26 @@ class Feed:
         for _ in range(seconds):
             self.t += 1
             self.sim.tick(self.t)
-            await self.service.apply(
-                ReadingBatch(
-                    gateway_id=self.device.gateway,
-                    seq=next(self.seq),
-                    device_id=self.device.id,
-                    institution_id=self.device.institution,
-                    kind=self.sim.profile.kind,
-                    ts=self.now,
-                    profile=self.device.profile,
-                    readings=dict(self.sim.readings),
-                    flags=dict(self.sim.flags),
-                )
+            await self._poll(self.sim.readings)
+
+    async def hold(self, readings: dict[str, float], seconds: int) -> None:
+        """Feed ``seconds`` one-second polls that read ``readings`` (no noise, no scenario):
+        a level between two set points, say."""
+        for _ in range(seconds):
+            self.t += 1
+            await self._poll({**self.sim.readings, **readings})
+
+    async def _poll(self, readings: dict[str, float]) -> None:
+        await self.service.apply(
+            ReadingBatch(
+                gateway_id=self.device.gateway,
+                seq=next(self.seq),
+                device_id=self.device.id,
+                institution_id=self.device.institution,
+                kind=self.sim.profile.kind,
+                ts=self.now,
+                profile=self.device.profile,
+                readings=dict(readings),
+                flags=dict(self.sim.flags),
             )
+        )

@@ -96,6 +96,7 @@ async function showEntry(h) {
 }
 
 function stepLabel(action) {
+  if (action === "rise") return "报警级别升高";  // an IoT entry's alarm rose (gas low to high)
   return action === "file" ? "登记" : transitions.find((t) => t.action === action)?.label_zh || action;
 }
 

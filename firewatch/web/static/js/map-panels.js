@@ -114,7 +114,7 @@ export class Panels {
     const value = alarmValueText(a);
     const where = dev ? `${KIND_ZH[dev.kind] || dev.kind} · ${dev.location}` : a.device_id;
     return `<div class="li-head"><span class="chip status-${esc(a.status)}">${esc(ALARM_STATUS_ZH[a.status] || a.status)}</span>` +
-      `<span class="chip sev-${sev}">${esc(SEVERITY_ZH[sev])}</span>` +
+      `<span class="chip sev-${sev}">${esc(SEVERITY_ZH[a.severity] || SEVERITY_ZH[sev])}</span>` +
       `<span class="li-inst">${esc(a.institution_name)}</span>` +
       `<time datetime="${esc(a.raised_at)}">${esc(fmtDateTime(parseTime(a.raised_at)))}</time></div>` +
       `<div class="li-title">${esc(a.title)}${value ? ` <span class="li-value">${esc(value)}</span>` : ""}</div>` +

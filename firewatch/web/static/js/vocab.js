@@ -13,7 +13,7 @@ export const KIND_ZH = {
 };
 export const INST_TYPE_ZH = { elderly_care: "养老机构", child_welfare: "儿童福利机构" };
 export const ALARM_STATUS_ZH = { active: "未确认", acknowledged: "已确认", cleared: "已恢复", closed: "已关闭" };
-export const SEVERITY_ZH = { alarm: "报警", fault: "故障" };
+export const SEVERITY_ZH = { alarm: "报警", warning: "预警", fault: "故障" };  // 预警: a ladder's lower level
 export const HAZARD_STATUS_ZH = {
   "pending-verification": "待核实",
   rejected: "不属实",
