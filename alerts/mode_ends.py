@@ -79,7 +79,8 @@ class ModeEnds:
                 )
             )
         for device_id in expired:
-            await self._step(f"device:{device_id}", partial(self._end, device_id=device_id, now=now))
+            end = partial(self._end, device_id=device_id, now=now)
+            await self._step(f"device:{device_id}", end)
         for alarm_id, mode, until in held:
             if in_force(mode, until, now) is None:
                 release = partial(self._release, alarm_id=alarm_id, now=now)

@@ -1,4 +1,4 @@
-"""Shielding (屏蔽) and test mode (测试): a device's alarms recorded, but told to nobody, for a while.
+"""Shielding (屏蔽) and test mode (测试): a device's alarms recorded, told to nobody, for a while.
 
 GB/T 45839-2025 names *shielded* a device state beside normal, alarm and fault, asks that only an
 authorised user silence a device, on stated conditions and with a log (5.4.4, 5.8.1), and that
