@@ -185,8 +185,7 @@ function popupHtml(id) {
       `<span class="fw-dev-loc">${esc(d.location)}</span></div>` +
       (d.condition !== "normal" && d.state_reason ? `<div class="fw-dev-reason">${esc(d.state_reason)}</div>` : "") +
       (d.mode !== "normal" ? `<div class="fw-dev-mode">${esc(STATE_ZH[d.mode])}至 ${esc(fmtDateTime(parseTime(d.mode_until)))}` +
-        ` · <a href="/devices/${encodeURIComponent(d.id)}#panel-mode">屏蔽/测试设置</a></div>`
-        : `<div class="fw-dev-mode"><a href="/devices/${encodeURIComponent(d.id)}#panel-mode">屏蔽/测试…</a></div>`) +
+        ` · <a href="/devices/${encodeURIComponent(d.id)}#panel-mode">屏蔽/测试设置</a></div>` : "") +
       `<div class="fw-dev-readings">${readingsHtml(d)}</div>` +
       `<div class="fw-dev-foot">${esc(d.id)} · ${esc(fmtAgo(parseTime(d.last_seen), now))}</div></div>`);
   const inst = state.institutions.get(id);
