@@ -195,8 +195,9 @@ class Escalator:
         if isinstance(row, Alarm):
             category = self.categories.get((_about(row), row.rule), HazardCategory.OTHER)
             alarm_timing = self.policy.for_alarm(category, Severity(row.severity))
+            told_at = row.released_at or row.raised_at
             return plan_alarm(
-                now, row.raised_at, row.acknowledged_at is not None, alarm_timing, subject.taken
+                now, told_at, row.acknowledged_at is not None, alarm_timing, subject.taken
             )
         ledger_timing = self.policy.for_entry(HazardCategory(row.category))
         if subject.sign_off is not None:
@@ -270,7 +271,10 @@ class Escalator:
                 EscalationStep.step == Step.BUREAU.value,
             )
             alarm_query = select(Alarm).where(
-                Alarm.acknowledged_at.is_(None), not_(bureau_told.exists())
+                Alarm.acknowledged_at.is_(None),
+                not_(bureau_told.exists()),
+                # held by shielding or test mode: escalated only once told (alerts.mode_ends)
+                or_(Alarm.mode.is_(None), Alarm.released_at.is_not(None)),
             )
             if number:
                 alarm_query = alarm_query.where(Alarm.id == int(number))

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 
 from alerts import lifecycle
 from alerts.ledger import OPEN, record_iot_entry, record_iot_rise
+from alerts.mode_ends import ModeEnds
 from alerts.notices import NoticeMessage, clear_message, local_time, raise_message, rise_message
 from alerts.outbox import Outbox
 from alerts.rules import (
@@ -60,6 +61,7 @@ from firewatch.db import (
     Writer,
 )
 from firewatch.dead_letters import DEAD_LETTER_KEEP, DeadLetters
+from firewatch.device_modes import MODE_ZH, Mode, holding
 from firewatch.mqtt import BrokerAddress
 from firewatch.partition import Partition
 from firewatch.profiles import AlarmRule, DeviceProfile, Severity
@@ -90,6 +92,7 @@ class AlertService:
         admission: Admission | None = None,
         silent_after: timedelta = timedelta(seconds=60),
         keep_dead_letters: timedelta = DEAD_LETTER_KEEP,
+        mode_sweep_s: float = 2.0,
     ) -> None:
         self.sessions = sessions  # to read back what the writer wrote
         self.writer = writer
@@ -122,6 +125,11 @@ class AlertService:
         self.links = LinkWatch(
             site.model_copy(update={"gateways": own}), self, silent_after, self.admission.clocks
         )
+        # and ends the shielding and test modes of its own gateways' devices
+        own_ids = {g.id for g in own}
+        self.modes = ModeEnds(
+            self, {d.id for d in site.devices if d.gateway in own_ids}, mode_sweep_s
+        )
         self.consumer = GatewayMessageConsumer(
             CONSUMER,
             broker,
@@ -147,6 +155,7 @@ class AlertService:
                 "forget-applied": self._forget_old_applied,
                 "link-watch": partial(self.links.run, self.writer, self.notices_waiting),
                 "dead-letter-retention": self.consumer.dead_letters.expire,
+                "device-modes": self.modes.run,
             }
         )
 
@@ -378,10 +387,11 @@ class AlertService:
         raised = raise_message(
             institution, device.location, self._what(device), rule, verdict, "", message.ts
         )
+        if _held(alarm):  # shielded or in test: the rise is recorded, told to nobody
+            return
         said = f"同一报警（编号 {alarm.id}）级别升高，首次报警于 {local_time(alarm.raised_at)}"
         self.outbox.add(session, institution.id, alarm.id, rise_message(raised, before, rule, said))
-        if rule.major_hazard and rule.severity is not Severity.FAULT:
-            self._record_hazard(session, device, institution, rule, alarm)
+        self._file_hazard(session, device, institution, rule, alarm)
 
     @staticmethod
     def _level_reached(session: Session, alarm: Alarm, at: datetime) -> None:
@@ -417,6 +427,8 @@ class AlertService:
     ) -> Alarm:
         rule = verdict.rule
         reason = message.reason if isinstance(message, DeviceEvent) else ""
+        # the mode as it stands now, on the row this transaction updates (firewatch.device_modes)
+        held = holding(device, utc_now())
         alarm = self.open_alarm(
             session,
             institution,
@@ -427,10 +439,42 @@ class AlertService:
                 institution, device.location, self._what(device), rule, verdict, reason, message.ts
             ),
             device_id=device.id,
+            held=held,
         )
+        if held is None:
+            self._file_hazard(session, device, institution, rule, alarm)
+        return alarm
+
+    def release(self, session: Session, alarm: Alarm, device: Device) -> None:
+        """A held alarm (raised while its device was shielded or in test) still open when the
+        mode ended: told now, as if raised now, with its ledger entry and escalation."""
+        assert alarm.mode is not None
+        institution = session.get_one(Institution, device.institution_id)
+        rule = next(r for r in self._rules_of(device.id) if r.name == alarm.rule)
+        alarm.released_at = utc_now()
+        why = f"{MODE_ZH[Mode(alarm.mode)]}已结束，报警仍未消除"
+        lifecycle.record(session, alarm, "release", lifecycle.SYSTEM, why, alarm.status)
+        verdict = Verdict(rule, True, alarm.value, alarm.set_point)
+        notice = raise_message(
+            institution, device.location, self._what(device), rule, verdict, why, alarm.raised_at
+        )
+        self.outbox.add(session, institution.id, alarm.id, notice)
+        self._file_hazard(session, device, institution, rule, alarm)
+        log.warning("alarm %d released: %s %s (%s)", alarm.id, device.id, rule.name, why)
+
+    def _rules_of(self, device_id: str) -> list[AlarmRule]:
+        return [*self.rules[device_id], *LINK_RULES.values()]
+
+    def _file_hazard(
+        self,
+        session: Session,
+        device: Device,
+        institution: Institution,
+        rule: AlarmRule,
+        alarm: Alarm,
+    ) -> None:
         if rule.major_hazard and rule.severity is not Severity.FAULT:
             self._record_hazard(session, device, institution, rule, alarm)
-        return alarm
 
     def open_alarm(
         self,
@@ -443,8 +487,10 @@ class AlertService:
         *,
         device_id: str | None = None,
         gateway_id: str | None = None,
+        held: Mode | None = None,
     ) -> Alarm:
-        """An alarm of a device or (a link fault) of a gateway: raised, recorded, told."""
+        """An alarm of a device or (a link fault) of a gateway: raised, recorded, told, unless
+        ``held`` (its device shielded or in test): then recorded as such and told to nobody."""
         rule = verdict.rule
         alarm = Alarm(
             device_id=device_id,
@@ -460,6 +506,7 @@ class AlertService:
             set_point=verdict.set_point,
             unit=rule.unit,
             raised_at=at,
+            mode=held.value if held else None,
         )
         session.add(alarm)
         session.flush()
@@ -469,9 +516,12 @@ class AlertService:
         session.info[_RAISED].append(
             (alarm.id, device_id or gateway_id, rule.name, institution.name)
         )
+        if held is not None:
+            note = f"{note}（{MODE_ZH[held]}中，不通知）" if note else f"{MODE_ZH[held]}中，不通知"
         lifecycle.record(session, alarm, "raise", lifecycle.SYSTEM, note, None)
         self._level_reached(session, alarm, at)
-        self.outbox.add(session, institution.id, alarm.id, notice)
+        if held is None:
+            self.outbox.add(session, institution.id, alarm.id, notice)
         return alarm
 
     def _clear(
@@ -512,7 +562,8 @@ class AlertService:
         log.info(
             "alarm %d cleared: %s %s", alarm.id, alarm.device_id or alarm.gateway_id, alarm.rule
         )
-        self.outbox.add(session, institution.id, alarm.id, notice)
+        if not _held(alarm):  # nobody was told of a held one
+            self.outbox.add(session, institution.id, alarm.id, notice)
 
     def _what(self, device: Device) -> str:
         return f"{self.profiles[device.id].title_zh}（{device.id}）"
@@ -594,3 +645,8 @@ def _reading(verdict: Verdict) -> str:
     if verdict.value is None:
         return ""
     return f"{verdict.value:g} {verdict.rule.unit}（设定值 {verdict.set_point:g}）"
+
+
+def _held(alarm: Alarm) -> bool:
+    """Raised while its device was shielded or in test, and that mode has not ended yet."""
+    return alarm.mode is not None and alarm.released_at is None

@@ -101,6 +101,7 @@ def alert_side(
         admission=admission_for(settings, site, profiles, "alerts", restamp=True),
         silent_after=timedelta(seconds=settings.gateway_silent_after_s),
         keep_dead_letters=settings.dead_letter_keep,
+        mode_sweep_s=settings.device_mode_sweep_s,
     )
     fallback = Fallback(settings.notice_fallback_after_attempts, settings.notice_fallback_after_s)
     notifier = Notifier(

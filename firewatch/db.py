@@ -102,6 +102,14 @@ class Device(Base):
     last_stream: Mapped[str] = mapped_column(String(100), default="")
     last_seq: Mapped[int | None] = mapped_column(BigInteger, default=None)
     updated_at: Mapped[datetime] = mapped_column(default=utc_now)
+    # shielded (屏蔽) or in test (测试) until ``mode_until`` (firewatch.device_modes): its
+    # alarms are recorded but told to nobody; past ``mode_until`` the mode is over even before
+    # the alert service's sweep writes "normal" back
+    mode: Mapped[str] = mapped_column(String(16), default="normal")
+    mode_until: Mapped[datetime | None] = mapped_column(default=None)
+    mode_reason: Mapped[str] = mapped_column(String(16), default="")
+    mode_note: Mapped[str] = mapped_column(Text, default="")
+    mode_by: Mapped[str] = mapped_column(String(64), default="")
 
 
 ACTIVE_ALARM = ("active", "acknowledged")
@@ -164,6 +172,10 @@ class Alarm(Base):
     acknowledged_by: Mapped[str | None] = mapped_column(String(64), default=None)
     ack_note: Mapped[str | None] = mapped_column(Text, default=None)
     cleared_at: Mapped[datetime | None] = mapped_column(default=None)
+    # raised while its device was shielded or in test: recorded, told to nobody, no ledger
+    # entry; ``released_at``: the mode ended with the alarm still open, so it was told then
+    mode: Mapped[str | None] = mapped_column(String(16), default=None)
+    released_at: Mapped[datetime | None] = mapped_column(default=None)
 
     @property
     def current_level(self) -> str:
@@ -198,6 +210,23 @@ class AlarmEvent(Base):
     note: Mapped[str] = mapped_column(Text, default="")
     from_status: Mapped[str | None] = mapped_column(String(16), default=None)
     to_status: Mapped[str] = mapped_column(String(16))
+    at: Mapped[datetime] = mapped_column(default=utc_now)
+
+
+class DeviceModeEvent(Base):
+    """The audit log of shielding and test mode: each start, end and early cancel, by whom."""
+
+    __tablename__ = "device_mode_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    device_id: Mapped[str] = mapped_column(ForeignKey("devices.id"), index=True)
+    institution_id: Mapped[str] = mapped_column(ForeignKey("institutions.id"), index=True)
+    action: Mapped[str] = mapped_column(String(16), doc="start | end | cancel")
+    mode: Mapped[str] = mapped_column(String(16), doc="shielded | test")
+    reason: Mapped[str] = mapped_column(String(16))
+    note: Mapped[str] = mapped_column(Text, default="")
+    until: Mapped[datetime | None] = mapped_column(default=None)
+    actor: Mapped[str] = mapped_column(String(64))
     at: Mapped[datetime] = mapped_column(default=utc_now)
 
 

@@ -31,7 +31,7 @@ from firewatch.db import Alarm, Device, Hazard
 log = logging.getLogger(__name__)
 
 #: the device columns whose change the map must see (readings alone would flood the pages)
-DEVICE_STATE_COLUMNS = ("state", "state_reason", "institution_id")
+DEVICE_STATE_COLUMNS = ("state", "state_reason", "institution_id", "mode", "mode_until")
 KINDS: dict[type, str] = {Device: "device", Alarm: "alarm", Hazard: "hazard"}
 _CHANGES = "firewatch_hub_changes"
 

@@ -69,6 +69,13 @@ class FirewatchCollector(Collector):
                 "Gateways not heard of for longer than their setting: open link faults.",
                 value=self.alerts.links.down,
             )
+            yield _by_label(
+                "firewatch_device_mode_errors",
+                "Devices and held alarms whose end of shielding or test mode raised, by error "
+                "class: each was logged and looked at again, the others went on.",
+                ["reason"],
+                self.alerts.modes.errors,
+            )
         if self.watch is not None:
             yield GaugeMetricFamily(
                 "firewatch_monitoring_interrupted",

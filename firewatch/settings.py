@@ -310,6 +310,22 @@ class Settings(BaseSettings):
         le=366 * 24,
         description="Rectification deadline given to ledger entries raised by IoT alarms.",
     )
+    # shielding and test mode (firewatch.device_modes): bounded, so that nobody silences a
+    # device for good by a typo; GB/T 45839 5.8.1 asks for stated conditions
+    device_mode_max_hours: float = Field(
+        72,
+        ge=1,
+        le=30 * 24,
+        description="Longest a device may be shielded (屏蔽) or in test mode (测试) at a time.",
+    )
+    # how soon an ended mode is written back and an alarm still open is told (at the latest)
+    device_mode_sweep_s: float = Field(
+        2,
+        ge=0.1,
+        le=60,
+        description="How often the alert service ends shielding and test modes whose time is "
+        "up, or that were cancelled, and notifies the alarms still open on those devices.",
+    )
     # what a gateway says is checked (firewatch.admission) and its link watched (alerts.links)
     gateway_clock_max_ahead_s: float = Field(
         300,

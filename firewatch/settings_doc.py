@@ -99,6 +99,12 @@ GROUPS: list[tuple[str, str, list[str]]] = [
         ],
     ),
     (
+        "Shielding and test mode",
+        "A device shielded (屏蔽) or in test (测试): how long at most, how soon it ends "
+        "(see [Shielding and test mode](shielding.md)).",
+        ["device_mode_max_hours", "device_mode_sweep_s"],
+    ),
+    (
         "Alibaba Cloud SMS",
         "The `aliyun_sms` channel: a text to the safety officer's mobile.",
         [

@@ -30,6 +30,25 @@ def test_simulate_list_prints_the_devices_and_no_request_logs(stack):
     ]
 
 
+def test_a_press_simulated_in_test_mode_is_recorded_as_a_test_and_notifies_nobody(stack):
+    done = firewatch(
+        "simulate", "trigger", "cw-btn-1", "button-press", "--test-mode", "--minutes", "5",
+        "--port", str(stack.port),
+    )  # fmt: skip
+
+    assert done.returncode == 0, done.stderr
+    assert "cw-btn-1: test mode for 5 min" in done.stdout
+    stack.wait_until(
+        lambda: stack.get("/api/alarms", device_id="cw-btn-1"), 20, "the press to be recorded"
+    )
+    [alarm] = stack.get("/api/alarms", device_id="cw-btn-1")
+    assert (alarm["rule"], alarm["mode"]) == ("one_key_alarm", "test")
+    assert [n for n in stack.get("/api/notices") if n["alarm_id"] == alarm["id"]] == []
+    assert stack.device("cw-btn-1")["state"] == "test"
+    [started] = stack.get("/api/devices/cw-btn-1/mode-events")
+    assert (started["action"], started["mode"], started["actor"]) == ("start", "test", "tester")
+
+
 def test_simulate_names_the_valid_devices_when_given_an_unknown_one(stack):
     done = firewatch("simulate", "trigger", "rc-btn-9", "button-press", "--port", str(stack.port))
 

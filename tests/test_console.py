@@ -294,3 +294,33 @@ def test_the_page_shifts_wgs84_to_gcj02_only_inside_china_for_amap_tiles(stack, 
     assert shifted == pytest.approx([39.91640428150164, 116.41024449916938], abs=1e-9)
     assert abroad == [48.8584, 2.2945]
     page.context.close()
+
+
+def test_duty_staff_shield_a_device_from_its_page_and_the_map_shows_it_shielded(stack, browser):
+    bureau = open_console(browser, stack.url, "viewer")
+    staff = open_console(browser, stack.url, "duty-rongcheng-eldercare", "/devices/rc-efm-1")
+    staff.select_option("#mode-kind", "shielded")
+    staff.fill("#mode-minutes", "90")
+    staff.select_option("#mode-reason", "maintenance")
+    staff.fill("#mode-note", "更换剩余电流互感器")
+    staff.click("#mode-start")
+    expect(staff.locator("#device-state")).to_have_attribute("data-state", "shielded")
+    expect(staff.locator("#device-state")).to_have_text("屏蔽")
+    expect(staff.locator('#mode-events tr[data-action="start"]')).to_contain_text(
+        "duty-rongcheng-eldercare"
+    )
+
+    expect(bureau.locator("#count-shielded")).to_have_text("1")  # by push
+    marker(bureau, "rongcheng-eldercare").click()
+    shielded = bureau.locator('.fw-popup .fw-dev[data-device-id="rc-efm-1"]')
+    expect(shielded).to_have_attribute("data-state", "shielded")
+    expect(shielded.locator(".fw-dev-head .st")).to_have_text("屏蔽")
+    screenshot(bureau, "map-shielded")
+
+    staff.click("#mode-cancel")
+    expect(staff.locator("#device-state")).not_to_have_attribute("data-state", "shielded")
+    expect(staff.locator('#mode-events tr[data-action="cancel"]')).to_contain_text("检修")
+    expect(bureau.locator("#count-shielded")).to_have_text("0")
+    assert staff.errors == [] and bureau.errors == []
+    staff.context.close()
+    bureau.context.close()

@@ -42,6 +42,7 @@ from firewatch.web.auth import (
     scope,
 )
 from firewatch.web.ledger_routes import ledger_router
+from firewatch.web.mode_routes import mode_router
 from firewatch.web.schemas import (
     Acknowledgement,
     AlarmEventOut,
@@ -123,6 +124,7 @@ def create_app(ctx: AppContext) -> FastAPI:
     app.include_router(
         ledger_router(ctx.sessions, ctx.site), dependencies=[Depends(auth.current_user)]
     )
+    app.include_router(mode_router(ctx.sessions, ctx.settings, named))
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics(operator: Annotated[bool, Depends(auth.is_admin_or_scraper)]) -> Response:

@@ -26,6 +26,7 @@ from alerts.ledger import TRANSITIONS, Source
 from firewatch.accounts import ROLE_ZH, HashingBusy, PasswordWork, Role, authenticate
 from firewatch.contract import utc_now
 from firewatch.db import User
+from firewatch.device_modes import Mode
 from firewatch.settings import Settings
 from firewatch.web.throttle import LoginThrottle
 
@@ -44,6 +45,14 @@ FILING_SOURCES: dict[Role, frozenset[Source]] = {
     Role.STAFF: frozenset({Source.SELF_CHECK}),
     Role.VIEWER: frozenset(),
     Role.TESTER: frozenset(),
+}
+#: who may shield a device or put it in test mode (staff: their own institution's devices); a
+#: tester only tests, so that `firewatch simulate --test-mode` wakes nobody
+DEVICE_MODES: dict[Role, frozenset[Mode]] = {
+    Role.ADMIN: frozenset({Mode.SHIELDED, Mode.TEST}),
+    Role.STAFF: frozenset({Mode.SHIELDED, Mode.TEST}),
+    Role.VIEWER: frozenset(),
+    Role.TESTER: frozenset({Mode.TEST}),
 }
 ACKNOWLEDGERS = (Role.ADMIN, Role.STAFF)
 OPERATORS = (Role.ADMIN, Role.TESTER)  # simulators, dead letters
@@ -188,6 +197,7 @@ class PermissionsOut(BaseModel):
     dead_letters: bool
     hazard_actions: list[str]
     file_sources: list[str]
+    device_modes: list[str]
 
 
 class MeOut(BaseModel):
@@ -251,6 +261,7 @@ async def me(user: CurrentUser) -> MeOut:
             dead_letters=user.role in OPERATORS,
             hazard_actions=sorted(HAZARD_ACTIONS[user.role]),
             file_sources=sorted(FILING_SOURCES[user.role]),
+            device_modes=sorted(DEVICE_MODES[user.role]),
         ),
     )
 

@@ -5,7 +5,7 @@ import { api } from "./api.js";
 import { subscribe } from "./push.js";
 import { showConnection, startPage, toast, touched } from "./shell.js";
 import {
-  $, ALARM_STATUS_ZH, SEVERITY_ZH, alarmSubject, alarmValueText, esc, fmtDateTime, parseTime, setText, syncList, upsert,
+  $, ALARM_STATUS_ZH, SEVERITY_ZH, alarmModeChip, alarmSubject, alarmValueText, esc, fmtDateTime, parseTime, setText, syncList, upsert,
 } from "./vocab.js";
 
 const me = await startPage("alarms");
@@ -24,7 +24,7 @@ function liveHtml(a) {
     `<span class="chip sev-${sev}">${esc(SEVERITY_ZH[a.severity] || SEVERITY_ZH[sev])}</span>` +
     `<span class="li-inst">${esc(a.institution_name)}</span>` +
     `<time datetime="${esc(a.raised_at)}">${esc(fmtDateTime(parseTime(a.raised_at)))}</time></div>` +
-    `<div class="li-title">${esc(a.title)}${value ? ` <span class="li-value">${esc(value)}</span>` : ""}</div>` +
+    `<div class="li-title">${esc(a.title)}${alarmModeChip(a)}${value ? ` <span class="li-value">${esc(value)}</span>` : ""}</div>` +
     `<div class="li-sub">${a.device_id ? "设备 " : ""}${alarmSubject(a)} · 报警编号 #${a.id}</div>` +
     (a.acknowledged_by ? `<div class="li-foot">确认人 <b>${esc(a.acknowledged_by)}</b> · ${esc(fmtDateTime(parseTime(a.acknowledged_at)))}` +
       `${a.ack_note ? ` · ${esc(a.ack_note)}` : ""}</div>` : "") +
@@ -36,7 +36,7 @@ function liveHtml(a) {
 function historyHtml(a) {
   return `<td>#${a.id}</td><td><span class="chip status-${esc(a.status)}">${esc(ALARM_STATUS_ZH[a.status])}</span></td>` +
     `<td>${esc(fmtDateTime(parseTime(a.raised_at)))}</td><td>${esc(a.institution_name)}</td>` +
-    `<td>${alarmSubject(a)}</td><td>${esc(a.title)}</td>` +
+    `<td>${alarmSubject(a)}</td><td>${esc(a.title)}${alarmModeChip(a)}</td>` +
     `<td>${esc(alarmValueText(a))}</td><td>${esc(a.acknowledged_by || "")}</td><td>${esc(a.ack_note || "")}</td>` +
     `<td>${esc(fmtDateTime(parseTime(a.cleared_at)))}</td>`;
 }

@@ -6,11 +6,11 @@ import { api } from "./api.js";
 import { subscribe } from "./push.js";
 import { showConnection, startPage, touched } from "./shell.js";
 import {
-  $, ALARM_STATUS_ZH, FLAG_ZH, KIND_ZH, READING_ORDER, STATE_ZH, alarmValueText, esc, fmtAgo, fmtDateTime,
-  fmtNum, parseTime, readingMeta, setText, syncList, upsert,
+  $, ALARM_STATUS_ZH, FLAG_ZH, KIND_ZH, MODE_ACTION_ZH, MODE_REASON_ZH, READING_ORDER, STATE_ZH, alarmModeChip,
+  alarmValueText, esc, fmtAgo, fmtDateTime, fmtNum, parseTime, readingMeta, setText, syncList, upsert,
 } from "./vocab.js";
 
-await startPage("device");
+const me = await startPage("device");
 const deviceId = decodeURIComponent(location.pathname.split("/").pop());
 const READINGS_REFRESH_MS = 5000; // readings are not pushed (they change every poll): re-read them
 let device = null;
@@ -27,7 +27,8 @@ function drawDevice() {
   st.dataset.state = d.state;
   setText(st, STATE_ZH[d.state] || d.state);
   setText($("device-meta"), `${d.institution_name} · ${d.id} · 型号 ${d.profile}`);
-  setText($("device-reason"), d.state === "normal" ? "" : d.state_reason);
+  setText($("device-reason"), d.condition === "normal" ? "" : d.state_reason);
+  drawMode();
   const r = d.last_readings || {};
   $("readings").innerHTML = Object.keys(r).sort(READING_ORDER).map((k) => {
     const m = readingMeta(k);
@@ -71,9 +72,57 @@ async function drawTrend() {
     ? `共 ${points.length} 个 5 分钟区间，数据来自时序库` : "近 24 小时暂无数据");
 }
 
+// ---------------------------------------------------------------- shielding and test mode
+
+const allowedModes = me.permissions.device_modes; // what this account may set: shielded, test
+$("mode-kind").innerHTML = allowedModes.map((m) => `<option value="${m}">${STATE_ZH[m]}</option>`).join("");
+
+function drawMode() {
+  const d = device;
+  const on = d.mode !== "normal";
+  setText($("mode-now"), on
+    ? `${STATE_ZH[d.mode]}中，至 ${fmtDateTime(parseTime(d.mode_until))}（${MODE_REASON_ZH[d.mode_reason] || d.mode_reason}` +
+      `${d.mode_note ? "：" + d.mode_note : ""}；${d.mode_by}）`
+    : "未屏蔽，报警照常通知");
+  $("mode-now").dataset.mode = d.mode;
+  $("mode-cancel").hidden = !on || !allowedModes.includes(d.mode);
+  $("mode-form").hidden = allowedModes.length === 0 || (on && !allowedModes.includes(d.mode));
+}
+
+async function loadModeEvents() {
+  const events = await api(`/api/devices/${encodeURIComponent(deviceId)}/mode-events`);
+  $("mode-events").innerHTML = events.map((e) =>
+    `<tr data-action="${esc(e.action)}"><td>${esc(fmtDateTime(parseTime(e.at)))}</td><td>${esc(MODE_ACTION_ZH[e.action] || e.action)}</td>` +
+    `<td>${esc(STATE_ZH[e.mode] || e.mode)}</td><td>${esc(MODE_REASON_ZH[e.reason] || e.reason)}${e.note ? "：" + esc(e.note) : ""}</td>` +
+    `<td>${esc(fmtDateTime(parseTime(e.until)))}</td><td>${esc(e.actor)}</td></tr>`).join("");
+}
+
+async function changeMode(request) {
+  setText($("mode-error"), "");
+  try {
+    device = await api(`/api/devices/${encodeURIComponent(deviceId)}/mode`, request);
+    drawDevice();
+  } catch (err) {
+    setText($("mode-error"), err.message);
+  }
+  await loadModeEvents();
+}
+
+$("mode-form").addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  changeMode({
+    method: "POST",
+    json: {
+      mode: $("mode-kind").value, minutes: Number($("mode-minutes").value),
+      reason: $("mode-reason").value, note: $("mode-note").value,
+    },
+  });
+});
+$("mode-cancel").addEventListener("click", () => changeMode({ method: "DELETE" }));
+
 function alarmRow(a) {
   return `<td>#${a.id}</td><td><span class="chip status-${esc(a.status)}">${esc(ALARM_STATUS_ZH[a.status])}</span></td>` +
-    `<td>${esc(fmtDateTime(parseTime(a.raised_at)))}</td><td>${esc(a.title)}</td><td>${esc(alarmValueText(a))}</td>` +
+    `<td>${esc(fmtDateTime(parseTime(a.raised_at)))}</td><td>${esc(a.title)}${alarmModeChip(a)}</td><td>${esc(alarmValueText(a))}</td>` +
     `<td>${esc(fmtDateTime(parseTime(a.cleared_at)))}</td>`;
 }
 
@@ -95,6 +144,7 @@ async function load() {
   }
   drawDevice();
   drawAlarms();
+  await loadModeEvents();
   document.body.dataset.ready = "true";
 }
 

@@ -2,7 +2,7 @@
 
 import {
   $, ALARM_STATUS_ZH, HAZARD_CATEGORY_ZH, HAZARD_SOURCE_ZH, HAZARD_STATUS_ZH, KIND_ZH, SEVERITY_ZH,
-  STATES, alarmSubject, alarmValueText, esc, fmtDate, fmtDateTime, parseTime, setAttr, setText, syncList, upsert,
+  STATES, alarmModeChip, alarmSubject, alarmValueText, esc, fmtDate, fmtDateTime, parseTime, setAttr, setText, syncList, upsert,
 } from "./vocab.js";
 
 const OPEN_ALARM = new Set(["active", "acknowledged"]);
@@ -49,7 +49,7 @@ export class Panels {
   }
 
   drawCounts() {
-    const blank = () => ({ institutions: 0, devices: 0, normal: 0, alarm: 0, fault: 0, offline: 0 });
+    const blank = () => ({ institutions: 0, devices: 0, ...Object.fromEntries(STATES.map((s) => [s, 0])) });
     const totals = blank();
     const worstCounts = blank();
     const towns = new Map();
@@ -117,7 +117,7 @@ export class Panels {
       `<span class="chip sev-${sev}">${esc(SEVERITY_ZH[a.severity] || SEVERITY_ZH[sev])}</span>` +
       `<span class="li-inst">${esc(a.institution_name)}</span>` +
       `<time datetime="${esc(a.raised_at)}">${esc(fmtDateTime(parseTime(a.raised_at)))}</time></div>` +
-      `<div class="li-title">${esc(a.title)}${value ? ` <span class="li-value">${esc(value)}</span>` : ""}</div>` +
+      `<div class="li-title">${esc(a.title)}${alarmModeChip(a)}${value ? ` <span class="li-value">${esc(value)}</span>` : ""}</div>` +
       `<div class="li-sub">${alarmSubject(a, where)}` +
       `${a.acknowledged_by ? ` · 确认人 ${esc(a.acknowledged_by)}` : ""}</div>`;
   }

@@ -21,8 +21,8 @@ import { Panels } from "./map-panels.js";
 import { subscribe } from "./push.js";
 import { showConnection, startPage, touched } from "./shell.js";
 import {
-  $, FLAG_ZH, INST_TYPE_ZH, KIND_ZH, READING_ORDER, STATE_COLOR, STATE_RANK, STATE_ZH, esc, fmtAgo,
-  fmtNum, parseTime, readingMeta, setText,
+  $, FLAG_ZH, INST_TYPE_ZH, KIND_ZH, READING_ORDER, STATES, STATE_COLOR, STATE_RANK, STATE_ZH, esc, fmtAgo,
+  fmtDateTime, fmtNum, parseTime, readingMeta, setText,
 } from "./vocab.js";
 
 await startPage("map");
@@ -57,7 +57,7 @@ const Legend = L.Control.extend({
   onAdd() {
     const div = L.DomUtil.create("div", "fw-legend");
     div.id = "map-legend";
-    div.innerHTML = ["alarm", "fault", "offline", "normal", "none"]
+    div.innerHTML = [...STATES, "none"]
       .map((s) => `<span><i class="dot" style="background:${STATE_COLOR[s]}"></i>${STATE_ZH[s]}</span>`)
       .join("") + `<div class="en">机构标记颜色 = 其设备的最严重状态；放大到 ${DEVICE_ZOOM} 级显示各设备${config.tile_url ? ` · ${esc(config.note_zh)}` : ""}</div>`;
     return div;
@@ -151,7 +151,7 @@ function sortedDevices(id) {
 function countsLine(id) {
   const agg = state.byInstitution.get(id);
   if (!agg || agg.devices.size === 0) return '<span class="muted">无设备</span>';
-  return ["alarm", "fault", "offline", "normal"].filter((s) => agg.counts[s])
+  return STATES.filter((s) => agg.counts[s])
     .map((s) => `<span class="st st-${s}">${STATE_ZH[s]} ${agg.counts[s]}</span>`).join(" ");
 }
 
@@ -183,7 +183,9 @@ function popupHtml(id) {
       `<div class="fw-dev-head"><span class="st st-${esc(d.state)}">${esc(STATE_ZH[d.state])}</span>` +
       `<a class="fw-dev-kind" href="/devices/${encodeURIComponent(d.id)}">${esc(KIND_ZH[d.kind] || d.kind)}</a>` +
       `<span class="fw-dev-loc">${esc(d.location)}</span></div>` +
-      (d.state !== "normal" && d.state_reason ? `<div class="fw-dev-reason">${esc(d.state_reason)}</div>` : "") +
+      (d.condition !== "normal" && d.state_reason ? `<div class="fw-dev-reason">${esc(d.state_reason)}</div>` : "") +
+      (d.mode !== "normal" ? `<div class="fw-dev-mode">${esc(STATE_ZH[d.mode])}至 ${esc(fmtDateTime(parseTime(d.mode_until)))}` +
+        ` · <a href="/devices/${encodeURIComponent(d.id)}#panel-mode">屏蔽/测试设置</a></div>` : "") +
       `<div class="fw-dev-readings">${readingsHtml(d)}</div>` +
       `<div class="fw-dev-foot">${esc(d.id)} · ${esc(fmtAgo(parseTime(d.last_seen), now))}</div></div>`);
   const inst = state.institutions.get(id);
@@ -203,7 +205,7 @@ function aggregate(id) {
     agg = { devices: new Map(), worst: "none", counts: {} };
     state.byInstitution.set(id, agg);
   }
-  agg.counts = { normal: 0, alarm: 0, fault: 0, offline: 0 };
+  agg.counts = Object.fromEntries(STATES.map((s) => [s, 0]));
   agg.worst = "none";
   for (const d of agg.devices.values()) {
     const s = STATE_RANK[d.state] ? d.state : "offline";

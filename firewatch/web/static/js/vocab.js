@@ -1,11 +1,19 @@
 /* Words and formats shared by every page: Chinese labels for the API's codes, safe HTML, times. */
 
-export const STATES = ["alarm", "fault", "offline", "normal"]; // worst first
-export const STATE_RANK = { alarm: 4, fault: 3, offline: 2, normal: 1, none: 0 };
-export const STATE_ZH = { normal: "正常", alarm: "报警", fault: "故障", offline: "离线", none: "无设备" };
-export const STATE_COLOR = {
-  alarm: "#e02424", fault: "#f59e0b", offline: "#8a94a3", normal: "#16a34a", none: "#cbd5e1",
+// worst first; shielded (屏蔽) and test (测试): a device whose alarms reach nobody for a while
+export const STATES = ["alarm", "fault", "offline", "shielded", "test", "normal"];
+export const STATE_RANK = { alarm: 6, fault: 5, offline: 4, shielded: 3, test: 2, normal: 1, none: 0 };
+export const STATE_ZH = {
+  normal: "正常", alarm: "报警", fault: "故障", offline: "离线", shielded: "屏蔽", test: "测试", none: "无设备",
 };
+export const STATE_COLOR = {
+  alarm: "#e02424", fault: "#f59e0b", offline: "#8a94a3", shielded: "#7c3aed", test: "#0891b2",
+  normal: "#16a34a", none: "#cbd5e1",
+};
+/** A chip on an alarm raised while its device was shielded or in test (told to nobody then). */
+export const alarmModeChip = (a) => (a.mode ? ` <span class="st st-${esc(a.mode)}">${esc(STATE_ZH[a.mode])}</span>` : "");
+export const MODE_REASON_ZH = { maintenance: "检修", commissioning: "调试", other: "其他" };
+export const MODE_ACTION_ZH = { start: "开始", end: "到期结束", cancel: "提前结束" };
 export const KIND_ZH = {
   electrical_fire_monitor: "电气火灾监控探测器",
   gas_detector: "可燃气体探测器",
