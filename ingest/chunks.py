@@ -1,0 +1,123 @@
+"""The compressed block of one series over one chunk of time, as the embedded store keeps it.
+
+A block holds a series' points (millisecond times, float values) in time order:
+
+- times as delta-of-delta from the first (a steady 1 s poll is a run of zeros and a few
+  milliseconds of jitter);
+- values, when every one of them is a decimal of at most six places (a register's raw integer
+  times its profile's scale: 32.1 °C, 90 mA, a flag's 0 or 1), as integers at that many places,
+  each stored as the difference from the one before (slowly changing readings with noise at
+  the profile's resolution differ by a few steps); other values as the float64 they are;
+- each of the three lists packed in the narrowest fixed-width integer type that holds it, and
+  the whole compressed by zlib.
+
+Why fixed-width arrays and zlib rather than a bit-level codec (Gorilla's XOR floats, varints):
+packing, unpacking and the running sums that undo the deltas are C loops of the standard
+library (``array``, ``zlib``, ``itertools.accumulate``), so a day of one series at 1 s decodes
+in milliseconds in pure Python, while zlib's entropy coding squeezes the small deltas to a few
+bits each.  docs/timeseries-store.md has the measured alternatives.
+
+A decimal value comes back as the float nearest that decimal (``321 * 0.1`` is written and
+``32.1`` read): exact to the profile's resolution.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+import sys
+import zlib
+from array import array
+from itertools import accumulate
+
+#: layout version of a block (its first byte), so a later layout can read older blocks
+VERSION = 1
+#: at most this many decimal places are kept as integers; values needing more stay floats
+MAX_DECIMALS = 6
+FLOATS = -1  # "decimals" of a block whose values are stored as float64
+_HEADER = struct.Struct("<BIbqq")  # version, count, decimals, first time (ms), first value
+_WIDTHS = ("b", "h", "i", "q")
+_TOLERANCE = 1e-6  # of a value times 10**decimals from an integer: float noise, not a digit
+
+
+def _decimals(values: list[float]) -> int:
+    """The fewest decimal places that hold every value, or FLOATS."""
+    for places in range(MAX_DECIMALS + 1):
+        scale = 10**places
+        if all(
+            math.isfinite(v)
+            and abs(v * scale) < 2**52
+            and abs(v * scale - round(v * scale)) < _TOLERANCE
+            for v in values
+        ):
+            return places
+    return FLOATS
+
+
+def _differences(numbers: list[int]) -> list[int]:
+    return [b - a for a, b in zip([0, *numbers], numbers, strict=False)]
+
+
+def _pack(numbers: list[int]) -> bytes:
+    """``numbers`` in the narrowest signed type that holds them: a type code and the bytes."""
+    low, high = (min(numbers), max(numbers)) if numbers else (0, 0)
+    code = next(
+        c
+        for c in _WIDTHS
+        if -(2 ** (8 * array(c).itemsize - 1)) <= low and high < 2 ** (8 * array(c).itemsize - 1)
+    )
+    packed = array(code, numbers)
+    if sys.byteorder == "big":
+        packed.byteswap()
+    return code.encode() + packed.tobytes()
+
+
+def _unpack(code: str, data: memoryview, count: int) -> tuple[array, int]:
+    size = array(code).itemsize * count
+    unpacked = array(code)
+    unpacked.frombytes(data[:size])
+    if sys.byteorder == "big":
+        unpacked.byteswap()
+    return unpacked, size
+
+
+def encode(times_ms: list[int], values: list[float]) -> bytes:
+    """One block of points; ``times_ms`` ascending, one value per time."""
+    if len(times_ms) != len(values) or not times_ms:
+        raise ValueError("a block needs one value per time, and at least one point")
+    first = times_ms[0]
+    time_part = _pack(_differences(_differences([t - first for t in times_ms])))
+    places = _decimals(values)
+    if places == FLOATS:
+        floats = array("d", values)
+        if sys.byteorder == "big":
+            floats.byteswap()
+        head, value_part = 0, b"d" + floats.tobytes()
+    else:
+        scale = 10**places
+        steps = [round(v * scale) for v in values]
+        head, value_part = steps[0], _pack(_differences([s - steps[0] for s in steps]))
+    header = _HEADER.pack(VERSION, len(times_ms), places, first, head)
+    return zlib.compress(header + time_part + value_part)
+
+
+def decode(block: bytes) -> tuple[list[int], list[float]]:
+    """The points of a block: times in milliseconds and values, in time order."""
+    data = memoryview(zlib.decompress(block))
+    version, count, places, first, head = _HEADER.unpack_from(data)
+    if version != VERSION:
+        raise ValueError(f"time-series block of layout {version}: this Firewatch reads {VERSION}")
+    at = _HEADER.size
+    second, size = _unpack(chr(data[at]), data[at + 1 :], count)
+    times = list(accumulate(accumulate(second), initial=first))[1:]
+    at += 1 + size
+    if places == FLOATS:
+        values, _ = _unpack("d", data[at + 1 :], count)
+        return times, values.tolist()
+    deltas, _ = _unpack(chr(data[at]), data[at + 1 :], count)
+    steps = accumulate(deltas, initial=head)
+    next(steps)
+    if places == 0:
+        return times, [float(s) for s in steps]
+    scale = 10**places
+    return times, [s / scale for s in steps]
