@@ -200,11 +200,11 @@ def _roll_up_hour(db: sqlite3.Connection, policy: RetentionPolicy, start_ms: int
             " WHERE start_ms = ?",
             (start_ms,),
         ).fetchall():
-            times, values = chunks.decode(block)
+            times, numbers, divisor = chunks.decode_numbers(block)
             rolled += len(times)
             for tier in policy.rollups:
                 buckets: dict[float, list[float]] = {}
-                bucket_points(buckets, times, values, tier.every_s)
+                bucket_points(buckets, times, numbers, tier.every_s, divisor)
                 db.executemany(
                     UPSERT,
                     [(device, field, tier.every_s, key, *agg) for key, agg in buckets.items()],

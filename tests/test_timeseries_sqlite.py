@@ -41,6 +41,16 @@ async def test_a_redelivered_batch_is_stored_once(tmp_path):
     await store.close()
 
 
+async def test_batches_redelivered_out_of_order_are_each_stored_once(tmp_path):
+    store = SqliteTimeSeries(tmp_path / "ts.db")
+    await store.open()
+    assert await store.write([batch(5, 5, 1.0), batch(1, 1, 1.0), batch(3, 3, 1.0)]) == 3
+    assert await store.write([batch(4, 4, 1.0), batch(2, 2, 1.0)]) == 2  # the gaps close
+    assert await store.write([batch(seq, seq, 1.0) for seq in range(1, 7)]) == 1  # only 6
+    assert await store.count() == 12
+    await store.close()
+
+
 async def test_a_gateway_with_a_new_outbox_numbering_from_1_again_is_stored(tmp_path):
     store = SqliteTimeSeries(tmp_path / "ts.db")
     await store.open()
