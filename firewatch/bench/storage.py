@@ -57,21 +57,19 @@ class Device:
     id: str
     profile: DeviceProfile
 
-    def reading(self, rng: random.Random) -> dict[str, float]:
-        """One poll's readings: normal value plus uniform noise, at the register's resolution."""
+    def value(self, name: str, rng: random.Random) -> float:
+        """A reading's normal value plus uniform noise, at its register's resolution."""
         sim = self.profile.simulation
-        scales = {r.name: r for r in self.profile.registers}
-        values = {}
-        for name in self.profile.reading_names:
-            noise = sim.noise.get(name, 0.0)
-            value = sim.normal.get(name, 0.0) + rng.uniform(-noise, noise)
-            register = scales.get(name)
-            values[name] = (
-                register.to_physical(round(register.to_raw(value)))
-                if register is not None
-                else round(value / MQTT_RESOLUTION) * MQTT_RESOLUTION
-            )
-        return values
+        noise = sim.noise.get(name, 0.0)
+        value = sim.normal.get(name, 0.0) + rng.uniform(-noise, noise)
+        register = next((r for r in self.profile.registers if r.name == name), None)
+        if register is None:
+            return round(value / MQTT_RESOLUTION) * MQTT_RESOLUTION
+        return register.to_physical(round(register.to_raw(value)))
+
+    def reading(self, rng: random.Random) -> dict[str, float]:
+        """One poll's readings."""
+        return {name: self.value(name, rng) for name in sorted(self.profile.reading_names)}
 
 
 def demo_devices(count: int) -> list[Device]:
@@ -235,8 +233,12 @@ async def idle(workdir: Path, devices: int) -> dict[str, Any]:
     """Idle devices under report by exception: the heartbeat's batch a minute, for a day."""
     fleet = demo_devices(devices)
     start = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(days=2)
-    rounds = list(poll_rounds(fleet, start, 24 * 3600 // HEARTBEAT_S, HEARTBEAT_S, seed=16))
-    points = sum(len(b.readings) + len(b.flags) for r in rounds for b in r)
+    heartbeats = [
+        b for r in poll_rounds(fleet, start, 24 * 3600 // HEARTBEAT_S, HEARTBEAT_S, 16) for b in r
+    ]
+    # written an hour at a time: the sizes do not depend on how batches are grouped
+    rounds = [heartbeats[i : i + 60 * devices] for i in range(0, len(heartbeats), 60 * devices)]
+    points = sum(len(b.readings) + len(b.flags) for b in heartbeats)
     store = SqliteTimeSeries(workdir / "idle.db")
     await store.open()
     legacy = LegacyLayout(workdir / "idle-legacy.db")
@@ -262,7 +264,7 @@ def _hour_block(device: Device, every_s: int, rng: random.Random, field: str) ->
     if field in device.profile.flag_names:
         values = [0.0] * len(times)
     else:
-        values = [device.reading(rng)[field] for _ in times]
+        values = [device.value(field, rng) for _ in times]
     return len(times), chunks.encode(times, values)
 
 
