@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
+from firewatch.backup import sqlite_copy
 from firewatch.contract import ReadingBatch, utc_now
 from firewatch.settings import Settings
 from ingest.retention import RetentionPolicy, SqliteCompactor
@@ -170,4 +171,24 @@ async def test_a_file_of_the_row_per_reading_layout_still_serves_its_trend(tmp_p
     assert await store.count() == 0
     points = await store.history("dev-1", "gas_concentration", T0, T0 + timedelta(minutes=5), 60)
     assert [(p.mean, p.min, p.max, p.count) for p in points] == minutes
+    await store.close()
+
+
+async def test_a_backup_copy_serves_the_same_trend_from_blocks_and_head(tmp_path):
+    store = SqliteTimeSeries(tmp_path / "ts.db")
+    await store.open()
+    now = utc_now()
+    await store.write(
+        [
+            batch(seq, (now - T0).total_seconds() - 7200 + seq * 60, float(seq % 7))
+            for seq in range(1, 121)  # the last two hours: a sealed hour and the current one
+        ]
+    )
+    sqlite_copy(store.path, tmp_path / "copy.db")
+    copy = SqliteTimeSeries(tmp_path / "copy.db")
+    await copy.open()
+    span = ("dev-1", "gas_concentration", now - timedelta(hours=3), now, 60)
+    assert await copy.history(*span) == await store.history(*span)
+    assert await copy.count() == await store.count() == 240
+    await copy.close()
     await store.close()
