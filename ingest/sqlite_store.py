@@ -179,6 +179,59 @@ def mark_applied(db: sqlite3.Connection, stream_id: int, seq: int) -> bool:
     return True
 
 
+class AppliedTails:
+    """Each stream's highest range of applied numbers, kept by the one writer between writes.
+
+    An outbox numbers in order, so nearly every batch extends its stream's highest range: that
+    is done here in memory and written once per stream per write (``flush``), where
+    ``mark_applied`` costs three statements a batch (measured: most of a write's time at 1 s
+    polls).  Anything else (a redelivery, a gap filled) goes through ``mark_applied`` after a
+    flush.  ``forget`` after a rollback: the memory may hold what the database no longer does.
+    """
+
+    def __init__(self) -> None:
+        self._tails: dict[int, list[int]] = {}  # stream id: [first, last] of its highest range
+        self._changed: set[int] = set()
+
+    def _tail(self, db: sqlite3.Connection, stream_id: int) -> list[int] | None:
+        tail = self._tails.get(stream_id)
+        if tail is None:
+            row = db.execute(
+                "SELECT first, last FROM applied_seqs WHERE stream_id = ?"
+                " ORDER BY first DESC LIMIT 1",
+                (stream_id,),
+            ).fetchone()
+            if row is not None:
+                tail = self._tails[stream_id] = list(row)
+        return tail
+
+    def mark(self, db: sqlite3.Connection, stream_id: int, seq: int) -> bool:
+        """As ``mark_applied``."""
+        tail = self._tail(db, stream_id)
+        if tail is not None and seq == tail[1] + 1:
+            tail[1] = seq
+            self._changed.add(stream_id)
+            return True
+        self.flush(db)
+        if tail is None or seq > tail[1]:
+            db.execute("INSERT INTO applied_seqs VALUES (?, ?, ?)", (stream_id, seq, seq))
+            self._tails[stream_id] = [seq, seq]
+            return True
+        self._tails.pop(stream_id)  # a gap below may close into it: read again when needed
+        return mark_applied(db, stream_id, seq)
+
+    def flush(self, db: sqlite3.Connection) -> None:
+        db.executemany(
+            "UPDATE applied_seqs SET last = ? WHERE stream_id = ? AND first = ?",
+            [(self._tails[s][1], s, self._tails[s][0]) for s in self._changed],
+        )
+        self._changed.clear()
+
+    def forget(self) -> None:
+        self._tails.clear()
+        self._changed.clear()
+
+
 def _migrate_applied(db: sqlite3.Connection) -> None:
     """A file's row-per-batch record of applied numbers (``applied``; before incarnations,
     without that column: the legacy stream "") turned into ranges, in one transaction."""
@@ -292,6 +345,7 @@ class SqliteTimeSeries:
         self._lock = asyncio.Lock()
         self._series: dict[tuple[str, str], int] = {}  # (device, field): series id
         self._streams: dict[tuple[str, str], int] = {}  # (gateway, incarnation): stream id
+        self._applied = AppliedTails()
         self._next_seal = 0.0  # time.monotonic() of the writer's next look for hours to seal
 
     async def open(self) -> None:
@@ -336,7 +390,8 @@ class SqliteTimeSeries:
         db.execute("BEGIN")
         try:
             for b in batches:
-                if not mark_applied(db, self._stream_id(db, b.gateway_id, b.incarnation), b.seq):
+                stream = self._stream_id(db, b.gateway_id, b.incarnation)
+                if not self._applied.mark(db, stream, b.seq):
                     continue
                 new += 1
                 ts_ms = round(b.ts.timestamp() * 1000)
@@ -348,6 +403,7 @@ class SqliteTimeSeries:
                     for f, v in b.flags.items()
                 )
             db.executemany("INSERT OR REPLACE INTO head VALUES (?, ?, ?)", rows)
+            self._applied.flush(db)
             if time.monotonic() >= self._next_seal:
                 before = round((time.time() - SEAL_AFTER_S) * 1000)
                 sealed, _ = seal(db, before, SEAL_SERIES_PER_WRITE)
@@ -358,6 +414,7 @@ class SqliteTimeSeries:
             db.execute("ROLLBACK")
             self._series.clear()  # ids it added are gone with the transaction
             self._streams.clear()
+            self._applied.forget()
             raise
         return new
 
