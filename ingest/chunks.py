@@ -11,7 +11,11 @@ A block holds a series' points (millisecond times, float values) in time order:
   the profile's resolution differ by a few steps); other values as the float64 they are;
 - each of the lists packed in the narrowest fixed-width integer type that holds it and
   compressed by zlib, after a small header (count, decimals, first time and value) kept plain
-  so that it is read without inflating the block.
+  so that it is read without inflating the block;
+- for a busy hour of decimal values (``SUMMARY_FROM`` points or more), each minute's count,
+  sum, minimum and maximum beside the points, compressed on their own: a trend whose intervals
+  are whole minutes reads an hour of 1 s polls as 60 of them instead of 3,600 points (a 24 h
+  trend: 1,440 instead of 86,400), for about 4 % more bytes.
 
 Why fixed-width arrays and zlib rather than a bit-level codec (Gorilla's XOR floats, varints):
 packing, unpacking and the running sums that undo the deltas are C loops of the standard
@@ -30,6 +34,8 @@ import struct
 import sys
 import zlib
 from array import array
+from bisect import bisect_left
+from dataclasses import dataclass
 from itertools import accumulate
 
 #: layout version of a block (its first byte), so a later layout can read older blocks
@@ -37,7 +43,12 @@ VERSION = 1
 #: at most this many decimal places are kept as integers; values needing more stay floats
 MAX_DECIMALS = 6
 FLOATS = -1  # "decimals" of a block whose values are stored as float64
-_HEADER = struct.Struct("<BIbqq")  # version, count, decimals, first time (ms), first value
+#: version, count, decimals, first time (ms), first value, bytes of the minutes' summary
+_HEADER = struct.Struct("<BIbqqI")
+#: hours with at least this many points carry a summary per minute
+SUMMARY_FROM = 600
+_COUNT = struct.Struct("<H")  # minutes in a summary
+MINUTE_MS = 60_000
 _WIDTHS = ("b", "h", "i", "q")
 _TOLERANCE = 1e-6  # of a value times 10**decimals from an integer: float noise, not a digit
 
@@ -90,6 +101,7 @@ def encode(times_ms: list[int], values: list[float]) -> bytes:
     first = times_ms[0]
     time_part = _pack(_differences([t - first for t in times_ms]))
     places = _decimals(values)
+    summary = b""
     if places == FLOATS:
         floats = array("d", values)
         if sys.byteorder == "big":
@@ -99,14 +111,68 @@ def encode(times_ms: list[int], values: list[float]) -> bytes:
         scale = 10**places
         steps = [round(v * scale) for v in values]
         head, value_part = steps[0], _pack(_differences([s - steps[0] for s in steps]))
-    header = _HEADER.pack(VERSION, len(times_ms), places, first, head)
-    return header + zlib.compress(time_part + value_part)
+        if len(times_ms) >= SUMMARY_FROM:
+            summary = _summary(times_ms, steps)
+    header = _HEADER.pack(VERSION, len(times_ms), places, first, head, len(summary))
+    return header + summary + zlib.compress(time_part + value_part)
+
+
+def _summary(times_ms: list[int], steps: list[int]) -> bytes:
+    """Per minute (from the block's first): offset in minutes, count, sum, minimum, maximum."""
+    first_minute = times_ms[0] // MINUTE_MS
+    columns: list[list[int]] = [[], [], [], [], []]
+    i = 0
+    while i < len(times_ms):
+        minute = times_ms[i] // MINUTE_MS
+        j = bisect_left(times_ms, (minute + 1) * MINUTE_MS, i)
+        part = steps[i:j]
+        for column, number in zip(
+            columns, (minute - first_minute, j - i, sum(part), min(part), max(part)), strict=True
+        ):
+            column.append(number)
+        i = j
+    return zlib.compress(
+        _COUNT.pack(len(columns[0])) + b"".join(_pack(column) for column in columns)
+    )
+
+
+@dataclass(frozen=True)
+class Minutes:
+    """A block's summary: per minute its start (ms), count, and the sum, minimum and maximum of
+    its numbers (values times ``divisor``)."""
+
+    starts_ms: list[int]
+    counts: list[int]
+    sums: list[int]
+    lows: list[int]
+    highs: list[int]
+    divisor: float
+
+
+def minutes(block: bytes) -> Minutes | None:
+    """The block's summary per minute, or None if it has none (few points, or floats)."""
+    _, _, places, first, _, size = _HEADER.unpack_from(block)
+    if not size:
+        return None
+    data = memoryview(zlib.decompress(block[_HEADER.size : _HEADER.size + size]))
+    (count,) = _COUNT.unpack_from(data)
+    columns, at = [], _COUNT.size
+    for _ in range(5):
+        column, used = _unpack(chr(data[at]), data[at + 1 :], count)
+        columns.append(column.tolist())
+        at += 1 + used
+    offsets, counts, sums, lows, highs = columns
+    first_minute = first // MINUTE_MS
+    starts = [(first_minute + m) * MINUTE_MS for m in offsets]
+    return Minutes(starts, counts, sums, lows, highs, float(10**places))
 
 
 def shifted(block: bytes, by_ms: int) -> bytes:
-    """The same points ``by_ms`` later (the benchmark fills a large store from a few hours)."""
-    version, count, places, first, head = _HEADER.unpack_from(block)
-    return _HEADER.pack(version, count, places, first + by_ms, head) + block[_HEADER.size :]
+    """The same points ``by_ms`` later (the benchmark fills a large store from a few hours;
+    ``by_ms`` whole minutes)."""
+    version, count, places, first, head, size = _HEADER.unpack_from(block)
+    rest = block[_HEADER.size :]
+    return _HEADER.pack(version, count, places, first + by_ms, head, size) + rest
 
 
 def decode_numbers(block: bytes) -> tuple[list[int], list[int] | list[float], float]:
@@ -114,10 +180,10 @@ def decode_numbers(block: bytes) -> tuple[list[int], list[int] | list[float], fl
     times the returned divisor (integers, or the floats themselves with divisor 1).  Sums,
     minima and maxima of the numbers divided once give those of the values, so a trend need
     not make a float of every point."""
-    version, count, places, first, head = _HEADER.unpack_from(block)
+    version, count, places, first, head, size = _HEADER.unpack_from(block)
     if version != VERSION:
         raise ValueError(f"time-series block of layout {version}: this Firewatch reads {VERSION}")
-    data = memoryview(zlib.decompress(block[_HEADER.size :]))
+    data = memoryview(zlib.decompress(block[_HEADER.size + size :]))
     steps, size = _unpack(chr(data[0]), data[1:], count)
     times = list(accumulate(steps, initial=first))[1:]
     at = 1 + size

@@ -336,6 +336,15 @@ def bucket_points(
         i = j
 
 
+def _bucket_minutes(buckets: dict[float, Bucket], summary: chunks.Minutes, every_s: float) -> None:
+    """Add a block's minutes to intervals of whole minutes (each minute lies in one)."""
+    every_ms, d = every_s * 1000, summary.divisor
+    for start, n, total, low, high in zip(
+        summary.starts_ms, summary.counts, summary.sums, summary.lows, summary.highs, strict=True
+    ):
+        _add(buckets, int(start / every_ms) * every_s, total / d, low / d, high / d, n)
+
+
 class SqliteTimeSeries:
     name = "sqlite"
 
@@ -464,11 +473,19 @@ class SqliteTimeSeries:
         every_s: float,
     ) -> None:
         """Add the series' points in [start, end) to the intervals, block by block and then
-        the head's (sums, minima and maxima add up, so order across sources does not matter)."""
-        for (block,) in db.execute(
-            "SELECT block FROM chunks WHERE series_id = ? AND start_ms > ? AND start_ms < ?",
+        the head's (sums, minima and maxima add up, so order across sources does not matter).
+        A block wholly in the range, for intervals of whole minutes, is read from its summary
+        per minute where it has one."""
+        whole_minutes = every_s % 60 == 0
+        for start, block in db.execute(
+            "SELECT start_ms, block FROM chunks WHERE series_id = ? AND start_ms > ?"
+            " AND start_ms < ?",
             (sid, start_ms - CHUNK_MS, end_ms),
         ):
+            summary = chunks.minutes(block) if whole_minutes else None
+            if summary is not None and start_ms <= start and start + CHUNK_MS <= end_ms:
+                _bucket_minutes(buckets, summary, every_s)
+                continue
             times, numbers, divisor = chunks.decode_numbers(block)
             first, last = bisect_left(times, start_ms), bisect_left(times, end_ms)
             bucket_points(buckets, times, numbers, every_s, divisor, first, last)

@@ -19,6 +19,11 @@ from tests.support.webapp import demo_app
 T0 = datetime(2026, 11, 22, 12, tzinfo=UTC)
 
 
+def approx(value: float):
+    """Equal to the profile's resolution (a decimal comes back as the float nearest it)."""
+    return pytest.approx(value, abs=1e-9)
+
+
 def batch(seq: int, seconds: float, value: float) -> ReadingBatch:
     return ReadingBatch(
         gateway_id="gw-1",
@@ -135,13 +140,24 @@ async def test_a_devices_readings_come_back_in_its_trend_as_the_gateway_read_the
             "/api/devices/rc-efm-1/history",
             params={"field": "cable_temp_1", "hours": 2, "every_s": 1},
         )
+        five_minutes = await client.get(  # the sealed hour read from its summary per minute
+            "/api/devices/rc-efm-1/history",
+            params={"field": "cable_temp_1", "hours": 2, "every_s": 300},
+        )
+    groups: dict[float, list[float]] = {}
+    for ts, value in written.items():
+        groups.setdefault(ts.timestamp() // 300 * 300, []).append(value)
+    assert [(p["mean"], p["min"], p["max"], p["count"]) for p in five_minutes.json()] == [
+        (approx(sum(v) / len(v)), approx(min(v)), approx(max(v)), len(v))
+        for _, v in sorted(groups.items())
+    ]
     trend = [(p["time"], p["mean"], p["min"], p["max"], p["count"]) for p in reply.json()]
     assert trend == [
         (
             (ts.replace(microsecond=0)).isoformat().replace("+00:00", "Z"),
-            pytest.approx(round(value, 1), abs=1e-9),
-            pytest.approx(round(value, 1), abs=1e-9),
-            pytest.approx(round(value, 1), abs=1e-9),
+            approx(value),
+            approx(value),
+            approx(value),
             1,
         )
         for ts, value in written.items()
