@@ -6,7 +6,8 @@ The layout (measured in docs/timeseries-store.md; ``firewatch bench storage`` re
 - ``chunks`` holds one row per series per hour: the hour's points as one compressed block
   (``ingest.chunks``: time deltas, decimal values as integer deltas, zlib), keyed by
   (series, hour) in a ``WITHOUT ROWID`` table, so a series' hours lie together in key order;
-- ``head`` holds the points of hours not sealed yet, one small row each; the writer seals an
+- ``head`` holds the points of hours not sealed yet, one small row each (a second reading of a
+  series at the same millisecond replaces the first: the same poll); the writer seals an
   hour into a block once it is over (plus ``SEAL_AFTER_S`` for stragglers), a few series per
   write so that no write holds the lock long.  A point arriving for a sealed hour goes to the
   head too and is merged into that hour's block at the next sealing.
