@@ -92,6 +92,20 @@ def _bench(args: argparse.Namespace) -> int:
                 args.hostile_rate,
             )
         )
+    elif args.benchmark == "storage":
+        from firewatch.bench import storage
+
+        asyncio.run(
+            storage.run(
+                args.devices,
+                args.hours,
+                args.idle_devices,
+                args.scale_devices,
+                args.days,
+                args.repeat,
+                args.json,
+            )
+        )
     elif args.benchmark == "map":
         from firewatch.bench import map_load
 
@@ -460,7 +474,16 @@ def parser() -> argparse.ArgumentParser:
     mp.add_argument("--seconds", type=float, default=5, help="length of each timed run")
     mp.add_argument("--concurrency", type=int, default=4, help="requests in flight")
     mp.add_argument("--repeat", type=int, default=3, help="runs of each; medians are reported")
-    for b in (gw, ing, alarm, mp):
+    store = bench_sub.add_parser(
+        "storage", help="embedded time-series bytes/point, writes, trend reads vs the old layout"
+    )
+    store.add_argument("--devices", type=int, default=9, help="polled every second (the demo's)")
+    store.add_argument("--hours", type=float, default=3, help="of 1 s polls written")
+    store.add_argument("--idle-devices", type=int, default=30, help="a heartbeat a minute, a day")
+    store.add_argument("--scale-devices", type=int, default=1000, help="in the trend-read file")
+    store.add_argument("--days", type=int, default=7, help="of the trend-read file")
+    store.add_argument("--repeat", type=int, default=20, help="trend reads; medians reported")
+    for b in (gw, ing, alarm, mp, store):
         b.add_argument("--json", action="store_true", help="end with one JSON line of figures")
         b.set_defaults(func=_bench)
     return p

@@ -1,20 +1,23 @@
 """Retention and downsampling for the embedded SQLite time-series store.
 
-Raw rows are kept for a while (a week by default); older ones are rolled up into aggregate
+Raw points are kept for a while (a week by default); older ones are rolled up into aggregate
 tiers (per minute for 90 days, per hour for two years by default) and then deleted, and each
 tier's rows are deleted once they are older than that tier keeps them.
 
 A tier row holds the sum, minimum, maximum and count of one field of one device over one
 interval.  The sum rather than the mean is stored so that merging is addition: readings that
 arrive late for an interval already rolled up are added to its row at the next compaction, and
-a trend interval spanning raw rows and tier rows gets the exact count-weighted mean.
+a trend interval spanning raw points and tier rows gets the exact count-weighted mean.
 
-Every tier is computed from the raw rows themselves (not the hour from the minutes), one
-transaction per window of the finest tier's interval: the window's aggregates are added to every
-tier and its raw rows deleted in the same commit.  A crash halfway leaves whole windows done and
-the rest still raw, so a rerun ends with the same aggregates; a rerun with nothing left to do
-changes nothing.  Compaction runs on a connection of its own (WAL lets readers go on), holding
-the write lock for one window at a time, so ingest's writes wait at most that long.
+Every tier is computed from the raw points themselves (not the hour from the minutes), one
+transaction per window: an hour of compressed blocks (``ingest.sqlite_store``: every series'
+block of that hour, decoded here), or for a file's legacy row-per-reading table one interval of
+the finest tier.  The window's aggregates are added to every tier and its raw points deleted in
+the same commit.  Blocks go whole, so raw points are kept until the hour that holds the raw
+retention's cutoff is over.  A crash halfway leaves whole windows done and the rest still raw,
+so a rerun ends with the same aggregates; a rerun with nothing left to do changes nothing.
+Compaction runs on a connection of its own (WAL lets readers go on), holding the write lock
+for one window at a time, so ingest's writes wait at most that long.
 
 ``rollup_tiers`` records, per tier, from when on it is complete (``covers_from``: its expiry
 cutoff, or when the tier was added to an existing store).  History reads each time range from
@@ -34,7 +37,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from firewatch.settings import Settings
-from ingest.sqlite_store import SqliteTimeSeries
+from ingest import chunks
+from ingest.sqlite_store import (
+    CHUNK_MS,
+    SqliteTimeSeries,
+    bucket_points,
+    has_legacy_points,
+    seal,
+)
 from ingest.store import TimeSeriesStore
 
 log = logging.getLogger(__name__)
@@ -170,6 +180,43 @@ def _roll_up_window(db: sqlite3.Connection, policy: RetentionPolicy, start: floa
     return deleted
 
 
+UPSERT = """
+    INSERT INTO rollups (device_id, field, every_s, ts, total, low, high, n)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+    ON CONFLICT (device_id, field, every_s, ts) DO UPDATE SET
+        total = total + excluded.total, low = min(low, excluded.low),
+        high = max(high, excluded.high), n = n + excluded.n
+"""
+
+
+def _roll_up_hour(db: sqlite3.Connection, policy: RetentionPolicy, start_ms: int) -> int:
+    """Add every series' block of one hour to every tier and delete the blocks, in one
+    transaction; returns the points rolled up."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        rolled = 0
+        for device, field, block in db.execute(
+            "SELECT device_id, field, block FROM chunks JOIN series ON series.id = series_id"
+            " WHERE start_ms = ?",
+            (start_ms,),
+        ).fetchall():
+            times, numbers, divisor = chunks.decode_numbers(block)
+            rolled += len(times)
+            for tier in policy.rollups:
+                buckets: dict[float, list[float]] = {}
+                bucket_points(buckets, times, numbers, tier.every_s, divisor)
+                db.executemany(
+                    UPSERT,
+                    [(device, field, tier.every_s, key, *agg) for key, agg in buckets.items()],
+                )
+        db.execute("DELETE FROM chunks WHERE start_ms = ?", (start_ms,))
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    return rolled
+
+
 def _expire(db: sqlite3.Connection, policy: RetentionPolicy, now: float) -> int:
     """Delete tier rows past their retention; the tier now covers only from the cutoff on."""
     expired = 0
@@ -199,22 +246,39 @@ def compact(
     now: float,
     stopping: Callable[[], bool] = lambda: False,
 ) -> Compaction:
-    """Roll up raw rows older than the raw retention, then expire old tier rows.
+    """Roll up raw points older than the raw retention, then expire old tier rows.
 
     ``db`` is in autocommit mode (``isolation_level=None``); each step opens its own
     transaction.  ``stopping`` is asked between windows, so a shutdown need not wait for a
     long backlog.
     """
     _register_tiers(db, policy)
-    cutoff = _floor(now - policy.raw_s, policy.window_s)
     windows = rolled = 0
-    oldest = db.execute("SELECT min(ts) FROM points").fetchone()[0]
-    while oldest is not None and oldest < cutoff and not stopping():
-        start = _floor(oldest, policy.window_s)
-        rolled += _roll_up_window(db, policy, start)
+    if has_legacy_points(db):
+        cutoff = _floor(now - policy.raw_s, policy.window_s)
+        oldest = db.execute("SELECT min(ts) FROM points").fetchone()[0]
+        while oldest is not None and oldest < cutoff and not stopping():
+            start = _floor(oldest, policy.window_s)
+            rolled += _roll_up_window(db, policy, start)
+            windows += 1
+            oldest = db.execute(
+                "SELECT min(ts) FROM points WHERE ts >= ?", (start + policy.window_s,)
+            ).fetchone()[0]
+    # hours wholly before the cutoff: the head's stragglers of those hours sealed first
+    cutoff_ms = math.floor((now - policy.raw_s) * 1000 / CHUNK_MS) * CHUNK_MS
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        seal(db, cutoff_ms)
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    oldest = db.execute("SELECT min(start_ms) FROM chunks").fetchone()[0]
+    while oldest is not None and oldest < cutoff_ms and not stopping():
+        rolled += _roll_up_hour(db, policy, oldest)
         windows += 1
         oldest = db.execute(
-            "SELECT min(ts) FROM points WHERE ts >= ?", (start + policy.window_s,)
+            "SELECT min(start_ms) FROM chunks WHERE start_ms > ?", (oldest,)
         ).fetchone()[0]
     return Compaction(windows, rolled, _expire(db, policy, now))
 

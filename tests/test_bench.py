@@ -51,6 +51,19 @@ def test_throughput_benchmarks_end_with_their_figures(name, args, keys):
     assert figures["benchmark"] == name and keys <= figures.keys()
 
 
+def test_storage_reports_bytes_per_point_against_the_row_per_reading_layout():
+    figures = bench(
+        "storage",
+        *("--devices", "3", "--hours", "0.05", "--idle-devices", "1"),
+        *("--scale-devices", "3", "--days", "1", "--repeat", "1"),
+    )
+    assert figures["benchmark"] == "storage"
+    assert 0 < figures["bytes_per_point"] < figures["old_bytes_per_point"]
+    assert figures["idle_bytes_per_device_day"] > 0
+    assert figures["full_rate"]["write_points_per_s"] > 0
+    assert figures["scale"]["trend_24h_ms"]["count"] == 1
+
+
 @pytest.mark.parametrize(
     ("shape", "database", "processes"),
     [

@@ -2,7 +2,8 @@
 
 Readings every 7 s from 7 days 2.5 h ago to 6 days 23 h ago (the raw retention, 7 days, cuts
 through the middle), compacted as of a chosen "now" under the default policy: raw for 7 days,
-per-minute aggregates for 90 days, per-hour for 2 years.
+per-minute aggregates for 90 days, per-hour for 2 years.  Raw points are kept in hourly blocks,
+which go whole: the hour that holds the cutoff stays raw until it is over.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from ingest.sqlite_store import SqliteTimeSeries
 
 NOW = datetime(2026, 11, 22, 12, 20, tzinfo=UTC)  # not on the hour: a raw/minute-tier hour
 BOUNDARY = NOW - timedelta(days=7)  # the raw retention's cutoff
+BOUNDARY_HOUR = BOUNDARY.replace(minute=0)  # raw points from the hour that holds it on stay
 FIRST = BOUNDARY - timedelta(hours=2, minutes=30)
 LAST = BOUNDARY + timedelta(hours=1)
 FIELD = "gas_concentration"
@@ -92,7 +94,7 @@ def tables(path: Path) -> dict[str, list[tuple]]:
     with closing(sqlite3.connect(path)) as db:
         return {
             name: sorted(db.execute(f"SELECT * FROM {name}").fetchall())
-            for name in ("points", "rollups", "rollup_tiers")
+            for name in ("chunks", "head", "rollups", "rollup_tiers")
         }
 
 
@@ -104,14 +106,15 @@ async def test_compaction_keeps_each_minutes_exact_mean_min_max_and_count(store,
         assert as_tuples(rolled_up) == [e for e in expected(batches, device, 60) if e[0] < BOUNDARY]
 
 
-async def test_raw_readings_past_the_retention_are_gone_and_newer_ones_stay(store, batches):
+async def test_raw_hours_past_the_retention_are_gone_and_newer_ones_stay(store, batches):
     await store.write(batches)
     done = await SqliteCompactor(store.path, POLICY).compact(NOW)
-    older = sum(1 for b in batches if b.ts < BOUNDARY)
-    assert (done.windows, done.raw_rows_rolled_up) == (150, older)
+    older = sum(1 for b in batches if b.ts < BOUNDARY_HOUR)
+    assert (done.windows, done.raw_rows_rolled_up) == (3, older)  # 09:00, 10:00 and 11:00
     assert await store.count() == len(batches) - older
     with closing(sqlite3.connect(store.path)) as db:
-        assert db.execute("SELECT min(ts) FROM points").fetchone()[0] >= BOUNDARY.timestamp()
+        oldest = db.execute("SELECT min(start_ms) FROM chunks").fetchone()[0]
+        assert oldest == BOUNDARY_HOUR.timestamp() * 1000
 
 
 @pytest.mark.parametrize("every_s", [60, 300, 3600])
@@ -145,13 +148,13 @@ async def test_a_compaction_stopped_halfway_and_rerun_gives_the_same_aggregates(
         db.backup(backup)
     windows = 0
 
-    def stop_after_40_windows() -> bool:
+    def stop_after_2_windows() -> bool:
         nonlocal windows
         windows += 1
-        return windows > 40
+        return windows > 2
 
     with closing(sqlite3.connect(store.path, isolation_level=None)) as db:
-        assert compact(db, POLICY, NOW.timestamp(), stop_after_40_windows).windows == 40
+        assert compact(db, POLICY, NOW.timestamp(), stop_after_2_windows).windows == 2
     await SqliteCompactor(store.path, POLICY).compact(NOW)
     await SqliteCompactor(copy, POLICY).compact(NOW)
     assert tables(store.path) == tables(copy)

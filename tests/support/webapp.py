@@ -26,6 +26,7 @@ class DemoApp:
     app: FastAPI
     sessions: async_sessionmaker
     database_url: str  # for the `firewatch user` command beside it
+    timeseries: SqliteTimeSeries  # the app's trend store, open
 
     async def raise_alarm(self, device_id: str) -> int:
         """An open alarm on ``device_id``, as the alert service would have stored it."""
@@ -53,10 +54,12 @@ async def demo_app(
     database_url = database_url or f"sqlite+aiosqlite:///{data_dir}/fw.db"
     async with demo_county(database_url) as county:
         await ensure_demo_accounts(county.sessions, DEMO_PASSWORD)
+        timeseries = SqliteTimeSeries(data_dir / "ts.db")
+        await timeseries.open()
         app = create_app(
             AppContext(
                 sessions=county.sessions,
-                timeseries=SqliteTimeSeries(data_dir / "ts.db"),
+                timeseries=timeseries,
                 site=county.site,
                 site_dir=SITES_DIR,
                 statuses={},
@@ -65,6 +68,7 @@ async def demo_app(
             )
         )
         try:
-            yield DemoApp(app, county.sessions, database_url)
+            yield DemoApp(app, county.sessions, database_url, timeseries)
         finally:
             app.state.hub.close()
+            await timeseries.close()
