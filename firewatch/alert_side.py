@@ -18,6 +18,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
+from alerts.calls import CallWatcher
 from alerts.channels import configured_channels
 from alerts.escalation_scheduler import EscalationScheduler
 from alerts.escalator import Escalator
@@ -40,6 +41,7 @@ class AlertSide:
     alerts: AlertService
     notifier: Notifier
     escalation: EscalationScheduler
+    calls: CallWatcher
     writer: Writer  # every write of the three, on a thread of its own (firewatch.db.Writer)
     instance: str
     pulse_every_s: float
@@ -51,6 +53,7 @@ class AlertSide:
             "alerts": self.alerts.run,
             "notifier": self.notifier.run,
             "escalation": self.escalation.run,
+            "calls": self.calls.run,
             "pulse": partial(
                 pulse, self.writer, self.instance, self.alerts, self.notifier, self.pulse_every_s
             ),
@@ -86,6 +89,7 @@ def alert_side(
         settings.notice_fallback_channel,
         frozenset(channels),
         recipients_of(site, settings.wecom_webhook_url),
+        site.dispatch,
     )
     alerts = AlertService(
         site,
@@ -122,10 +126,20 @@ def alert_side(
         notices_waiting=notices_waiting,
     )
     escalation = EscalationScheduler(escalator)
+    calls = CallWatcher(
+        site,
+        sessions,
+        writer,
+        channels,
+        notices_waiting,
+        wait_s=settings.voice_result_wait_s,
+        timeout_s=settings.notice_timeout_s,
+    )
     return AlertSide(
         alerts,
         notifier,
         escalation,
+        calls,
         writer,
         settings.instance,
         min(5.0, settings.monitor_silent_after_s / 4),
