@@ -102,8 +102,8 @@ class Outbox:
         fire_class = self.routing.at_once(institution_id, message)
         if fire_class:  # never folded: each must reach a person now, on every means at once
             now = utc_now()
-            for channel, target in fire_class:
-                self._put(session, institution_id, alarm_id, message, now, channel, target)
+            for to in fire_class:
+                self._store(session, institution_id, alarm_id, message, now, to)
             return
         if (
             not message.immediate
@@ -120,20 +120,11 @@ class Outbox:
         alarm_id: int | None,
         message: NoticeMessage,
         due: datetime,
+        to: tuple[str, str | None] | None = None,
     ) -> None:
-        channel, target = self.routing.first_choice(institution_id)
-        self._put(session, institution_id, alarm_id, message, due, channel, target)
-
-    def _put(
-        self,
-        session: Session,
-        institution_id: str,
-        alarm_id: int | None,
-        message: NoticeMessage,
-        due: datetime,
-        channel: str,
-        target: str | None,
-    ) -> None:
+        """Store a notice on ``to`` (channel, target; None: no one), by default the first
+        choice of the routing."""
+        channel, target = to or self.routing.first_choice(institution_id)
         why = None
         if not target:
             why = f"no recipient on {channel} for {institution_id}"

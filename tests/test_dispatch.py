@@ -18,7 +18,9 @@ from firewatch import db
 from firewatch.alert_side import alert_side
 from firewatch.contract import readings_topic
 from firewatch.mqtt import BrokerAddress
-from firewatch.settings import Settings
+from firewatch.profiles import ProfileError
+from firewatch.settings import SITES_DIR, Settings
+from firewatch.site import load_site
 from tests.support.alerts import PROFILES, SITE, database
 from tests.support.aliyun_sms import AliyunSmsProvider
 from tests.support.aliyun_vms import AliyunVmsProvider
@@ -120,3 +122,13 @@ async def test_a_call_the_duty_person_does_not_answer_goes_to_the_deputy(mosquit
     calls = [n for n in notices if n.channel == "aliyun_vms"]
     assert [(c.target, c.call_rank) for c in calls] == [(DUTY, 0), (DEPUTY, 1)]
     assert all(c.provider_ref for c in calls)  # the CallId each result was asked by
+
+
+def test_a_fire_class_rule_with_one_means_is_refused_naming_the_file_and_field(tmp_path):
+    demo = (SITES_DIR / "demo-county.yaml").read_text(encoding="utf-8")
+    site = tmp_path / "site.yaml"
+    site.write_text(demo.replace("means: [robot, sms, voice]", "means: [voice]"), "utf-8")
+    with pytest.raises(ProfileError) as refused:
+        load_site(site, PROFILES)
+    assert str(site) in str(refused.value)
+    assert "field dispatch.at_once.0.means" in str(refused.value)
