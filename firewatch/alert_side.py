@@ -2,9 +2,10 @@
 
 The alert service stores alarms, ledger entries and notices; the notifier sends the notices;
 the escalation scheduler takes the steps of alarms nobody acknowledged (提级) and the ledger
-reminders, storing their notices for the same notifier.  Both ways of running Firewatch build
-and run these three from here, so that one cannot leave out a part the other runs (the separate
-alerts service once ran without escalation).
+reminders, storing their notices for the same notifier; the call watcher asks what became of
+each voice call and calls the next person when nobody answered.  Both ways of running
+Firewatch build and run these from here, so that one cannot leave out a part the other runs
+(the separate alerts service once ran without escalation).
 """
 
 from __future__ import annotations
@@ -42,13 +43,13 @@ class AlertSide:
     notifier: Notifier
     escalation: EscalationScheduler
     calls: CallWatcher
-    writer: Writer  # every write of the three, on a thread of its own (firewatch.db.Writer)
+    writer: Writer  # every write of the four, on a thread of its own (firewatch.db.Writer)
     instance: str
     pulse_every_s: float
 
     def services(self) -> dict[str, Job]:
         """What to run, by task name, each supervised on its own (firewatch.supervise); the
-        pulse tells the web process the three are alive."""
+        pulse tells the web process they are alive."""
         return {
             "alerts": self.alerts.run,
             "notifier": self.notifier.run,
@@ -65,6 +66,7 @@ class AlertSide:
             "alerts": self.alerts.status,
             "notifier": self.notifier.status,
             "escalation": self.escalation.status,
+            "calls": self.calls.status,
         }
 
     async def close(self) -> None:

@@ -495,6 +495,26 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _voice_configured(self) -> Settings:
+        """A voice provider turned on without its secret or template would have every call
+        refused: fire alarms would ring nobody, found out only at the first fire."""
+        needs = {
+            "aliyun_vms_access_key_id": ("aliyun_vms_access_key_secret", "aliyun_vms_tts_code"),
+            "tencent_vms_secret_id": (
+                "tencent_vms_secret_key",
+                "tencent_vms_sdk_app_id",
+                "tencent_vms_template_id",
+            ),
+        }
+        for switch, required in needs.items():
+            missing = [f"{ENV_PREFIX}{n.upper()}" for n in required if not getattr(self, n)]
+            if getattr(self, switch) and missing:
+                raise ValueError(
+                    f"{ENV_PREFIX}{switch.upper()} is set, so {', '.join(missing)} must be too"
+                )
+        return self
+
+    @model_validator(mode="after")
     def _retention(self) -> Settings:
         """The time-series tiers fit together (each divides the coarsest, none is kept for less
         time than raw rows); the rules live with the compactor that relies on them."""
