@@ -25,6 +25,12 @@ WECOM_MARKDOWN_LIMIT = 4096
 #: what one SMS template variable may hold (Alibaba Cloud: 35 characters for notice templates;
 #: Tencent Cloud is no looser) - to confirm against the signed templates
 SMS_VARIABLE_LIMIT = 35
+#: what one voice (TTS) template variable may hold: short enough to be heard, and inside both
+#: providers' rules (Alibaba Cloud limits each TtsParam variable; Tencent Cloud the whole call
+#: to 350 characters) - to confirm against the signed templates
+VOICE_VARIABLE_LIMIT = 20
+#: the variables :func:`voice_variables` fills, in the order a voice template says them
+VOICE_VARIABLES = ("institution", "location", "alarm", "reading")
 #: the variables :func:`template_variables` fills: all an SMS or template message can name
 #: (the settings that map templates to them are checked against this list at start-up)
 TEMPLATE_VARIABLES = ("institution", "location", "device", "alarm", "reading", "time", "advice")
@@ -54,6 +60,8 @@ class NoticeMessage(BaseModel):
     kind: Literal["raise", "rise", "clear", "summary", "escalation"]
     label: str = ""
     severity: str = Severity.ALARM.value
+    #: the rule's hazard category: with ``severity`` it says whether the alarm is fire-class
+    #: (firewatch.dispatch_policy); empty in notices stored before it was kept
     category: str = ""
     institution: str
     title: str
@@ -301,3 +309,19 @@ def template_variables(message: NoticeMessage) -> dict[str, str]:
 
 def _cut(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def voice_variables(message: NoticeMessage) -> dict[str, str]:
+    """The variables of the voice (TTS) template: who, where, what; no link, no figures.
+
+    Suggested template (to be approved by the provider):
+    ``${institution}${location}发生${alarm}，读数${reading}，请立即到场处置并在系统中确认。``
+    """
+    alarm = summary_title(message) if message.kind == "summary" else message.title
+    values = {
+        "institution": message.institution,
+        "location": message.location,
+        "alarm": alarm,
+        "reading": message.reading or "无",
+    }
+    return {k: _cut(v, VOICE_VARIABLE_LIMIT) for k, v in values.items()}

@@ -199,18 +199,23 @@ class Notifier:
     async def _send_in_order(self, http: httpx.AsyncClient, notices: list[Notice]) -> None:
         for notice in notices:
             try:
-                sent = await self._send_one(http, notice)
+                sent, reference = await self._send_one(http, notice)
             except Exception as exc:  # the notice's own error, or a channel's bug
                 await self._cannot_send(notice, exc)
                 continue
             if sent:  # recorded outside the guard: a notice the provider took is never resent
                 await self._update(
-                    notice.id, status="sent", sent_at=utc_now(), attempts=notice.attempts + 1
+                    notice.id,
+                    status="sent",
+                    sent_at=utc_now(),
+                    attempts=notice.attempts + 1,
+                    provider_ref=reference,
                 )
                 self.sent += 1
 
-    async def _send_one(self, http: httpx.AsyncClient, notice: Notice) -> bool:
-        """Send ``notice`` if its channel and rate allow; True once the provider took it."""
+    async def _send_one(self, http: httpx.AsyncClient, notice: Notice) -> tuple[bool, str | None]:
+        """Send ``notice`` if its channel and rate allow: (True, the provider's reference for
+        it) once the provider took it."""
         loop = asyncio.get_running_loop()
         channel = self.channels.get(notice.channel)
         if channel is None:
@@ -219,21 +224,21 @@ class Notifier:
                 status="unconfigured",
                 last_error=f"channel {notice.channel} is not configured",
             )
-            return False
+            return False, None
         key = (notice.channel, notice.target)
         hold = self.limiter.wait_s(key, channel.per_minute, loop.time())
         if hold > 0:
             await self._update(notice.id, next_attempt_at=utc_now() + timedelta(seconds=hold))
-            return False
+            return False, None
         self.limiter.record(key, loop.time())
         message = NoticeMessage.model_validate(notice.body)
         try:
-            await channel.send(http, notice.target, message, notice.id)
+            reference = await channel.send(http, notice.target, message, notice.id)
         except SendFailed as exc:
             self.failures += 1
             await self._failed(notice.id, exc)
-            return False
-        return True
+            return False, None
+        return True, reference
 
     async def _cannot_send(self, notice: Notice, exc: Exception) -> None:
         """A notice whose send raised what no retry on its channel mends: hand it to the

@@ -1,12 +1,17 @@
 """Putting notices in the outbox: which channel and recipient, and storm control.
 
 A notice is stored in the transaction of the alarm it tells of (the notifier sends it later),
-on the configured channel if the institution has a recipient there, else on the fallback.
+on the configured channel if the institution has a recipient there, else on the fallback.  A
+fire-class alarm (the site's dispatch policy, firewatch.dispatch_policy) is stored as one
+notice per means, all due at once: the duty group's robot, the duty person's phone by SMS and
+by a voice call.  A means with no provider configured or nobody to send to is stored as
+``unconfigured``, so what was not sent is seen.
 
 Storm control, per institution: the first notice goes out at once and opens a window of
 ``storm_window_s``.  What comes within the window is folded into one summary notice, sent at
 the window's end, that says how many and which; a storm that goes on gets one summary per
-window.  One-key alarms (``immediate`` rules) are never folded, held back or counted.  All of
+window.  One-key alarms (``immediate`` rules) and fire-class alarms are never folded, held
+back or counted: they must reach a person within seconds.  All of
 it is read from the notices table, so a restart keeps the windows.
 """
 
@@ -22,6 +27,7 @@ from sqlalchemy.orm import Session
 from alerts.notices import NoticeMessage, fold, summary_message
 from firewatch.contract import utc_now
 from firewatch.db import Notice
+from firewatch.dispatch_policy import CHANNELS_OF, VOICE_CHANNELS, DispatchPolicy, Means
 from firewatch.site import Site
 
 #: a summary due sooner than this takes no more lines: the notifier may be reading it already
@@ -39,6 +45,8 @@ class Routing:
     fallback: str | None
     available: frozenset[str]
     recipients: dict[str, dict[str, str]] = field(default_factory=dict)
+    #: which alarms go out on several means at once; unset: none (each on the primary)
+    dispatch: DispatchPolicy = DispatchPolicy(at_once=())
 
     def target(self, institution_id: str, channel: str | None) -> str | None:
         if channel is None or channel not in self.available:
@@ -53,17 +61,32 @@ class Routing:
                 return channel, target
         return self.primary, None
 
+    def at_once(self, institution_id: str, message: NoticeMessage) -> list[tuple[str, str | None]]:
+        """(channel, target) of each means a fire-class raise goes out on at once; [] if the
+        alarm is not fire-class.  A means goes on its first configured provider, or is named
+        by its first provider (the notice then stored as unconfigured)."""
+        if message.kind != "raise":
+            return []
+        chosen = []
+        for means in self.dispatch.means_for(message.category, message.severity):
+            providers = CHANNELS_OF[means]
+            channel = next((c for c in providers if c in self.available), providers[0])
+            chosen.append((channel, self.target(institution_id, channel)))
+        return chosen
+
 
 def recipients_of(site: Site, default_webhook: str | None) -> dict[str, dict[str, str]]:
     """Who hears of an institution's alarms on each channel: its duty group's robot, and its
-    safety officer (responsible person of IoT hazards) by SMS and template message."""
+    duty person (the first on its call list: the duty roster's, or the safety officer) by SMS,
+    voice call and template message."""
     recipients = {}
     for i in site.institutions:
-        mine = {"aliyun_sms": i.safety_officer.phone, "tencent_sms": i.safety_officer.phone}
+        duty = i.call_list()[0]
+        mine = dict.fromkeys([*CHANNELS_OF[Means.SMS], *CHANNELS_OF[Means.VOICE]], duty.phone)
         if i.wecom_webhook_url or default_webhook:
             mine["wecom_robot"] = i.wecom_webhook_url or default_webhook or ""
-        if i.safety_officer.wechat_openid:
-            mine["wechat_oa"] = i.safety_officer.wechat_openid
+        if duty.wechat_openid:
+            mine["wechat_oa"] = duty.wechat_openid
         recipients[i.id] = mine
     return recipients
 
@@ -76,6 +99,12 @@ class Outbox:
     def add(
         self, session: Session, institution_id: str, alarm_id: int | None, message: NoticeMessage
     ) -> None:
+        fire_class = self.routing.at_once(institution_id, message)
+        if fire_class:  # never folded: each must reach a person now, on every means at once
+            now = utc_now()
+            for to in fire_class:
+                self._store(session, institution_id, alarm_id, message, now, to)
+            return
         if (
             not message.immediate
             and self.storm_window
@@ -91,8 +120,16 @@ class Outbox:
         alarm_id: int | None,
         message: NoticeMessage,
         due: datetime,
+        to: tuple[str, str | None] | None = None,
     ) -> None:
-        channel, target = self.routing.first_choice(institution_id)
+        """Store a notice on ``to`` (channel, target; None: no one), by default the first
+        choice of the routing."""
+        channel, target = to or self.routing.first_choice(institution_id)
+        why = None
+        if not target:
+            why = f"no recipient on {channel} for {institution_id}"
+            if channel not in self.routing.available:
+                why = f"channel {channel} has no provider configured"
         session.add(
             Notice(
                 alarm_id=alarm_id,
@@ -101,8 +138,9 @@ class Outbox:
                 target=target or "",
                 body=message.model_dump(mode="json"),
                 status="pending" if target else "unconfigured",
-                last_error=None if target else f"no recipient on {channel} for {institution_id}",
+                last_error=why,
                 next_attempt_at=due,
+                call_rank=0 if channel in VOICE_CHANNELS else None,
             )
         )
 

@@ -2,9 +2,10 @@
 
 The alert service stores alarms, ledger entries and notices; the notifier sends the notices;
 the escalation scheduler takes the steps of alarms nobody acknowledged (提级) and the ledger
-reminders, storing their notices for the same notifier.  Both ways of running Firewatch build
-and run these three from here, so that one cannot leave out a part the other runs (the separate
-alerts service once ran without escalation).
+reminders, storing their notices for the same notifier; the call watcher asks what became of
+each voice call and calls the next person when nobody answered.  Both ways of running
+Firewatch build and run these from here, so that one cannot leave out a part the other runs
+(the separate alerts service once ran without escalation).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
+from alerts.calls import CallWatcher
 from alerts.channels import configured_channels
 from alerts.escalation_scheduler import EscalationScheduler
 from alerts.escalator import Escalator
@@ -40,17 +42,19 @@ class AlertSide:
     alerts: AlertService
     notifier: Notifier
     escalation: EscalationScheduler
-    writer: Writer  # every write of the three, on a thread of its own (firewatch.db.Writer)
+    calls: CallWatcher
+    writer: Writer  # every write of the four, on a thread of its own (firewatch.db.Writer)
     instance: str
     pulse_every_s: float
 
     def services(self) -> dict[str, Job]:
         """What to run, by task name, each supervised on its own (firewatch.supervise); the
-        pulse tells the web process the three are alive."""
+        pulse tells the web process they are alive."""
         return {
             "alerts": self.alerts.run,
             "notifier": self.notifier.run,
             "escalation": self.escalation.run,
+            "calls": self.calls.run,
             "pulse": partial(
                 pulse, self.writer, self.instance, self.alerts, self.notifier, self.pulse_every_s
             ),
@@ -62,6 +66,7 @@ class AlertSide:
             "alerts": self.alerts.status,
             "notifier": self.notifier.status,
             "escalation": self.escalation.status,
+            "calls": self.calls.status,
         }
 
     async def close(self) -> None:
@@ -86,6 +91,7 @@ def alert_side(
         settings.notice_fallback_channel,
         frozenset(channels),
         recipients_of(site, settings.wecom_webhook_url),
+        site.dispatch,
     )
     alerts = AlertService(
         site,
@@ -123,10 +129,20 @@ def alert_side(
         notices_waiting=notices_waiting,
     )
     escalation = EscalationScheduler(escalator)
+    calls = CallWatcher(
+        site,
+        sessions,
+        writer,
+        channels,
+        notices_waiting,
+        wait_s=settings.voice_result_wait_s,
+        timeout_s=settings.notice_timeout_s,
+    )
     return AlertSide(
         alerts,
         notifier,
         escalation,
+        calls,
         writer,
         settings.instance,
         min(5.0, settings.monitor_silent_after_s / 4),

@@ -318,6 +318,13 @@ class Notice(Base):
     next_attempt_at: Mapped[datetime] = mapped_column(default=utc_now)
     created_at: Mapped[datetime] = mapped_column(default=utc_now)
     sent_at: Mapped[datetime | None] = mapped_column(default=None)
+    #: what the provider calls the message (a voice call's CallId): its result is asked by it
+    provider_ref: Mapped[str | None] = mapped_column(String(128), default=None)
+    #: a voice call's result: answered, unanswered (or no result in time), as the provider said
+    outcome: Mapped[str | None] = mapped_column(String(16), default=None)
+    #: a voice call's place on the institution's call list (0: the duty person; past the list:
+    #: the bureau), so an unanswered call goes to the next
+    call_rank: Mapped[int | None] = mapped_column(Integer, default=None)
 
 
 class DeadLetter(Base):

@@ -23,6 +23,7 @@ from prometheus_client.registry import Collector
 from firewatch.admission import Admission
 
 if TYPE_CHECKING:
+    from alerts.calls import CallWatcher
     from alerts.escalation_scheduler import EscalationScheduler
     from alerts.notifier import Notifier
     from alerts.service import AlertService
@@ -44,6 +45,7 @@ class FirewatchCollector(Collector):
     alerts: AlertService | None = None
     notifier: Notifier | None = None
     escalation: EscalationScheduler | None = None
+    calls: CallWatcher | None = None
     changes: ChangePublisher | ChangeListener | None = None
     #: the hub whose change notices' errors to report, if not the relay's (``firewatch up``)
     hub: ChangeHub | None = None
@@ -130,6 +132,20 @@ class FirewatchCollector(Collector):
                 "the next sweep ran.",
                 ["reason"],
                 self.escalation.sweep_errors,
+            )
+        if self.calls is not None:
+            yield _by_label(
+                "firewatch_voice_call_results",
+                "Voice calls whose result is known, by result (answered, unanswered, no-result: "
+                "none from the provider in time); each not answered called the next person.",
+                ["result"],
+                self.calls.outcomes,
+            )
+            yield _by_label(
+                "firewatch_voice_call_results_set_aside",
+                "Voice calls whose result could not be handled, by error class; looked at again.",
+                ["reason"],
+                self.calls.errors,
             )
         if self.changes is not None:
             yield from self._changes(self.changes)

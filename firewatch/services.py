@@ -236,6 +236,7 @@ async def run_alerts(settings: Settings) -> None:
                             alerts=alert.alerts,
                             notifier=alert.notifier,
                             escalation=alert.escalation,
+                            calls=alert.calls,
                             changes=changes,
                             tasks=supervisor,
                         ),

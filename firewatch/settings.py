@@ -222,7 +222,8 @@ class Settings(BaseSettings):
     notice_channel: NoticeChannel = Field(
         "wecom_robot",
         description="Channel notices go out on: wecom_robot (to the institution's "
-        "robot), aliyun_sms / tencent_sms (safety officer's mobile), wechat_oa (their openid).",
+        "robot), aliyun_sms / tencent_sms (its duty person's mobile), wechat_oa (their openid). "
+        "Fire-class alarms go out on several at once (the site file's `dispatch:`).",
     )
     notice_fallback_channel: NoticeChannel | None = Field(
         None, description="Channel that takes over a notice its channel keeps failing to send."
@@ -303,6 +304,51 @@ class Settings(BaseSettings):
     )
     wechat_oa_endpoint: WebUrl = Field(
         "https://api.weixin.qq.com", description="WeChat API endpoint."
+    )
+    # voice calls (issue 14 §4): fire-class alarms call the duty person, then the next on the
+    # institution's call list while nobody answers (alerts.channels.aliyun_vms / tencent_vms)
+    aliyun_vms_access_key_id: str | None = Field(
+        None,
+        description="Alibaba Cloud voice (SingleCallByTts) AccessKey ID; set: the aliyun_vms "
+        "channel exists.",
+    )
+    aliyun_vms_access_key_secret: str = Field("", description="Its AccessKey secret.")
+    aliyun_vms_tts_code: str = Field(
+        "",
+        description="Approved TTS template (TTS_…); its variables: institution, location, "
+        "alarm, reading (docs/dispatch.md).",
+    )
+    aliyun_vms_show_number: str = Field(
+        "", description="Number shown to the callee (bought for the account); empty: public mode."
+    )
+    aliyun_vms_endpoint: WebUrl = Field(
+        "https://dyvmsapi.aliyuncs.com", description="Alibaba Cloud voice API endpoint."
+    )
+    tencent_vms_secret_id: str | None = Field(
+        None,
+        description="Tencent Cloud voice message (SendTtsVoice) SecretId; set: the tencent_vms "
+        "channel exists.",
+    )
+    tencent_vms_secret_key: str = Field("", description="Its SecretKey.")
+    tencent_vms_sdk_app_id: str = Field("", description="Voice application id (VoiceSdkAppid).")
+    tencent_vms_template_id: str = Field(
+        "",
+        description="Approved voice template id; its {1} to {4}: institution, location, alarm, "
+        "reading (docs/dispatch.md).",
+    )
+    tencent_vms_region: str = Field("ap-guangzhou", description="Tencent Cloud region.")
+    tencent_vms_endpoint: WebUrl = Field(
+        "https://vms.tencentcloudapi.com", description="Tencent Cloud voice API endpoint."
+    )
+    voice_play_times: int = Field(2, ge=1, le=3, description="Times a call plays its message.")
+    # long enough for a call to ring out (about a minute) and its record to be written; short
+    # enough that the next person is called within minutes
+    voice_result_wait_s: float = Field(
+        120,
+        ge=10,
+        le=600,
+        description="A call with no result from the provider this long after it was placed is "
+        "taken as unanswered: the next person on the call list is called.",
     )
     iot_hazard_deadline_hours: float = Field(
         24,
@@ -468,6 +514,26 @@ class Settings(BaseSettings):
                     f"{ENV_PREFIX}{setting.upper()}={getattr(self, setting)} needs "
                     f"{ENV_PREFIX}{credential.upper()} and that provider's other "
                     "settings"
+                )
+        return self
+
+    @model_validator(mode="after")
+    def _voice_configured(self) -> Settings:
+        """A voice provider turned on without its secret or template would have every call
+        refused: fire alarms would ring nobody, found out only at the first fire."""
+        needs = {
+            "aliyun_vms_access_key_id": ("aliyun_vms_access_key_secret", "aliyun_vms_tts_code"),
+            "tencent_vms_secret_id": (
+                "tencent_vms_secret_key",
+                "tencent_vms_sdk_app_id",
+                "tencent_vms_template_id",
+            ),
+        }
+        for switch, required in needs.items():
+            missing = [f"{ENV_PREFIX}{n.upper()}" for n in required if not getattr(self, n)]
+            if getattr(self, switch) and missing:
+                raise ValueError(
+                    f"{ENV_PREFIX}{switch.upper()} is set, so {', '.join(missing)} must be too"
                 )
         return self
 

@@ -106,7 +106,7 @@ GROUPS: list[tuple[str, str, list[str]]] = [
     ),
     (
         "Alibaba Cloud SMS",
-        "The `aliyun_sms` channel: a text to the safety officer's mobile.",
+        "The `aliyun_sms` channel: a text to the duty person's mobile.",
         [
             "aliyun_sms_access_key_id",
             "aliyun_sms_access_key_secret",
@@ -117,7 +117,7 @@ GROUPS: list[tuple[str, str, list[str]]] = [
     ),
     (
         "Tencent Cloud SMS",
-        "The `tencent_sms` channel: a text to the safety officer's mobile.",
+        "The `tencent_sms` channel: a text to the duty person's mobile.",
         [
             "tencent_sms_secret_id",
             "tencent_sms_secret_key",
@@ -127,6 +127,26 @@ GROUPS: list[tuple[str, str, list[str]]] = [
             "tencent_sms_template_params",
             "tencent_sms_region",
             "tencent_sms_endpoint",
+        ],
+    ),
+    (
+        "Voice calls",
+        "The `aliyun_vms` and `tencent_vms` channels: a text-to-speech call to the duty person, "
+        "then the next on the call list while nobody answers (see docs/dispatch.md).",
+        [
+            "aliyun_vms_access_key_id",
+            "aliyun_vms_access_key_secret",
+            "aliyun_vms_tts_code",
+            "aliyun_vms_show_number",
+            "aliyun_vms_endpoint",
+            "tencent_vms_secret_id",
+            "tencent_vms_secret_key",
+            "tencent_vms_sdk_app_id",
+            "tencent_vms_template_id",
+            "tencent_vms_region",
+            "tencent_vms_endpoint",
+            "voice_play_times",
+            "voice_result_wait_s",
         ],
     ),
     (

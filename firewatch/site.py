@@ -13,6 +13,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from firewatch.contract import Identifier
+from firewatch.dispatch_policy import DispatchPolicy
 from firewatch.escalation_policy import EscalationPolicy
 from firewatch.profiles import (
     DeviceProfile,
@@ -65,10 +66,26 @@ class Institution(_Strict):
     head: Contact = Field(description="机构主要负责人: second step of escalation")
     safety_officer: Contact = Field(description="安全管理人员: responsible person for IoT hazards")
     wecom_webhook_url: OptionalWebUrl = None
+    duty: list[Contact] = Field(
+        default_factory=list,
+        max_length=10,
+        description="值班表: the duty person, then the deputy, ... called in turn; unset: the "
+        "safety officer",
+    )
     set_points: dict[str, float] = Field(
         default_factory=dict,
         description="alarm rule name -> set point for every device of this institution",
     )
+
+    def call_list(self) -> list[Contact]:
+        """Whom an unanswered call goes to next, in order: the duty roster (值班表), then the
+        head; a number already on the list is not called twice.  The bureau comes after."""
+        people, seen = [], set()
+        for person in [*(self.duty or [self.safety_officer]), self.head]:
+            if person.phone not in seen:
+                seen.add(person.phone)
+                people.append(person)
+        return people
 
 
 class ModbusEndpoint(_Strict):
@@ -157,6 +174,7 @@ class Site(_Strict):
     county: County
     bureau: Bureau | None = None
     escalation: EscalationPolicy = EscalationPolicy()
+    dispatch: DispatchPolicy = DispatchPolicy()
     institutions: list[Institution]
     gateways: list[Gateway]
     devices: list[Device]

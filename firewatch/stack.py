@@ -238,6 +238,7 @@ async def run_stack(settings: Settings) -> None:
                         alert.alerts,
                         alert.notifier,
                         alert.escalation,
+                        calls=alert.calls,
                         hub=hub,
                         watch=watch,
                         tasks=supervisor,

@@ -15,15 +15,19 @@ import pytest
 
 from alerts.channels import Channel, SendFailed
 from alerts.channels.aliyun_sms import AliyunSms
+from alerts.channels.aliyun_vms import AliyunVms
 from alerts.channels.base import THROTTLE_PAUSE_S
 from alerts.channels.tencent_sms import TencentSms
+from alerts.channels.tencent_vms import TencentVms
 from alerts.channels.wechat_oa import WeChatOfficialAccount
 from alerts.channels.wecom_robot import WeComRobot
 from alerts.notices import NoticeMessage
 from firewatch.settings import Settings
 from tests.support.aliyun_sms import AliyunSmsProvider
+from tests.support.aliyun_vms import AliyunVmsProvider
 from tests.support.providers import FakeProvider, ProviderServer, Trouble
 from tests.support.tencent_sms import TencentSmsProvider
+from tests.support.tencent_vms import TencentVmsProvider
 from tests.support.wechat_oa import WeChatOfficialAccountProvider
 from tests.support.wecom import WeComRobot as WeComRobotProvider
 
@@ -76,6 +80,20 @@ SETUPS = {
             Settings().tencent_sms_template_params,
             "ap-guangzhou",
             base,
+        ),
+        lambda base, secret: "13800000102",
+    ),
+    "aliyun_vms": Setup(
+        AliyunVmsProvider,
+        lambda base, secret: AliyunVms(
+            "LTAI-test-id", secret or "test-secret", "TTS_000001", "", 2, base
+        ),
+        lambda base, secret: "13800000102",
+    ),
+    "tencent_vms": Setup(
+        TencentVmsProvider,
+        lambda base, secret: TencentVms(
+            "AKID-test", secret or "test-key", "1400000002", "200001", 2, "ap-guangzhou", base
         ),
         lambda base, secret: "13800000102",
     ),

@@ -1,19 +1,22 @@
 """Notice channels, one module per provider, behind :class:`~alerts.channels.base.Channel`.
 
 Which channels exist is configuration: the WeChat Work robot always (its webhook is the
-credential, given per institution), the others once their credentials are set.
+credential, given per institution), the others (SMS, template messages, voice calls) once
+their credentials are set.
 """
 
 from __future__ import annotations
 
 from alerts.channels.aliyun_sms import AliyunSms
-from alerts.channels.base import Channel, SendFailed
+from alerts.channels.aliyun_vms import AliyunVms
+from alerts.channels.base import Channel, Outcome, SendFailed, VoiceChannel
 from alerts.channels.tencent_sms import TencentSms
+from alerts.channels.tencent_vms import TencentVms
 from alerts.channels.wechat_oa import WeChatOfficialAccount
 from alerts.channels.wecom_robot import WeComRobot
 from firewatch.settings import Settings
 
-__all__ = ["Channel", "SendFailed", "configured_channels"]
+__all__ = ["Channel", "Outcome", "SendFailed", "VoiceChannel", "configured_channels"]
 
 
 def configured_channels(settings: Settings) -> dict[str, Channel]:
@@ -49,6 +52,29 @@ def configured_channels(settings: Settings) -> dict[str, Channel]:
                 settings.wechat_oa_template_id,
                 settings.wechat_oa_template_keys,
                 settings.wechat_oa_endpoint,
+            )
+        )
+    if settings.aliyun_vms_access_key_id:
+        channels.append(
+            AliyunVms(
+                settings.aliyun_vms_access_key_id,
+                settings.aliyun_vms_access_key_secret,
+                settings.aliyun_vms_tts_code,
+                settings.aliyun_vms_show_number,
+                settings.voice_play_times,
+                settings.aliyun_vms_endpoint,
+            )
+        )
+    if settings.tencent_vms_secret_id:
+        channels.append(
+            TencentVms(
+                settings.tencent_vms_secret_id,
+                settings.tencent_vms_secret_key,
+                settings.tencent_vms_sdk_app_id,
+                settings.tencent_vms_template_id,
+                settings.voice_play_times,
+                settings.tencent_vms_region,
+                settings.tencent_vms_endpoint,
             )
         )
     return {c.name: c for c in channels}

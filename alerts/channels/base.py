@@ -10,6 +10,8 @@ raised as it is, and the notifier gives up on the channel for that notice.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from datetime import datetime
+from enum import StrEnum
 from typing import Any, ClassVar
 
 import httpx
@@ -35,8 +37,29 @@ class Channel(ABC):
     @abstractmethod
     async def send(
         self, http: httpx.AsyncClient, target: str, message: NoticeMessage, notice_id: int
-    ) -> None:
-        """Deliver ``message`` to ``target``; return only on the provider's success answer."""
+    ) -> str | None:
+        """Deliver ``message`` to ``target``; return only on the provider's success answer,
+        with what the provider calls the message (a call's CallId), if it says."""
+
+
+class Outcome(StrEnum):
+    ANSWERED = "answered"
+    UNANSWERED = "unanswered"  # not picked up, busy, switched off, failed
+    NO_RESULT = "no-result"  # the provider said nothing in time: taken as not answered
+
+
+class VoiceChannel(Channel):
+    """A text-to-speech phone call.  A call the provider accepted may still ring out unheard:
+    ``outcome`` asks the provider what became of it."""
+
+    #: both providers allow one call a minute to one number (Alibaba Cloud: also 5 an hour)
+    per_minute = 1
+
+    @abstractmethod
+    async def outcome(
+        self, http: httpx.AsyncClient, call_id: str, sent_at: datetime
+    ) -> Outcome | None:
+        """The call's result, or None while the provider has none yet."""
 
 
 async def exchange(http: httpx.AsyncClient, request: httpx.Request) -> tuple[int, dict[str, Any]]:

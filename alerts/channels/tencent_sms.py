@@ -34,7 +34,9 @@ def _hmac(key: bytes, text: str) -> bytes:
     return hmac.new(key, text.encode(), hashlib.sha256).digest()
 
 
-def signature(secret_key: str, timestamp: int, host: str, payload: bytes, action: str) -> str:
+def signature(
+    secret_key: str, timestamp: int, host: str, payload: bytes, action: str, service: str = SERVICE
+) -> str:
     """The hex signature of a POST / with a JSON body, signing content-type, host, x-tc-action."""
     canonical_request = "\n".join(
         [
@@ -47,12 +49,47 @@ def signature(secret_key: str, timestamp: int, host: str, payload: bytes, action
         ]
     )
     date = datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d")
-    scope = f"{date}/{SERVICE}/tc3_request"
+    scope = f"{date}/{service}/tc3_request"
     to_sign = "\n".join(
         [ALGORITHM, str(timestamp), scope, hashlib.sha256(canonical_request.encode()).hexdigest()]
     )
-    key = _hmac(_hmac(_hmac(f"TC3{secret_key}".encode(), date), SERVICE), "tc3_request")
+    key = _hmac(_hmac(_hmac(f"TC3{secret_key}".encode(), date), service), "tc3_request")
     return hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
+
+
+def signed_request(
+    http: httpx.AsyncClient,
+    endpoint: str,
+    credential: tuple[str, str],
+    api: tuple[str, str, str, str],
+    payload: bytes,
+) -> httpx.Request:
+    """``POST {endpoint}/`` of a Tencent Cloud API 3.0 call with a JSON body, signed
+    TC3-HMAC-SHA256; ``credential`` is (SecretId, SecretKey), ``api`` (service, action,
+    version, region)."""
+    secret_id, secret_key = credential
+    service, action, version, region = api
+    host = urlsplit(endpoint).netloc
+    timestamp = int(datetime.now(UTC).timestamp())
+    date = datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d")
+    headers = {
+        "Content-Type": CONTENT_TYPE,
+        "Host": host,
+        "X-TC-Action": action,
+        "X-TC-Version": version,
+        "X-TC-Timestamp": str(timestamp),
+        "X-TC-Region": region,
+        "Authorization": (
+            f"{ALGORITHM} Credential={secret_id}/{date}/{service}/tc3_request, "
+            "SignedHeaders=content-type;host;x-tc-action, "
+            f"Signature={signature(secret_key, timestamp, host, payload, action, service)}"
+        ),
+    }
+    return http.build_request("POST", f"{endpoint}/", content=payload, headers=headers)
+
+
+def is_throttled(code: str) -> bool:
+    return code == "RequestLimitExceeded" or code.startswith("LimitExceeded")
 
 
 class TencentSms(Channel):
@@ -95,36 +132,26 @@ class TencentSms(Channel):
             },
             ensure_ascii=False,
         ).encode()
-        host = urlsplit(self.endpoint).netloc
-        timestamp = int(datetime.now(UTC).timestamp())
-        date = datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d")
-        headers = {
-            "Content-Type": CONTENT_TYPE,
-            "Host": host,
-            "X-TC-Action": "SendSms",
-            "X-TC-Version": API_VERSION,
-            "X-TC-Timestamp": str(timestamp),
-            "X-TC-Region": self.region,
-            "Authorization": (
-                f"{ALGORITHM} Credential={self.secret_id}/{date}/{SERVICE}/tc3_request, "
-                "SignedHeaders=content-type;host;x-tc-action, "
-                f"Signature={signature(self.secret_key, timestamp, host, payload, 'SendSms')}"
-            ),
-        }
-        return http.build_request("POST", f"{self.endpoint}/", content=payload, headers=headers)
+        return signed_request(
+            http,
+            self.endpoint,
+            (self.secret_id, self.secret_key),
+            (SERVICE, "SendSms", API_VERSION, self.region),
+            payload,
+        )
 
     async def send(
         self, http: httpx.AsyncClient, target: str, message: NoticeMessage, notice_id: int
-    ) -> None:
+    ) -> str | None:
         status, answer = await exchange(http, self.request(http, target, message, notice_id))
         response = answer.get("Response") or {}
         error = response.get("Error")
         statuses = response.get("SendStatusSet") or [{}]
         code = str(error["Code"] if error else statuses[0].get("Code", ""))
         if status == 200 and code == "Ok":
-            return
+            return str(statuses[0].get("SerialNo") or "") or None
         detail = (error or statuses[0]).get("Message")
-        throttled = code == "RequestLimitExceeded" or code.startswith("LimitExceeded")
         raise SendFailed(
-            f"HTTP {status}, Code {code}: {detail}", THROTTLE_PAUSE_S if throttled else None
+            f"HTTP {status}, Code {code}: {detail}",
+            THROTTLE_PAUSE_S if is_throttled(code) else None,
         )

@@ -93,7 +93,7 @@ class WeChatOfficialAccount(Channel):
 
     async def send(
         self, http: httpx.AsyncClient, target: str, message: NoticeMessage, notice_id: int
-    ) -> None:
+    ) -> str | None:
         token = await self.access_token(http)
         request = http.build_request(
             "POST",
@@ -104,7 +104,7 @@ class WeChatOfficialAccount(Channel):
         status, answer = await exchange(http, request)
         errcode = answer.get("errcode")
         if status == 200 and errcode == 0:
-            return
+            return str(answer.get("msgid") or "") or None
         if errcode in TOKEN_INVALID:
             self._token = None  # the next attempt fetches a fresh one
         raise SendFailed(

@@ -20,11 +20,12 @@ class WeComRobot(Channel):
 
     async def send(
         self, http: httpx.AsyncClient, target: str, message: NoticeMessage, notice_id: int
-    ) -> None:
+    ) -> str | None:
         request = http.build_request("POST", target, json=wecom_markdown(message, notice_id))
         status, answer = await exchange(http, request)
-        if status != 200 or answer.get("errcode") != 0:
-            pause = THROTTLE_PAUSE_S if answer.get("errcode") == THROTTLED else None
-            raise SendFailed(
-                f"HTTP {status}, errcode {answer.get('errcode')}: {answer.get('errmsg')}", pause
-            )
+        if status == 200 and answer.get("errcode") == 0:
+            return None
+        pause = THROTTLE_PAUSE_S if answer.get("errcode") == THROTTLED else None
+        raise SendFailed(
+            f"HTTP {status}, errcode {answer.get('errcode')}: {answer.get('errmsg')}", pause
+        )

@@ -1,4 +1,5 @@
-"""A local WeChat Work group-robot endpoint that records when each notice arrives.
+"""A local WeChat Work group-robot (and Alibaba Cloud SMS) endpoint that records when each notice
+arrives.
 
 The alarm-latency benchmark points every institution's robot webhook here
 (``/cgi-bin/webhook/send?key=<institution id>``) and compares each arrival time with the moment
@@ -7,6 +8,12 @@ is handled, on the server's own thread, so the figure does not wait for the benc
 loop.  Like the real robot it takes at most 20 messages a minute per key and answers the
 provider's 45009 beyond that: a throttled notice then shows as the delay it really is, and is
 counted.
+
+The same server takes Alibaba Cloud SendSms requests (``POST /?PhoneNumbers=…``, pointed at by
+``FIREWATCH_ALIYUN_SMS_ENDPOINT``), recorded under the mobile number with the template's
+variables as content, so that the benchmark sees when a fire-class alarm's second means left
+Firewatch.  It checks no signature (the channel's tests do that against a fake that does);
+the notifier keeps the provider's one message a minute per number itself.
 """
 
 from __future__ import annotations
@@ -54,8 +61,11 @@ class WebhookRecorder:
             def do_POST(self) -> None:
                 at = time.perf_counter()
                 raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                key = parse_qs(urlsplit(self.path).query).get("key", [""])[0]
-                answer = recorder.take(key, raw, at)
+                query = parse_qs(urlsplit(self.path).query)
+                if "PhoneNumbers" in query:
+                    answer = recorder.take_sms(query, at)
+                else:
+                    answer = recorder.take(query.get("key", [""])[0], raw, at)
                 data = json.dumps(answer).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
@@ -80,11 +90,22 @@ class WebhookRecorder:
             self.arrivals.append(Arrival(key, content, at))
         return {"errcode": 0, "errmsg": "ok"}
 
+    def take_sms(self, query: dict[str, list[str]], at: float) -> dict[str, Any]:
+        phone, content = query["PhoneNumbers"][0], query.get("TemplateParam", [""])[0]
+        with self.lock:
+            self.arrivals.append(Arrival(phone, json.loads(content or "{}").get("alarm", ""), at))
+        return {"Code": "OK", "Message": "OK", "BizId": "bench", "RequestId": "bench"}
+
+    @property
+    def sms_endpoint(self) -> str:
+        return f"http://{HOST}:{self._server.server_port}"
+
     def webhook(self, key: str) -> str:
         return f"http://{HOST}:{self._server.server_port}/cgi-bin/webhook/send?key={key}"
 
     def first(self, key: str, containing: str) -> Arrival | None:
-        """The first notice to robot ``key`` whose content contains ``containing``."""
+        """The first notice to robot (or mobile number) ``key`` whose content contains
+        ``containing``."""
         with self.lock:
             return next(
                 (a for a in self.arrivals if a.key == key and containing in a.content), None

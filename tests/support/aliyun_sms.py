@@ -85,12 +85,17 @@ class AliyunSmsProvider(FakeProvider):
                 400, "SignatureDoesNotMatch", "Specified signature does not match our calculation."
             )
 
-    def check(
-        self, method: str, path: str, headers: Any, raw: bytes
-    ) -> tuple[Received | None, dict[str, Any]]:
+    def authentic(
+        self, method: str, path: str, headers: Any, raw: bytes, actions: tuple[str, ...]
+    ) -> dict[str, str]:
+        """The parameters of a request to one of ``actions`` whose signature, date and nonce
+        are as documented (version 2017-05-25 for SMS and voice alike); Refused otherwise."""
         if method != "POST" or urlsplit(path).path != "/":
             raise self._refuse(404, "InvalidApi.NotFound", f"{method} {path}")
-        if headers.get("x-acs-action") != "SendSms" or headers.get("x-acs-version") != "2017-05-25":
+        if (
+            headers.get("x-acs-action") not in actions
+            or headers.get("x-acs-version") != "2017-05-25"
+        ):
             raise self._refuse(400, "InvalidVersion", "action/version")
         try:
             sent_at = datetime.strptime(headers.get("x-acs-date", ""), "%Y-%m-%dT%H:%M:%SZ")
@@ -103,7 +108,12 @@ class AliyunSmsProvider(FakeProvider):
         if not nonce or nonce in self.nonces:
             raise self._refuse(400, "SignatureNonceUsed", "nonce used before")
         self.nonces.add(nonce)
-        params = dict(parse_qsl(urlsplit(path).query, keep_blank_values=True))
+        return dict(parse_qsl(urlsplit(path).query, keep_blank_values=True))
+
+    def check(
+        self, method: str, path: str, headers: Any, raw: bytes
+    ) -> tuple[Received | None, dict[str, Any]]:
+        params = self.authentic(method, path, headers, raw, ("SendSms",))
         if not re.fullmatch(r"1\d{10}", params.get("PhoneNumbers", "")):
             raise self._refuse(200, "isv.MOBILE_NUMBER_ILLEGAL", "PhoneNumbers")
         if params.get("SignName") != self.sign_name:

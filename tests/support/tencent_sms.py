@@ -27,6 +27,8 @@ def _hmac_sha256(key: bytes, message: str) -> bytes:
 
 
 class TencentSmsProvider(FakeProvider):
+    service = "sms"
+
     def __init__(
         self,
         secret_id: str = "AKID-test",
@@ -50,8 +52,9 @@ class TencentSmsProvider(FakeProvider):
     def _check_signature(self, headers: Any, raw: bytes) -> None:
         auth = headers.get("Authorization", "")
         match = re.fullmatch(
-            r"TC3-HMAC-SHA256 Credential=([^/]+)/(\d{4}-\d{2}-\d{2})/sms/"
-            r"tc3_request, SignedHeaders=([a-z0-9;-]+), Signature=([0-9a-f]{64})",
+            r"TC3-HMAC-SHA256 Credential=([^/]+)/(\d{4}-\d{2}-\d{2})/"
+            + self.service
+            + r"/tc3_request, SignedHeaders=([a-z0-9;-]+), Signature=([0-9a-f]{64})",
             auth,
         )
         if not match:
@@ -70,29 +73,37 @@ class TencentSmsProvider(FakeProvider):
         header_block = "".join(f"{n}:{(headers.get(n) or '').strip().lower()}\n" for n in names)
         canonical = f"POST\n/\n\n{header_block}\n{signed}\n{hashlib.sha256(raw).hexdigest()}"
         to_sign = (
-            f"TC3-HMAC-SHA256\n{timestamp}\n{date}/sms/tc3_request\n"
+            f"TC3-HMAC-SHA256\n{timestamp}\n{date}/{self.service}/tc3_request\n"
             f"{hashlib.sha256(canonical.encode()).hexdigest()}"
         )
         key = _hmac_sha256(
-            _hmac_sha256(_hmac_sha256(f"TC3{self.secret_key}".encode(), date), "sms"), "tc3_request"
+            _hmac_sha256(_hmac_sha256(f"TC3{self.secret_key}".encode(), date), self.service),
+            "tc3_request",
         )
         expected = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
         if not hmac.compare_digest(expected, signature):
             raise self._refuse("AuthFailure.SignatureFailure", "signature does not match")
 
-    def check(
-        self, method: str, path: str, headers: Any, raw: bytes
-    ) -> tuple[Received | None, dict[str, Any]]:
+    def authentic(
+        self, method: str, path: str, headers: Any, raw: bytes, action: tuple[str, str]
+    ) -> dict[str, Any]:
+        """The JSON body of a request to ``action`` (name, version) signed as documented;
+        Refused otherwise."""
         if method != "POST" or path != "/":
             raise self._refuse("InvalidAction", f"{method} {path}")
         if headers.get("Content-Type") != "application/json; charset=utf-8":
             raise self._refuse("InvalidParameter", "Content-Type")
-        if (headers.get("X-TC-Action"), headers.get("X-TC-Version")) != ("SendSms", "2021-01-11"):
+        if (headers.get("X-TC-Action"), headers.get("X-TC-Version")) != action:
             raise self._refuse("InvalidAction", "X-TC-Action / X-TC-Version")
         if not headers.get("X-TC-Region"):
             raise self._refuse("MissingParameter", "X-TC-Region")
         self._check_signature(headers, raw)
-        body = json.loads(raw)
+        return json.loads(raw)
+
+    def check(
+        self, method: str, path: str, headers: Any, raw: bytes
+    ) -> tuple[Received | None, dict[str, Any]]:
+        body = self.authentic(method, path, headers, raw, ("SendSms", "2021-01-11"))
         numbers = body.get("PhoneNumberSet")
         if not numbers or not all(re.fullmatch(r"\+861\d{10}", n) for n in numbers):
             raise self._refuse("InvalidParameterValue.IncorrectPhoneNumber", str(numbers))
