@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from alerts.channels import configured_channels
+from alerts.confirm_links import ConfirmLinks
 from alerts.escalation_scheduler import EscalationScheduler
 from alerts.escalator import Escalator
 from alerts.notifier import Fallback, Notifier
@@ -111,6 +112,7 @@ def alert_side(
         routing,
         fallback,
         timeout_s=settings.notice_timeout_s,
+        links=ConfirmLinks.from_settings(settings),
     )
     escalator = Escalator(
         site,
