@@ -251,7 +251,10 @@ async def test_only_testers_and_admins_drive_the_simulators(client):
 async def test_production_refuses_the_default_secret_and_the_demo_accounts(demo):
     with pytest.raises(StartupRefused, match="FIREWATCH_SECRET_KEY"):
         await refuse_default_secrets(Settings(env="production"), demo.sessions)
-    strong = Settings(env="production", secret_key="k" * 48)
+    keyed = Settings(env="production", secret_key="k" * 48)
+    with pytest.raises(StartupRefused, match="FIREWATCH_CONFIRM_LINK_SECRET"):
+        await refuse_default_secrets(keyed, demo.sessions)
+    strong = keyed.model_copy(update={"confirm_link_secret": "c" * 48})
     with pytest.raises(StartupRefused, match="demo accounts"):
         await refuse_default_secrets(strong, demo.sessions)
     await remove_demo_accounts(demo.sessions)
