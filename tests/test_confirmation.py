@@ -7,9 +7,11 @@ them.  The phone's page itself is driven in a browser by tests/test_console.py.
 
 from __future__ import annotations
 
+import io
 from datetime import datetime, timedelta
 
 import httpx
+import openpyxl
 import pytest
 from sqlalchemy import select
 
@@ -180,6 +182,10 @@ async def test_statistics_of_alarms_with_known_outcomes(demo, api):
     }
     assert rows[DINGQIAO]["unclassified"] == 1 and rows[DINGQIAO]["false_alarm_rate"] is None
     assert report["totals"]["alarms"] == 5 and report["totals"]["median_confirm_s"] == 90
+    export = await api.get("/api/hazards/export.xlsx")
+    sheet = openpyxl.load_workbook(io.BytesIO(export.content))["报警核实统计"]
+    first = next(r for r in sheet.iter_rows(values_only=True) if str(r[0]).startswith("蓉城镇"))
+    assert first[1:5] == (4, 3, 1, 1) and first[8] == pytest.approx(1 / 3)  # by institution
     by_model = (await api.get("/api/alarms/statistics", params={"by": "model"})).json()
     assert [r["alarms"] for r in by_model["rows"]] == [5]
     await login_async(api, "duty-dingqiao-eldercare")  # duty staff: their own institution
