@@ -20,8 +20,8 @@ function rowHtml(r) {
 }
 
 export const HEADER = "<tr><th>分组</th><th>报警</th><th>已确认</th><th>误报</th><th title=\"误报 / 已分类的确认\">误报率</th>" +
-  "<th title=\"报警至确认用时的中位数\">确认用时中位</th><th title=\"90% 的报警在此用时内确认\">P90</th>" +
-  "<th title=\"在提级时限内确认的比例\">时限内确认</th></tr>";
+  "<th title=\"报警至确认用时的中位数\">用时中位</th><th title=\"90% 的报警在此用时内确认\">P90</th>" +
+  "<th title=\"在提级时限内确认的比例\">时限内</th></tr>";
 
 /** Draw the statistics of ``query()`` (URLSearchParams) into ``body``; totals into ``totals``. */
 export class ConfirmStats {
