@@ -41,6 +41,9 @@ class Status(StrEnum):
     RECTIFYING = "rectifying"
     AWAITING_VERIFICATION = "awaiting-verification"
     CLOSED = "closed"
+    #: an IoT entry whose alarm the confirming person said was no hazard (误报, 测试/检修, 设备
+    #: 故障): closed with that reason, never counted as a hazard (alerts.confirmation)
+    DISMISSED = "dismissed"
 
 
 @dataclass(frozen=True)
@@ -61,12 +64,22 @@ TRANSITIONS: dict[str, Transition] = {
     "recheck-fail": Transition((Status.CLOSED,), Status.RECTIFYING, "回头看不通过，重新整改"),
 }
 
+#: the system's step, not a person's (so no role is given it): an alarm its confirmer says was no
+#: hazard closes its open entry, with the classification and note as the reason
+DISMISS = Transition(
+    (Status.REPORTED, Status.RECTIFYING, Status.AWAITING_VERIFICATION),
+    Status.DISMISSED,
+    "报警核实为非隐患，关闭",
+)
+#: every step's words, the people's and the system's, for the trail and the export
+STEP_LABELS = {**{a: t.label_zh for a, t in TRANSITIONS.items()}, "dismiss": DISMISS.label_zh}
+
 #: statuses in which an entry is still an open hazard (counts against 动态清零)
 OPEN = (Status.REPORTED, Status.RECTIFYING, Status.AWAITING_VERIFICATION)
 #: open and in the responsible unit's hands: past its deadline such an entry is overdue (逾期)
 UNDER_RECTIFICATION = (Status.REPORTED, Status.RECTIFYING)
 #: not (yet) a hazard: a public report before it is verified, or found untrue
-NOT_COUNTED = (Status.PENDING_VERIFICATION, Status.REJECTED)
+NOT_COUNTED = (Status.PENDING_VERIFICATION, Status.REJECTED, Status.DISMISSED)
 RECHECKS = ("recheck-pass", "recheck-fail")
 
 #: the words of the bureaus' work plans, for the ledger's users (exports, statistics)
@@ -83,6 +96,7 @@ STATUS_ZH = {
     Status.RECTIFYING: "整改中",
     Status.AWAITING_VERIFICATION: "待验收",
     Status.CLOSED: "已销号",
+    Status.DISMISSED: "已关闭（非隐患）",
 }
 CATEGORY_ZH = {
     HazardCategory.ELECTRICAL: "用电安全",
@@ -174,6 +188,25 @@ def record_iot_rise(session: Session, hazard: Hazard, rule: str, description: st
     hazard.rule, hazard.description = rule, description
     hazard.updated_at = utc_now()
     _record(session, hazard, "rise", "iot", description, hazard.status)
+
+
+async def raise_entry(session: AsyncSession, hazard: Hazard, actor: str) -> Hazard:
+    """An IoT entry filed by a person's confirmation of an alarm (a device fault's maintenance
+    entry), audited with their name."""
+    session.add(hazard)
+    await session.flush()
+    _record(session, hazard, "file", actor, hazard.description, None)
+    return hazard
+
+
+async def dismiss(session: AsyncSession, hazard: Hazard, actor: str, reason: str) -> None:
+    """Close an open IoT entry whose alarm was no hazard, with the reason (see DISMISS)."""
+    if hazard.status not in DISMISS.sources:
+        return  # signed off or already closed: its own record stands
+    before = hazard.status
+    hazard.status = DISMISS.target.value
+    hazard.updated_at = utc_now()
+    _record(session, hazard, "dismiss", actor, reason, before)
 
 
 async def transition(

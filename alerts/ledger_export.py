@@ -31,7 +31,7 @@ from alerts.ledger import (
     RECHECKS,
     SOURCE_ZH,
     STATUS_ZH,
-    TRANSITIONS,
+    STEP_LABELS,
     UNDER_RECTIFICATION,
     Source,
     Status,
@@ -98,9 +98,9 @@ def _day(ts: datetime) -> str:
 def _progress(events: list[HazardEvent]) -> str:
     lines = []
     for e in events:
-        if e.action not in TRANSITIONS:
+        if e.action not in STEP_LABELS:
             continue  # the filing itself is the description
-        label = TRANSITIONS[e.action].label_zh
+        label = STEP_LABELS[e.action]
         note = f"：{e.note}" if e.note and e.note != label else ""
         lines.append(f"{e.at.astimezone(CST):%m-%d} {label}{note}（{e.actor}）")
     return "\n".join(lines)
@@ -211,8 +211,59 @@ def _text_only(cell: Cell | MergedCell) -> None:
         cell.quotePrefix = True
 
 
-def workbook(title: str, subtitle: str, rows: list[list]) -> bytes:
-    """The .xlsx bytes: title, subtitle, header and ``rows`` (CPU work: run it off the loop)."""
+#: the alarm confirmation sheet's columns: alerts.alarm_stats's figures, in the bureaus' words
+CONFIRMATION_COLUMNS = (
+    ("分组", None, 26),
+    ("报警数", "alarms", 9),
+    ("已确认", "confirmed", 9),
+    ("真实火警/险情", "real", 13),
+    ("误报", "false", 8),
+    ("测试/检修", "test", 10),
+    ("设备故障", "device_fault", 10),
+    ("未分类", "unclassified", 9),
+    ("误报率", "false_alarm_rate", 9),
+    ("确认用时中位（秒）", "median_confirm_s", 16),
+    ("确认用时P90（秒）", "p90_confirm_s", 16),
+    ("提级时限内确认率", "within_escalation_share", 16),
+)
+CONFIRMATION_GROUPS_ZH = {
+    "institution": "按机构",
+    "township": "按乡镇",
+    "model": "按设备型号",
+    "rule": "按报警规则",
+}
+PERCENT = "0.0%"
+
+
+def _confirmation_sheet(book: Workbook, title: str, reports: list[dict]) -> None:
+    """How alarms were confirmed, one block per grouping (alerts.alarm_stats)."""
+    sheet = book.create_sheet("报警核实统计")
+    sheet.append([_printable(title)])
+    sheet.cell(row=1, column=1).font = Font(bold=True, size=14)
+    for index, (_, _, width) in enumerate(CONFIRMATION_COLUMNS, start=1):
+        sheet.column_dimensions[get_column_letter(index)].width = width
+    for report in reports:
+        sheet.append([])
+        sheet.append([CONFIRMATION_GROUPS_ZH[report["by"]]])
+        sheet.cell(row=sheet.max_row, column=1).font = Font(bold=True)
+        sheet.append([header for header, _, _ in CONFIRMATION_COLUMNS])
+        for cell in sheet[sheet.max_row]:
+            cell.font = Font(bold=True)
+            cell.fill = PatternFill("solid", fgColor="D9E1F2")
+        for row in [*report["rows"], {"label": "合计", **report["totals"]}]:
+            sheet.append(
+                [_printable(row["label"]), *(row[key] for _, key, _ in CONFIRMATION_COLUMNS[1:])]
+            )
+            _text_only(sheet.cell(row=sheet.max_row, column=1))
+            for index in (9, 12):
+                sheet.cell(row=sheet.max_row, column=index).number_format = PERCENT
+
+
+def workbook(
+    title: str, subtitle: str, rows: list[list], confirmations: list[dict] | None = None
+) -> bytes:
+    """The .xlsx bytes: title, subtitle, header and ``rows`` (CPU work: run it off the loop);
+    with ``confirmations`` (alerts.alarm_stats reports), a second sheet of them."""
     title, subtitle = _printable(title), _printable(subtitle)
     rows = [[_printable(v) for v in values] for values in rows]
     book = Workbook()
@@ -251,6 +302,8 @@ def workbook(title: str, subtitle: str, rows: list[list]) -> bytes:
     sheet.page_setup.fitToWidth = 1
     sheet.page_setup.fitToHeight = 0
     sheet.sheet_properties.pageSetUpPr = PageSetupProperties(fitToPage=True)
+    if confirmations is not None:
+        _confirmation_sheet(book, f"报警核实统计（{subtitle}）", confirmations)
     out = BytesIO()
     book.save(out)
     return out.getvalue()

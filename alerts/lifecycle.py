@@ -59,34 +59,42 @@ async def _get(session: AsyncSession, alarm_id: int) -> Alarm:
     return alarm
 
 
-def _mark_acknowledged(alarm: Alarm, by: str, note: str) -> None:
+def _mark_acknowledged(alarm: Alarm, by: str, note: str, classification: str | None) -> None:
     alarm.acknowledged_at = utc_now()
     alarm.acknowledged_by = by
     alarm.ack_note = note
+    alarm.classification = classification
 
 
-async def acknowledge(session: AsyncSession, alarm_id: int, by: str, note: str) -> Alarm:
+async def acknowledge(
+    session: AsyncSession, alarm_id: int, by: str, note: str, classification: str | None
+) -> Alarm:
+    """``classification``: what ``by`` says it was (see alerts.confirmation, which also
+    applies what that means to the ledger)."""
     alarm = await _get(session, alarm_id)
     if alarm.acknowledged_at is not None:
         raise AlarmTransitionError(f"alarm {alarm_id} was acknowledged by {alarm.acknowledged_by}")
     if alarm.status == "closed":
         raise AlarmTransitionError(f"alarm {alarm_id} is closed")
     before = alarm.status
-    _mark_acknowledged(alarm, by, note)
+    _mark_acknowledged(alarm, by, note, classification)
     if alarm.status == "active":
         alarm.status = "acknowledged"
     record(session, alarm, "acknowledge", by, note, before)
     return alarm
 
 
-async def close(session: AsyncSession, alarm_id: int, by: str, note: str) -> Alarm:
+async def close(
+    session: AsyncSession, alarm_id: int, by: str, note: str, classification: str | None = None
+) -> Alarm:
+    """``classification``: for an alarm nobody acknowledged, which closing acknowledges."""
     alarm = await _get(session, alarm_id)
     if alarm.status != "cleared":
         raise AlarmTransitionError(
             f"alarm {alarm_id} is {alarm.status}: only a cleared alarm can be closed"
         )
     if alarm.acknowledged_at is None:
-        _mark_acknowledged(alarm, by, note)
+        _mark_acknowledged(alarm, by, note, classification)
     alarm.status = "closed"
     record(session, alarm, "close", by, note, "cleared")
     return alarm

@@ -33,7 +33,20 @@ VOICE_VARIABLE_LIMIT = 20
 VOICE_VARIABLES = ("institution", "location", "alarm", "reading")
 #: the variables :func:`template_variables` fills: all an SMS or template message can name
 #: (the settings that map templates to them are checked against this list at start-up)
-TEMPLATE_VARIABLES = ("institution", "location", "device", "alarm", "reading", "time", "advice")
+TEMPLATE_VARIABLES = (
+    "institution",
+    "location",
+    "device",
+    "alarm",
+    "reading",
+    "time",
+    "advice",
+    "confirm",
+)
+#: where a one-tap confirmation link's token follows the public address (alerts.confirm_links)
+LINK_PATH = "/c/"
+#: the ``confirm`` variable of a notice that has no link (a storm summary: no one alarm)
+NO_LINK = "-"
 
 
 def local_time(ts: datetime) -> str:
@@ -78,6 +91,8 @@ class NoticeMessage(BaseModel):
     places: list[str] = []
     devices: list[str] = []
     window_end: datetime | None = None
+    #: the one-tap confirmation link, added when it is sent (alerts.notifier), never stored
+    link: str = ""
 
 
 def _figure(value: float | None, unit: str) -> str:
@@ -272,6 +287,8 @@ def wecom_markdown(message: NoticeMessage, notice_id: int) -> dict[str, Any]:
         if message.kind != "escalation":
             text += "\n请值班人员在系统中确认报警；无人确认将逐级上报机构负责人和民政局。"
     footer = f"\n通知编号：{notice_id}"
+    if message.link:
+        footer = f"\n\n[一键确认报警（无需登录）]({message.link})" + footer
     encoded = text.encode()
     room = WECOM_MARKDOWN_LIMIT - len(footer.encode())
     if len(encoded) > room:
@@ -283,7 +300,8 @@ def template_variables(message: NoticeMessage) -> dict[str, str]:
     """The variables of SMS and template-message templates, each within the SMS limit.
 
     Suggested SMS template (to be approved by the provider):
-    ``${institution}${location}${device}：${alarm}，读数${reading}。${advice}``
+    ``${institution}${location}${device}：${alarm}，读数${reading}。${advice}
+    确认：https://fw.example.cn/c/${confirm}``
     """
     if message.kind == "summary":
         devices = (
@@ -303,6 +321,9 @@ def template_variables(message: NoticeMessage) -> dict[str, str]:
         "reading": reading,
         "time": message.time,
         "advice": message.advice or "请核实并在系统中关闭报警",
+        # the link's token only: the template writes the fixed address before it, as the
+        # providers want links in templates (…确认：https://fw.example.cn/c/${confirm})
+        "confirm": message.link.rpartition(LINK_PATH)[2] or NO_LINK,
     }
     return {k: _cut(v, SMS_VARIABLE_LIMIT) for k, v in values.items()}
 

@@ -38,6 +38,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlalchemy.orm import Session
 
 from alerts.channels import Channel, SendFailed
+from alerts.confirm_links import ConfirmLinks
 from alerts.notices import NoticeMessage
 from alerts.outbox import Routing
 from firewatch.contract import utc_now
@@ -91,6 +92,7 @@ class Notifier:
         *,
         timeout_s: float = 10,
         backoff_s: float = 1,
+        links: ConfirmLinks | None = None,
     ) -> None:
         self.sessions = sessions
         self.writer = writer  # the status writes queue with the alert service's transactions
@@ -101,6 +103,7 @@ class Notifier:
         self.timeout_s = timeout_s
         self.backoff_s = backoff_s
         self.limiter = RateLimiter()
+        self.links = links  # the one-tap confirmation link each alarm's notice carries
         self._in_flight: set[int] = set()  # notice ids handed to a sender, not yet recorded
         self._senders: dict[tuple[str, str], asyncio.Task] = {}  # the last one per target
         self.sent = 0
@@ -232,6 +235,8 @@ class Notifier:
             return False, None
         self.limiter.record(key, loop.time())
         message = NoticeMessage.model_validate(notice.body)
+        if self.links is not None and notice.alarm_id is not None and channel.carries_link:
+            message.link = self.links.url(notice.id, notice.created_at)
         try:
             reference = await channel.send(http, notice.target, message, notice.id)
         except SendFailed as exc:

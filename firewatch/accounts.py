@@ -233,6 +233,12 @@ async def refuse_default_secrets(settings: Settings, sessions: async_sessionmake
             "set 32+ random characters (e.g. `python -c 'import secrets; "
             "print(secrets.token_urlsafe(48))'`)"
         )
+    if settings.confirm_link_secret is None:
+        raise StartupRefused(
+            "firewatch: production mode needs FIREWATCH_CONFIRM_LINK_SECRET (32+ random "
+            "characters, the same for the alert and web services): it signs the one-tap "
+            "confirmation links in notices"
+        )
     async with sessions() as session:
         demo = list(await session.scalars(select(User.username).where(User.demo.is_(True))))
     if demo:

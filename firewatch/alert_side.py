@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from alerts.calls import CallWatcher
 from alerts.channels import configured_channels
+from alerts.confirm_links import ConfirmLinks
 from alerts.escalation_scheduler import EscalationScheduler
 from alerts.escalator import Escalator
 from alerts.notifier import Fallback, Notifier
@@ -118,6 +119,7 @@ def alert_side(
         routing,
         fallback,
         timeout_s=settings.notice_timeout_s,
+        links=ConfirmLinks.from_settings(settings),
     )
     escalator = Escalator(
         site,

@@ -171,6 +171,9 @@ class Alarm(Base):
     acknowledged_at: Mapped[datetime | None] = mapped_column(default=None)
     acknowledged_by: Mapped[str | None] = mapped_column(String(64), default=None)
     ack_note: Mapped[str | None] = mapped_column(Text, default=None)
+    # what the person who confirmed it says it was (alerts.confirmation.Classification); NULL
+    # for an alarm not yet confirmed, or confirmed before classifications existed (未分类)
+    classification: Mapped[str | None] = mapped_column(String(16), default=None)
     cleared_at: Mapped[datetime | None] = mapped_column(default=None)
     # raised while its device was shielded or in test: recorded, told to nobody, no ledger
     # entry; ``released_at``: the mode ended with the alarm still open, so it was told then

@@ -451,6 +451,26 @@ class Settings(BaseSettings):
         description="Signs login tokens (HS256); 32+ random characters "
         "(the default is a published development key, refused in production).",
     )
+    # one-tap confirmation links in notices (alerts.confirm_links): their own secret, so that
+    # one leaked secret neither forges logins nor confirms alarms
+    confirm_link_secret: str | None = Field(
+        None,
+        min_length=32,
+        description="Signs the one-tap confirmation links in notices; 32+ random characters, "
+        "required in production (elsewhere unset: derived from FIREWATCH_SECRET_KEY).",
+    )
+    confirm_link_hours: float = Field(
+        24,
+        gt=0,
+        le=24 * 7,
+        description="How long a notice's one-tap confirmation link works after the notice was "
+        "stored (at most a week).",
+    )
+    public_url: OptionalWebUrl = Field(
+        None,
+        description="The address people's phones reach the web app at, for the links in "
+        "notices (keep it short: SMS length); unset: http://FIREWATCH_HOST:FIREWATCH_PORT.",
+    )
     token_hours: float = Field(
         12,
         gt=0,
@@ -569,6 +589,14 @@ class Settings(BaseSettings):
         if not self.mqtt_url:
             return None
         return BrokerAddress.from_url(self.mqtt_url, self.mqtt_ca_file)
+
+    @property
+    def effective_confirm_link_secret(self) -> str:
+        return self.confirm_link_secret or f"{self.secret_key}/confirm-links"
+
+    @property
+    def effective_public_url(self) -> str:
+        return str(self.public_url or f"http://{self.host}:{self.port}")
 
     @property
     def partition(self) -> Partition:

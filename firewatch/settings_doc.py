@@ -96,6 +96,8 @@ GROUPS: list[tuple[str, str, list[str]]] = [
             "notice_timeout_s",
             "wecom_webhook_url",
             "iot_hazard_deadline_hours",
+            "public_url",
+            "confirm_link_hours",
         ],
     ),
     (
@@ -166,6 +168,7 @@ GROUPS: list[tuple[str, str, list[str]]] = [
         [
             "env",
             "secret_key",
+            "confirm_link_secret",
             "token_hours",
             "login_failures_per_account",
             "login_failures_per_address",

@@ -24,7 +24,7 @@ async def raised(database_url):
 async def test_every_step_of_an_alarm_is_recorded_with_who_when_and_a_note(raised):
     sessions, feed, alarm_id = raised
     async with sessions.begin() as session:
-        await lifecycle.acknowledge(session, alarm_id, "李明", "已到配电房，正在排查")
+        await lifecycle.acknowledge(session, alarm_id, "李明", "已到配电房，正在排查", "real")
     await feed.run("normal", 12)
     async with sessions.begin() as session:
         alarm = await lifecycle.close(session, alarm_id, "李明", "潮湿插座已更换，绝缘复测合格")
@@ -58,4 +58,4 @@ async def test_an_alarm_that_cleared_unattended_is_acknowledged_by_closing_it(ra
     assert (alarm.status, alarm.acknowledged_by) == ("closed", "赵强")
     with pytest.raises(lifecycle.AlarmTransitionError, match="acknowledged by 赵强"):
         async with sessions.begin() as session:
-            await lifecycle.acknowledge(session, alarm_id, "李明", "")
+            await lifecycle.acknowledge(session, alarm_id, "李明", "", "false")

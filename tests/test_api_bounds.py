@@ -112,7 +112,10 @@ async def test_an_acknowledgement_note_with_nul_is_refused_and_the_alarm_stays_o
     ):
         api = await login_async(client, "admin")
         alarm = await demo.raise_alarm("dq-btn-1")
-        reply = await api.post(f"/api/alarms/{alarm}/acknowledge", json={"note": "到场\u0000"})
+        reply = await api.post(
+            f"/api/alarms/{alarm}/acknowledge",
+            json={"classification": "false", "note": "到场\u0000"},
+        )
         assert "U+0000" in refused_fields(reply)["note"]
         assert (await api.get("/api/alarms")).json()[0]["status"] == "active"
 

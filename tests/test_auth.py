@@ -42,7 +42,8 @@ from tests.support.webapp import demo_app
 
 RONGCHENG = "rongcheng-eldercare"
 DINGQIAO = "dingqiao-eldercare"
-PUBLIC = {"/api/health", "/api/auth/token"}
+# the one-tap confirmation link's API: its signed token is the right (tests/test_confirmation.py)
+PUBLIC = {"/api/health", "/api/auth/token", "/api/confirm/{token}"}
 
 
 @pytest.fixture
@@ -156,8 +157,13 @@ async def test_duty_staff_cannot_read_or_change_another_institutions_rows_by_id(
         f"/api/hazards/{their_entry}/events",
     ):
         assert (await staff.get(path)).status_code == 404, path
-    ack = await staff.post(f"/api/alarms/{their_alarm}/acknowledge", json={"note": "不是我们的"})
-    missing = await staff.post("/api/alarms/999999/acknowledge", json={"note": ""})
+    ack = await staff.post(
+        f"/api/alarms/{their_alarm}/acknowledge",
+        json={"classification": "false", "note": "不是我们的"},
+    )
+    missing = await staff.post(
+        "/api/alarms/999999/acknowledge", json={"classification": "test", "note": ""}
+    )
     assert (ack.status_code, ack.json()["detail"]) == (404, f"no alarm {their_alarm}")
     assert (missing.status_code, missing.json()["detail"]) == (404, "no alarm 999999")  # alike
     move = await staff.post(
@@ -208,7 +214,8 @@ async def test_an_acknowledgement_is_recorded_under_the_logged_in_user(demo, cli
     alarm = await demo.raise_alarm("rc-btn-1")
     staff = await client(f"duty-{RONGCHENG}")
     reply = await staff.post(
-        f"/api/alarms/{alarm}/acknowledge", json={"note": "已到场，误按", "by": "冒充的名字"}
+        f"/api/alarms/{alarm}/acknowledge",
+        json={"classification": "false", "note": "已到场，误按", "by": "冒充的名字"},
     )
     assert reply.status_code == 200
     assert (reply.json()["acknowledged_by"], reply.json()["ack_note"]) == (
@@ -244,7 +251,10 @@ async def test_only_testers_and_admins_drive_the_simulators(client):
 async def test_production_refuses_the_default_secret_and_the_demo_accounts(demo):
     with pytest.raises(StartupRefused, match="FIREWATCH_SECRET_KEY"):
         await refuse_default_secrets(Settings(env="production"), demo.sessions)
-    strong = Settings(env="production", secret_key="k" * 48)
+    keyed = Settings(env="production", secret_key="k" * 48)
+    with pytest.raises(StartupRefused, match="FIREWATCH_CONFIRM_LINK_SECRET"):
+        await refuse_default_secrets(keyed, demo.sessions)
+    strong = keyed.model_copy(update={"confirm_link_secret": "c" * 48})
     with pytest.raises(StartupRefused, match="demo accounts"):
         await refuse_default_secrets(strong, demo.sessions)
     await remove_demo_accounts(demo.sessions)

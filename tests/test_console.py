@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import re
 import time
 from datetime import timedelta
 from urllib.parse import quote
@@ -172,6 +173,7 @@ def test_duty_staff_acknowledge_and_close_an_alarm_with_notes_and_the_bureau_see
     expect(card).to_be_visible(timeout=PUSH_TIMEOUT_MS)
     alarm_id = card.get_attribute("data-alarm-id")
 
+    card.locator("select[name=classification]").select_option("false")
     card.locator("textarea").fill("已到场确认：老人误按，无火情")
     card.get_by_role("button", name="确认报警").click()
     expect(staff.locator(f'#live-list li[data-alarm-id="{alarm_id}"]')).to_have_attribute(
@@ -180,6 +182,7 @@ def test_duty_staff_acknowledge_and_close_an_alarm_with_notes_and_the_bureau_see
     row = staff.locator(f'#history-body tr[data-alarm-id="{alarm_id}"]')
     expect(row).to_contain_text("已到场确认：老人误按，无火情")
     expect(row).to_contain_text("duty-dingqiao-eldercare")  # the account, as audited
+    expect(row).to_contain_text("误报")  # what it was
     # the bureau's map learns of it by push
     expect(bureau.locator(f'#alarm-list li[data-alarm-id="{alarm_id}"]')).to_have_attribute(
         "data-status", "acknowledged"
@@ -323,4 +326,51 @@ def test_duty_staff_shield_a_device_from_its_page_and_the_map_shows_it_shielded(
     expect(bureau.locator("#count-shielded")).to_have_text("0")
     assert staff.errors == [] and bureau.errors == []
     staff.context.close()
+
+
+def test_the_duty_phone_confirms_a_false_alarm_from_the_notices_link(stack, browser):
+    """The one-tap link of a recorded notice, opened on a phone (390×844): confirmed as 误报,
+    the ledger entry is closed with that reason and the map's false-alarm figures move."""
+    bureau = open_console(browser, stack.url, "admin")
+    totals = bureau.locator("#confirm-totals")
+    expect(totals).to_have_attribute("data-false-alarms", re.compile(r"\d+"))
+    false_before = int(totals.get_attribute("data-false-alarms"))
+    assert stack.simulate("cw-btn-1", "button-press").returncode == 0
+    active = {"status": "active", "device_id": "cw-btn-1"}
+    stack.wait_until(lambda: stack.get("/api/alarms", **active), 20, "the alarm")
+    [alarm] = stack.get("/api/alarms", **active)
+
+    def notices() -> list[dict]:
+        return [n for n in stack.get("/api/notices") if n["alarm_id"] == alarm["id"]]
+
+    stack.wait_until(notices, 20, "the alarm's notice")
+    [notice] = notices()
+    assert notice["link"].startswith(f"{stack.url}/c/")
+
+    phone = browser.new_context(
+        viewport={"width": 390, "height": 844},
+        is_mobile=True,
+        has_touch=True,
+        locale="zh-CN",
+        timezone_id="Asia/Shanghai",
+    ).new_page()
+    phone.goto(notice["link"])  # no login
+    expect(phone.locator("#c-title")).to_have_text("一键报警（人工火警）")
+    expect(phone.locator("#c-advice")).to_contain_text("119")
+    phone.locator("#c-form textarea").fill("儿童误按，已复位")
+    phone.get_by_role("button", name="误报").tap()
+    expect(phone.locator("#c-done")).to_contain_text("已确认：误报")
+    screenshot(phone, "confirm-phone")
+
+    entry = next(h for h in stack.get("/api/hazards") if h["alarm_id"] == alarm["id"])
+    assert entry["status"] == "dismissed"
+    assert stack.get(f"/api/hazards/{entry['id']}/events")[-1]["note"] == "误报：儿童误按，已复位"
+    expect(totals).to_have_attribute(
+        "data-false-alarms", str(false_before + 1), timeout=PUSH_TIMEOUT_MS
+    )
+    phone.goto(notice["link"].replace("/c/", "/c/x"))  # a tampered link
+    expect(phone.locator("#refused")).to_contain_text("链接无效")
+    assert stack.simulate("cw-btn-1", "normal").returncode == 0
+    assert bureau.errors == []
+    phone.context.close()
     bureau.context.close()

@@ -203,6 +203,10 @@ def test_compose_refuses_to_start_without_firewatch_secret_key():
 def test_the_web_service_runs_in_production_mode_with_the_secret_key_it_is_given():
     web = service_settings(firewatch_services()["web"]["environment"])
     assert (web.env, web.secret_key) == ("production", SECRETS["FIREWATCH_SECRET_KEY"])
+    # the alert service signs the notices' one-tap links, the web service checks them
+    alerts = service_settings(firewatch_services()["alerts"]["environment"])
+    secret = SECRETS["FIREWATCH_CONFIRM_LINK_SECRET"]
+    assert web.confirm_link_secret == alerts.confirm_link_secret == secret
 
 
 def test_generate_env_writes_every_secret_the_compose_file_requires(tmp_path):

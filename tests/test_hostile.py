@@ -160,7 +160,7 @@ def assert_a_press_elsewhere_still_alarms(stack: Stack, control_robot: WeComServ
     [alarm] = [a for a in stack.get("/api/alarms", device_id=CONTROL_BUTTON) if a["id"] not in seen]
     assert alarm["rule"] == "one_key_alarm"
     stack.api.post(
-        f"/api/alarms/{alarm['id']}/acknowledge", json={"note": "演练"}
+        f"/api/alarms/{alarm['id']}/acknowledge", json={"classification": "test", "note": "演练"}
     ).raise_for_status()
     stack.api.post(scenario, json={"scenario": "normal"}).raise_for_status()
     stack.wait_until(

@@ -86,7 +86,8 @@ async def test_an_acknowledgement_reaches_the_bureau_and_the_institution_but_no_
         await next_event(staff_stream, "ready")
 
         reply = await admin.post(
-            f"/api/alarms/{dingqiao_alarm}/acknowledge", json={"note": "已核实"}
+            f"/api/alarms/{dingqiao_alarm}/acknowledge",
+            json={"classification": "real", "note": "已核实"},
         )
         assert reply.status_code == 200
         pushed = await asyncio.wait_for(next_event(admin_stream, "alarm"), 5)
@@ -96,7 +97,10 @@ async def test_an_acknowledgement_reaches_the_bureau_and_the_institution_but_no_
             "丁桥镇敬老院（演示）",
         )
 
-        await rongcheng.post(f"/api/alarms/{rongcheng_alarm}/acknowledge", json={"note": "误按"})
+        await rongcheng.post(
+            f"/api/alarms/{rongcheng_alarm}/acknowledge",
+            json={"classification": "false", "note": "误按"},
+        )
         # events arrive in commit order: the first the staff stream sees is their own alarm
         seen = await asyncio.wait_for(next_event(staff_stream, "alarm"), 5)
         assert (seen["id"], seen["acknowledged_by"]) == (

@@ -107,6 +107,7 @@ class AliyunSms(Channel):
     name = "aliyun_sms"
     #: the default flow control for one mobile number is 1 message a minute
     per_minute = 1
+    carries_link = True
 
     def __init__(
         self,

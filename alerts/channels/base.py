@@ -33,6 +33,9 @@ class Channel(ABC):
     name: ClassVar[str]
     #: sends per target (robot, phone number, openid) in any 60 seconds
     per_minute: ClassVar[int]
+    #: whether what it sends carries the alarm's one-tap confirmation link (a text does; a
+    #: voice call cannot be tapped, and reading a link out is no use)
+    carries_link: ClassVar[bool] = False
 
     @abstractmethod
     async def send(

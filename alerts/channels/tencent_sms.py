@@ -96,6 +96,7 @@ class TencentSms(Channel):
     name = "tencent_sms"
     #: one message per mobile number in 30 s is the default limit; keep well inside it
     per_minute = 1
+    carries_link = True
 
     def __init__(
         self,

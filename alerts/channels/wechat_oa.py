@@ -40,6 +40,7 @@ def keyword_value(key: str, value: str) -> str:
 class WeChatOfficialAccount(Channel):
     name = "wechat_oa"
     per_minute = 20
+    carries_link = True
 
     def __init__(
         self,
@@ -89,6 +90,8 @@ class WeChatOfficialAccount(Channel):
                 for name, key in self.template_keys.items()
             },
             "client_msg_id": f"firewatch-notice-{notice_id}",
+            # the template message opens the one-tap confirmation page when tapped
+            **({"url": message.link} if message.link else {}),
         }
 
     async def send(

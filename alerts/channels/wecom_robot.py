@@ -17,6 +17,7 @@ THROTTLED = 45009
 class WeComRobot(Channel):
     name = "wecom_robot"
     per_minute = 20
+    carries_link = True
 
     async def send(
         self, http: httpx.AsyncClient, target: str, message: NoticeMessage, notice_id: int

@@ -10,6 +10,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any, Protocol
 
@@ -22,12 +23,15 @@ from pydantic import TypeAdapter
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from alerts import ledger, lifecycle
+from alerts import confirmation, ledger, lifecycle
+from alerts.alarm_stats import confirmation_reports, escalation_budget, model_names
+from alerts.confirm_links import ConfirmLinks
 from alerts.ledger import TRANSITIONS, LedgerError, NewEntry
 from firewatch import __version__
 from firewatch.contract import ID_PATTERN, utc_now
 from firewatch.db import Alarm, DeadLetter, Device, Hazard, Institution, Notice
 from firewatch.hub import ChangeHub
+from firewatch.profiles import load_profiles
 from firewatch.settings import Settings
 from firewatch.site import Site
 from firewatch.web import auth, pages, push
@@ -41,12 +45,14 @@ from firewatch.web.auth import (
     require_roles,
     scope,
 )
+from firewatch.web.confirm_routes import confirm_router
 from firewatch.web.ledger_routes import ledger_router
 from firewatch.web.mode_routes import mode_router
 from firewatch.web.schemas import (
     Acknowledgement,
     AlarmEventOut,
     AlarmOut,
+    Closing,
     DeviceOut,
     HazardEventOut,
     HazardFiling,
@@ -57,6 +63,7 @@ from firewatch.web.schemas import (
     NoticeOut,
     QueryText,
     ScenarioRequest,
+    row_columns,
 )
 from ingest.store import TimeSeriesStore
 
@@ -103,6 +110,7 @@ def create_app(ctx: AppContext) -> FastAPI:
     )
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     names: dict[str, str] = {i.id: i.name for i in ctx.site.institutions}
+    profiles = load_profiles(ctx.settings.profiles_dir)  # rules' advice and categories
     app.state.auth = auth.AuthConfig.from_settings(ctx.sessions, ctx.settings)
     app.state.hub = hub = ctx.hub
     hub.watch(ctx.sessions)
@@ -112,7 +120,7 @@ def create_app(ctx: AppContext) -> FastAPI:
         return {**columns, "institution_name": names.get(columns["institution_id"], "")}
 
     def named(row: Any) -> dict[str, Any]:
-        return with_name(_columns(row))
+        return with_name(row_columns(row))
 
     app.include_router(auth.router)
     app.include_router(
@@ -122,9 +130,18 @@ def create_app(ctx: AppContext) -> FastAPI:
     )
     app.include_router(pages.console_router(STATIC_DIR, ctx.settings))
     app.include_router(
-        ledger_router(ctx.sessions, ctx.site), dependencies=[Depends(auth.current_user)]
+        ledger_router(
+            ctx.sessions,
+            ctx.site,
+            confirmation_reports(
+                escalation_budget(ctx.site.escalation, profiles), model_names(profiles)
+            ),
+        ),
+        dependencies=[Depends(auth.current_user)],
     )
     app.include_router(mode_router(ctx.sessions, ctx.settings, named))
+    app.include_router(confirm_router(ctx.sessions, ctx.site, ctx.settings, profiles, STATIC_DIR))
+    links = ConfirmLinks.from_settings(ctx.settings)
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics(operator: Annotated[bool, Depends(auth.is_admin_or_scraper)]) -> Response:
@@ -235,32 +252,45 @@ def create_app(ctx: AppContext) -> FastAPI:
             rows = await session.scalars(query)
             return [named(a) for a in rows]
 
+    maintenance_deadline = timedelta(hours=ctx.settings.iot_hazard_deadline_hours)
+
     @app.post("/api/alarms/{alarm_id}/acknowledge", response_model=AlarmOut)
     async def acknowledge(
         alarm_id: RowId,
         ack: Acknowledgement,
         user: Annotated[Principal, Depends(require_roles(*ACKNOWLEDGERS))],
     ) -> Any:
-        return await alarm_step(lifecycle.acknowledge, alarm_id, user, ack.note)
+        """Confirm an alarm with what it was; the ledger follows (alerts.confirmation)."""
+        step = partial(
+            confirmation.acknowledge,
+            classification=ack.classification,
+            note=ack.note,
+            maintenance_deadline=maintenance_deadline,
+        )
+        return await alarm_step(step, alarm_id, user)
 
     @app.post("/api/alarms/{alarm_id}/close", response_model=AlarmOut)
     async def close_alarm(
         alarm_id: RowId,
-        closing: Acknowledgement,
+        closing: Closing,
         user: Annotated[Principal, Depends(require_roles(*ACKNOWLEDGERS))],
     ) -> Any:
         """A cleared alarm is closed by a person, with a note on what was found."""
-        return await alarm_step(lifecycle.close, alarm_id, user, closing.note)
+        step = partial(
+            confirmation.close,
+            classification=closing.classification,
+            note=closing.note,
+            maintenance_deadline=maintenance_deadline,
+        )
+        return await alarm_step(step, alarm_id, user)
 
-    async def alarm_step(
-        step: Callable[..., Any], alarm_id: int, user: Principal, note: str
-    ) -> Any:
+    async def alarm_step(step: Callable[..., Any], alarm_id: int, user: Principal) -> Any:
         async with ctx.sessions.begin() as session:
             alarm = await session.get(Alarm, alarm_id)
             if alarm is None or not user.sees(alarm.institution_id):
                 raise HTTPException(404, f"no alarm {alarm_id}")
             try:
-                alarm = await step(session, alarm_id, user.username, note)
+                alarm = await step(session, alarm_id, user.username)
             except lifecycle.AlarmTransitionError as exc:
                 raise HTTPException(409, str(exc)) from None
             return named(alarm)
@@ -342,11 +372,21 @@ def create_app(ctx: AppContext) -> FastAPI:
 
     @app.get("/api/notices", response_model=list[NoticeOut])
     async def notices(user: CurrentUser, limit: int = Query(100, ge=1, le=1000)) -> Any:
+        """``link``: an alarm notice's one-tap confirmation link, as sent; shown to those who
+        may acknowledge (it confirms without a login)."""
         query = scope(
             select(Notice).order_by(Notice.id.desc()).limit(limit), user, Notice.institution_id
         )
         async with ctx.sessions() as session:
-            return list(await session.scalars(query))
+            rows = list(await session.scalars(query))
+        shown = user.role in ACKNOWLEDGERS
+        return [
+            {
+                **row_columns(n),
+                "link": links.url(n.id, n.created_at) if shown and n.alarm_id else None,
+            }
+            for n in rows
+        ]
 
     @app.get("/api/dead-letters", dependencies=[Depends(require_roles(*OPERATORS))])
     async def dead_letters(
@@ -436,7 +476,3 @@ def _simulators(ctx: AppContext) -> Simulators:
 
 
 _DEVICES = TypeAdapter(list[DeviceOut])
-
-
-def _columns(row: Any) -> dict[str, Any]:
-    return {c.key: getattr(row, c.key) for c in row.__table__.columns}

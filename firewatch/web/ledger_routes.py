@@ -17,6 +17,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
+from alerts.alarm_stats import ConfirmationReports
 from alerts.ledger import Source, Status
 from alerts.ledger_export import MEDIA_TYPE, ledger_rows, subtitle, workbook
 from alerts.ledger_report import GroupBy, LedgerFilter, statistics
@@ -84,7 +85,10 @@ def scoped_filter(user: CurrentUser, where: LedgerFilter = Depends(ledger_filter
     return replace(where, institution_id=own_institution(user, where.institution_id))
 
 
-def ledger_router(sessions: async_sessionmaker, site: Site) -> APIRouter:
+def ledger_router(
+    sessions: async_sessionmaker, site: Site, confirmations: ConfirmationReports
+) -> APIRouter:
+    """``confirmations``: the alarm statistics the export adds as a sheet of its own."""
     router = APIRouter(prefix="/api/hazards", tags=["hazard ledger"])
 
     @router.get("/statistics", response_model=StatisticsOut)
@@ -106,8 +110,13 @@ def ledger_router(sessions: async_sessionmaker, site: Site) -> APIRouter:
         now = utc_now()
         async with sessions() as session:
             rows = await ledger_rows(session, where, now)
+            reports = await confirmations(session, where, now)
         data = await asyncio.to_thread(
-            workbook, f"{site.county.name}民政服务机构重大事故隐患台账", subtitle(where, now), rows
+            workbook,
+            f"{site.county.name}民政服务机构重大事故隐患台账",
+            subtitle(where, now),
+            rows,
+            reports,
         )
         day = f"{now.astimezone(CST):%Y%m%d}"
         return Response(

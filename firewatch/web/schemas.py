@@ -22,6 +22,7 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, Field, field_validator, model_validator
 
+from alerts.confirmation import Classification
 from alerts.ledger import TRANSITIONS, Source
 from alerts.notices import CST
 from firewatch.contract import utc_now
@@ -136,6 +137,9 @@ class AlarmOut(BaseModel):
     acknowledged_at: datetime | None
     acknowledged_by: str | None
     ack_note: str | None
+    classification: Classification | None = Field(
+        None, description="real | false | test | device_fault; none: not confirmed, or 未分类"
+    )
     cleared_at: datetime | None
     mode: str | None = Field(
         None, description="shielded | test: raised while its device was, and told to nobody"
@@ -175,6 +179,7 @@ class NoticeOut(BaseModel):
     created_at: datetime
     sent_at: datetime | None
     body: dict[str, Any]
+    link: str | None = Field(None, description="the one-tap confirmation link it carries")
 
 
 class HistoryPointOut(BaseModel):
@@ -186,9 +191,20 @@ class HistoryPointOut(BaseModel):
 
 
 class Acknowledgement(BaseModel):
-    """Recorded as acknowledged by the logged-in user."""
+    """Recorded as acknowledged by the logged-in user, with what they say it was."""
+
+    classification: Classification = Field(
+        description="real 真实火警/险情 | false 误报 | test 测试/检修 | device_fault 设备故障"
+    )
+    note: Displayable = Field("", max_length=500)
+
+
+class Closing(BaseModel):
+    """A cleared alarm closed by the logged-in user; one nobody acknowledged needs a
+    classification too (closing acknowledges it)."""
 
     note: Displayable = Field("", max_length=500)
+    classification: Classification | None = None
 
 
 class HazardFiling(BaseModel):
@@ -237,6 +253,11 @@ class HazardEventOut(BaseModel):
 
 class AlarmEventOut(HazardEventOut):
     """One step of an alarm's lifecycle: raise, acknowledge, clear, close."""
+
+
+def row_columns(row: Any) -> dict[str, Any]:
+    """A model row's columns by name, for the response models above."""
+    return {c.key: getattr(row, c.key) for c in row.__table__.columns}
 
 
 class ScenarioRequest(BaseModel):

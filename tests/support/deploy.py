@@ -22,6 +22,7 @@ COMPOSE_FILE = ROOT / "docker-compose.yml"
 #: the secrets the compose file requires, as an operator's .env gives them (test values)
 SECRETS = {
     "FIREWATCH_SECRET_KEY": "test-secret-key-" + "k" * 32,
+    "FIREWATCH_CONFIRM_LINK_SECRET": "test-confirm-link-secret-" + "c" * 32,
     "POSTGRES_PASSWORD": "test-postgres",
     "INFLUX_TOKEN": "test-influx-token",
     "INFLUX_PASSWORD": "test-influx-password",
@@ -32,7 +33,7 @@ SECRETS = {
     },
 }
 #: variables the compose file interpolates: only what a call gives reaches it
-COMPOSE_VARIABLES = (*SECRETS, "WECOM_WEBHOOK_URL", "FIREWATCH_ENV")
+COMPOSE_VARIABLES = (*SECRETS, "WECOM_WEBHOOK_URL", "FIREWATCH_ENV", "FIREWATCH_PUBLIC_URL")
 
 
 def docker_compose(

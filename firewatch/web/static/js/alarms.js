@@ -1,11 +1,12 @@
-/* Alarms: the open ones (acknowledge with a note; close a cleared one with a note) and the
- * history; both kept live by push. */
+/* Alarms: the open ones (acknowledge with what it was and a note; close a cleared one with a
+ * note) and the history; both kept live by push. */
 
 import { api } from "./api.js";
 import { subscribe } from "./push.js";
 import { showConnection, startPage, toast, touched } from "./shell.js";
 import {
-  $, ALARM_STATUS_ZH, SEVERITY_ZH, alarmModeChip, alarmSubject, alarmValueText, esc, fmtDateTime, parseTime, setText, syncList, upsert,
+  $, ALARM_STATUS_ZH, CLASSIFICATION_ZH, SEVERITY_ZH, alarmModeChip, alarmSubject, alarmValueText, classificationText, esc,
+  fmtDateTime, parseTime, setText, syncList, upsert,
 } from "./vocab.js";
 
 const me = await startPage("alarms");
@@ -15,6 +16,15 @@ let live = [];
 let history = [];
 const liveItems = new Map();
 const historyItems = new Map();
+
+/** The classification a confirmation needs: for acknowledging, and for closing an alarm that
+ * nobody acknowledged (closing confirms it). */
+function classificationSelect(a, step) {
+  if (step[0] === "close" && a.acknowledged_at) return "";
+  return `<select name="classification" required aria-label="报警性质"><option value="">请选择报警性质</option>` +
+    Object.entries(CLASSIFICATION_ZH).map(([v, label]) => `<option value="${v}">${esc(label)}</option>`).join("") +
+    "</select>";
+}
 
 function liveHtml(a) {
   const sev = a.severity === "fault" ? "fault" : "alarm";
@@ -27,8 +37,9 @@ function liveHtml(a) {
     `<div class="li-title">${esc(a.title)}${alarmModeChip(a)}${value ? ` <span class="li-value">${esc(value)}</span>` : ""}</div>` +
     `<div class="li-sub">${a.device_id ? "设备 " : ""}${alarmSubject(a)} · 报警编号 #${a.id}</div>` +
     (a.acknowledged_by ? `<div class="li-foot">确认人 <b>${esc(a.acknowledged_by)}</b> · ${esc(fmtDateTime(parseTime(a.acknowledged_at)))}` +
+      ` · <span class="classification">${esc(classificationText(a))}</span>` +
       `${a.ack_note ? ` · ${esc(a.ack_note)}` : ""}</div>` : "") +
-    (step ? `<form class="ack-form" data-alarm-id="${a.id}" data-step="${step[0]}"><textarea name="note" rows="2" ` +
+    (step ? `<form class="ack-form" data-alarm-id="${a.id}" data-step="${step[0]}">${classificationSelect(a, step)}<textarea name="note" rows="2" ` +
       `maxlength="500" placeholder="处置说明，如：已到场确认，误按；已关闭燃气阀门…"></textarea>` +
       `<button type="submit" class="primary">${step[1]}</button></form>` : "");
 }
@@ -37,7 +48,7 @@ function historyHtml(a) {
   return `<td>#${a.id}</td><td><span class="chip status-${esc(a.status)}">${esc(ALARM_STATUS_ZH[a.status])}</span></td>` +
     `<td>${esc(fmtDateTime(parseTime(a.raised_at)))}</td><td>${esc(a.institution_name)}</td>` +
     `<td>${alarmSubject(a)}</td><td>${esc(a.title)}${alarmModeChip(a)}</td>` +
-    `<td>${esc(alarmValueText(a))}</td><td>${esc(a.acknowledged_by || "")}</td><td>${esc(a.ack_note || "")}</td>` +
+    `<td>${esc(alarmValueText(a))}</td><td>${esc(a.acknowledged_by || "")}</td><td>${esc(classificationText(a))}</td><td>${esc(a.ack_note || "")}</td>` +
     `<td>${esc(fmtDateTime(parseTime(a.cleared_at)))}</td>`;
 }
 
@@ -80,7 +91,8 @@ $("live-list").addEventListener("submit", async (ev) => {
   button.disabled = true;
   try {
     const alarm = await api(`/api/alarms/${form.dataset.alarmId}/${form.dataset.step}`, {
-      method: "POST", json: { note: form.note.value.trim() },
+      method: "POST",
+      json: { note: form.note.value.trim(), ...(form.classification ? { classification: form.classification.value } : {}) },
     });
     onAlarm(alarm);
     toast(`报警 #${alarm.id} ${ALARM_STATUS_ZH[alarm.status]}`);

@@ -2,6 +2,7 @@
  * user's role may take, statistics charts and the Excel export. Entries stay live by push. */
 
 import { api } from "./api.js";
+import { ConfirmStats, HEADER as CONFIRM_HEADER } from "./confirm-stats.js";
 import { subscribe } from "./push.js";
 import { showConnection, startPage, toast, touched } from "./shell.js";
 import {
@@ -152,10 +153,22 @@ async function drawStats() {
   setText($("stats-totals"), `合计：未销号 ${t.open}，其中逾期 ${t.overdue}；已销号 ${t.closed}；共 ${t.total}（群众举报查实后计入）`);
 }
 
+// how alarms were confirmed (alerts.alarm_stats), for the alarms raised within the filters' dates
+$("confirm-head").innerHTML = CONFIRM_HEADER;
+const confirmStats = new ConfirmStats($("confirm-body"), $("confirm-totals"), () => {
+  const params = new URLSearchParams({ by: $("confirm-by").value });
+  for (const name of ["institution_id", "since", "until"]) {
+    const value = filters().get(name);
+    if (value) params.set(name, value);
+  }
+  return params;
+});
+
 let statsTimer = 0;
 function scheduleStats() {
   clearTimeout(statsTimer);
   statsTimer = setTimeout(() => drawStats().catch((e) => toast(`统计失败：${e.message}`, "error")), 300);
+  confirmStats.soon((e) => toast(`统计失败：${e.message}`, "error"));
 }
 
 // ---------------------------------------------------------------- export
@@ -181,6 +194,7 @@ options(form.institution_id, Object.fromEntries(institutions.map((i) => [i.id, i
 transitions = await api("/api/hazards/transitions");
 form.addEventListener("change", () => { loadEntries(); scheduleStats(); });
 $("stats-by").addEventListener("change", scheduleStats);
+$("confirm-by").addEventListener("change", scheduleStats);
 
 async function load() {
   await loadEntries();

@@ -15,6 +15,7 @@
  */
 
 import { api } from "./api.js";
+import { ConfirmStats, HEADER as CONFIRM_HEADER } from "./confirm-stats.js";
 import { projector } from "./coords.js";
 import { DEVICE_ZOOM, DeviceMarkers } from "./map-devices.js";
 import { Panels } from "./map-panels.js";
@@ -267,6 +268,7 @@ async function load() {
   }
   panels.setAlarms(alarms);
   panels.setHazards(hazards);
+  confirmStats.soon(() => {});
   panels.redraw();
   if (document.body.dataset.ready !== "true") {
     const b = outlineBounds?.isValid() ? outlineBounds
@@ -278,11 +280,17 @@ async function load() {
   touched();
 }
 
+// how alarms of the last 30 days were confirmed, per institution (alerts.alarm_stats)
+$("confirm-head").innerHTML = CONFIRM_HEADER;
+const confirmStats = new ConfirmStats($("confirm-body"), $("confirm-totals"), () => new URLSearchParams({
+  by: "institution", since: new Date(Date.now() - 30 * 86400e3).toISOString(),
+}));
+
 subscribe({
   load,
   on: {
     device: onDevice,
-    alarm: (a) => { panels.putAlarm(a); touched(); },
+    alarm: (a) => { panels.putAlarm(a); confirmStats.soon(() => {}); touched(); },
     hazard: (h) => { panels.putHazard(h); touched(); },
   },
   status: showConnection,

@@ -29,7 +29,11 @@ export const HAZARD_STATUS_ZH = {
   rectifying: "整改中",
   "awaiting-verification": "待验收",
   closed: "已销号",
+  dismissed: "已关闭（非隐患）",
 };
+/** What the person who confirmed an alarm says it was (alerts.confirmation). */
+export const CLASSIFICATION_ZH = { real: "真实火警/险情", false: "误报", test: "测试/检修", device_fault: "设备故障" };
+export const classificationText = (a) => (a.acknowledged_at ? CLASSIFICATION_ZH[a.classification] || "未分类" : "");
 export const HAZARD_CATEGORY_ZH = {
   electrical: "电气", gas: "燃气", fire_facilities: "消防设施", evacuation: "疏散通道",
   construction: "建筑施工", elderly_care_service: "养老服务安全", other: "其他",
