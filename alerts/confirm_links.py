@@ -112,6 +112,7 @@ def recipient_name(site: Site, institution_id: str, target: str, default_webhook
     for i in site.institutions:
         if i.id == institution_id:
             people += [(i.safety_officer, "安全管理人员"), (i.head, "机构负责人")]
+            people += [(person, "值班人员") for person in i.duty or []]
             if target in (i.wecom_webhook_url, default_webhook):
                 return f"{i.name}值班群"
     if site.bureau is not None:
