@@ -5,6 +5,13 @@ the escalation scheduler takes the steps of alarms nobody acknowledged (提级) 
 reminders, storing their notices for the same notifier.  Both ways of running Firewatch build
 and run these three from here, so that one cannot leave out a part the other runs (the separate
 alerts service once ran without escalation).
+
+Several replicas of the alert side (``FIREWATCH_CONSUMER_PARTITIONS`` > 1 with
+``FIREWATCH_ALERTS_LEASE_S`` > 0) hold the gateways' partitions by leases and take over those of
+a replica that went away (firewatch.leases).  Escalation then runs on one replica at a time,
+under a lease of its own (its sweep reads every alarm, and two would take each step twice), and
+every replica's notifier claims each notice before sending it, so that a notice goes out once
+whichever replica stored it, without waiting for another replica to look.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from alerts.selfcheck import pulse
 from alerts.service import AlertService
 from firewatch.admission import admission_for
 from firewatch.db import Writer
+from firewatch.leases import Duty, LeaseKeeper, holder_id
 from firewatch.mqtt import BrokerAddress
 from firewatch.partition import Partition
 from firewatch.profiles import DeviceProfile
@@ -43,14 +51,19 @@ class AlertSide:
     writer: Writer  # every write of the three, on a thread of its own (firewatch.db.Writer)
     instance: str
     pulse_every_s: float
+    keeper: LeaseKeeper | None = None  # the replicas' leases, if they take over each other's
 
     def services(self) -> dict[str, Job]:
         """What to run, by task name, each supervised on its own (firewatch.supervise); the
         pulse tells the web process the three are alive."""
+        if self.keeper is None:
+            shared = {"escalation": self.escalation.run}
+        else:  # the partitions' consumers and the escalation run where their leases are held
+            shared = {"leases": self.keeper.run}
         return {
             "alerts": self.alerts.run,
             "notifier": self.notifier.run,
-            "escalation": self.escalation.run,
+            **shared,
             "pulse": partial(
                 pulse, self.writer, self.instance, self.alerts, self.notifier, self.pulse_every_s
             ),
@@ -80,6 +93,7 @@ def alert_side(
     """The alert side on ``broker``, reading the gateways of ``partition``."""
     notices_waiting = asyncio.Event()
     writer = Writer(sessions, "alerts-writer")
+    leased = partition.count > 1 and settings.alerts_lease_s > 0
     channels = configured_channels(settings)
     routing = Routing(
         settings.notice_channel,
@@ -101,6 +115,7 @@ def alert_side(
         admission=admission_for(settings, site, profiles, "alerts", restamp=True),
         silent_after=timedelta(seconds=settings.gateway_silent_after_s),
         keep_dead_letters=settings.dead_letter_keep,
+        leased=leased,
     )
     fallback = Fallback(settings.notice_fallback_after_attempts, settings.notice_fallback_after_s)
     notifier = Notifier(
@@ -111,6 +126,7 @@ def alert_side(
         routing,
         fallback,
         timeout_s=settings.notice_timeout_s,
+        claim=leased,
     )
     escalator = Escalator(
         site,
@@ -122,6 +138,15 @@ def alert_side(
         notices_waiting=notices_waiting,
     )
     escalation = EscalationScheduler(escalator)
+    keeper = None
+    if leased:
+        keeper = LeaseKeeper(
+            sessions,
+            holder_id(settings.instance),
+            settings.alerts_lease_s,
+            [*alerts.duties(), Duty("alerts/escalation", escalation.run)],
+        )
+        alerts.keeper = keeper
     return AlertSide(
         alerts,
         notifier,
@@ -129,4 +154,5 @@ def alert_side(
         writer,
         settings.instance,
         min(5.0, settings.monitor_silent_after_s / 4),
+        keeper,
     )

@@ -25,7 +25,7 @@ from firewatch.admission import Admission
 if TYPE_CHECKING:
     from alerts.escalation_scheduler import EscalationScheduler
     from alerts.notifier import Notifier
-    from alerts.service import AlertService
+    from alerts.service import AlertService, ConsumerView
     from firewatch.change_relay import ChangeListener, ChangePublisher
     from firewatch.consumer import GatewayMessageConsumer
     from firewatch.hub import ChangeHub
@@ -54,7 +54,11 @@ class FirewatchCollector(Collector):
         if self.tasks is not None:
             yield from self._tasks(self.tasks)
         yield from self._gateways()
-        consumers = [s.consumer for s in (self.ingest, self.alerts) if s is not None]
+        consumers: list[GatewayMessageConsumer | ConsumerView] = []
+        if self.ingest is not None:
+            consumers.append(self.ingest.consumer)
+        if self.alerts is not None:
+            consumers.append(self.alerts.metered)
         yield from self._consumers(consumers)
         if self.ingest is not None:
             yield from self._ingest(self.ingest)
@@ -69,6 +73,17 @@ class FirewatchCollector(Collector):
                 "Gateways not heard of for longer than their setting: open link faults.",
                 value=self.alerts.links.down,
             )
+            if self.alerts.keeper is not None:
+                yield GaugeMetricFamily(
+                    "firewatch_alerts_partitions_held",
+                    "Alert partitions (and duties) whose leases this replica holds.",
+                    value=len(self.alerts.keeper.held),
+                )
+                yield CounterMetricFamily(
+                    "firewatch_alerts_partition_takeovers",
+                    "Leases this replica took over from one that stopped renewing them.",
+                    value=self.alerts.keeper.takeovers,
+                )
         if self.watch is not None:
             yield GaugeMetricFamily(
                 "firewatch_monitoring_interrupted",
@@ -218,7 +233,7 @@ class FirewatchCollector(Collector):
         yield from (polls, errors, depth, dropped, set_aside, unstored, acked, connected)
 
     @staticmethod
-    def _consumers(consumers: list[GatewayMessageConsumer]) -> Iterator[Metric]:
+    def _consumers(consumers: list[GatewayMessageConsumer | ConsumerView]) -> Iterator[Metric]:
         if not consumers:
             return
         applied = CounterMetricFamily(

@@ -41,7 +41,14 @@ GROUPS: list[tuple[str, str, list[str]]] = [
             "`firewatch alerts` split the site's gateways (see "
             "[Operations](operations.md#consumer-partitions))."
         ),
-        ["mqtt_url", "mqtt_embedded_port", "consumer_partitions", "consumer_partition", "instance"],
+        [
+            "mqtt_url",
+            "mqtt_embedded_port",
+            "consumer_partitions",
+            "consumer_partition",
+            "alerts_lease_s",
+            "instance",
+        ],
     ),
     (
         "Stores",
