@@ -92,6 +92,10 @@ def _bench(args: argparse.Namespace) -> int:
                 args.hostile_rate,
             )
         )
+    elif args.benchmark == "capacity":
+        from firewatch.bench import capacity
+
+        asyncio.run(capacity.run(args.devices, args.seconds, args.alerts_replicas, args.json))
     elif args.benchmark == "map":
         from firewatch.bench import map_load
 
@@ -430,7 +434,21 @@ def parser() -> argparse.ArgumentParser:
     mp.add_argument("--seconds", type=float, default=5, help="length of each timed run")
     mp.add_argument("--concurrency", type=int, default=4, help="requests in flight")
     mp.add_argument("--repeat", type=int, default=3, help="runs of each; medians are reported")
-    for b in (gw, ing, alarm, mp):
+    cap = bench_sub.add_parser(
+        "capacity", help="most devices the central side carries, one-key p99 < 300 ms"
+    )
+    cap.add_argument(
+        "--devices",
+        type=lambda text: [int(n) for n in text.split(",")],
+        default=[1000, 2500, 5000, 7500, 10_000, 12_500, 15_000, 20_000],
+        help="device counts to step through, comma-separated (ten per gateway); it stops at "
+        "the first that does not hold",
+    )
+    cap.add_argument("--seconds", type=float, default=30, help="measured at each step")
+    cap.add_argument(
+        "--alerts-replicas", type=int, default=1, help="alert replicas sharing the partitions"
+    )
+    for b in (gw, ing, alarm, mp, cap):
         b.add_argument("--json", action="store_true", help="end with one JSON line of figures")
         b.set_defaults(func=_bench)
     return p

@@ -171,7 +171,7 @@ class LeaseKeeper:
                     changes.append((duty, kept and not given_back))
                 elif row.holder is None and row.wanted_by in (None, self.holder):
                     changes.append((duty, await self._take(session, row)))
-                elif row.holder is not None:
+                else:  # another's, or given back to a replica that has not taken it yet
                     changes.append((duty, await self._watch(session, duty, row, read_at)))
         for duty, ours in changes:
             if ours:
@@ -231,8 +231,9 @@ class LeaseKeeper:
     async def _watch(
         self, session: AsyncSession, duty: Duty, row: ConsumerLease, read_at: float
     ) -> bool:
-        """Someone else's lease: take it over once it has not moved for ``lease_s``; ask for
-        it back if it is this replica's home.  True if it is ours now."""
+        """Someone else's lease: take it over once it has not moved for ``lease_s`` (a
+        replica that asked for it back and then went away, too); ask for it back if it is
+        this replica's home.  True if it is ours now."""
         key = (row.holder or "", row.epoch, row.renewals)
         seen = self._seen.get(duty.name)
         if seen is None or seen[0] != key:
