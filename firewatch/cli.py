@@ -440,7 +440,7 @@ def parser() -> argparse.ArgumentParser:
     cap.add_argument(
         "--devices",
         type=lambda text: [int(n) for n in text.split(",")],
-        default=[1000, 2500, 5000, 7500, 10_000, 12_500, 15_000, 20_000],
+        default=[1000, 2500, 5000, 10_000, 15_000],
         help="device counts to step through, comma-separated (ten per gateway); it stops at "
         "the first that does not hold",
     )

@@ -21,6 +21,9 @@ from firewatch.profiles import load_profiles
 from firewatch.settings import Settings
 from tests.support.processes import Service, kill_running, until
 
+#: two service processes start (seconds on a quiet machine, minutes on a loaded one)
+pytestmark = pytest.mark.timeout(300)
+
 PRESSES = 8  # per button: with its releases, 16 notices, within a robot's 20 a minute
 
 
@@ -60,11 +63,11 @@ def test_a_replica_killed_mid_stream_loses_no_alarm_and_raises_none_twice(
     first = replica(0)  # first: it writes the site into the database
     services = [first]
     try:
-        until(lambda: first.total("firewatch_alerts_partitions_held") >= 1, "r0 up", services)
+        until(lambda: first.total("firewatch_alerts_partitions_held") >= 1, "r0 up", services, 180)
         second = replica(1)
         services.append(second)
         # r1's home partition comes back to it from r0, which took it while it was free
-        until(lambda: second.total("firewatch_alerts_partitions_held") >= 1, "r1 up", services)
+        until(lambda: second.total("firewatch_alerts_partitions_held") >= 1, "r1 up", services, 180)
 
         profile = load_profiles(Settings().profiles_dir)[BUTTON]
         buttons = {d["gateway"]: d for d in site["devices"] if d["id"].endswith("-0")}
