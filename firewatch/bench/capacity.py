@@ -19,7 +19,8 @@ It starts at the first device count and steps up; at each step it publishes for 
 then for ``seconds`` measured, and the step holds if every press reached the institution's
 robot (firewatch.bench.recorder) with p99 under 300 ms, and nothing backed up: what the alert
 service and ingest had applied at the end of the step is within a second's traffic of what was
-published (their lag did not grow).  The figure is the largest count that held.  The baseline,
+published (their lag did not grow).  The figure is the largest count that held.  Stepping stops
+once a step backs up, loses a press or has p99 past three times the goal.  The baseline,
 as in `bench alarms`, is an MQTT QoS 1 round trip on the same broker under the same load.  The
 publisher runs in the benchmark's own process on the same machine: its CPU is reported with the
 others', and is CPU the central side would have to itself in the field.
@@ -63,6 +64,7 @@ from firewatch.settings import Settings
 
 GOAL_DEVICES = 10_000
 GOAL_ONE_KEY_MS = 300
+OVERLOADED_P99_MS = 3 * GOAL_ONE_KEY_MS  # past it, larger steps are not measured
 ACTIVE_SHARE = 0.05
 IDLE_EVERY_S = 60
 GATEWAY_HEARTBEAT_S = 15
@@ -329,6 +331,14 @@ async def step(
         and figures["presses_missing"] == 0
         and one_key["p99"] < GOAL_ONE_KEY_MS
     )
+    # a p99 a little over the goal on a shared machine may be one slow press of a few dozen:
+    # the next step is still worth measuring; a backlog or presses lost are not
+    figures["overloaded"] = bool(
+        backs_up
+        or figures["presses_missing"]
+        or not one_key["count"]
+        or one_key["p99"] > OVERLOADED_P99_MS
+    )
     return figures
 
 
@@ -420,7 +430,7 @@ async def run(
                             seconds,
                         )
                         results.append(figures)
-                        if not figures["holds"]:
+                        if figures["overloaded"]:
                             break
             broker_name = broker_version(mosquitto)
         finally:
