@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
+from collections.abc import Callable
 from datetime import datetime
 from functools import partial
 from typing import TYPE_CHECKING
@@ -38,9 +39,12 @@ log = logging.getLogger(__name__)
 
 
 class ModeEnds:
-    def __init__(self, service: AlertService, device_ids: set[str], every_s: float) -> None:
+    def __init__(
+        self, service: AlertService, own_devices: Callable[[], list[str]], every_s: float
+    ) -> None:
         self.service = service
-        self.device_ids = device_ids
+        #: the devices of the gateways the service reads now (they move between replicas)
+        self.own_devices = own_devices
         self.every_s = every_s
         self.ended = 0
         self.released = 0
@@ -55,7 +59,7 @@ class ModeEnds:
 
     async def sweep(self, now: datetime) -> None:
         """End the modes over at ``now`` and tell the alarms they held that are still open."""
-        own = list(self.device_ids)
+        own = self.own_devices()
         async with self.service.sessions() as session:
             expired = list(
                 await session.scalars(

@@ -32,7 +32,7 @@ from typing import Any, TypeVar
 
 import httpx
 from pydantic import ValidationError
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlalchemy.orm import Session
@@ -93,7 +93,12 @@ class Notifier:
         timeout_s: float = 10,
         backoff_s: float = 1,
         links: ConfirmLinks | None = None,
+        claim: bool = False,
     ) -> None:
+        """``claim``: other replicas' notifiers send from the same table; each notice is
+        claimed (its next attempt moved past the time a send can take) before it is sent, by
+        whichever notifier's UPDATE finds it still due.  A notifier that dies after claiming
+        leaves the notice to be sent when the claim runs out."""
         self.sessions = sessions
         self.writer = writer  # the status writes queue with the alert service's transactions
         self.waiting = waiting
@@ -102,6 +107,7 @@ class Notifier:
         self.fallback = fallback
         self.timeout_s = timeout_s
         self.backoff_s = backoff_s
+        self.claim_for = timedelta(seconds=max(60, 3 * timeout_s)) if claim else None
         self.limiter = RateLimiter()
         self.links = links  # the one-tap confirmation link each alarm's notice carries
         self._in_flight: set[int] = set()  # notice ids handed to a sender, not yet recorded
@@ -165,6 +171,9 @@ class Notifier:
                 )
                 if n.id not in self._in_flight
             ]
+        if self.claim_for is not None and due:
+            ids = await self._store(partial(self._claim, ids=[n.id for n in due]))
+            due = [n for n in due if n.id in ids]
         # one robot, phone or account after another in order; different ones at the same time,
         # so that a slow provider or a long queue for one institution holds up no one else
         queues: dict[tuple[str, str], list[Notice]] = {}
@@ -175,6 +184,23 @@ class Notifier:
             self._senders[key] = senders.create_task(
                 self._send_after(self._senders.get(key), http, key, queue)
             )
+
+    def _claim(self, session: Session, ids: list[int]) -> set[int]:
+        """Of ``ids``, those still due, now this notifier's to send."""
+        assert self.claim_for is not None
+        now = utc_now()
+        return set(
+            session.scalars(
+                update(Notice)
+                .where(
+                    Notice.id.in_(ids),
+                    Notice.status == "pending",
+                    Notice.next_attempt_at <= now,
+                )
+                .values(next_attempt_at=now + self.claim_for)
+                .returning(Notice.id)
+            )
+        )
 
     async def _send_after(
         self,

@@ -125,6 +125,8 @@ class LinkWatch:
         offsets = self.clocks.offsets()
         told, down = False, 0
         for gateway in self.gateways:
+            if not self.alarms.owns(gateway.id):  # another replica's to watch
+                continue
             row = rows.get(gateway.id)
             if row is None:
                 row = GatewayLink(gateway_id=gateway.id)
@@ -239,7 +241,7 @@ async def pulse(
                 beat_at=utc_now(),
                 last_applied_at=alerts.last_applied_at,
                 notifier_looked_at=notifier.looked_at,
-                messages_applied=alerts.consumer.handled,
+                messages_applied=alerts.handled,
             )
         )
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
@@ -62,6 +63,7 @@ from firewatch.db import (
 )
 from firewatch.dead_letters import DEAD_LETTER_KEEP, DeadLetters
 from firewatch.device_modes import MODE_ZH, Mode, holding
+from firewatch.leases import Duty, LeaseKeeper
 from firewatch.mqtt import BrokerAddress
 from firewatch.partition import Partition
 from firewatch.profiles import AlarmRule, DeviceProfile, Severity
@@ -93,7 +95,11 @@ class AlertService:
         silent_after: timedelta = timedelta(seconds=60),
         keep_dead_letters: timedelta = DEAD_LETTER_KEEP,
         mode_sweep_s: float = 2.0,
+        leased: bool = False,
     ) -> None:
+        """``leased``: the replicas hold the partitions by leases and take over each other's
+        (firewatch.leases; :attr:`keeper` is then set before :meth:`run`); otherwise this
+        replica reads ``partition`` alone, for as long as it runs."""
         self.sessions = sessions  # to read back what the writer wrote
         self.writer = writer
         self.keep_applied = keep_applied
@@ -120,41 +126,87 @@ class AlertService:
             max_age=timedelta(days=30),
             restamp=True,
         )
-        # each partition watches the links of its own gateways: the others are not its to hear
-        own = [g for g in site.gateways if partition.owns(g.id)]
-        self.links = LinkWatch(
-            site.model_copy(update={"gateways": own}), self, silent_after, self.admission.clocks
+        # each replica watches the links of the gateways it reads now (:meth:`owns`)
+        self.links = LinkWatch(site, self, silent_after, self.admission.clocks)
+        self.dead_letters = DeadLetters(sessions, CONSUMER, keep_dead_letters)
+        self.partition = partition
+        self.keeper: LeaseKeeper | None = None
+        shares = (
+            [Partition(i, partition.count) for i in range(partition.count)]
+            if leased
+            else [partition]
         )
-        # and ends the shielding and test modes of its own gateways' devices
-        own_ids = {g.id for g in own}
-        self.modes = ModeEnds(
-            self, {d.id for d in site.devices if d.gateway in own_ids}, mode_sweep_s
-        )
-        self.consumer = GatewayMessageConsumer(
+        # and ends the shielding and test modes of the devices of the gateways it reads now
+        self._gateway_of = {d.id: d.gateway for d in site.devices}
+        self.modes = ModeEnds(self, self._own_devices, mode_sweep_s)
+        self.consumers = {
+            p: GatewayMessageConsumer(
+                CONSUMER,
+                broker,
+                partial(self.apply_batch, lease=lease_name(p) if leased else None),
+                self.dead_letters,
+                # and the gateways' heartbeats, which the link watch hears (alerts.selfcheck)
+                streams=(readings_filter, events_filter, heartbeats_filter),
+                gateway_ids=[g.id for g in site.gateways],
+                partition=p,
+                # what has queued up is applied together; nothing waits for more to arrive.
+                # While the service keeps up that is a few messages; up to 500 when it has
+                # fallen behind, where fewer, larger transactions catch up sooner (at 100,
+                # `firewatch up` with 1,000 devices took 140 batches/s instead of 340-780)
+                max_batch=500,
+                max_wait_s=0.0,
+                admit=self.admission,
+            )
+            for p in shares
+        }
+        #: this replica's own partition's consumer (leased: the one it holds when all are up)
+        self.consumer = self.consumers[partition]
+
+    def duties(self) -> list[Duty]:
+        """Leased: each partition's consumer, run by whichever replica holds its lease."""
+        return [
+            Duty(lease_name(p), consumer.run, home=p == self.partition)
+            for p, consumer in self.consumers.items()
+        ]
+
+    def _own_devices(self) -> list[str]:
+        return [d for d, gateway in self._gateway_of.items() if self.owns(gateway)]
+
+    def owns(self, gateway_id: str) -> bool:
+        """Whether this replica reads ``gateway_id``'s messages now."""
+        if self.keeper is None:
+            return self.partition.owns(gateway_id)
+        held = self.keeper.held
+        return any(lease_name(p) in held and p.owns(gateway_id) for p in self.consumers)
+
+    @property
+    def handled(self) -> int:
+        return sum(c.handled for c in self.consumers.values())
+
+    @property
+    def metered(self) -> ConsumerView:
+        """The consumers of this replica as one, for /metrics."""
+        running = [
+            c
+            for p, c in self.consumers.items()
+            if self.keeper is None or lease_name(p) in self.keeper.held
+        ]
+        return ConsumerView(
             CONSUMER,
-            broker,
-            self.apply_batch,
-            DeadLetters(sessions, CONSUMER, keep_dead_letters),
-            # and the gateways' heartbeats, which the link watch hears (alerts.selfcheck)
-            streams=(readings_filter, events_filter, heartbeats_filter),
-            gateway_ids=[g.id for g in site.gateways],
-            partition=partition,
-            # what has queued up is applied together; nothing waits for more to arrive.  While
-            # the service keeps up that is a few messages; up to 500 when it has fallen behind,
-            # where fewer, larger transactions catch up sooner (at 100, `firewatch up` with
-            # 1,000 devices took 140 batches/s instead of 340-780)
-            max_batch=500,
-            max_wait_s=0.0,
-            admit=self.admission,
+            self.handled,
+            self.dead_letters,
+            bool(running) and all(c.connected for c in running),
+            self.admission,
         )
 
     async def run(self) -> None:
+        consuming = {"consumer": self.consumer.run} if self.keeper is None else {}
         await supervise(
             {
-                "consumer": self.consumer.run,
+                **consuming,
                 "forget-applied": self._forget_old_applied,
                 "link-watch": partial(self.links.run, self.writer, self.notices_waiting),
-                "dead-letter-retention": self.consumer.dead_letters.expire,
+                "dead-letter-retention": self.dead_letters.expire,
                 "device-modes": self.modes.run,
             }
         )
@@ -167,25 +219,28 @@ class AlertService:
             await forget_applied(self.writer, CONSUMER, utc_now() - self.keep_applied)
 
     def status(self) -> dict[str, Any]:
+        held = {} if self.keeper is None else {"partitions_held": sorted(self.keeper.held)}
         return {
-            "broker_connected": self.consumer.connected,
-            "messages_applied": self.consumer.handled,
+            "broker_connected": self.metered.connected,
+            "messages_applied": self.handled,
             "alarms_raised": self.raised,
-            "dead_letters": self.consumer.dead_letters.count,
+            "dead_letters": self.dead_letters.count,
             "links_down": self.links.down,
+            **held,
         }
 
     async def apply(self, message: ReadingBatch | DeviceEvent) -> None:
         await self.apply_batch([message])
 
-    async def apply_batch(self, messages: list[GatewayMessage]) -> None:
+    async def apply_batch(self, messages: list[GatewayMessage], lease: str | None = None) -> None:
         """Everything these messages cause, with the record of applying them.
 
         A button pressed or a set point reached is applied first, in a small transaction of its
         own whose notices go out while the routine readings queued with it are applied in a
         second one: the one-key alarm must not wait for a thousand devices' polls.  Each
         device's messages stay together and in order.  Every message, a heartbeat among them,
-        tells the link watch that its gateway is heard (alerts.selfcheck).
+        tells the link watch that its gateway is heard (alerts.selfcheck).  ``lease``: the
+        partition's lease, checked in each transaction (the fence, firewatch.leases).
         """
         self.links.hear(messages, utc_now())
         devices_said = [m for m in messages if not isinstance(m, GatewayHeartbeat)]
@@ -194,7 +249,7 @@ class AlertService:
         for part in (first, [m for m in devices_said if m.device_id not in urgent]):
             if not part:
                 continue
-            if await self.writer.run(partial(self._apply_together, messages=part)):
+            if await self.writer.run(partial(self._apply_together, messages=part, lease=lease)):
                 self.notices_waiting.set()
         self.last_applied_at = utc_now()
 
@@ -204,7 +259,9 @@ class AlertService:
         rules = self.rules.get(message.device_id)
         return rules is not None and may_raise_at_once(rules, message.readings, message.flags)
 
-    def _apply_together(self, session: Session, messages: list[ReadingBatch | DeviceEvent]) -> bool:
+    def _apply_together(
+        self, session: Session, messages: list[ReadingBatch | DeviceEvent], lease: str | None
+    ) -> bool:
         """These messages' effects in one transaction, with the record of applying them; True
         if notices were stored.
 
@@ -214,6 +271,8 @@ class AlertService:
         """
         new_notices = False
         fresh = claim(session, CONSUMER, messages)
+        if lease is not None and self.keeper is not None:
+            self.keeper.check(session, lease)  # after the claim's write: holds the lock
         ids = {m.device_id for m in fresh if m.device_id in self.rules}
         devices = {d.id: d for d in session.scalars(select(Device).where(Device.id.in_(ids)))}
         open_alarms: dict[str, dict[str, Alarm]] = {i: {} for i in ids}
@@ -639,6 +698,21 @@ class AlertService:
                 alarm_id=alarm.id,
             ),
         )
+
+
+def lease_name(partition: Partition) -> str:
+    return f"{CONSUMER}/{partition}"
+
+
+@dataclass(frozen=True)
+class ConsumerView:
+    """What /metrics reads of a consumer, for a replica that runs several."""
+
+    name: str
+    handled: int
+    dead_letters: DeadLetters
+    connected: bool
+    admit: Admission
 
 
 def _reading(verdict: Verdict) -> str:

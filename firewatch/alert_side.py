@@ -6,6 +6,14 @@ reminders, storing their notices for the same notifier; the call watcher asks wh
 each voice call and calls the next person when nobody answered.  Both ways of running
 Firewatch build and run these from here, so that one cannot leave out a part the other runs
 (the separate alerts service once ran without escalation).
+
+Several replicas of the alert side (``FIREWATCH_CONSUMER_PARTITIONS`` > 1 with
+``FIREWATCH_ALERTS_LEASE_S`` > 0) hold the gateways' partitions by leases and take over those of
+a replica that went away (firewatch.leases).  Escalation then runs on one replica at a time,
+under a lease of its own (its sweep reads every alarm, and two would take each step twice), as
+does the call watcher (two would call the next person twice), and
+every replica's notifier claims each notice before sending it, so that a notice goes out once
+whichever replica stored it, without waiting for another replica to look.
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ from alerts.selfcheck import pulse
 from alerts.service import AlertService
 from firewatch.admission import admission_for
 from firewatch.db import Writer
+from firewatch.leases import Duty, LeaseKeeper, holder_id
 from firewatch.mqtt import BrokerAddress
 from firewatch.partition import Partition
 from firewatch.profiles import DeviceProfile
@@ -47,15 +56,19 @@ class AlertSide:
     writer: Writer  # every write of the four, on a thread of its own (firewatch.db.Writer)
     instance: str
     pulse_every_s: float
+    keeper: LeaseKeeper | None = None  # the replicas' leases, if they take over each other's
 
     def services(self) -> dict[str, Job]:
         """What to run, by task name, each supervised on its own (firewatch.supervise); the
         pulse tells the web process they are alive."""
+        if self.keeper is None:
+            shared = {"escalation": self.escalation.run, "calls": self.calls.run}
+        else:  # the partitions' consumers, escalation and calls run where leases are held
+            shared = {"leases": self.keeper.run}
         return {
             "alerts": self.alerts.run,
             "notifier": self.notifier.run,
-            "escalation": self.escalation.run,
-            "calls": self.calls.run,
+            **shared,
             "pulse": partial(
                 pulse, self.writer, self.instance, self.alerts, self.notifier, self.pulse_every_s
             ),
@@ -86,6 +99,7 @@ def alert_side(
     """The alert side on ``broker``, reading the gateways of ``partition``."""
     notices_waiting = asyncio.Event()
     writer = Writer(sessions, "alerts-writer")
+    leased = partition.count > 1 and settings.alerts_lease_s > 0
     channels = configured_channels(settings)
     routing = Routing(
         settings.notice_channel,
@@ -109,6 +123,7 @@ def alert_side(
         silent_after=timedelta(seconds=settings.gateway_silent_after_s),
         keep_dead_letters=settings.dead_letter_keep,
         mode_sweep_s=settings.device_mode_sweep_s,
+        leased=leased,
     )
     fallback = Fallback(settings.notice_fallback_after_attempts, settings.notice_fallback_after_s)
     notifier = Notifier(
@@ -120,6 +135,7 @@ def alert_side(
         fallback,
         timeout_s=settings.notice_timeout_s,
         links=ConfirmLinks.from_settings(settings),
+        claim=leased,
     )
     escalator = Escalator(
         site,
@@ -140,6 +156,19 @@ def alert_side(
         wait_s=settings.voice_result_wait_s,
         timeout_s=settings.notice_timeout_s,
     )
+    keeper = None
+    if leased:
+        keeper = LeaseKeeper(
+            sessions,
+            holder_id(settings.instance),
+            settings.alerts_lease_s,
+            [
+                *alerts.duties(),
+                Duty("alerts/escalation", escalation.run),
+                Duty("alerts/calls", calls.run),
+            ],
+        )
+        alerts.keeper = keeper
     return AlertSide(
         alerts,
         notifier,
@@ -148,4 +177,5 @@ def alert_side(
         writer,
         settings.instance,
         min(5.0, settings.monitor_silent_after_s / 4),
+        keeper,
     )

@@ -106,6 +106,10 @@ def _bench(args: argparse.Namespace) -> int:
                 args.json,
             )
         )
+    elif args.benchmark == "capacity":
+        from firewatch.bench import capacity
+
+        asyncio.run(capacity.run(args.devices, args.seconds, args.alerts_replicas, args.json))
     elif args.benchmark == "map":
         from firewatch.bench import map_load
 
@@ -483,7 +487,21 @@ def parser() -> argparse.ArgumentParser:
     store.add_argument("--scale-devices", type=int, default=1000, help="in the trend-read file")
     store.add_argument("--days", type=int, default=7, help="of the trend-read file")
     store.add_argument("--repeat", type=int, default=20, help="trend reads; medians reported")
-    for b in (gw, ing, alarm, mp, store):
+    cap = bench_sub.add_parser(
+        "capacity", help="most devices the central side carries, one-key p99 < 300 ms"
+    )
+    cap.add_argument(
+        "--devices",
+        type=lambda text: [int(n) for n in text.split(",")],
+        default=[1000, 2500, 5000, 10_000, 15_000],
+        help="device counts to step through, comma-separated (ten per gateway); it stops "
+        "once one backs up or has one-key p99 past 900 ms",
+    )
+    cap.add_argument("--seconds", type=float, default=30, help="measured at each step")
+    cap.add_argument(
+        "--alerts-replicas", type=int, default=1, help="alert replicas sharing the partitions"
+    )
+    for b in (gw, ing, alarm, mp, store, cap):
         b.add_argument("--json", action="store_true", help="end with one JSON line of figures")
         b.set_defaults(func=_bench)
     return p

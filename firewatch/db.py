@@ -438,6 +438,25 @@ class ProcessedMessage(Base):
     processed_at: Mapped[datetime] = mapped_column(default=utc_now, index=True)
 
 
+class ConsumerLease(Base):
+    """Who holds a piece of a consumer's work (an alert partition, the escalation duty): the
+    lease that lets replicas take over from one that went away (firewatch.leases).
+
+    ``epoch`` grows by one with every new holder (the fencing token); ``renewals`` with every
+    renewal, so that a contender sees a lease go stale on its own clock, not the holder's;
+    ``wanted_by``: the replica whose home partition this is, asking for it back.
+    """
+
+    __tablename__ = "consumer_leases"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str | None] = mapped_column(String(128), default=None)
+    epoch: Mapped[int] = mapped_column(BigInteger, default=0)
+    renewals: Mapped[int] = mapped_column(BigInteger, default=0)
+    wanted_by: Mapped[str | None] = mapped_column(String(128), default=None)
+    renewed_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
 def _sqlite_pragmas(conn: Any, _record: Any) -> None:
     # WAL lets the web app read while alerts write; NORMAL is durable in WAL mode against
     # process crashes, which is what a kill -9 test checks.

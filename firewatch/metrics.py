@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from alerts.calls import CallWatcher
     from alerts.escalation_scheduler import EscalationScheduler
     from alerts.notifier import Notifier
-    from alerts.service import AlertService
+    from alerts.service import AlertService, ConsumerView
     from firewatch.change_relay import ChangeListener, ChangePublisher
     from firewatch.consumer import GatewayMessageConsumer
     from firewatch.hub import ChangeHub
@@ -56,7 +56,11 @@ class FirewatchCollector(Collector):
         if self.tasks is not None:
             yield from self._tasks(self.tasks)
         yield from self._gateways()
-        consumers = [s.consumer for s in (self.ingest, self.alerts) if s is not None]
+        consumers: list[GatewayMessageConsumer | ConsumerView] = []
+        if self.ingest is not None:
+            consumers.append(self.ingest.consumer)
+        if self.alerts is not None:
+            consumers.append(self.alerts.metered)
         yield from self._consumers(consumers)
         if self.ingest is not None:
             yield from self._ingest(self.ingest)
@@ -78,6 +82,17 @@ class FirewatchCollector(Collector):
                 ["reason"],
                 self.alerts.modes.errors,
             )
+            if self.alerts.keeper is not None:
+                yield GaugeMetricFamily(
+                    "firewatch_alerts_partitions_held",
+                    "Alert partitions (and duties) whose leases this replica holds.",
+                    value=len(self.alerts.keeper.held),
+                )
+                yield CounterMetricFamily(
+                    "firewatch_alerts_partition_takeovers",
+                    "Leases this replica took over from one that stopped renewing them.",
+                    value=self.alerts.keeper.takeovers,
+                )
         if self.watch is not None:
             yield GaugeMetricFamily(
                 "firewatch_monitoring_interrupted",
@@ -241,7 +256,7 @@ class FirewatchCollector(Collector):
         yield from (polls, errors, depth, dropped, set_aside, unstored, acked, connected)
 
     @staticmethod
-    def _consumers(consumers: list[GatewayMessageConsumer]) -> Iterator[Metric]:
+    def _consumers(consumers: list[GatewayMessageConsumer | ConsumerView]) -> Iterator[Metric]:
         if not consumers:
             return
         applied = CounterMetricFamily(

@@ -162,6 +162,18 @@ class Settings(BaseSettings):
         ge=0,
         description="This replica's partition, 0 to FIREWATCH_CONSUMER_PARTITIONS - 1.",
     )
+    # Alert replicas hold their partitions by leases in the database, and take over the
+    # partitions of a replica that went away (firewatch.leases); ingest's stay static.
+    alerts_lease_s: float = Field(
+        10.0,
+        ge=0,
+        le=300,
+        allow_inf_nan=False,
+        description="With several alert partitions: how long a replica's lease on a partition "
+        "lasts unrenewed; a replica that goes away has its partitions taken over after about "
+        "this long (it stops consuming a quarter of it earlier). 0: static partitions, no "
+        "takeover.",
+    )
 
     database_url: str | None = Field(
         None,
@@ -573,6 +585,15 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"{ENV_PREFIX}CONSUMER_PARTITION={self.consumer_partition}: the partitions are "
                 f"numbered 0 to {ENV_PREFIX}CONSUMER_PARTITIONS - 1 = {last}"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _lease_long_enough(self) -> Settings:
+        if 0 < self.alerts_lease_s < 1:
+            raise ValueError(
+                f"{ENV_PREFIX}ALERTS_LEASE_S={self.alerts_lease_s}: 0 (no takeover) or at least "
+                "1 s, which a replica renews four times"
             )
         return self
 

@@ -47,6 +47,7 @@ GROUPS: list[tuple[str, str, list[str]]] = [
             "mqtt_embedded_port",
             "consumer_partitions",
             "consumer_partition",
+            "alerts_lease_s",
             "instance",
         ],
     ),

@@ -123,6 +123,18 @@ def test_map_load_reports_requests_per_second_against_bare_uvicorn_serving_the_s
     assert figures["devices_vs_baseline"] > 0
 
 
+def test_capacity_steps_up_the_devices_and_reports_the_most_the_central_side_carried():
+    figures = bench("capacity", "--devices", "100,200", "--seconds", "4")
+    assert figures["benchmark"] == "capacity" and figures["goal_devices"] == 10_000
+    first = figures["steps"][0]
+    assert first["devices"] == 100 and first["gateways"] == 10
+    assert first["presses"] >= 1 and first["messages_per_s"] > 0
+    assert first["mqtt_round_trip_ms"]["count"] >= 1
+    assert {"alerts-0", "ingest", "web", "mosquitto"} <= first["cores"].keys()
+    held = [s["devices"] for s in figures["steps"] if s["holds"]]
+    assert figures["most_devices"] == max(held, default=0)
+
+
 def test_bench_without_a_name_runs_all_four_and_prints_a_summary_table():
     done = subprocess.run(
         [

@@ -16,7 +16,7 @@ import secrets
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from functools import partial
 from pathlib import Path
 
@@ -59,7 +59,8 @@ def _child(args: list[str], env: dict[str, str], log_path: Path) -> Iterator[sub
 
 
 def _answers(url: str) -> bool:
-    return httpx.get(url).is_success
+    # the web app's /metrics wants the token; the other services' ignore it
+    return httpx.get(url, headers={"Authorization": f"Bearer {SCRAPE_TOKEN}"}).is_success
 
 
 def _until_up(
@@ -113,25 +114,33 @@ def running_stack(
 
 @contextlib.contextmanager
 def running_services(
-    site_file: Path, workdir: Path, env: dict[str, str], timeout_s: float = 180
+    site_file: Path,
+    workdir: Path,
+    env: dict[str, str],
+    timeout_s: float = 180,
+    services: Sequence[tuple[str, str, dict[str, str]]] = tuple((s, s, {}) for s in SERVICES),
 ) -> Iterator[dict[str, str]]:
     """The production shape on ``site_file`` (no simulators, a broker in ``env``); yields each
     service's ``/metrics`` URL by name once every one of them serves its metrics.
 
-    They share the data dir, so the alert service and ingest's dead letters share one SQLite
-    database, as they share PostgreSQL in production.
+    ``services``: (name, `firewatch` command, environment of its own) of each process, started
+    in that order (the alert service first: it writes the site into the database).  They share
+    the data dir, so the alert service and ingest's dead letters share one SQLite database, as
+    they share PostgreSQL in production.  The web app serves its metrics on its own port.
     """
     logging.getLogger("httpx").setLevel(logging.WARNING)
     urls: dict[str, str] = {}
     with contextlib.ExitStack() as stack:
-        for name in SERVICES:
+        for name, command, own_env in services:
             port, log_path = free_port(), workdir / f"{name}.log"
             process = stack.enter_context(
                 _child(
-                    [name],
+                    [command],
                     {
                         **env,
+                        **own_env,
                         "FIREWATCH_METRICS_PORT": str(port),
+                        "FIREWATCH_PORT": str(port),
                         "FIREWATCH_INSTANCE": f"bench-{name}",
                         "FIREWATCH_SITE_FILE": str(site_file),
                         "FIREWATCH_DATA_DIR": str(workdir / "data"),
