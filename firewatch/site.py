@@ -14,7 +14,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from firewatch.contract import Identifier
 from firewatch.escalation_policy import EscalationPolicy
-from firewatch.profiles import DeviceProfile, ProfileError, Transport, describe_validation_error
+from firewatch.profiles import (
+    DeviceProfile,
+    ProfileError,
+    Transport,
+    check_rate_deadband,
+    describe_validation_error,
+)
 from firewatch.urls import OptionalWebUrl
 from firewatch.yaml_files import UnreadableFile, load_yaml
 
@@ -130,6 +136,12 @@ class Device(_Strict):
     set_points: dict[str, float] = Field(
         default_factory=dict, description="alarm rule name -> site-specific set point"
     )
+    report_by_exception: bool = Field(
+        True,
+        strict=True,
+        description="false: the gateway reports every poll (commissioning), not only changes, "
+        "set-point crossings and the profile's report_heartbeat_s",
+    )
 
 
 class County(_Strict):
@@ -243,11 +255,14 @@ def check_against_profiles(site: Site, profiles: dict[str, DeviceProfile], path:
 
 
 def _check_set_points(profile: DeviceProfile, set_points: dict[str, float], where: str) -> None:
-    """Each set point given for one of ``profile``'s rules lies in the range the rule states."""
+    """Each set point given for one of ``profile``'s rules lies in the range the rule states,
+    and a rate-of-rise set point needs a rise its field's deadband cannot hide."""
+    deadbands = {r.name: r.deadband for r in profile.registers}
     for rule in profile.alarms:
         if rule.name in set_points:
             try:
                 rule.check_set_point(set_points[rule.name])
+                check_rate_deadband(rule, set_points[rule.name], deadbands.get(rule.field, 0.0))
             except ValueError as exc:
                 raise ProfileError(
                     f"{where}.set_points.{rule.name}: {exc} (profile {profile.model})"
