@@ -10,19 +10,27 @@ the polls the gateway's report-by-exception filter lets out.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
+from collections import Counter
 from datetime import datetime, timedelta
 
 import pytest
+import yaml
 
 from alerts.rules import RuleMemory, evaluate, rules_for
-from firewatch.contract import ReadingBatchEncoder
-from firewatch.profiles import DeviceProfile
-from firewatch.site import Device
+from firewatch.contract import ReadingBatch, ReadingBatchEncoder, utc_now
+from firewatch.mqtt import BrokerAddress
+from firewatch.profiles import PROFILES_DIR, DeviceProfile, ProfileError, load_profile
+from firewatch.settings import SITES_DIR
+from firewatch.site import Device, load_site
 from gateway.report_by_exception import DeviceReports, Poll
+from gateway.service import GatewayService
 from simulators.device import SimulatedDevice
+from simulators.fleet import SimulatorFleet
 from tests.support.alerts import PROFILES, SITE
+from tests.support.consumers import consumer, running
 
 START = datetime(2026, 12, 1, 8, 0, tzinfo=datetime.now().astimezone().tzinfo)
 POLL_S = 1.0
@@ -124,3 +132,100 @@ def test_the_sparse_stream_raises_and_clears_the_same_alarms_as_every_poll(model
     idle = [p for p in sparse if p.ts < START + timedelta(seconds=300)]  # 5 minutes at rest
     assert len(idle) <= 6  # the first poll, then one a report_heartbeat_s (60 s)
     assert len({p.ts for p in sparse}) == len(sparse)  # none twice
+
+
+async def test_an_idle_device_reports_once_a_heartbeat_and_a_gas_leak_at_once(mosquitto, tmp_path):
+    """The gateway on Modbus TCP simulators and a real Mosquitto: polled ten times a second,
+    the idle devices publish about one batch per report heartbeat (1 s here); a leak goes out
+    at once."""
+    profiles = {
+        model: profile.model_copy(update={"poll_interval_s": 0.1, "report_heartbeat_s": 1.0})
+        for model, profile in PROFILES.items()
+    }
+    site = SITE
+    fleet = SimulatorFleet(site, profiles, BrokerAddress("127.0.0.1", 1), tick_s=0.05, seed=1)
+    await fleet.start()
+    received: list[ReadingBatch] = []
+
+    async def collect(messages) -> None:
+        received.extend(m for m in messages if isinstance(m, ReadingBatch))
+
+    listener = consumer(mosquitto, collect)
+    gateway = GatewayService(
+        site.gateways[0],
+        site,
+        profiles,
+        mosquitto,
+        tmp_path / "outbox.db",
+        lambda e: fleet.endpoint_port(e.id),
+    )
+    polled = ["rc-efm-1", "rc-gas-1"]
+    try:
+        async with running(listener):
+            running_gateway = asyncio.create_task(gateway.run())
+            await asyncio.sleep(3)  # idle: the first poll, then one batch a second
+            idle = Counter(m.device_id for m in received)
+            polls = {d: s.polls for p in gateway.pollers for d, s in p.stats.items()}
+            leak_at = utc_now()
+            await fleet.trigger("rc-gas-1", "gas-leak")
+            for _ in range(200):
+                leak = [m for m in received if m.device_id == "rc-gas-1" and m.ts > leak_at]
+                if leak:
+                    break
+                await asyncio.sleep(0.02)
+            running_gateway.cancel()
+            await asyncio.gather(running_gateway, return_exceptions=True)
+    finally:
+        await fleet.stop()
+
+    for device in polled:
+        assert polls[device] >= 20  # polled ten times a second all along
+        assert 2 <= idle[device] <= 4, idle  # 3 s at rest: at 0, 1, 2 s (give or take)
+    assert leak, "the leak was not published"
+    first = leak[0]
+    assert first.flags["device_low_alarm"] is True  # the detector's own alarm, not a heartbeat
+    assert (first.ts - leak_at).total_seconds() < 0.5  # within a few polls, not at 1 s
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"registers.0.deadband": -1}, "registers.0.deadband: Input should be greater than"),
+        ({"registers.0.deadband": "nan"}, "registers.0.deadband: Input should be a finite"),
+        ({"registers.5.deadband": 1}, "a status word's flags are reported on any change"),
+        ({"report_heartbeat_s": 0.5}, "report_heartbeat_s 0.5 is shorter than poll_interval_s"),
+        ({"registers.1.deadband": 4}, "deadband 4 of 'cable_temp_1' is too wide"),
+    ],
+)
+def test_a_profile_with_a_bad_deadband_or_report_heartbeat_is_refused_naming_file_and_field(
+    tmp_path, change, message
+):
+    data = yaml.safe_load((PROFILES_DIR / "generic-efm-4t.yaml").read_text())
+    for path, value in change.items():
+        *parents, last = path.split(".")
+        node = data
+        for key in parents:
+            node = node[int(key)] if key.isdigit() else node[key]
+        node[last] = float(value) if isinstance(value, str) else value
+    path = tmp_path / "generic-efm-4t.yaml"
+    path.write_text(yaml.safe_dump(data, allow_unicode=True))
+    with pytest.raises(ProfileError) as refused:
+        load_profile(path)
+    assert str(path) in str(refused.value) and message in str(refused.value)
+
+
+async def test_a_site_turns_report_by_exception_off_for_a_device_being_commissioned(tmp_path):
+    data = yaml.safe_load((SITES_DIR / "demo-county.yaml").read_text())
+    data["devices"][0]["report_by_exception"] = False
+    path = tmp_path / "site.yaml"
+    path.write_text(yaml.safe_dump(data, allow_unicode=True))
+    site = load_site(path, PROFILES)
+    gateway = GatewayService(
+        site.gateways[0], site, PROFILES, BrokerAddress("127.0.0.1", 1), tmp_path / "o.db"
+    )
+    assert site.devices[0].id not in gateway.reports  # every poll of it is published
+    assert "rc-gas-1" in gateway.reports
+    data["devices"][0]["report_by_exception"] = "sometimes"
+    path.write_text(yaml.safe_dump(data, allow_unicode=True))
+    with pytest.raises(ProfileError, match=r"devices\.0\.report_by_exception"):
+        load_site(path, PROFILES)
