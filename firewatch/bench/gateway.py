@@ -58,16 +58,27 @@ async def bare_loop(
 
 
 async def gateway_run(
-    site, profiles, ports: dict[str, int], workdir: Path, interval_s: float, seconds: float
-) -> tuple[int, float]:
-    """The real gateway's pollers and outbox for ``seconds``; (polls answered, CPU seconds)."""
+    site,
+    profiles,
+    ports: dict[str, int],
+    workdir: Path,
+    interval_s: float,
+    seconds: float,
+    every_poll: bool = False,
+) -> tuple[int, float, int]:
+    """The real gateway's pollers and outbox for ``seconds``; (polls answered, CPU seconds,
+    reading batches stored for publishing).  ``every_poll``: report every poll, as before
+    report by exception (each device's site switch off)."""
     tuned = {m: p.model_copy(update={"poll_interval_s": interval_s}) for m, p in profiles.items()}
+    if every_poll:
+        devices = [d.model_copy(update={"report_by_exception": False}) for d in site.devices]
+        site = site.model_copy(update={"devices": devices})
     gateway = GatewayService(
         site.gateways[0],
         site,
         tuned,
         BrokerAddress("127.0.0.1", 1),
-        workdir / f"outbox-{interval_s}.db",
+        workdir / f"outbox-{interval_s}-{every_poll}.db",
         lambda e: ports[e.id],
     )
     await gateway.outbox.open()
@@ -78,9 +89,10 @@ async def gateway_run(
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
     cpu = time.process_time() - cpu
+    batches = gateway.outbox.last_seq - len(site.devices)  # less each device's online event
     await gateway.outbox.close()
     answered = sum(s.answered for p in gateway.pollers for s in p.stats.values())
-    return answered, cpu
+    return answered, cpu, batches
 
 
 async def run(
@@ -106,12 +118,18 @@ async def run(
                     f"{seconds:g} s each"
                 )
                 bare_runs.append(await bare_loop(ports, units, count, seconds) / seconds)
-                flat_out, _ = await gateway_run(site, profiles, ports, workdir, 1e-6, seconds)
+                flat_out, _, _ = await gateway_run(site, profiles, ports, workdir, 1e-6, seconds)
                 flat_runs.append(flat_out / seconds)
-            stage(f"measuring the gateway at a 1 s interval, {seconds:g} s")
-            paced, cpu = await gateway_run(site, profiles, ports, workdir, 1.0, seconds)
+            stage(f"measuring the gateway at a 1 s interval, {seconds:g} s, every poll reported")
+            _, full_cpu, full = await gateway_run(
+                site, profiles, ports, workdir, 1.0, seconds, every_poll=True
+            )
+            stage(f"measuring the gateway at a 1 s interval, {seconds:g} s, by exception")
+            paced, cpu, sparse = await gateway_run(site, profiles, ports, workdir, 1.0, seconds)
     bare, flat_rate = statistics.median(bare_runs), statistics.median(flat_runs)
     paced_rate = paced / seconds
+    # idle devices (the simulators' normal values): reading batches a device a second
+    full_rate, sparse_rate = full / devices / seconds, sparse / devices / seconds
     figures = {
         "benchmark": "gateway",
         "devices": devices,
@@ -128,6 +146,11 @@ async def run(
         "paced_1s_target_per_s": devices,
         "paced_1s_keeps_up": round(paced_rate / devices, 3),
         "paced_1s_cpu_cores": round(cpu / seconds, 3),
+        "paced_1s_devices_per_core": round(devices / (cpu / seconds)),
+        "every_poll_cpu_cores": round(full_cpu / seconds, 3),
+        "every_poll_batches_per_device_s": round(full_rate, 4),
+        "idle_batches_per_device_s": round(sparse_rate, 4),
+        "idle_batches_vs_every_poll": round(sparse_rate / full_rate, 4) if full else None,
         "versions": versions("pymodbus"),
     }
     report(
@@ -145,6 +168,12 @@ async def run(
                 f"{paced_rate:,.0f} polls/s",
                 f"{paced_rate / devices:.2f} of {devices}/s target, "
                 f"{cpu / seconds:.2f} of one core",
+            ),
+            (
+                "batches a device a second, idle",
+                f"{sparse_rate:.3f} by exception",
+                f"{full_rate:.3f} reporting every poll "
+                f"({full_cpu / seconds:.2f} of one core); first poll included",
             ),
         ],
         figures,
