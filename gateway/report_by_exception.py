@@ -73,6 +73,8 @@ class DeviceReports:
                 self._moving_s[rule.field] = max(self._moving_s.get(rule.field, 0.0), moving)
         #: how far back unreported polls are held, for a rate-of-rise rule's window
         self._history_s = max(self._moving_s.values(), default=0.0)
+        #: after a start, every poll goes this long: any rule's delay completes
+        self._settle_s = max(max(r.on_delay_s, r.off_delay_s) for r in rules) if rules else 0.0
         #: the spacing of each rate-of-rise window's samples (see _sampled)
         self._steps = sorted({r.window_s / SAMPLES_PER_WINDOW for r in rules if r.window_s})
         self.reset()
@@ -106,7 +108,11 @@ class DeviceReports:
             # something moved (the common case of a quiet device is skipped: nothing did)
             values: dict[str, float] = json.loads(f"{{{poll.readings}}}")
             if last is None:
-                reason = True  # the first poll after a start or a reset: what is there now
+                # the first poll after a start or a reset: what is there now, and every poll
+                # for as long as the alert service may have a delay to complete (it may hold
+                # alarms from before, to be cleared)
+                reason = True
+                self._every_poll_for(now, self._settle_s)
             elif poll.flags != last.flags:
                 reason = True
                 self._crossed_at = now
@@ -130,14 +136,13 @@ class DeviceReports:
         """Whether a value crossed a bound of an ``above`` rule since the last poll; every
         poll then goes for the rule's delay."""
         crossed = False
-        for field, bounds, delay in self._bounds:
-            value, then = values.get(field), before.get(field)
-            if value is None or then is None:
-                continue
-            if (value >= bounds[0], value >= bounds[1]) != (then >= bounds[0], then >= bounds[1]):
-                crossed = True
-                self._crossed_at = now
-                self._every_poll_for(now, delay)
+        for field, (low, high), delay in self._bounds:
+            if field in values and field in before:
+                value, then = values[field], before[field]
+                if (value >= low) + (value >= high) != (then >= low) + (then >= high):
+                    crossed = True
+                    self._crossed_at = now
+                    self._every_poll_for(now, delay)
         return crossed
 
     def _moved(self, now: float, values: dict[str, float]) -> tuple[bool, bool]:
@@ -147,16 +152,16 @@ class DeviceReports:
         reported = self._reported
         if values.keys() != reported.keys():
             return True, False
-        moved = started = False
-        for field, value in values.items():
-            if abs(value - reported[field]) > self.deadbands.get(field, 0.0):
-                moved = True
-                moving = self._moving_s.get(field)
-                if moving is not None:
-                    started |= self._moving_until < now
-                    self._moving_until = max(self._moving_until, now + moving)
-                    self._every_poll_for(now, moving)
-        return moved, started
+        deadbands = self.deadbands
+        moved = [f for f, value in values.items() if abs(value - reported[f]) > deadbands[f]]
+        started = False
+        for field in moved:
+            moving = self._moving_s.get(field)
+            if moving is not None:
+                started |= self._moving_until < now
+                self._moving_until = max(self._moving_until, now + moving)
+                self._every_poll_for(now, moving)
+        return bool(moved), started
 
     def _every_poll_for(self, now: float, seconds: float) -> None:
         if seconds:

@@ -31,6 +31,9 @@ from firewatch.site import load_site
 from gateway.service import GatewayService
 
 PROFILE = "generic-efm-4t"
+#: the part of a paced run before its messages are counted: the first poll of each device and
+#: the every-poll settling after it (the longest rule delay, 10 s) are not what idle costs
+SETTLING = 0.2
 
 
 async def bare_loop(
@@ -67,8 +70,8 @@ async def gateway_run(
     every_poll: bool = False,
 ) -> tuple[int, float, int]:
     """The real gateway's pollers and outbox for ``seconds``; (polls answered, CPU seconds,
-    reading batches stored for publishing).  ``every_poll``: report every poll, as before
-    report by exception (each device's site switch off)."""
+    messages stored for publishing in the run's last part, after SETTLING).  ``every_poll``:
+    report every poll, as before report by exception (each device's site switch off)."""
     tuned = {m: p.model_copy(update={"poll_interval_s": interval_s}) for m, p in profiles.items()}
     if every_poll:
         devices = [d.model_copy(update={"report_by_exception": False}) for d in site.devices]
@@ -84,12 +87,14 @@ async def gateway_run(
     await gateway.outbox.open()
     cpu = time.process_time()
     tasks = [asyncio.create_task(p.run()) for p in gateway.pollers]
-    await asyncio.sleep(seconds)
+    await asyncio.sleep(seconds * SETTLING)
+    settled = gateway.outbox.last_seq
+    await asyncio.sleep(seconds * (1 - SETTLING))
+    batches = gateway.outbox.last_seq - settled
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
     cpu = time.process_time() - cpu
-    batches = gateway.outbox.last_seq - len(site.devices)  # less each device's online event
     await gateway.outbox.close()
     answered = sum(s.answered for p in gateway.pollers for s in p.stats.values())
     return answered, cpu, batches
@@ -128,8 +133,10 @@ async def run(
             paced, cpu, sparse = await gateway_run(site, profiles, ports, workdir, 1.0, seconds)
     bare, flat_rate = statistics.median(bare_runs), statistics.median(flat_runs)
     paced_rate = paced / seconds
-    # idle devices (the simulators' normal values): reading batches a device a second
-    full_rate, sparse_rate = full / devices / seconds, sparse / devices / seconds
+    # idle devices (the simulators' normal values): reading batches a device a second, once
+    # settled (no online events then: every device answers all along)
+    counted_s = seconds * (1 - SETTLING)
+    full_rate, sparse_rate = full / devices / counted_s, sparse / devices / counted_s
     figures = {
         "benchmark": "gateway",
         "devices": devices,
@@ -173,7 +180,7 @@ async def run(
                 "batches a device a second, idle",
                 f"{sparse_rate:.3f} by exception",
                 f"{full_rate:.3f} reporting every poll "
-                f"({full_cpu / seconds:.2f} of one core); first poll included",
+                f"({full_cpu / seconds:.2f} of one core); after the first {SETTLING:.0%}",
             ),
         ],
         figures,
