@@ -153,7 +153,8 @@ async def run(
         "paced_1s_target_per_s": devices,
         "paced_1s_keeps_up": round(paced_rate / devices, 3),
         "paced_1s_cpu_cores": round(cpu / seconds, 3),
-        "paced_1s_devices_per_core": round(devices / (cpu / seconds)),
+        # polls answered a CPU second: the devices one core polls at a 1 s interval
+        "paced_1s_devices_per_core": round(paced / cpu) if cpu else None,
         "every_poll_cpu_cores": round(full_cpu / seconds, 3),
         "every_poll_batches_per_device_s": round(full_rate, 4),
         "idle_batches_per_device_s": round(sparse_rate, 4),
