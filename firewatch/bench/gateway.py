@@ -126,7 +126,7 @@ async def run(
                 flat_out, _, _ = await gateway_run(site, profiles, ports, workdir, 1e-6, seconds)
                 flat_runs.append(flat_out / seconds)
             stage(f"measuring the gateway at a 1 s interval, {seconds:g} s, every poll reported")
-            _, full_cpu, full = await gateway_run(
+            full_paced, full_cpu, full = await gateway_run(
                 site, profiles, ports, workdir, 1.0, seconds, every_poll=True
             )
             stage(f"measuring the gateway at a 1 s interval, {seconds:g} s, by exception")
@@ -156,6 +156,7 @@ async def run(
         # polls answered a CPU second: the devices one core polls at a 1 s interval
         "paced_1s_devices_per_core": round(paced / cpu) if cpu else None,
         "every_poll_cpu_cores": round(full_cpu / seconds, 3),
+        "every_poll_devices_per_core": round(full_paced / full_cpu) if full_cpu else None,
         "every_poll_batches_per_device_s": round(full_rate, 4),
         "idle_batches_per_device_s": round(sparse_rate, 4),
         "idle_batches_vs_every_poll": round(sparse_rate / full_rate, 4) if full else None,
