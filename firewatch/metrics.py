@@ -232,6 +232,11 @@ class FirewatchCollector(Collector):
             "Reading batches and device events published and acknowledged by the broker (QoS 1).",
             labels=["gateway"],
         )
+        withheld = CounterMetricFamily(
+            "firewatch_gateway_polls_withheld",
+            "Polls read and not published: report by exception found nothing in them to report.",
+            labels=["gateway"],
+        )
         connected = GaugeMetricFamily(
             "firewatch_gateway_broker_connected",
             "1 while connected to the broker.",
@@ -252,8 +257,9 @@ class FirewatchCollector(Collector):
                     set_aside.add_metric([gateway, reason], count)
             unstored.add_metric([gateway], service.uplinks_unstored)
             acked.add_metric([gateway], service.published)
+            withheld.add_metric([gateway], service.withheld)
             connected.add_metric([gateway], int(service.connected))
-        yield from (polls, errors, depth, dropped, set_aside, unstored, acked, connected)
+        yield from (polls, errors, depth, dropped, set_aside, unstored, acked, withheld, connected)
 
     @staticmethod
     def _consumers(consumers: list[GatewayMessageConsumer | ConsumerView]) -> Iterator[Metric]:

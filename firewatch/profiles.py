@@ -28,6 +28,9 @@ MAX_DELAY_S = 3600.0
 #: polling faster than this floods a serial line; a device heard from less than daily is not
 #: monitored (NB-IoT buttons report a heartbeat every few hours)
 POLL_INTERVAL_S = (0.05, 86400.0)
+#: the longest a gateway may go without reporting a device that answers its polls: the batch
+#: that proves the device alive (report by exception, gateway/report_by_exception.py)
+MAX_REPORT_HEARTBEAT_S = 3600.0
 
 
 class ProfileError(ValueError):
@@ -101,9 +104,17 @@ class Register(_Strict):
     unit: str = ""
     description: str = ""
     flags: dict[int, str] = Field(default_factory=dict, description="bit number -> flag name")
+    deadband: float = Field(
+        default=0.0,
+        ge=0,
+        description="report by exception: a change of more than this (in ``unit``) is reported "
+        "at once; 0: any change.  Set it above the sensor's noise, or it reports every poll",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> Register:
+        if self.flags and self.deadband:
+            raise ValueError("a status word's flags are reported on any change: no deadband")
         if self.table.is_bit and self.type is not DataType.BOOL:
             raise ValueError(f"a {self.table} holds single bits: type must be bool")
         if not self.table.is_bit and self.type is DataType.BOOL:
@@ -330,6 +341,13 @@ class DeviceProfile(_Strict):
     timeout_s: float = Field(default=1.0, ge=0.05, le=60)
     retries: int = Field(default=1, ge=0, le=10)
     offline_after_misses: int = Field(default=3, ge=1, le=100)
+    report_heartbeat_s: float = Field(
+        default=60.0,
+        gt=0,
+        le=MAX_REPORT_HEARTBEAT_S,
+        description="report by exception: a batch at least this often, changed or not, so "
+        "that the chain proves the device alive",
+    )
     registers: list[Register] = Field(default_factory=list)
     mqtt: MqttUplink | None = None
     alarms: list[AlarmRule] = Field(default_factory=list)
@@ -360,6 +378,14 @@ class DeviceProfile(_Strict):
                     f"report (it reports {sorted(known)})"
                 )
         self._check_ladders()
+        if self.report_heartbeat_s < self.poll_interval_s:
+            raise ValueError(
+                f"report_heartbeat_s {self.report_heartbeat_s:g} is shorter than "
+                f"poll_interval_s {self.poll_interval_s:g}: a report needs a poll"
+            )
+        deadbands = {r.name: r.deadband for r in self.registers}
+        for rule in self.alarms:
+            check_rate_deadband(rule, rule.set_point, deadbands.get(rule.field, 0.0))
         for name, scenario in self.simulation.scenarios.items():
             unknown = (set(scenario.readings) - readings) | (set(scenario.flags) - flags)
             if unknown:
@@ -444,6 +470,23 @@ def check_ladder(ladder: Ladder, levels: list[tuple[AlarmRule, float | None]]) -
     if top.severity is not Severity.ALARM:
         raise ValueError(
             f"{where}: top level {top.name!r} must have severity alarm (报警), not {top.severity}"
+        )
+
+
+def check_rate_deadband(rule: AlarmRule, set_point: float | None, deadband: float) -> None:
+    """Refuse a deadband that could hide a rate of rise: a rise of less than twice the deadband
+    over a window can go unreported, so the rise the rule needs to clear
+    (``(set_point - hysteresis) * window_s / 60``) must be more than that, or the sparse stream
+    would hold a rate in alarm that the full one clears (docs/report-by-exception.md)."""
+    if rule.condition is not Condition.RATE_OF_RISE or set_point is None:
+        return
+    rise = (set_point - rule.hysteresis) * rule.window_s / 60
+    if 2 * deadband >= rise:
+        raise ValueError(
+            f"deadband {deadband:g} of {rule.field!r} is too wide for rule {rule.name!r}: "
+            f"twice it must be less than the rise the rule needs over its window "
+            f"({rise:g} = (set_point {set_point:g} - hysteresis {rule.hysteresis:g}) x "
+            f"window_s {rule.window_s:g} / 60)"
         )
 
 

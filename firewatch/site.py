@@ -20,6 +20,7 @@ from firewatch.profiles import (
     ProfileError,
     Transport,
     check_ladder,
+    check_rate_deadband,
     describe_validation_error,
 )
 from firewatch.urls import OptionalWebUrl
@@ -153,6 +154,12 @@ class Device(_Strict):
     set_points: dict[str, float] = Field(
         default_factory=dict, description="alarm rule name -> site-specific set point"
     )
+    report_by_exception: bool = Field(
+        True,
+        strict=True,
+        description="false: the gateway reports every poll (commissioning), not only changes, "
+        "set-point crossings and the profile's report_heartbeat_s",
+    )
 
 
 class County(_Strict):
@@ -269,11 +276,14 @@ def check_against_profiles(site: Site, profiles: dict[str, DeviceProfile], path:
 
 
 def _check_set_points(profile: DeviceProfile, set_points: dict[str, float], where: str) -> None:
-    """Each set point given for one of ``profile``'s rules lies in the range the rule states."""
+    """Each set point given for one of ``profile``'s rules lies in the range the rule states,
+    and a rate-of-rise set point needs a rise its field's deadband cannot hide."""
+    deadbands = {r.name: r.deadband for r in profile.registers}
     for rule in profile.alarms:
         if rule.name in set_points:
             try:
                 rule.check_set_point(set_points[rule.name])
+                check_rate_deadband(rule, set_points[rule.name], deadbands.get(rule.field, 0.0))
             except ValueError as exc:
                 raise ProfileError(
                     f"{where}.set_points.{rule.name}: {exc} (profile {profile.model})"

@@ -20,6 +20,7 @@ from typing import Any
 
 import aiomqtt
 
+from alerts.rules import rules_for
 from firewatch.contract import (
     DeviceEvent,
     EventType,
@@ -34,6 +35,7 @@ from firewatch.supervise import Job, supervise
 from gateway.modbus_poller import BatchValues, DeliveryTick, EndpointPoller
 from gateway.mqtt_bridge import MqttBridge
 from gateway.outbox import Keep, Outbox
+from gateway.report_by_exception import DeviceReports, Poll
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +82,17 @@ class GatewayService:
         self._mqtt_devices = [(d, p) for d, p in devices if p.transport is Transport.MQTT]
         self._profiles = profiles
         self._encoders = _Encoders(self)
+        #: per polled device reported by exception, what decides which polls go out; a device
+        #: the site reports in full (commissioning) and an MQTT device (it reports when it has
+        #: something to say) have none
+        self.reports = {
+            d.id: DeviceReports(p, rules_for(d, p, site.institution(d.institution)))
+            for d, p in devices
+            if d.report_by_exception and p.transport is not Transport.MQTT
+        }
+        #: polls read but not published, as nothing in them needed reporting
+        self.withheld = 0
+        self._nothing: asyncio.Future[None] | None = None
 
     async def run(self) -> None:
         await self.outbox.open()
@@ -132,13 +145,38 @@ class GatewayService:
         flags: BatchValues[bool],
         ts: datetime,
     ) -> asyncio.Future[None]:
-        """Queue a poll's batch; the future is done once it is on disk (see Outbox.submit)."""
+        """Queue a poll's batch, if it is to be reported (and any held poll that must go
+        before it); the future is done once it is on disk (see Outbox.submit)."""
         encoder = self._encoders[device.id]
-        return self.outbox.submit(
-            lambda seq: (encoder.topic, encoder.encode(seq, ts, readings.json, flags.json))
-        )
+        reports = self.reports.get(device.id)
+        if reports is None:
+            return self.outbox.submit(
+                lambda seq: (encoder.topic, encoder.encode(seq, ts, readings.json, flags.json))
+            )
+        polls = reports.decide(Poll(ts, readings.json, flags.json))
+        if not polls:
+            self.withheld += 1
+            return self._done()
+        for poll in polls:
+            stored = self.outbox.submit(
+                lambda seq, p=poll: (  # type: ignore[misc]
+                    encoder.topic,
+                    encoder.encode(seq, p.ts, p.readings, p.flags),
+                )
+            )
+        return stored
+
+    def _done(self) -> asyncio.Future[None]:
+        """A future already done: what a poll that is not reported waits on."""
+        if self._nothing is None:
+            self._nothing = asyncio.get_running_loop().create_future()
+            self._nothing.set_result(None)
+        return self._nothing
 
     async def _event(self, device: Device, event: EventType, reason: str) -> None:
+        reports = self.reports.get(device.id)
+        if reports is not None and event is EventType.ONLINE:
+            reports.reset()  # the first poll after it goes out
         ts = utc_now()
         await self.outbox.put(
             lambda seq: DeviceEvent(
@@ -235,6 +273,7 @@ class GatewayService:
             "outbox_waiting": self.outbox.size,
             "outbox_dropped": dict(self.outbox.dropped_by_kind),
             "published": self.published,
+            "withheld": self.withheld,
             "devices": {
                 device_id: vars(stats)
                 for poller in self.pollers

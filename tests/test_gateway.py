@@ -30,7 +30,7 @@ from firewatch.contract import (
 from firewatch.mqtt import BrokerAddress
 from firewatch.profiles import DataType, Register, load_profiles, read_blocks
 from firewatch.settings import SITES_DIR
-from firewatch.site import load_site
+from firewatch.site import Site, load_site
 from gateway.block_decoder import block_decoders
 from gateway.modbus_poller import EndpointPoller
 from gateway.mqtt_bridge import UplinkError, parse_uplink
@@ -54,6 +54,13 @@ async def fleet(site_and_profiles):
     await fleet.start()
     yield fleet
     await fleet.stop()
+
+
+def every_poll(site: Site) -> Site:
+    """The site with every device reporting every poll (report by exception off, as in
+    commissioning): for tests of what happens to each reading, not of which are reported."""
+    devices = [d.model_copy(update={"report_by_exception": False}) for d in site.devices]
+    return site.model_copy(update={"devices": devices})
 
 
 class Recorder:
@@ -326,6 +333,7 @@ async def test_a_broker_restart_mid_stream_loses_and_duplicates_no_reading(
     site_and_profiles, fleet, tmp_path
 ):
     site, profiles = site_and_profiles
+    site = every_poll(site)  # so that the outage has readings to queue
     mosquitto = Mosquitto(tmp_path)
     mosquitto.start()
     broker = BrokerAddress.from_url(mosquitto.url)
@@ -504,6 +512,7 @@ async def test_while_the_broker_is_away_each_device_is_queued_online_first_then_
     site_and_profiles, fleet, tmp_path
 ):
     site, profiles = site_and_profiles
+    site = every_poll(site)
     gateway = GatewayService(
         site.gateways[0],
         site,
