@@ -312,7 +312,9 @@ def test_a_webhook_url_pasted_with_a_newline_is_stripped_and_a_broken_one_refuse
     path = tmp_path / "site.yaml"
     path.write_text(
         DEMO_SITE.replace(
-            "  duty:", '  wecom_webhook_url: "https://qyapi.weixin.qq.com/send?key=k\\n"\n  duty:'
+            "  duty:",
+            '  wecom_webhook_url: "https://qyapi.weixin.qq.com/send?key=k\\n"\n  duty:',
+            1,  # the bureau's; the institutions' duty rosters come after
         ),
         encoding="utf-8",
     )
