@@ -7,7 +7,7 @@ scoped to their own institution.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -88,6 +88,8 @@ class AppContext:
     simulators: Simulators | None = None
     settings: Settings = field(default_factory=Settings)  # secret key, token life, map tiles
     metrics: CollectorRegistry | None = None  # served at /metrics for Prometheus
+    #: awaited before /metrics is served: `firewatch up` reads its children's counts afresh
+    refresh_metrics: Callable[[], Awaitable[None]] | None = None
     # the live pages' changes: this app's own commits, and what a ChangeListener feeds it
     hub: ChangeHub = field(default_factory=ChangeHub)
 
@@ -135,6 +137,8 @@ def create_app(ctx: AppContext) -> FastAPI:
             )
         if ctx.metrics is None:
             raise HTTPException(404, "this app serves no metrics")
+        if ctx.refresh_metrics is not None:
+            await ctx.refresh_metrics()
         return Response(generate_latest(ctx.metrics), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/api/health")
