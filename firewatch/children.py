@@ -57,7 +57,8 @@ class Child:
     name: str
     args: list[str]
     env: Mapping[str, str]
-    metrics_port: int
+    #: where it serves its Prometheus metrics; None for one that has none (the broker)
+    metrics_port: int | None
     #: what its ``/metrics`` said last, as parsed families
     families: list[Metric] = field(default_factory=list)
     pid: int | None = None
@@ -95,6 +96,8 @@ class Child:
 
     async def scrape(self, client: httpx.AsyncClient) -> None:
         """Read the child's metrics (none until it first answers, and again once it exits)."""
+        if self.metrics_port is None:
+            return
         with contextlib.suppress(httpx.HTTPError):  # a busy child: its last counts stand
             reply = await client.get(self.metrics_url)
             reply.raise_for_status()
@@ -106,7 +109,7 @@ class Child:
 
     def problems(self) -> list[str]:
         """Not running yet (starting, restarting), or tasks of its own waiting to restart."""
-        if not self.families:
+        if not self.families and self.metrics_port is not None:
             return [f"process {self.name} not running yet"]
         restarts = {
             s.labels["task"]: s.value

@@ -46,6 +46,7 @@ def _service(args: argparse.Namespace) -> int:
         "ingest": lambda: services.run_ingest(settings),
         "alerts": lambda: services.run_alerts(settings),
         "web": lambda: services.run_web(settings),
+        "broker": lambda: services.run_broker(settings),
     }[args.command]
     try:
         asyncio.run(run())
@@ -304,6 +305,7 @@ def parser() -> argparse.ArgumentParser:
         ("ingest", "readings into the time-series store, as its own service (replicas share)"),
         ("alerts", "alarms, hazard ledger and notices, as its own service"),
         ("web", "the JSON API and the console, as its own service"),
+        ("broker", "the embedded MQTT broker (amqtt) alone, as `firewatch up` runs it"),
     ]:
         service = sub.add_parser(
             name, help=summary, description=f"{summary}; configured by FIREWATCH_* variables."

@@ -1,18 +1,18 @@
 """``firewatch up``: the whole system on embedded defaults, one command, one Ctrl-C.
 
-The parent process holds what the others share or what a person drives: the embedded MQTT
-broker (amqtt; or the one ``FIREWATCH_MQTT_URL`` names), the simulated devices, the web app
-with its live pages, and the monitoring watch.  The alert service, ingest and the gateways run
-as child processes of its own (firewatch.children): the very commands the production
-containers run, sharing the data dir's SQLite databases (WAL: one writer at a time, readers
-alongside) and the broker.  The alert service's change notices reach the web app's live pages
-over the broker, as they reach a web replica in production.
+The parent process holds what a person drives and what the pages read: the simulated devices,
+the web app with its live pages, and the monitoring watch.  The embedded MQTT broker (amqtt,
+unless ``FIREWATCH_MQTT_URL`` names one), the alert service, ingest and the gateways run as
+child processes of its own (firewatch.children): the very commands the production containers
+run, sharing the data dir's SQLite databases (WAL: one writer at a time, readers alongside)
+and the broker.  The alert service's change notices reach the web app's live pages over the
+broker, as they reach a web replica in production.
 
 Start order matters for "never lose a reading" on a first start: the consumers (alerts,
 ingest) hold their broker sessions before any gateway publishes, and the gateways listen before
 the simulated buttons send their first report.  Ctrl-C or SIGTERM stops the web server first,
-then every child (SIGTERM, each closing its outbox and databases), then the broker; all state
-is under the data dir, so the next ``firewatch up`` carries on where this one stopped.
+then every child (SIGTERM, each closing its outbox and databases); all state is under the data
+dir, so the next ``firewatch up`` carries on where this one stopped.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import contextlib
 import json
 import logging
 import signal
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -39,7 +39,7 @@ from firewatch.children import Child, ChildrenCollector, scrape_all
 from firewatch.dead_letters import DeadLetters
 from firewatch.hub import ChangeHub
 from firewatch.metrics import FirewatchCollector, registry_for
-from firewatch.mqtt import BrokerAddress, EmbeddedBroker, free_port
+from firewatch.mqtt import BrokerAddress, free_port
 from firewatch.profiles import DeviceProfile, load_profiles
 from firewatch.settings import Settings
 from firewatch.site import ModbusEndpoint, Site, load_site
@@ -112,17 +112,15 @@ def timeseries_store(settings: Settings, site: Site) -> TimeSeriesStore:
     return SqliteTimeSeries(settings.data_dir / "timeseries.db")
 
 
-@contextlib.asynccontextmanager
-async def broker_for(settings: Settings) -> AsyncIterator[BrokerAddress]:
+def broker_for(settings: Settings) -> tuple[BrokerAddress, Child | None]:
+    """The broker ``FIREWATCH_MQTT_URL`` names, else the embedded one (amqtt) as a child of its
+    own: it carries every message of the county, and in the parent's event loop it fell
+    behind the web app and the simulators."""
     if settings.mqtt_url:
-        yield BrokerAddress.from_url(settings.mqtt_url)
-        return
-    broker = EmbeddedBroker(port=settings.mqtt_embedded_port)
-    await broker.start()
-    try:
-        yield broker.address
-    finally:
-        await broker.stop()
+        return BrokerAddress.from_url(settings.mqtt_url), None
+    port = settings.mqtt_embedded_port or free_port()
+    child = Child("broker", ["broker"], {"FIREWATCH_MQTT_EMBEDDED_PORT": str(port)}, None)
+    return BrokerAddress("127.0.0.1", port, embedded=True), child
 
 
 def endpoint_ports(fleet: SimulatorFleet | None) -> Callable[[ModbusEndpoint], int]:
@@ -253,7 +251,7 @@ async def run_stack(settings: Settings) -> None:
     async with contextlib.AsyncExitStack() as stack:
         stack.push_async_callback(engine.dispose)
         stack.push_async_callback(store.close)
-        broker = await stack.enter_async_context(broker_for(settings))
+        broker, broker_process = broker_for(settings)
 
         fleet = None
         gateway_site = settings.site_file.resolve()
@@ -268,7 +266,8 @@ async def run_stack(settings: Settings) -> None:
         for gateway in site.gateways:
             for endpoint in gateway.endpoints:
                 port_of(endpoint)
-        alerts, ingest, gateways = children = up_children(settings, broker, gateway_site)
+        alerts, ingest, gateways = parts = up_children(settings, broker, gateway_site)
+        children = [*parts, *([broker_process] if broker_process else [])]
         scraper = await stack.enter_async_context(httpx.AsyncClient(timeout=5))
 
         hub = ChangeHub()
@@ -346,6 +345,7 @@ async def run_stack(settings: Settings) -> None:
             services = tasks.create_task(
                 supervisor.run(
                     {
+                        **({"broker": broker_process.run} if broker_process else {}),
                         "alerts": alerts.run,
                         "ingest": ingest.run,
                         "gateway": gateway_after_consumers,
