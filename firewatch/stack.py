@@ -342,6 +342,10 @@ async def run_stack(settings: Settings) -> None:
                 await asyncio.sleep(2)
 
         async with asyncio.TaskGroup() as tasks:
+            # the web app first: health answers (naming what is still starting) at once
+            serving = tasks.create_task(server.serve())
+            while not (server.started or serving.done()):
+                await asyncio.sleep(0.05)
             services = tasks.create_task(
                 supervisor.run(
                     {
@@ -367,6 +371,6 @@ async def run_stack(settings: Settings) -> None:
                 store.name,
                 settings.data_dir.resolve(),
             )
-            await server.serve()
+            await serving
             log.info("stopping")
             services.cancel()

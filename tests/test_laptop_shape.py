@@ -50,7 +50,7 @@ def until(predicate, timeout_s: float, what: str) -> None:
 
 def test_a_killed_child_is_started_again_and_ctrl_c_stops_every_process(tmp_path):
     stack = Stack(tmp_path)
-    stack.start(timeout=120)  # healthy once every child answers
+    stack.start()  # healthy once every child answers
     assert stack.process is not None
     parent = stack.process.pid
     first = children_of(parent)
@@ -78,7 +78,7 @@ def test_a_killed_child_is_started_again_and_ctrl_c_stops_every_process(tmp_path
 
 def test_the_children_stop_when_firewatch_up_itself_is_killed(tmp_path):
     stack = Stack(tmp_path)
-    stack.start(timeout=120)
+    stack.start()
     assert stack.process is not None
     children = children_of(stack.process.pid)
     assert len(children) == 3
