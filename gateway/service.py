@@ -186,8 +186,6 @@ class GatewayService:
                     delay,
                     self.outbox.size,
                 )
-                if _cancelled():  # stopping while the broker was lost: no retry, stop
-                    raise asyncio.CancelledError from None
             await asyncio.sleep(delay)
             delay = min(delay * 2, 10)
 
@@ -299,11 +297,3 @@ def _alarm_thresholds(
                 low = set_point - rule.hysteresis
                 lows[rule.field] = min(low, lows.get(rule.field, low))
     return thresholds
-
-
-def _cancelled() -> bool:
-    """Whether this task is being cancelled although what it awaited raised another error:
-    Python 3.11's TaskGroup raises its children's errors instead of the cancellation (a stop
-    asked for just as the broker went away), and a retry loop would never end."""
-    task = asyncio.current_task()
-    return task is not None and task.cancelling() > 0

@@ -85,5 +85,5 @@ def test_the_children_stop_when_firewatch_up_itself_is_killed(tmp_path):
 
     stack.process.kill()
     stack.process.wait(10)
-    until(lambda: all(gone(pid) for pid in children.values()), 60, "the children to stop")
-    assert "[gateway] firewatch: stopping" in stack.log.read_text()
+    until(lambda: all(gone(pid) for pid in children.values()), 90, "the children to stop")
+    assert "[alerts] firewatch: stopping" in stack.log.read_text()
