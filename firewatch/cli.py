@@ -46,6 +46,7 @@ def _service(args: argparse.Namespace) -> int:
         "ingest": lambda: services.run_ingest(settings),
         "alerts": lambda: services.run_alerts(settings),
         "web": lambda: services.run_web(settings),
+        "broker": lambda: services.run_broker(settings),
     }[args.command]
     try:
         asyncio.run(run())
@@ -323,6 +324,12 @@ def _user(args: argparse.Namespace) -> int:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="firewatch", description=__doc__)
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p.add_argument(
+        "--child",
+        metavar="NAME",
+        help="run as the child NAME of `firewatch up`: NAME in every log line, and stop "
+        "when the parent goes (its end of stdin closes)",
+    )
     sub = p.add_subparsers(dest="command", required=True)
 
     up = sub.add_parser("up", help="run the whole system (embedded broker and stores by default)")
@@ -338,6 +345,7 @@ def parser() -> argparse.ArgumentParser:
         ("ingest", "readings into the time-series store, as its own service (replicas share)"),
         ("alerts", "alarms, hazard ledger and notices, as its own service"),
         ("web", "the JSON API and the console, as its own service"),
+        ("broker", "the embedded MQTT broker (amqtt) alone, as `firewatch up` runs it"),
     ]:
         service = sub.add_parser(
             name, help=summary, description=f"{summary}; configured by FIREWATCH_* variables."
@@ -516,7 +524,12 @@ def main(argv: list[str] | None = None) -> int:
             Settings().log_format,
             args.verbose,
             quiet=args.func in (_simulate, _user, _backup, _bench),
+            process=args.child,
         )
+        if args.child:
+            from firewatch.children import stop_when_parent_goes
+
+            stop_when_parent_goes()
         return args.func(args)
     except SettingsError as exc:  # one line naming the variable, not a traceback
         print(f"firewatch: {exc}", file=sys.stderr)

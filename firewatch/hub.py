@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import logging
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,11 +75,12 @@ class ChangeHub:
         self.subscribers: set[Subscription] = set()
         self.closed = False
         self.published = 0
-        #: change notices set aside, by stage: collect, publish, receive, dead-letter, push
+        #: change notices set aside, by stage: collect, listen, publish, receive, dead-letter, push
         self.errors: Counter[str] = Counter()
         self._last_error: dict[str, str] = {}  # per stage: logged once until it changes
         #: where the subscribers' queues live; sessions may commit on other threads
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._listeners: list[Callable[[Change], None]] = []
 
     def failed(self, stage: str, exc: Exception) -> None:
         """One change notice could not go through ``stage``: count it, log it once."""
@@ -101,8 +102,18 @@ class ChangeHub:
         event.listen(session_class, "after_rollback", _forget)
         sessions.configure(sync_session_class=session_class)
 
+    def on_publish(self, listener: Callable[[Change], None]) -> None:
+        """Call ``listener`` with each change before any subscriber is offered it: what a page
+        reads after hearing of a change (firewatch.web.snapshot) already knows of it."""
+        self._listeners.append(listener)
+
     def publish(self, change: Change) -> None:
         self.published += 1
+        for listener in self._listeners:
+            try:
+                listener(change)
+            except Exception as exc:  # the pages hear of the change all the same
+                self.failed("listen", exc)
         for subscriber in self.subscribers:
             subscriber.offer(change)
 

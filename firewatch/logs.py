@@ -17,13 +17,18 @@ LogFormat = Literal["text", "json"]
 
 TEXT_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 #: libraries that log at INFO on every connection or state change
-NOISY = ("amqtt", "transitions", "pymodbus")
+NOISY = ("amqtt", "transitions", "pymodbus", "httpx")
 #: attributes every LogRecord has; anything else came in through ``extra=`` and is kept
 _RECORD_ATTRIBUTES = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per record: time (UTC, ISO 8601), level, logger, message, extras."""
+    """One JSON object per record: time (UTC, ISO 8601), level, logger, message, extras, and
+    the process's name when it has one (a child of ``firewatch up``)."""
+
+    def __init__(self, process: str | None = None) -> None:
+        super().__init__()
+        self.process = process
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
@@ -32,6 +37,8 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        if self.process is not None:
+            entry["process"] = self.process
         for key, value in vars(record).items():
             if key not in _RECORD_ATTRIBUTES:
                 entry[key] = value
@@ -40,12 +47,19 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False, default=str)
 
 
-def configure_logging(log_format: LogFormat, verbose: bool = False, quiet: bool = False) -> None:
+def configure_logging(
+    log_format: LogFormat, verbose: bool = False, quiet: bool = False, process: str | None = None
+) -> None:
     """``quiet``: warnings only, for a command the user runs and reads (`firewatch simulate`,
     `user`, `backup`, `bench`), whose output is what was asked for, not every HTTP request,
-    migration step or outbox opened on the way; the services log at INFO for the operator."""
+    migration step or outbox opened on the way; the services log at INFO for the operator.
+    ``process``: the name of a child of ``firewatch up``, in each line it writes to the
+    terminal it shares with the others."""
     handler = logging.StreamHandler()
-    formatter = JsonFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT)
+    text_format = (
+        TEXT_FORMAT if process is None else TEXT_FORMAT.replace("%(name)s", f"[{process}] %(name)s")
+    )
+    formatter = JsonFormatter(process) if log_format == "json" else logging.Formatter(text_format)
     handler.setFormatter(formatter)
     root = logging.getLogger()
     root.handlers[:] = [handler]

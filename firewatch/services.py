@@ -34,7 +34,7 @@ from firewatch.change_relay import ChangeListener, ChangePublisher
 from firewatch.dead_letters import DeadLetters
 from firewatch.hub import ChangeHub
 from firewatch.metrics import FirewatchCollector, registry_for
-from firewatch.mqtt import BrokerAddress
+from firewatch.mqtt import BrokerAddress, EmbeddedBroker
 from firewatch.profiles import DeviceProfile, load_profiles
 from firewatch.settings import Settings
 from firewatch.site import Site, load_site
@@ -245,6 +245,18 @@ async def run_alerts(settings: Settings) -> None:
             )
         finally:
             await alert.close()
+
+
+async def run_broker(settings: Settings) -> None:
+    """The embedded MQTT broker (amqtt) in a process of its own, on
+    FIREWATCH_MQTT_EMBEDDED_PORT: what ``firewatch up`` runs when no FIREWATCH_MQTT_URL is
+    given.  For a laptop and a demo; production runs Mosquitto or EMQX."""
+    broker = EmbeddedBroker(port=settings.mqtt_embedded_port)
+    await broker.start()
+    try:
+        await serve_until_signalled(Supervisor(), {}, [])
+    finally:
+        await broker.stop()
 
 
 async def run_web(settings: Settings) -> None:

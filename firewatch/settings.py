@@ -534,6 +534,17 @@ class Settings(BaseSettings):
         "drawn); wgs84 for Tianditu (CGCS2000) and OpenStreetMap-style tiles.",
     )
     map_tile_attribution: str = Field("", description="Attribution shown under the tiles.")
+    # the map's device and institution lists are served from ready bytes (firewatch.web.snapshot):
+    # a state change rebuilds them at once; what changes without a change notice (last
+    # readings) is at most this old
+    web_snapshot_max_age_s: float = Field(
+        1.0,
+        gt=0,
+        le=60,
+        description="Longest a served device or institution list may be kept before it is "
+        "read again (a device's state change is in it at once; its last readings at most this "
+        "late).",
+    )
 
     @model_validator(mode="after")
     def _channels_configured(self) -> Settings:

@@ -181,8 +181,14 @@ GROUPS: list[tuple[str, str, list[str]]] = [
     ("Logs and metrics", "", ["log_format", "metrics_port"]),
     (
         "Map",
-        "An optional tile layer under the console's map.",
-        ["map_tile_url", "map_tile_key", "map_tile_coords", "map_tile_attribution"],
+        "The console's map: an optional tile layer; how long its lists are kept ready.",
+        [
+            "map_tile_url",
+            "map_tile_key",
+            "map_tile_coords",
+            "map_tile_attribution",
+            "web_snapshot_max_age_s",
+        ],
     ),
 ]
 

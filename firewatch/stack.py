@@ -1,43 +1,53 @@
-"""``firewatch up``: the whole system in one process, on embedded defaults.
+"""``firewatch up``: the whole system on embedded defaults, one command, one Ctrl-C.
+
+The parent process holds what a person drives and what the pages read: the simulated devices,
+the web app with its live pages, and the monitoring watch.  The embedded MQTT broker (amqtt,
+unless ``FIREWATCH_MQTT_URL`` names one), the alert service, ingest and the gateways run as
+child processes of its own (firewatch.children): the very commands the production containers
+run, sharing the data dir's SQLite databases (WAL: one writer at a time, readers alongside)
+and the broker.  The alert service's change notices reach the web app's live pages over the
+broker, as they reach a web replica in production.
 
 Start order matters for "never lose a reading" on a first start: the consumers (alerts,
-ingest) hold their broker sessions before any gateway publishes.  Ctrl-C or SIGTERM (caught by
-uvicorn) stops the web server first, then every service; all state is under the data dir, so
-the next ``firewatch up`` carries on where this one stopped.
+ingest) hold their broker sessions before any gateway publishes, and the gateways listen before
+the simulated buttons send their first report.  Ctrl-C or SIGTERM stops the web server first,
+then every child (SIGTERM, each closing its outbox and databases); all state is under the data
+dir, so the next ``firewatch up`` carries on where this one stopped.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import signal
-from collections.abc import AsyncIterator, Callable, Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+import httpx
 import uvicorn
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from starlette.types import ASGIApp
 
 from firewatch import db
 from firewatch.accounts import prepare_accounts
-from firewatch.admission import admission_for
-from firewatch.alert_side import alert_side
+from firewatch.change_relay import ChangeListener
+from firewatch.children import Child, ChildrenCollector, scrape_all
 from firewatch.dead_letters import DeadLetters
 from firewatch.hub import ChangeHub
 from firewatch.metrics import FirewatchCollector, registry_for
-from firewatch.mqtt import BrokerAddress, EmbeddedBroker
+from firewatch.mqtt import BrokerAddress, free_port
 from firewatch.profiles import DeviceProfile, load_profiles
 from firewatch.settings import Settings
 from firewatch.site import ModbusEndpoint, Site, load_site
-from firewatch.supervise import Job, Supervisor, supervise
+from firewatch.supervise import Job, Supervisor
 from firewatch.watchdog import MonitorWatch
 from firewatch.web.app import AppContext, create_app
 from gateway.service import GatewayService
 from ingest.influx_store import InfluxTimeSeries
-from ingest.retention import compactor_for
-from ingest.service import IngestService
-from ingest.spool import Spool
 from ingest.sqlite_store import SqliteTimeSeries
 from ingest.store import TimeSeriesStore
 
@@ -102,17 +112,15 @@ def timeseries_store(settings: Settings, site: Site) -> TimeSeriesStore:
     return SqliteTimeSeries(settings.data_dir / "timeseries.db")
 
 
-@contextlib.asynccontextmanager
-async def broker_for(settings: Settings) -> AsyncIterator[BrokerAddress]:
+def broker_for(settings: Settings) -> tuple[BrokerAddress, Child | None]:
+    """The broker ``FIREWATCH_MQTT_URL`` names, else the embedded one (amqtt) as a child of its
+    own: it carries every message of the county, and in the parent's event loop it fell
+    behind the web app and the simulators."""
     if real := settings.broker:
-        yield real
-        return
-    embedded = EmbeddedBroker(port=settings.mqtt_embedded_port)
-    await embedded.start()
-    try:
-        yield embedded.address
-    finally:
-        await embedded.stop()
+        return real, None
+    port = settings.mqtt_embedded_port or free_port()
+    child = Child("broker", ["broker"], {"FIREWATCH_MQTT_EMBEDDED_PORT": str(port)}, None)
+    return BrokerAddress("127.0.0.1", port, embedded=True), child
 
 
 def endpoint_ports(fleet: SimulatorFleet | None) -> Callable[[ModbusEndpoint], int]:
@@ -160,10 +168,77 @@ def http_server(app: ASGIApp, host: str, port: int) -> uvicorn.Server:
     )
 
 
+def up_children(settings: Settings, broker: BrokerAddress, gateway_site: Path) -> list[Child]:
+    """``firewatch alerts``, ``ingest`` and ``gateway`` on this stack's data dir and broker.
+
+    The gateways read ``gateway_site``: the site file with each simulated endpoint's port
+    (the simulators run in this process).  Each child has a metrics port of its own, on the
+    loopback only: the web app's ``/metrics`` serves what they count.
+    """
+    ports: set[int] = set()
+    shared = {
+        "FIREWATCH_MQTT_URL": broker.url,
+        "FIREWATCH_DATA_DIR": str(settings.data_dir.resolve()),
+        "FIREWATCH_SITE_FILE": str(settings.site_file.resolve()),
+        "FIREWATCH_DATABASE_URL": settings.effective_database_url,
+        "FIREWATCH_SIMULATE": "false",
+        "FIREWATCH_HOST": "127.0.0.1",
+    }
+    children = []
+    for name, extra in (
+        ("alerts", {}),
+        ("ingest", {}),
+        ("gateway", {"FIREWATCH_SITE_FILE": str(gateway_site)}),
+    ):
+        port = free_port(taken=ports)
+        env = {
+            **shared,
+            **extra,
+            "FIREWATCH_INSTANCE": f"{settings.instance}-{name}",
+            "FIREWATCH_METRICS_PORT": str(port),
+        }
+        children.append(Child(name, [name], env, port))
+    return children
+
+
+def simulated_site(settings: Settings, site: Site, fleet: SimulatorFleet) -> Path:
+    """The site file as the gateway process reads it: each simulated endpoint at the port of
+    its simulator in this process."""
+    gateways = [
+        g.model_copy(
+            update={
+                "endpoints": [
+                    e.model_copy(update={"simulated": False, "port": fleet.endpoint_port(e.id)})
+                    if e.simulated
+                    else e
+                    for e in g.endpoints
+                ]
+            }
+        )
+        for g in site.gateways
+    ]
+    path = settings.data_dir.resolve() / "up-gateway-site.json"
+    data = site.model_copy(update={"gateways": gateways}).model_dump(mode="json", by_alias=True)
+    path.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+    return path
+
+
+def carry_on_ingest_spool(settings: Settings) -> None:
+    """The spool of a data dir from before ``firewatch up`` ran ingest as a child is the one
+    ingest's partition now names: what it spooled is written, not left behind."""
+    old = settings.data_dir / "ingest-spool.db"
+    new = settings.data_dir / f"ingest-spool-{settings.partition}.db"
+    if old.exists() and not new.exists():
+        for suffix in ("", "-wal", "-shm"):
+            if Path(f"{old}{suffix}").exists():
+                Path(f"{old}{suffix}").rename(f"{new}{suffix}")
+
+
 async def run_stack(settings: Settings) -> None:
     profiles = load_profiles(settings.profiles_dir)
     site = load_site(settings.site_file, profiles)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    carry_on_ingest_spool(settings)
 
     engine = db.create_engine(settings.effective_database_url)
     await db.create_schema(engine)
@@ -176,51 +251,40 @@ async def run_stack(settings: Settings) -> None:
     async with contextlib.AsyncExitStack() as stack:
         stack.push_async_callback(engine.dispose)
         stack.push_async_callback(store.close)
-        broker = await stack.enter_async_context(broker_for(settings))
+        broker, broker_process = broker_for(settings)
 
         fleet = None
+        gateway_site = settings.site_file.resolve()
         if settings.simulate:
             from simulators.fleet import SimulatorFleet
 
             fleet = SimulatorFleet(site, profiles, broker)
             await fleet.start()
             stack.push_async_callback(fleet.stop)
+            gateway_site = simulated_site(settings, site, fleet)
+        port_of = endpoint_ports(fleet)  # refuses a simulated endpoint without simulators
+        for gateway in site.gateways:
+            for endpoint in gateway.endpoints:
+                port_of(endpoint)
+        alerts, ingest, gateways = parts = up_children(settings, broker, gateway_site)
+        children = [*parts, *([broker_process] if broker_process else [])]
+        scraper = await stack.enter_async_context(httpx.AsyncClient(timeout=5))
 
-        endpoint_port = endpoint_ports(fleet)
-        alert = alert_side(settings, site, profiles, sessions, broker)
-        stack.push_async_callback(alert.close)
-        ingest = IngestService(
-            store,
-            Spool(settings.data_dir / "ingest-spool.db"),
-            broker,
-            DeadLetters(sessions, "ingest", settings.dead_letter_keep),
-            compactor=compactor_for(store, settings),
-            admit=admission_for(settings, site, profiles, "ingest", restamp=False),
-        )
-        gateways = [
-            GatewayService(
-                g,
-                site,
-                profiles,
-                broker,
-                settings.data_dir / f"outbox-{g.id}.db",
-                endpoint_port,
-                settings.gateway_outbox_max_messages,
-            )
-            for g in site.gateways
-        ]
-        supervisor = Supervisor()
-        watch = MonitorWatch(sessions, site, settings)
-        statuses = {
-            "tasks": supervisor.status,
-            **alert.statuses(),
-            "monitor": watch.status,
-            "ingest": ingest.status,
-            **{f"gateway:{g.gateway.id}": g.status for g in gateways},
-        }
-        # the web app's hub watches these sessions: the alert side's changes reach the pages
-        # without the broker
         hub = ChangeHub()
+        letters = DeadLetters(sessions, "web", settings.dead_letter_keep)
+        changes = ChangeListener(hub, broker, f"fw-web-{settings.instance}", letters)
+        supervisor = Supervisor()
+        watch = MonitorWatch(sessions, site, settings)  # tells the bureau if alerts stop
+        statuses: dict[str, Callable[[], dict[str, Any]]] = {
+            "tasks": supervisor.status,
+            "changes": changes.status,
+            "monitor": watch.status,
+            **{c.name: partial(lambda c: {"problems": c.problems()}, c) for c in children},
+        }
+        metrics = registry_for(
+            FirewatchCollector(changes=changes, hub=hub, watch=watch, tasks=supervisor)
+        )
+        metrics.register(ChildrenCollector(children))
         app = create_app(
             AppContext(
                 sessions=sessions,
@@ -231,51 +295,75 @@ async def run_stack(settings: Settings) -> None:
                 simulators=fleet,
                 settings=settings,
                 hub=hub,
-                metrics=registry_for(
-                    FirewatchCollector(
-                        gateways,
-                        ingest,
-                        alert.alerts,
-                        alert.notifier,
-                        alert.escalation,
-                        calls=alert.calls,
-                        hub=hub,
-                        watch=watch,
-                        tasks=supervisor,
-                    )
-                ),
+                metrics=metrics,
+                refresh_metrics=partial(scrape_all, children, scraper),
             )
         )
         server = http_server(app, settings.host, settings.port)
 
         def stop_serving() -> None:
             server.should_exit = True
-            app.state.hub.close()  # open event streams end, else the server waits for them
+            hub.close()  # open event streams end, else the server waits for them
 
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop_serving)
 
-        async def gateways_and_devices() -> None:
-            """Consumers hold their broker sessions before any gateway publishes, and gateways
-            listen before the simulated MQTT devices send their first report."""
-            await alert.alerts.consumer.ready.wait()
-            await ingest.consumer.ready.wait()
-            await supervise(gateway_jobs(gateways, fleet))
+        async def until(what: str, ready: Callable[[], bool]) -> None:
+            while not ready():
+                await scrape_all(children, scraper)
+                await asyncio.sleep(0.5)
+            log.debug("%s", what)
+
+        async def gateway_after_consumers() -> None:
+            """Consumers hold their broker sessions before any gateway publishes."""
+            await until(
+                "consumers subscribed",
+                lambda: all(
+                    c.value("firewatch_consumer_broker_connected") >= 1 for c in (alerts, ingest)
+                ),
+            )
+            await gateways.run()
+
+        async def devices_after_gateways() -> None:
+            """Every gateway listens before the simulated MQTT devices send their first report."""
+            if fleet is None:
+                return
+            await until(
+                "gateways listening",
+                lambda: gateways.value("firewatch_gateway_broker_connected") >= len(site.gateways),
+            )
+            fleet.start_mqtt()
+
+        async def keep_counts() -> None:
+            """What /api/health says of the children is at most a few seconds old."""
+            while True:
+                await scrape_all(children, scraper)
+                await asyncio.sleep(2)
 
         async with asyncio.TaskGroup() as tasks:
+            # the web app first: health answers (naming what is still starting) at once
+            serving = tasks.create_task(server.serve())
+            while not (server.started or serving.done()):
+                await asyncio.sleep(0.05)
             services = tasks.create_task(
                 supervisor.run(
                     {
-                        **alert.services(),
+                        **({"broker": broker_process.run} if broker_process else {}),
+                        "alerts": alerts.run,
                         "ingest": ingest.run,
+                        "gateway": gateway_after_consumers,
+                        "simulated MQTT devices": devices_after_gateways,
+                        "changes": changes.run,
+                        "dead-letter-retention": letters.expire,
                         "monitor": watch.run,
-                        "gateways": gateways_and_devices,
+                        "child counts": keep_counts,
                     }
                 )
             )
             log.info(
-                "Firewatch is up: http://%s:%d  (broker %s%s, store %s, data in %s)",
+                "Firewatch is up: http://%s:%d  (broker %s%s, store %s, data in %s; "
+                "alerts, ingest and gateways in child processes)",
                 settings.host,
                 settings.port,
                 broker.url,
@@ -283,6 +371,6 @@ async def run_stack(settings: Settings) -> None:
                 store.name,
                 settings.data_dir.resolve(),
             )
-            await server.serve()
+            await serving
             log.info("stopping")
             services.cancel()

@@ -90,10 +90,10 @@ def test_a_gateway_whose_outbox_is_unreadable_is_restarted_and_firewatch_up_runs
     stack = Stack(tmp_path)
     stack.start(status="degraded")
     try:
-        failing = "task gateways/gateway:gw-rongcheng restarting"
+        failing = "task gateway/gateway:gw-rongcheng restarting"
         stack.wait_until(
             lambda: any(r.startswith(failing) for r in stack.get("/api/health")["reasons"]),
-            30,
+            90,  # the gateway process starts once alerts and ingest have subscribed
             "the gateway's task to fail and be restarted",
         )
         restarts = {
@@ -102,9 +102,7 @@ def test_a_gateway_whose_outbox_is_unreadable_is_restarted_and_firewatch_up_runs
             for s in family.samples
             if s.name == "firewatch_task_restarts_total"
         }
-        assert any(
-            task == "gateways/gateway:gw-rongcheng" and count >= 1 for task, count in restarts
-        )
+        assert any(task == "gateway:gw-rongcheng" and count >= 1 for task, count in restarts)
         assert stack.simulate("dq-gas-1", "gas-leak").returncode == 0
         stack.wait_until(
             lambda: any(a["device_id"] == "dq-gas-1" for a in stack.get("/api/alarms")),

@@ -259,9 +259,11 @@ def health_totals(metrics: dict[str, str]) -> dict[str, float]:
         "alerts_applied": applied[ALERTS],
         "notices_failed": sum(v for _, v in values("firewatch_notices_failed_total")),
         "ingest_written": sum(v for _, v in values("firewatch_ingest_written_total")),
-        **{
-            f"cpu:{name}": samples[("process_cpu_seconds_total", ())]
+        **{  # `firewatch up` serves its children's counts labelled with their process
+            f"cpu:{name}{'/' + dict(labels)['process'] if labels else ''}": value
             for name, samples in scraped.items()
+            for (metric, labels), value in samples.items()
+            if metric == "process_cpu_seconds_total"
         },
     }
 

@@ -168,7 +168,7 @@ async def run(
             await fleet.start()
             fleet.start_mqtt()  # every button reports once, at once
             try:
-                await wait_until_normal(api, ("",), 120)
+                await wait_until_normal(api, ("",), 300)  # 2,000 first reports, busy machine
             finally:
                 await fleet.stop()
             documents = workdir / "documents"

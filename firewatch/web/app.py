@@ -7,14 +7,14 @@ scoped to their own institution.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import partial
 from pathlib import Path
 from typing import Annotated, Any, Protocol
 
-from fastapi import Depends, FastAPI, HTTPException, Query
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi import Path as UrlPath
 from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
@@ -65,6 +65,7 @@ from firewatch.web.schemas import (
     ScenarioRequest,
     row_columns,
 )
+from firewatch.web.snapshot import Scope, Snapshot
 from ingest.store import TimeSeriesStore
 
 #: an alarm or ledger entry number: PostgreSQL's INTEGER ids are 32-bit, and a larger number
@@ -96,6 +97,8 @@ class AppContext:
     simulators: Simulators | None = None
     settings: Settings = field(default_factory=Settings)  # secret key, token life, map tiles
     metrics: CollectorRegistry | None = None  # served at /metrics for Prometheus
+    #: awaited before /metrics is served: `firewatch up` reads its children's counts afresh
+    refresh_metrics: Callable[[], Awaitable[None]] | None = None
     # the live pages' changes: this app's own commits, and what a ChangeListener feeds it
     hub: ChangeHub = field(default_factory=ChangeHub)
 
@@ -154,6 +157,8 @@ def create_app(ctx: AppContext) -> FastAPI:
             )
         if ctx.metrics is None:
             raise HTTPException(404, "this app serves no metrics")
+        if ctx.refresh_metrics is not None:
+            await ctx.refresh_metrics()
         return Response(generate_latest(ctx.metrics), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/api/health")
@@ -184,24 +189,41 @@ def create_app(ctx: AppContext) -> FastAPI:
             "services": services,
         }
 
-    @app.get("/api/institutions", response_model=list[InstitutionOut])
-    async def institutions(user: CurrentUser) -> Any:
-        query = scope(select(Institution).order_by(Institution.id), user, Institution.id)
-        async with ctx.sessions() as session:
-            return list(await session.scalars(query))
-
-    @app.get("/api/devices", response_model=list[DeviceOut])
-    async def devices(user: CurrentUser) -> Response:
-        """Every device the user may see.  The map asks for all of them at once (2,000 in a
-        county), so they are read as plain rows and serialised in one go, not as ORM objects
-        that FastAPI would validate a second time."""
-        query = scope(
-            select(*Device.__table__.columns).order_by(Device.id), user, Device.institution_id
-        )
+    async def institution_rows(institution_id: Scope) -> bytes:
+        query = select(*Institution.__table__.columns).order_by(Institution.id)
+        if institution_id is not None:
+            query = query.where(Institution.id == institution_id)
         async with ctx.sessions() as session:
             rows = (await session.execute(query)).mappings()
-            listed = _DEVICES.validate_python([with_name(dict(row)) for row in rows])
-        return Response(_DEVICES.dump_json(listed), media_type="application/json")
+            return _INSTITUTIONS.dump_json(_INSTITUTIONS.validate_python([dict(r) for r in rows]))
+
+    async def device_rows(institution_id: Scope) -> bytes:
+        """Read as plain rows and serialised in one go, not as ORM objects that FastAPI would
+        validate a second time."""
+        query = select(*Device.__table__.columns).order_by(Device.id)
+        if institution_id is not None:
+            query = query.where(Device.institution_id == institution_id)
+        async with ctx.sessions() as session:
+            rows = (await session.execute(query)).mappings()
+            return _DEVICES.dump_json(_DEVICES.validate_python([with_name(dict(r)) for r in rows]))
+
+    max_age_s = ctx.settings.web_snapshot_max_age_s
+    listed_institutions = Snapshot(institution_rows, (), max_age_s)
+    listed_devices = Snapshot(device_rows, ("device",), max_age_s)
+    listed_institutions.follow(hub)
+    listed_devices.follow(hub)
+
+    @app.get("/api/institutions", response_model=list[InstitutionOut])
+    async def institutions(user: CurrentUser, request: Request) -> Response:
+        """The institutions the user may see (ready bytes: firewatch.web.snapshot)."""
+        return await listed_institutions.response(request, user.institution_id)
+
+    @app.get("/api/devices", response_model=list[DeviceOut])
+    async def devices(user: CurrentUser, request: Request) -> Response:
+        """Every device the user may see.  The map asks for all of them at once (2,000 in a
+        county), from every console: ready bytes per scope, rebuilt when a device's state
+        changes (firewatch.web.snapshot), with an ETag for a conditional request."""
+        return await listed_devices.response(request, user.institution_id)
 
     async def visible_device(user: Principal, device_id: str) -> Device:
         async with ctx.sessions() as session:
@@ -421,15 +443,22 @@ def create_app(ctx: AppContext) -> FastAPI:
             ],
         }
 
+    outline_bytes: list[bytes] = []  # read once: the site file's outline changes with a restart
+
     @app.get("/api/map/outline")
-    async def outline(_user: CurrentUser) -> dict[str, Any]:
-        if not ctx.site.county.outline:
-            return {
-                "type": "FeatureCollection",
-                "features": [],
-                "properties": {"name": ctx.site.county.name},
-            }
-        return json.loads((ctx.site_dir / ctx.site.county.outline).read_text(encoding="utf-8"))
+    async def outline(_user: CurrentUser) -> Response:
+        if not outline_bytes:
+            if ctx.site.county.outline:
+                path = ctx.site_dir / ctx.site.county.outline
+                document = json.loads(path.read_text(encoding="utf-8"))
+            else:
+                document = {
+                    "type": "FeatureCollection",
+                    "features": [],
+                    "properties": {"name": ctx.site.county.name},
+                }
+            outline_bytes.append(json.dumps(document, ensure_ascii=False).encode())
+        return Response(outline_bytes[0], media_type="application/json")
 
     @app.get("/api/simulator/devices", dependencies=[Depends(require_roles(*OPERATORS))])
     async def simulated_devices() -> list[dict[str, Any]]:
@@ -476,3 +505,4 @@ def _simulators(ctx: AppContext) -> Simulators:
 
 
 _DEVICES = TypeAdapter(list[DeviceOut])
+_INSTITUTIONS = TypeAdapter(list[InstitutionOut])

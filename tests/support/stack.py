@@ -28,7 +28,7 @@ class Stack:
         self.log = data_dir / "stack.log"
         self.api = httpx.Client(base_url=self.url, timeout=10)
 
-    def start(self, timeout: float = 60, status: str = "ok") -> None:
+    def start(self, timeout: float = 120, status: str = "ok") -> None:
         """Start ``firewatch up`` and wait until its health says ``status`` (``degraded``: a
         stack started with a part broken on purpose)."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
