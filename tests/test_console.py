@@ -360,7 +360,7 @@ def test_the_duty_phone_confirms_a_false_alarm_from_the_notices_link(stack, brow
     phone.locator("#c-form textarea").fill("儿童误按，已复位")
     phone.get_by_role("button", name="误报").tap()
     expect(phone.locator("#c-done")).to_contain_text("已确认：误报")
-    screenshot(phone, "confirm-phone")
+    readme_screenshot(phone, "confirm-phone")
 
     entry = next(h for h in stack.get("/api/hazards") if h["alarm_id"] == alarm["id"])
     assert entry["status"] == "dismissed"

@@ -18,11 +18,10 @@ and by SMS to the institution's duty mobile, and the recorder takes the SMS too
 (``FIREWATCH_ALIYUN_SMS_ENDPOINT``).  So each press is also timed until its *second* means left
 Firewatch, the later of the two requests: GB/T 45839-2025 asks for two means within 15 s.  What
 the providers then take to ring a phone or deliver a text is outside Firewatch and not measured.
-Gas alarms go on the robot alone here: the detector's gas_low alarm, raised just before gas_high
-and of the same category and severity, would take the duty mobile's one SMS a minute.
-Every measured alarm is in an institution of its own, and storm grouping is off
-(``FIREWATCH_NOTICE_STORM_WINDOW_S=0``) so that the detector's ``gas_low`` alarm, raised around
-the same time, cannot fold ``gas_high`` into a summary.  The baseline, taken on the same broker
+A gas leak is one alarm rising from its low limit (预警, on the robot alone) to its high limit
+(报警): its time is that of the rise's notice (【升级】…高限报警), and only the presses are timed to
+their second means.  Every measured alarm is in an institution of its own, and storm grouping is
+off (``FIREWATCH_NOTICE_STORM_WINDOW_S=0``) so that no alarm is folded into another's summary.  The baseline, taken on the same broker
 under the same load just before, is a bare MQTT QoS 1 round trip: publish, a subscriber receives.
 
 ``--hostile-rate N`` adds a flood of N hostile messages a second (firewatch.bench.hostile) from
