@@ -68,7 +68,7 @@ def test_storage_reports_bytes_per_point_against_the_row_per_reading_layout():
     ("shape", "database", "processes"),
     [
         ("services", "sqlite", {"alerts", "ingest", "gateway"}),
-        ("up", "sqlite", {"up"}),
+        ("up", "sqlite", {"up", "up/alerts", "up/ingest", "up/gateway"}),
         ("services", "postgresql", {"alerts", "ingest", "gateway"}),
     ],
 )
