@@ -21,8 +21,9 @@ the providers then take to ring a phone or deliver a text is outside Firewatch a
 A gas leak is one alarm rising from its low limit (预警, on the robot alone) to its high limit
 (报警): its time is that of the rise's notice (【升级】…高限报警), and only the presses are timed to
 their second means.  Every measured alarm is in an institution of its own, and storm grouping is
-off (``FIREWATCH_NOTICE_STORM_WINDOW_S=0``) so that no alarm is folded into another's summary.  The baseline, taken on the same broker
-under the same load just before, is a bare MQTT QoS 1 round trip: publish, a subscriber receives.
+off (``FIREWATCH_NOTICE_STORM_WINDOW_S=0``) so that no alarm is folded into another's summary.
+The baseline, taken on the same broker under the same load just before, is a bare MQTT QoS 1
+round trip: publish, a subscriber receives.
 
 ``--hostile-rate N`` adds a flood of N hostile messages a second (firewatch.bench.hostile) from
 before the flow is measured to the end: the presses and breaches must get past it, and the
