@@ -524,17 +524,6 @@ class AlertService:
     def _rules_of(self, device_id: str) -> list[AlarmRule]:
         return [*self.rules[device_id], *LINK_RULES.values()]
 
-    def _file_hazard(
-        self,
-        session: Session,
-        device: Device,
-        institution: Institution,
-        rule: AlarmRule,
-        alarm: Alarm,
-    ) -> None:
-        if rule.major_hazard and rule.severity is not Severity.FAULT:
-            self._record_hazard(session, device, institution, rule, alarm)
-
     def open_alarm(
         self,
         session: Session,
@@ -650,7 +639,7 @@ class AlertService:
                 session.add(rows[name])
         return verdicts
 
-    def _record_hazard(
+    def _file_hazard(
         self,
         session: Session,
         device: Device,
@@ -658,8 +647,11 @@ class AlertService:
         rule: AlarmRule,
         alarm: Alarm,
     ) -> None:
-        """One ledger entry per ongoing condition: a repeat, or a rise of its ladder (gas low to
-        high), updates the open entry, which names the highest level reached."""
+        """One ledger entry per ongoing condition of a major-hazard rule: a repeat, or a rise of
+        its ladder (gas low to high), updates the open entry, which names the highest level
+        reached.  A device fault is a maintenance matter, not a hazard of the ledger."""
+        if not rule.major_hazard or rule.severity is Severity.FAULT:
+            return
         levels = self.ladders[device.id].get(rule.name, [rule])
         description = f"{device.location}：{rule.title_zh}（物联网监测自动上报）"
         entry = session.scalar(

@@ -63,6 +63,9 @@ class Child:
     #: what its ``/metrics`` said last, as parsed families
     families: list[Metric] = field(default_factory=list)
     pid: int | None = None
+    #: set by :meth:`stop`: the stack is stopping, and this child is not to run again
+    stopped: bool = False
+    _process: asyncio.subprocess.Process | None = None
 
     @property
     def metrics_url(self) -> str:
@@ -71,7 +74,9 @@ class Child:
     async def run(self) -> None:
         """Run the child until it exits (raises :class:`ChildExited`) or this is cancelled
         (the child is stopped with SIGTERM, then killed if it will not stop)."""
-        process = await asyncio.create_subprocess_exec(
+        if self.stopped:
+            return
+        process = self._process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
             "firewatch.cli",
@@ -93,7 +98,16 @@ class Child:
             if process.stdin is not None:
                 process.stdin.close()
             self.families = []
+        if self.stopped:
+            return  # stopped on purpose, in its turn (:meth:`stop`)
         raise ChildExited(f"{self.name} (pid {process.pid}) exited with code {code}")
+
+    async def stop(self) -> None:
+        """Stop it for good, now: a stack stops its children in turn, the gateways while the
+        broker still takes their last messages, the broker last."""
+        self.stopped = True
+        if self._process is not None:
+            await _stop(self._process, self.name)
 
     async def scrape(self, client: httpx.AsyncClient) -> None:
         """Read the child's metrics (none until it first answers, and again once it exits)."""

@@ -373,4 +373,8 @@ async def run_stack(settings: Settings) -> None:
             )
             await serving
             log.info("stopping")
+            # in turn: the gateways while the broker takes their last messages, then the
+            # consumers, the broker last (a gateway whose broker went first hung in its stop)
+            for turn in ([gateways], [alerts, ingest], [broker_process] if broker_process else []):
+                await asyncio.gather(*(child.stop() for child in turn))
             services.cancel()
