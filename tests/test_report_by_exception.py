@@ -137,6 +137,13 @@ def test_the_sparse_stream_raises_and_clears_the_same_alarms_as_every_poll(model
     assert len({p.ts for p in sparse}) == len(sparse)  # none twice
 
 
+def settling(profiles: dict[str, DeviceProfile]) -> float:
+    """How long a started gateway publishes every poll: the longest delay of any rule."""
+    return max(
+        max(rule.on_delay_s, rule.off_delay_s) for p in profiles.values() for rule in p.alarms
+    )
+
+
 def faster(profile: DeviceProfile) -> DeviceProfile:
     """The profile with its polls, report heartbeat and rules' delays ten times as fast."""
     rules = [
@@ -175,7 +182,11 @@ async def test_an_idle_device_reports_once_a_heartbeat_and_a_gas_leak_at_once(mo
     try:
         async with running(listener):
             running_gateway = asyncio.create_task(gateway.run())
-            await asyncio.sleep(1.5)  # the first poll, and every poll while delays may run
+            for _ in range(500):  # the first poll, however long a busy machine takes to it
+                if set(polled) <= {m.device_id for m in received}:
+                    break
+                await asyncio.sleep(0.02)
+            await asyncio.sleep(settling(profiles) + 0.5)  # every poll while delays may run
             settled = Counter(m.device_id for m in received)
             await asyncio.sleep(3)  # idle: one batch a second
             idle = Counter(m.device_id for m in received) - settled
