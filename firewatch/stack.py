@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 import uvicorn
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from starlette.types import ASGIApp
 
@@ -70,34 +71,42 @@ class _Server(uvicorn.Server):
 
 
 async def sync_site(sessions: async_sessionmaker, site: Site, profiles: dict[str, DeviceProfile]):
-    """Put the site file's institutions and devices in the database, keeping device state."""
+    """Put the site file's institutions and devices in the database, keeping device state.
+
+    The rows already there are read in one query per table: a county of 10,000 devices read
+    row by row took minutes to start on a busy machine.
+    """
     async with sessions.begin() as session:
+        institutions = {i.id: i for i in await session.scalars(select(db.Institution))}
         for i in site.institutions:
-            await session.merge(
-                db.Institution(
-                    id=i.id,
-                    name=i.name,
-                    type=i.type.value,
-                    township=i.township,
-                    address=i.address,
-                    lat=i.location.lat,
-                    lon=i.location.lon,
-                    head_name=i.head.name,
-                    head_phone=i.head.phone,
-                    safety_officer_name=i.safety_officer.name,
-                    safety_officer_phone=i.safety_officer.phone,
-                )
-            )
-        for d in site.devices:
-            row = await session.get(db.Device, d.id)
+            row = institutions.get(i.id)
             if row is None:
-                row = db.Device(id=d.id, last_readings={}, last_flags={})
+                row = db.Institution(id=i.id)
                 session.add(row)
-            row.institution_id = d.institution
-            row.gateway_id = d.gateway
-            row.kind = profiles[d.profile].kind.value
-            row.profile = d.profile
-            row.location = d.location
+            for column, value in {
+                "name": i.name,
+                "type": i.type.value,
+                "township": i.township,
+                "address": i.address,
+                "lat": i.location.lat,
+                "lon": i.location.lon,
+                "head_name": i.head.name,
+                "head_phone": i.head.phone,
+                "safety_officer_name": i.safety_officer.name,
+                "safety_officer_phone": i.safety_officer.phone,
+            }.items():
+                setattr(row, column, value)
+        devices = {d.id: d for d in await session.scalars(select(db.Device))}
+        for d in site.devices:
+            device = devices.get(d.id)
+            if device is None:
+                device = db.Device(id=d.id, last_readings={}, last_flags={})
+                session.add(device)
+            device.institution_id = d.institution
+            device.gateway_id = d.gateway
+            device.kind = profiles[d.profile].kind.value
+            device.profile = d.profile
+            device.location = d.location
 
 
 def timeseries_store(settings: Settings, site: Site) -> TimeSeriesStore:
