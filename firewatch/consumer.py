@@ -108,15 +108,11 @@ def claim(
     unique: dict[tuple[str, str, int], ReadingBatch | DeviceEvent] = {}
     for message in messages:  # a message twice in one batch is applied once
         unique.setdefault((message.gateway_id, message.incarnation, message.seq), message)
-    dialect = {"sqlite": sqlite, "postgresql": postgresql}[session.get_bind().dialect.name]
+    connection = session.connection()
     new = {
         (gateway_id, incarnation, seq)
-        for gateway_id, incarnation, seq in session.execute(
-            dialect.insert(ProcessedMessage)
-            .on_conflict_do_nothing()
-            .returning(
-                ProcessedMessage.gateway_id, ProcessedMessage.incarnation, ProcessedMessage.seq
-            ),
+        for gateway_id, incarnation, seq in connection.execute(
+            _CLAIMS[connection.dialect.name],
             [
                 {"consumer": consumer, "gateway_id": g, "incarnation": i, "seq": s}
                 for g, i, s in unique
@@ -124,6 +120,21 @@ def claim(
         )
     }
     return [m for key, m in unique.items() if key in new]
+
+
+def _claim_statement(dialect: Any) -> Any:
+    """INSERT ... ON CONFLICT DO NOTHING RETURNING of ``dialect``, on the table itself (Core):
+    the ORM's bulk insert cost a quarter of an alert transaction's CPU."""
+    table = ProcessedMessage.__table__
+    return (
+        dialect.insert(table)
+        .on_conflict_do_nothing()
+        .returning(table.c.gateway_id, table.c.incarnation, table.c.seq)
+    )
+
+
+#: per dialect name, built once
+_CLAIMS = {"sqlite": _claim_statement(sqlite), "postgresql": _claim_statement(postgresql)}
 
 
 #: tries of a message whose handler fails with an error neither transient nor of its content,
