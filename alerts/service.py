@@ -382,8 +382,8 @@ class AlertService:
         now = level_in_force(levels, verdicts, on)
         if alarm is None and now < 0:
             return False
-        institution = session.get_one(Institution, device.institution_id)
         if alarm is None:  # no level was on: the one in force now has a verdict, breached
+            institution = session.get_one(Institution, device.institution_id)
             alarm = self._raise(session, device, institution, verdicts[names[now]], message)
             open_alarms[alarm.rule] = alarm
             return True
@@ -391,6 +391,7 @@ class AlertService:
             del open_alarms[alarm.rule]
             # the reading against the lowest level's set point: what the all-clear is measured by
             said = verdicts.get(names[0]) or next(iter(verdicts.values()))
+            institution = session.get_one(Institution, device.institution_id)
             self._clear(session, device, institution, alarm, said)
             return True
         peak_at = names.index(alarm.rule)
@@ -398,6 +399,7 @@ class AlertService:
         held = names.index(alarm.current_level) if alarm.current_level in names else peak_at
         if now > peak_at:
             del open_alarms[alarm.rule]
+            institution = session.get_one(Institution, device.institution_id)
             self._rise(session, device, institution, alarm, verdicts[names[now]], message)
             open_alarms[alarm.rule] = alarm
             return True

@@ -110,7 +110,16 @@ def _bench(args: argparse.Namespace) -> int:
     elif args.benchmark == "capacity":
         from firewatch.bench import capacity
 
-        asyncio.run(capacity.run(args.devices, args.seconds, args.alerts_replicas, args.json))
+        asyncio.run(
+            capacity.run(
+                args.devices,
+                args.seconds,
+                args.alerts_replicas,
+                args.json,
+                args.database,
+                args.warm_up,
+            )
+        )
     elif args.benchmark == "map":
         from firewatch.bench import map_load
 
@@ -467,13 +476,6 @@ def parser() -> argparse.ArgumentParser:
         "up: everything in one `firewatch up` process",
     )
     alarm.add_argument(
-        "--database",
-        choices=["sqlite", "postgresql"],
-        default="sqlite",
-        help="the relational store: SQLite in the data dir, or a PostgreSQL "
-        "cluster started for the run (Debian's package)",
-    )
-    alarm.add_argument(
         "--hostile-rate",
         type=float,
         default=0.0,
@@ -509,6 +511,21 @@ def parser() -> argparse.ArgumentParser:
     cap.add_argument(
         "--alerts-replicas", type=int, default=1, help="alert replicas sharing the partitions"
     )
+    cap.add_argument(
+        "--warm-up",
+        type=float,
+        default=60,
+        help="seconds published before each step is measured (60: every idle device has "
+        "reported once)",
+    )
+    for b in (alarm, cap):
+        b.add_argument(
+            "--database",
+            choices=["sqlite", "postgresql"],
+            default="sqlite",
+            help="the relational store: SQLite in the data dir, or a PostgreSQL cluster "
+            "started for the run (Debian's package); the time series stay in SQLite",
+        )
     for b in (gw, ing, alarm, mp, store, cap):
         b.add_argument("--json", action="store_true", help="end with one JSON line of figures")
         b.set_defaults(func=_bench)

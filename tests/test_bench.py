@@ -124,7 +124,7 @@ def test_map_load_reports_requests_per_second_against_bare_uvicorn_serving_the_s
 
 
 def test_capacity_steps_up_the_devices_and_reports_the_most_the_central_side_carried():
-    figures = bench("capacity", "--devices", "100,200", "--seconds", "4")
+    figures = bench("capacity", "--devices", "100,200", "--seconds", "4", "--warm-up", "2")
     assert figures["benchmark"] == "capacity" and figures["goal_devices"] == 10_000
     first = figures["steps"][0]
     assert first["devices"] == 100 and first["gateways"] == 10

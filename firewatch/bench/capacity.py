@@ -56,7 +56,7 @@ from firewatch.bench.alarms import (
 from firewatch.bench.common import percentiles_ms, report, stage, versions
 from firewatch.bench.recorder import WebhookRecorder
 from firewatch.bench.replay import ReplayedGateway, normal
-from firewatch.bench.servers import Mosquitto
+from firewatch.bench.servers import Mosquitto, PostgreSQL
 from firewatch.bench.stack_process import running_services, scrape
 from firewatch.mqtt import BrokerAddress
 from firewatch.profiles import DeviceProfile, load_profiles
@@ -70,7 +70,9 @@ IDLE_EVERY_S = 60
 GATEWAY_HEARTBEAT_S = 15
 PRESS_EVERY_S = 0.5
 BREACH_EVERY_S = 2.0
-WARM_UP_S = 5
+#: a whole idle period before measuring, so that every device has reported once: a device's
+#: first report creates its rule rows, which in the field it did days ago
+WARM_UP_S = IDLE_EVERY_S
 #: publishing connections; each gateway always on the same one, so its stream stays in order
 CLIENTS = 4
 SLICES = 10  # each second's messages in slices, as gateways at their own phases send them
@@ -269,14 +271,15 @@ async def step(
     robot: WebhookRecorder,
     web: httpx.Client,
     seconds: float,
+    warm_up_s: float,
 ) -> dict[str, Any]:
     """One device count: warm up, then measure."""
     title = next(r for r in profiles[BUTTON].alarms if r.immediate).title_zh
     traffic = Traffic(site, profiles, devices)
-    stage(f"{len(traffic.devices)} devices: {WARM_UP_S} s warm-up, then {seconds:g} s measured")
+    stage(f"{len(traffic.devices)} devices: {warm_up_s:g} s warm-up, then {seconds:g} s measured")
     warm = Counts()
     at_start = await asyncio.to_thread(totals, metrics)
-    await drive(traffic, publisher, warm, WARM_UP_S, False)
+    await drive(traffic, publisher, warm, warm_up_s, False)
     counts = Counts()
     before = await asyncio.to_thread(totals, metrics)
     broker_cpu, own_cpu = cpu_seconds(mosquitto_pid), own_cpu_seconds()
@@ -373,8 +376,16 @@ def web_client(url: str) -> Iterator[httpx.Client]:
 
 
 async def run(
-    counts: list[int], seconds: float, alerts_replicas: int, as_json: bool
+    counts: list[int],
+    seconds: float,
+    alerts_replicas: int,
+    as_json: bool,
+    database: str = "sqlite",
+    warm_up_s: float = WARM_UP_S,
 ) -> dict[str, Any]:
+    """``database``: the relational store, SQLite in the data dir or a PostgreSQL cluster
+    started for the run (several alert replicas on one SQLite file queue for its one write
+    lock); the time series stay in SQLite either way."""
     counts = sorted(counts)
     profiles = load_profiles()
     institutions = max(2, counts[-1] // DEVICES_EACH)
@@ -387,6 +398,9 @@ async def run(
         mosquitto.start()
         assert mosquitto.process is not None
         broker = BrokerAddress.from_url(mosquitto.url)
+        postgresql = PostgreSQL(durable=True) if database == "postgresql" else None
+        if postgresql is not None:
+            postgresql.start()
         env = {
             "FIREWATCH_MQTT_URL": mosquitto.url,
             "FIREWATCH_NOTICE_STORM_WINDOW_S": "0",
@@ -394,6 +408,8 @@ async def run(
             "FIREWATCH_GATEWAY_SILENT_AFTER_S": "3600",
             "FIREWATCH_CONSUMER_PARTITIONS": str(alerts_replicas),
         }
+        if postgresql is not None:
+            env["FIREWATCH_DATABASE_URL"] = postgresql.new_database()
         alerts = [
             (f"alerts-{i}", "alerts", {"FIREWATCH_CONSUMER_PARTITION": str(i)})
             for i in range(alerts_replicas)
@@ -428,13 +444,17 @@ async def run(
                             robot,
                             web,
                             seconds,
+                            warm_up_s,
                         )
                         results.append(figures)
                         if figures["overloaded"]:
                             break
             broker_name = broker_version(mosquitto)
+            database_name = postgresql.version if postgresql else f"SQLite {sqlite3.sqlite_version}"
         finally:
             mosquitto.stop()
+            if postgresql is not None:
+                postgresql.stop()
     held = [r["devices"] for r in results if r["holds"]]
     most = max(held, default=0)
     summary = {
@@ -444,6 +464,7 @@ async def run(
         "goal_met": most >= GOAL_DEVICES,
         "alerts_replicas": alerts_replicas,
         "seconds_per_step": seconds,
+        "warm_up_s": warm_up_s,
         "traffic": {
             "active_share": ACTIVE_SHARE,
             "idle_batch_every_s": IDLE_EVERY_S,
@@ -452,7 +473,7 @@ async def run(
             "breach_every_s": BREACH_EVERY_S,
         },
         "broker": broker_name,
-        "database": f"SQLite {sqlite3.sqlite_version}",
+        "database": database_name,
         "at": datetime.now(UTC).isoformat(timespec="seconds"),
         "steps": results,
         "versions": versions("aiomqtt", "sqlalchemy"),
@@ -474,7 +495,7 @@ async def run(
         )
     report(
         f"capacity: the central side (Mosquitto, {alerts_replicas} alert replica(s), ingest, "
-        f"web, SQLite) under report-by-exception traffic; most devices carried: {most:,} "
+        f"web, {database_name}) under report-by-exception traffic; most devices carried: {most:,} "
         f"(goal {GOAL_DEVICES:,})",
         rows or [("no step", "-", "")],
         summary,
