@@ -276,20 +276,7 @@ async def test_a_new_notice_goes_out_while_another_institutions_robot_is_slow_to
         outbox = Outbox(routes, storm_window_s=0)
 
         async def raise_at(institution: str) -> None:
-            async with sessions.begin() as session:
-                await session.run_sync(
-                    outbox.add,
-                    institution,
-                    None,
-                    NoticeMessage(
-                        kind="raise",
-                        institution=institution,
-                        title="一键报警（人工火警）",
-                        location="1号楼",
-                        device="btn-1",
-                        time="2026-11-22 20:00:00",
-                    ),
-                )
+            await _raise_at(sessions, outbox, institution, immediate=False)
             waiting.set()
 
         async def quick_got_it() -> bool:
@@ -439,7 +426,9 @@ async def test_a_notice_whose_sms_template_names_a_missing_variable_goes_out_on_
     )
 
 
-async def _raise_at(sessions, outbox: Outbox, institution: str) -> list[int]:
+async def _raise_at(
+    sessions, outbox: Outbox, institution: str, immediate: bool = True
+) -> list[int]:
     async with sessions.begin() as session:
         await session.run_sync(
             outbox.add,
@@ -452,7 +441,7 @@ async def _raise_at(sessions, outbox: Outbox, institution: str) -> list[int]:
                 location="1号楼",
                 device="btn-1",
                 time="2026-11-22 20:00:00",
-                immediate=True,
+                immediate=immediate,
             ),
         )
     return [n.id for n in await notices(sessions)][-1:]
