@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 from collections.abc import AsyncIterator, Callable
@@ -110,6 +111,7 @@ async def serve_until_signalled(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    freeze_start_up_objects()
     async with asyncio.TaskGroup() as group:
         running = group.create_task(supervisor.run(services), name="services")
         for server in servers:
@@ -120,6 +122,19 @@ async def serve_until_signalled(
         for server in servers:
             server.should_exit = True
         running.cancel()
+
+
+def freeze_start_up_objects() -> None:
+    """Leave what start-up built (the site, profiles, each device's rules) out of the cyclic
+    garbage collector's full passes, which would otherwise walk it every few seconds.
+
+    At 7,500 devices each full pass held the alert service for 250-330 ms, every 10 s or
+    so, and a press that came then waited for it (one-key p99 301 ms); frozen, the passes
+    took at most 36 ms (p99 179 ms).  What is frozen is never freed, which is what start-up
+    objects are for: they live as long as the process.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def metrics_server(settings: Settings, collector: FirewatchCollector) -> uvicorn.Server:
