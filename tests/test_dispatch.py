@@ -95,8 +95,12 @@ async def test_a_one_key_press_reaches_the_duty_groups_robot_and_the_duty_person
         tmp_path,
         sms,
         voice,
-        lambda robot, _: bool(robot.accepted and sms.accepted and voice.accepted),
-        "the press at the robot, by SMS and by a call",
+        # and each notice's outcome stored, which comes after the provider's answer
+        lambda robot, notices: (
+            bool(robot.accepted and sms.accepted and voice.accepted)
+            and all(n.status == "sent" for n in notices)
+        ),
+        "the press at the robot, by SMS and by a call, each recorded as sent",
     )
     # one notice per means, all due at the same instant: none waited for another to fail
     assert [n.channel for n in notices] == ["wecom_robot", "aliyun_sms", "aliyun_vms"]
