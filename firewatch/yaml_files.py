@@ -20,7 +20,6 @@ and :func:`firewatch.profiles.describe_validation_error` says to quote the value
 
 from __future__ import annotations
 
-import io
 import re
 from pathlib import Path
 from typing import Any
@@ -39,21 +38,8 @@ class UnreadableFile(ValueError):
     """A file that is not the YAML it should be; the message says where and why."""
 
 
-#: libyaml's parser where PyYAML was built with it (the wheels are): a 10,000-device county's
-#: site file reads in a few seconds instead of nearly twenty; the checks below are the same
-_Base: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
-class _NamedText(io.StringIO):
-    """The text with its file's name, which error marks name instead of "<file>"."""
-
-    def __init__(self, text: str, name: str) -> None:
-        super().__init__(text)
-        self.name = name
-
-
-class _Loader(_Base):  # type: ignore[misc,valid-type]
-    """A safe loader with YAML 1.2 booleans, no duplicate keys and bounded alias expansion."""
+class _Loader(yaml.SafeLoader):
+    """SafeLoader with YAML 1.2 booleans, no duplicate keys and bounded alias expansion."""
 
     yaml_implicit_resolvers = {
         first: [(tag, regexp) for tag, regexp in resolvers if tag != _BOOL_TAG]
@@ -138,7 +124,8 @@ def load_yaml(path: Path) -> Any:
             f"not UTF-8 text: byte 0x{raw[exc.start]:02x} at byte offset {exc.start} (line "
             f"{line}) is not UTF-8; save the file as UTF-8 (GBK is the usual other one)"
         ) from None
-    loader = _Loader(_NamedText(text, str(path)))
+    loader = _Loader(text)
+    loader.name = str(path)  # error marks name the file rather than "<unicode string>"
     try:
         return loader.get_single_data()
     except RecursionError:

@@ -236,6 +236,15 @@ def test_an_alias_bomb_is_refused_before_it_is_expanded(tmp_path):
     assert "aliases expand to more than" in message
 
 
+def test_a_site_file_nested_200000_deep_is_refused_not_a_crash(tmp_path):
+    # libyaml's C parser, tried for speed, recursed on the C stack here and killed the process
+    path = tmp_path / "site.yaml"
+    path.write_text("institutions: " + "[" * 200_000 + "]" * 200_000 + "\n", encoding="utf-8")
+    with pytest.raises(ProfileError) as err:
+        load_site(path, PROFILES)
+    assert f"site file {path}: nested too deeply" in str(err.value)
+
+
 def test_a_site_file_saved_as_gbk_is_named_as_not_utf8_with_the_byte_offset(tmp_path):
     path = tmp_path / "site.yaml"
     path.write_bytes(DEMO_SITE.encode("gb18030"))
