@@ -399,8 +399,6 @@ async def run(
         assert mosquitto.process is not None
         broker = BrokerAddress.from_url(mosquitto.url)
         postgresql = PostgreSQL(durable=True) if database == "postgresql" else None
-        if postgresql is not None:
-            postgresql.start()
         env = {
             "FIREWATCH_MQTT_URL": mosquitto.url,
             "FIREWATCH_NOTICE_STORM_WINDOW_S": "0",
@@ -408,8 +406,6 @@ async def run(
             "FIREWATCH_GATEWAY_SILENT_AFTER_S": "3600",
             "FIREWATCH_CONSUMER_PARTITIONS": str(alerts_replicas),
         }
-        if postgresql is not None:
-            env["FIREWATCH_DATABASE_URL"] = postgresql.new_database()
         alerts = [
             (f"alerts-{i}", "alerts", {"FIREWATCH_CONSUMER_PARTITION": str(i)})
             for i in range(alerts_replicas)
@@ -421,6 +417,9 @@ async def run(
         ]
         results: list[dict[str, Any]] = []
         try:
+            if postgresql is not None:
+                postgresql.start()
+                env["FIREWATCH_DATABASE_URL"] = postgresql.new_database()
             stage(f"starting Mosquitto and {len(services)} services on {institutions} gateways")
             with (
                 # writing a county of thousands of devices into the database takes a while
