@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from firewatch.contract import DeviceState, EventType, utc_now
 from firewatch.profiles import AlarmRule, Condition, DeviceProfile, Severity
@@ -260,7 +260,17 @@ def device_state(open_severities: list[str], offline: bool) -> DeviceState:
     return DeviceState.NORMAL
 
 
-def settle_state(device: db.Device, open_alarms: Iterable[db.Alarm], link_down: str = "") -> None:
+class Coloured(Protocol):
+    """A device as the map colours it: the ORM's row, or the alert service's
+    (alerts.device_rows.DeviceNow)."""
+
+    state: str
+    state_reason: str
+    updated_at: datetime
+    last_seen: datetime | None
+
+
+def settle_state(device: Coloured, open_alarms: Iterable[db.Alarm], link_down: str = "") -> None:
     """The device's colour and reason on the map from its open alarms and, ``link_down``, the
     reason its gateway is not heard (its readings cannot come)."""
     alarms = list(open_alarms)

@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlalchemy.orm import Session
 
 from alerts import lifecycle
+from alerts.device_rows import DeviceNow, Placed, RuleMemories, read_devices, write_devices
 from alerts.ledger import OPEN, record_iot_entry, record_iot_rise
 from alerts.mode_ends import ModeEnds
 from alerts.notices import NoticeMessage, clear_message, local_time, raise_message, rise_message
@@ -58,11 +59,10 @@ from firewatch.db import (
     Device,
     Hazard,
     Institution,
-    RuleState,
     Writer,
 )
 from firewatch.dead_letters import DEAD_LETTER_KEEP, DeadLetters
-from firewatch.device_modes import MODE_ZH, Mode, holding
+from firewatch.device_modes import MODE_ZH, Mode, in_force
 from firewatch.leases import Duty, LeaseKeeper
 from firewatch.mqtt import BrokerAddress
 from firewatch.partition import Partition
@@ -77,13 +77,11 @@ CONSUMER = "alerts"
 _RAISED = "alarms raised"
 
 
-#: what a transaction of messages reads of their devices, built once: a statement made per
-#: transaction cost more CPU than the transaction's own work (``ids``: the devices)
-_DEVICES = select(Device).where(Device.id.in_(bindparam("ids", expanding=True)))
+#: the open alarms of a transaction's devices, built once: a statement made per transaction
+#: cost more CPU than the transaction's own work (``ids``: the devices)
 _OPEN_ALARMS = select(Alarm).where(
     Alarm.device_id.in_(bindparam("ids", expanding=True)), Alarm.status.in_(ACTIVE_ALARM)
 )
-_RULE_STATES = select(RuleState).where(RuleState.device_id.in_(bindparam("ids", expanding=True)))
 
 
 class AlertService:
@@ -282,33 +280,32 @@ class AlertService:
         fresh = claim(session, CONSUMER, messages)
         if lease is not None and self.keeper is not None:
             self.keeper.check(session, lease)  # after the claim's write: holds the lock
-        ids = {m.device_id for m in fresh if m.device_id in self.rules}
-        these = {"ids": list(ids)}
-        devices = {d.id: d for d in session.scalars(_DEVICES, these)}
+        ids = list({m.device_id for m in fresh if m.device_id in self.rules})
+        devices = read_devices(session, ids)
         open_alarms: dict[str, dict[str, Alarm]] = {i: {} for i in ids}
-        for alarm in session.scalars(_OPEN_ALARMS, these):
+        for alarm in session.scalars(_OPEN_ALARMS, {"ids": ids}):
             assert alarm.device_id is not None  # the query asked for these devices' alarms
             open_alarms[alarm.device_id][alarm.rule] = alarm
-        rule_states: dict[str, dict[str, RuleState]] = {i: {} for i in ids}
-        for row in session.scalars(_RULE_STATES, these):
-            rule_states[row.device_id][row.rule] = row
+        memories = RuleMemories(session, ids)
         for message in fresh:
             device = devices.get(message.device_id)
             if device is None or message.device_id not in self.rules:
                 log.warning("message from unknown device %s ignored", message.device_id)
                 continue
             new_notices |= self._apply_one(
-                session, message, device, open_alarms[device.id], rule_states[device.id]
+                session, message, device, open_alarms[device.id], memories
             )
+        memories.write(session)
+        write_devices(session, list(devices.values()))
         return new_notices
 
     def _apply_one(
         self,
         session: Session,
         message: ReadingBatch | DeviceEvent,
-        device: Device,
+        device: DeviceNow,
         open_alarms: dict[str, Alarm],
-        rule_states: dict[str, RuleState],
+        memories: RuleMemories,
     ) -> bool:
         """One message's effect on its device; True if it stored notices.
 
@@ -330,7 +327,7 @@ class AlertService:
             if isinstance(message, ReadingBatch):
                 device.last_readings = dict(message.readings)
                 device.last_flags = dict(message.flags)
-                verdicts = self._evaluate(session, device, message, on, rule_states)
+                verdicts = self._evaluate(device, message, on, memories)
             else:
                 # each event says what the link is now: offline, fault, or neither (online)
                 verdicts = [
@@ -339,6 +336,7 @@ class AlertService:
                 ]
             device.last_seen = message.ts
             device.last_stream, device.last_seq = stream, message.seq
+            device.heard = True
         new_notices = False
         climbing: dict[str, dict[str, Verdict]] = {}
         for verdict in verdicts:
@@ -367,7 +365,7 @@ class AlertService:
     def _climb(
         self,
         session: Session,
-        device: Device,
+        device: DeviceNow,
         message: ReadingBatch | DeviceEvent,
         levels: list[AlarmRule],
         verdicts: dict[str, Verdict],
@@ -433,7 +431,7 @@ class AlertService:
     def _rise(
         self,
         session: Session,
-        device: Device,
+        device: DeviceNow,
         institution: Institution,
         alarm: Alarm,
         verdict: Verdict,
@@ -476,7 +474,9 @@ class AlertService:
             )
         )
 
-    def _late_presses(self, device: Device, message: ReadingBatch | DeviceEvent) -> list[Verdict]:
+    def _late_presses(
+        self, device: DeviceNow, message: ReadingBatch | DeviceEvent
+    ) -> list[Verdict]:
         """The immediate flag rules (a button pressed) an overtaken batch breaches."""
         if not isinstance(message, ReadingBatch):
             return []
@@ -489,7 +489,7 @@ class AlertService:
     def _raise(
         self,
         session: Session,
-        device: Device,
+        device: DeviceNow,
         institution: Institution,
         verdict: Verdict,
         message: ReadingBatch | DeviceEvent,
@@ -497,7 +497,7 @@ class AlertService:
         rule = verdict.rule
         reason = message.reason if isinstance(message, DeviceEvent) else ""
         # the mode as it stands now, on the row this transaction updates (firewatch.device_modes)
-        held = holding(device, utc_now())
+        held = in_force(device.mode, device.mode_until, utc_now())
         alarm = self.open_alarm(
             session,
             institution,
@@ -585,7 +585,7 @@ class AlertService:
     def _clear(
         self,
         session: Session,
-        device: Device,
+        device: DeviceNow,
         institution: Institution,
         alarm: Alarm,
         verdict: Verdict,
@@ -623,36 +623,26 @@ class AlertService:
         if not _held(alarm):  # nobody was told of a held one
             self.outbox.add(session, institution.id, alarm.id, notice)
 
-    def _what(self, device: Device) -> str:
+    def _what(self, device: Placed) -> str:
         return f"{self.profiles[device.id].title_zh}（{device.id}）"
 
     def _evaluate(
-        self,
-        session: Session,
-        device: Device,
-        batch: ReadingBatch,
-        in_alarm: set[str],
-        rows: dict[str, RuleState],
+        self, device: DeviceNow, batch: ReadingBatch, in_alarm: set[str], memories: RuleMemories
     ) -> list[Verdict]:
         """The rules' verdicts on ``batch``, their memory (delays, rates) kept in the database."""
-        memory = {name: RuleMemory.from_json(r.memory) for name, r in rows.items()}
+        known = memories.of[device.id]
+        memory = {name: RuleMemory.from_json(m) for name, m in known.items()}
         verdicts = evaluate(
             self.rules[device.id], batch.readings, batch.flags, in_alarm, memory, batch.ts
         )
         for name, mem in memory.items():
-            state = mem.to_json()
-            if name in rows:
-                if rows[name].memory != state:
-                    rows[name].memory = state
-            elif mem != RuleMemory():
-                rows[name] = RuleState(device_id=device.id, rule=name, memory=state)
-                session.add(rows[name])
+            memories.keep(device.id, name, mem.to_json(), blank=mem == RuleMemory())
         return verdicts
 
     def _file_hazard(
         self,
         session: Session,
-        device: Device,
+        device: Placed,
         institution: Institution,
         rule: AlarmRule,
         alarm: Alarm,
