@@ -43,6 +43,7 @@ _READ = select(
         )
     )
 ).where(_DEVICE_TABLE.c.id.in_(bindparam("ids", expanding=True)))
+_ROWS = select(Device).where(Device.id.in_(bindparam("ids", expanding=True)))
 #: the columns the alert service alone writes, for every message it applies
 _ROUTINE = ("last_readings", "last_flags", "last_seen", "last_stream", "last_seq")
 _WRITE_ROUTINE = (
@@ -123,9 +124,10 @@ def write_devices(session: Session, devices: list[DeviceNow]) -> None:
     ]
     if heard:
         session.connection().execute(_WRITE_ROUTINE, heard)
-    for device in devices:
-        if device.colour != device.found:
-            row = session.get_one(Device, device.id)
+    coloured = {d.id: d for d in devices if d.colour != d.found}
+    if coloured:  # a device heard for the first time, or after a restart: thousands at once
+        for row in session.scalars(_ROWS, {"ids": list(coloured)}):
+            device = coloured[row.id]
             row.state, row.state_reason = device.colour
             row.updated_at = device.updated_at
 
