@@ -145,7 +145,7 @@ class AlertService:
         )
         # and ends the shielding and test modes of the devices of the gateways it reads now
         self._gateway_of = {d.id: d.gateway for d in site.devices}
-        self.modes = ModeEnds(self, self._own_devices, mode_sweep_s)
+        self.modes = ModeEnds(self, self._owns_device, mode_sweep_s)
         self.consumers = {
             p: GatewayMessageConsumer(
                 CONSUMER,
@@ -176,8 +176,9 @@ class AlertService:
             for p, consumer in self.consumers.items()
         ]
 
-    def _own_devices(self) -> list[str]:
-        return [d for d, gateway in self._gateway_of.items() if self.owns(gateway)]
+    def _owns_device(self, device_id: str) -> bool:
+        gateway = self._gateway_of.get(device_id)
+        return gateway is not None and self.owns(gateway)
 
     def owns(self, gateway_id: str) -> bool:
         """Whether this replica reads ``gateway_id``'s messages now."""
