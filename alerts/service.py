@@ -655,16 +655,20 @@ class AlertService:
             return
         levels = self.ladders[device.id].get(rule.name, [rule])
         description = f"{device.location}：{rule.title_zh}（物联网监测自动上报）"
-        entry = session.scalar(
-            select(Hazard)
-            .where(
-                Hazard.device_id == device.id,
-                Hazard.rule.in_([r.name for r in levels]),
-                Hazard.status.in_(OPEN),
+        # no autoflush: entries are flushed when filed, and a rise keeps its rule in ``levels``,
+        # so the database already answers; flushing the alarm's records here cost a press more
+        # than the query
+        with session.no_autoflush:
+            entry = session.scalar(
+                select(Hazard)
+                .where(
+                    Hazard.device_id == device.id,
+                    Hazard.rule.in_([r.name for r in levels]),
+                    Hazard.status.in_(OPEN),
+                )
+                .order_by(Hazard.id.desc())
+                .limit(1)
             )
-            .order_by(Hazard.id.desc())
-            .limit(1)
-        )
         if entry is not None:
             entry.alarm_id = alarm.id
             entry.updated_at = utc_now()
