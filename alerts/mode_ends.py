@@ -128,5 +128,5 @@ class ModeEnds:
             or holding(device, now) is not None
         ):
             return False
-        self.service.release(session, alarm, device)
+        self.service.book.release(session, alarm, device)
         return True

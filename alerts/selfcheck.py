@@ -4,7 +4,7 @@ Link: every message of a gateway (its heartbeat every ~15 s, its readings) says 
 gateway -> outbox -> broker -> alert service holds.  A gateway not heard of for longer than its
 ``silent_after_s`` (site file) or ``FIREWATCH_GATEWAY_SILENT_AFTER_S`` becomes a *link fault*:
 one alarm of its institution naming the gateway (``LINK_RULE``), raised, noticed and escalated
-through the same steps as a device fault (``AlertService.open_alarm``), with the devices behind
+through the same steps as a device fault (``alerts.alarm_book``), with the devices behind
 the gateway shown offline and why; cleared, with a recovery notice, when it is heard again.
 Silence is counted from the service's start for a gateway not heard since: after a restart a
 gateway has one period to be heard before it is called silent.
@@ -186,7 +186,7 @@ class LinkWatch:
         institution = session.get_one(Institution, gateway.institution)
         verdict = Verdict(LINK_RULE, True, None, None)
         where, what = gateway_names(gateway.id)
-        self.alarms.open_alarm(
+        self.alarms.book.open_alarm(
             session,
             institution,
             verdict,
@@ -206,7 +206,7 @@ class LinkWatch:
         institution = session.get_one(Institution, gateway.institution)
         verdict = Verdict(LINK_RULE, False, None, None)
         where, what = gateway_names(gateway.id)
-        self.alarms.close_alarm(
+        self.alarms.book.close_alarm(
             session,
             institution,
             fault,

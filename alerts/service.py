@@ -17,15 +17,14 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
-from sqlalchemy import bindparam, event, select
+from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlalchemy.orm import Session
 
 from alerts import lifecycle
-from alerts.device_rows import DeviceNow, Placed, RuleMemories, read_devices, write_devices
-from alerts.ledger import OPEN, record_iot_entry, record_iot_rise
+from alerts.alarm_book import AlarmBook
+from alerts.device_rows import DeviceNow, RuleMemories, read_devices, write_devices
 from alerts.mode_ends import ModeEnds
-from alerts.notices import NoticeMessage, clear_message, local_time, raise_message, rise_message
 from alerts.outbox import Outbox
 from alerts.rules import (
     LINK_RULES,
@@ -55,26 +54,20 @@ from firewatch.contract import (
 from firewatch.db import (
     ACTIVE_ALARM,
     Alarm,
-    AlarmLevel,
-    Device,
-    Hazard,
     Institution,
     Writer,
 )
 from firewatch.dead_letters import DEAD_LETTER_KEEP, DeadLetters
-from firewatch.device_modes import MODE_ZH, Mode, in_force
 from firewatch.leases import Duty, LeaseKeeper
 from firewatch.mqtt import BrokerAddress
 from firewatch.partition import Partition
-from firewatch.profiles import AlarmRule, DeviceProfile, Severity
+from firewatch.profiles import AlarmRule, DeviceProfile
 from firewatch.site import Site
 from firewatch.supervise import supervise
 
 log = logging.getLogger(__name__)
 
 CONSUMER = "alerts"
-#: where a transaction keeps the alarms it raised until it commits
-_RAISED = "alarms raised"
 
 
 #: the open alarms of a transaction's devices, built once: a statement made per transaction
@@ -110,8 +103,6 @@ class AlertService:
         self.sessions = sessions  # to read back what the writer wrote
         self.writer = writer
         self.keep_applied = keep_applied
-        self.outbox = outbox
-        self.hazard_deadline = hazard_deadline
         self.notices_waiting = notices_waiting
         self.rules = {
             d.id: rules_for(d, profiles[d.profile], site.institution(d.institution))
@@ -122,7 +113,8 @@ class AlertService:
         self.ladders = {
             d.id: ladders_for(self.rules[d.id], self.profiles[d.id]) for d in site.devices
         }
-        self.raised = 0
+        # what an alarm's steps write, for this service, the link watch and the mode sweep
+        self.book = AlarmBook(self.rules, self.profiles, self.ladders, outbox, hazard_deadline)
         self.last_applied_at: datetime | None = None
         # what a gateway says is checked (default: the settings' default bounds)
         self.admission = admission or Admission(
@@ -188,6 +180,11 @@ class AlertService:
         return any(lease_name(p) in held and p.owns(gateway_id) for p in self.consumers)
 
     @property
+    def raised(self) -> int:
+        """Alarms raised by this replica's committed transactions, of every kind."""
+        return self.book.raised
+
+    @property
     def handled(self) -> int:
         return sum(c.handled for c in self.consumers.values())
 
@@ -231,7 +228,7 @@ class AlertService:
         return {
             "broker_connected": self.metered.connected,
             "messages_applied": self.handled,
-            "alarms_raised": self.raised,
+            "alarms_raised": self.book.raised,
             "dead_letters": self.dead_letters.count,
             "links_down": self.links.down,
             **held,
@@ -348,12 +345,12 @@ class AlertService:
             alarm = open_alarms.get(verdict.rule.name)
             if verdict.breached and alarm is None:
                 institution = session.get_one(Institution, device.institution_id)
-                alarm = self._raise(session, device, institution, verdict, message)
+                alarm = self.book.raise_alarm(session, device, institution, verdict, message)
                 open_alarms[alarm.rule] = alarm
                 new_notices = True
             elif not verdict.breached and alarm is not None:
                 institution = session.get_one(Institution, device.institution_id)
-                self._clear(session, device, institution, alarm, verdict)
+                self.book.clear(session, device, institution, alarm, verdict)
                 del open_alarms[alarm.rule]
                 new_notices = True
         for lowest, said in climbing.items():
@@ -383,7 +380,9 @@ class AlertService:
             return False
         if alarm is None:  # no level was on: the one in force now has a verdict, breached
             institution = session.get_one(Institution, device.institution_id)
-            alarm = self._raise(session, device, institution, verdicts[names[now]], message)
+            alarm = self.book.raise_alarm(
+                session, device, institution, verdicts[names[now]], message
+            )
             open_alarms[alarm.rule] = alarm
             return True
         if now < 0:
@@ -391,7 +390,7 @@ class AlertService:
             # the reading against the lowest level's set point: what the all-clear is measured by
             said = verdicts.get(names[0]) or next(iter(verdicts.values()))
             institution = session.get_one(Institution, device.institution_id)
-            self._clear(session, device, institution, alarm, said)
+            self.book.clear(session, device, institution, alarm, said)
             return True
         peak_at = names.index(alarm.rule)
         # a level the profile no longer has in this ladder: taken as the highest reached
@@ -399,7 +398,7 @@ class AlertService:
         if now > peak_at:
             del open_alarms[alarm.rule]
             institution = session.get_one(Institution, device.institution_id)
-            self._rise(session, device, institution, alarm, verdicts[names[now]], message)
+            self.book.rise(session, device, institution, alarm, verdicts[names[now]], message)
             open_alarms[alarm.rule] = alarm
             return True
         if now != held:  # back within the levels reached: recorded, not told
@@ -429,52 +428,6 @@ class AlertService:
         session.flush()  # before the kept one may be renamed to a level a merged one held
         return kept
 
-    def _rise(
-        self,
-        session: Session,
-        device: DeviceNow,
-        institution: Institution,
-        alarm: Alarm,
-        verdict: Verdict,
-        message: ReadingBatch | DeviceEvent,
-    ) -> None:
-        """The open alarm risen to ``verdict``'s level: it takes that level's title and
-        severity, the rise is recorded with its time, told, and its ledger entry follows."""
-        rule = verdict.rule
-        before = next(r for r in self.rules[device.id] if r.name == alarm.rule)
-        alarm.rule = alarm.level = rule.name
-        alarm.title, alarm.severity, alarm.category = (
-            rule.title_zh,
-            rule.severity.value,
-            rule.category.value,
-        )
-        alarm.value, alarm.set_point, alarm.unit = verdict.value, verdict.set_point, rule.unit
-        self._level_reached(session, alarm, message.ts)
-        note = f"{before.title_zh}→{rule.title_zh}：{_reading(verdict)}"
-        lifecycle.record(session, alarm, "rise", lifecycle.SYSTEM, note, alarm.status)
-        raised = raise_message(
-            institution, device.location, self._what(device), rule, verdict, "", message.ts
-        )
-        if _held(alarm):  # shielded or in test: the rise is recorded, told to nobody
-            return
-        said = f"同一报警（编号 {alarm.id}）级别升高，首次报警于 {local_time(alarm.raised_at)}"
-        self.outbox.add(session, institution.id, alarm.id, rise_message(raised, before, rule, said))
-        self._file_hazard(session, device, institution, rule, alarm)
-
-    @staticmethod
-    def _level_reached(session: Session, alarm: Alarm, at: datetime) -> None:
-        session.add(
-            AlarmLevel(
-                alarm_id=alarm.id,
-                rule=alarm.rule,
-                title=alarm.title,
-                severity=alarm.severity,
-                value=alarm.value,
-                set_point=alarm.set_point,
-                at=at,
-            )
-        )
-
     def _late_presses(
         self, device: DeviceNow, message: ReadingBatch | DeviceEvent
     ) -> list[Verdict]:
@@ -486,146 +439,6 @@ class AlertService:
             for rule in self.rules[device.id]
             if rule.immediate and message.flags.get(rule.field) is True
         ]
-
-    def _raise(
-        self,
-        session: Session,
-        device: DeviceNow,
-        institution: Institution,
-        verdict: Verdict,
-        message: ReadingBatch | DeviceEvent,
-    ) -> Alarm:
-        rule = verdict.rule
-        reason = message.reason if isinstance(message, DeviceEvent) else ""
-        # the mode as it stands now, on the row this transaction updates (firewatch.device_modes)
-        held = in_force(device.mode, device.mode_until, utc_now())
-        alarm = self.open_alarm(
-            session,
-            institution,
-            verdict,
-            message.ts,
-            _reading(verdict) or reason,
-            raise_message(
-                institution, device.location, self._what(device), rule, verdict, reason, message.ts
-            ),
-            device_id=device.id,
-            held=held,
-        )
-        if held is None:
-            self._file_hazard(session, device, institution, rule, alarm)
-        return alarm
-
-    def release(self, session: Session, alarm: Alarm, device: Device) -> None:
-        """A held alarm (raised while its device was shielded or in test) still open when the
-        mode ended: told now, as if raised now, with its ledger entry and escalation."""
-        assert alarm.mode is not None
-        institution = session.get_one(Institution, device.institution_id)
-        rule = next(r for r in self._rules_of(device.id) if r.name == alarm.rule)
-        alarm.released_at = utc_now()
-        why = f"{MODE_ZH[Mode(alarm.mode)]}已结束，报警仍未消除"
-        lifecycle.record(session, alarm, "release", lifecycle.SYSTEM, why, alarm.status)
-        verdict = Verdict(rule, True, alarm.value, alarm.set_point)
-        notice = raise_message(
-            institution, device.location, self._what(device), rule, verdict, why, alarm.raised_at
-        )
-        self.outbox.add(session, institution.id, alarm.id, notice)
-        self._file_hazard(session, device, institution, rule, alarm)
-        log.warning("alarm %d released: %s %s (%s)", alarm.id, device.id, rule.name, why)
-
-    def _rules_of(self, device_id: str) -> list[AlarmRule]:
-        return [*self.rules[device_id], *LINK_RULES.values()]
-
-    def open_alarm(
-        self,
-        session: Session,
-        institution: Institution,
-        verdict: Verdict,
-        at: datetime,
-        note: str,
-        notice: NoticeMessage,
-        *,
-        device_id: str | None = None,
-        gateway_id: str | None = None,
-        held: Mode | None = None,
-    ) -> Alarm:
-        """An alarm of a device or (a link fault) of a gateway: raised, recorded, told, unless
-        ``held`` (its device shielded or in test): then recorded as such and told to nobody."""
-        rule = verdict.rule
-        alarm = Alarm(
-            device_id=device_id,
-            gateway_id=gateway_id,
-            institution_id=institution.id,
-            rule=rule.name,
-            title=rule.title_zh,
-            severity=rule.severity.value,
-            category=rule.category.value,
-            level=rule.name,
-            status="active",
-            value=verdict.value,
-            set_point=verdict.set_point,
-            unit=rule.unit,
-            raised_at=at,
-            mode=held.value if held else None,
-        )
-        session.add(alarm)
-        session.flush()
-        if _RAISED not in session.info:
-            session.info[_RAISED] = []
-            event.listen(session, "after_commit", self._raised_committed)
-        session.info[_RAISED].append(
-            (alarm.id, device_id or gateway_id, rule.name, institution.name)
-        )
-        if held is not None:
-            note = f"{note}（{MODE_ZH[held]}中，不通知）" if note else f"{MODE_ZH[held]}中，不通知"
-        lifecycle.record(session, alarm, "raise", lifecycle.SYSTEM, note, None)
-        self._level_reached(session, alarm, at)
-        if held is None:
-            self.outbox.add(session, institution.id, alarm.id, notice)
-        return alarm
-
-    def _clear(
-        self,
-        session: Session,
-        device: DeviceNow,
-        institution: Institution,
-        alarm: Alarm,
-        verdict: Verdict,
-    ) -> None:
-        self.close_alarm(
-            session,
-            institution,
-            alarm,
-            _reading(verdict),
-            clear_message(
-                institution, device.location, self._what(device), verdict.rule, verdict, alarm
-            ),
-        )
-
-    def _raised_committed(self, session: Session) -> None:
-        """Count and log the alarms a transaction raised once it commits: a batch rolled back
-        and tried again (the database away, a poison message beside it) raised nothing."""
-        for alarm_id, subject, rule, institution in session.info.pop(_RAISED, []):
-            self.raised += 1
-            log.warning("alarm %d raised: %s %s (%s)", alarm_id, subject, rule, institution)
-
-    def close_alarm(
-        self,
-        session: Session,
-        institution: Institution,
-        alarm: Alarm,
-        note: str,
-        notice: NoticeMessage,
-    ) -> None:
-        """An alarm's condition gone: cleared, recorded, told."""
-        lifecycle.clear(session, alarm, note)
-        log.info(
-            "alarm %d cleared: %s %s", alarm.id, alarm.device_id or alarm.gateway_id, alarm.rule
-        )
-        if not _held(alarm):  # nobody was told of a held one
-            self.outbox.add(session, institution.id, alarm.id, notice)
-
-    def _what(self, device: Placed) -> str:
-        return f"{self.profiles[device.id].title_zh}（{device.id}）"
 
     def _evaluate(
         self, device: DeviceNow, batch: ReadingBatch, in_alarm: set[str], memories: RuleMemories
@@ -639,62 +452,6 @@ class AlertService:
         for name, mem in memory.items():
             memories.keep(device.id, name, mem.to_json(), blank=mem == RuleMemory())
         return verdicts
-
-    def _file_hazard(
-        self,
-        session: Session,
-        device: Placed,
-        institution: Institution,
-        rule: AlarmRule,
-        alarm: Alarm,
-    ) -> None:
-        """One ledger entry per ongoing condition of a major-hazard rule: a repeat, or a rise of
-        its ladder (gas low to high), updates the open entry, which names the highest level
-        reached.  A device fault is a maintenance matter, not a hazard of the ledger."""
-        if not rule.major_hazard or rule.severity is Severity.FAULT:
-            return
-        levels = self.ladders[device.id].get(rule.name, [rule])
-        description = f"{device.location}：{rule.title_zh}（物联网监测自动上报）"
-        # no autoflush: entries are flushed when filed, and a rise keeps its rule in ``levels``,
-        # so the database already answers; flushing the alarm's records here cost a press more
-        # than the query
-        with session.no_autoflush:
-            entry = session.scalar(
-                select(Hazard)
-                .where(
-                    Hazard.device_id == device.id,
-                    Hazard.rule.in_([r.name for r in levels]),
-                    Hazard.status.in_(OPEN),
-                )
-                .order_by(Hazard.id.desc())
-                .limit(1)
-            )
-        if entry is not None:
-            entry.alarm_id = alarm.id
-            entry.updated_at = utc_now()
-            assert entry.rule is not None  # the query asked for a rule
-            reached = [r.name for r in levels].index(entry.rule)
-            if levels.index(rule) > reached:
-                record_iot_rise(session, entry, rule.name, description)
-            return
-        record_iot_entry(
-            session,
-            Hazard(
-                institution_id=institution.id,
-                township=institution.township,
-                category=rule.category.value,
-                source="iot",
-                description=description,
-                responsible_unit=institution.name,
-                responsible_person=institution.safety_officer_name,
-                responsible_phone=institution.safety_officer_phone,
-                deadline=alarm.raised_at + self.hazard_deadline,
-                status="reported",
-                device_id=device.id,
-                rule=rule.name,
-                alarm_id=alarm.id,
-            ),
-        )
 
 
 def lease_name(partition: Partition) -> str:
@@ -710,14 +467,3 @@ class ConsumerView:
     dead_letters: DeadLetters
     connected: bool
     admit: Admission
-
-
-def _reading(verdict: Verdict) -> str:
-    if verdict.value is None:
-        return ""
-    return f"{verdict.value:g} {verdict.rule.unit}（设定值 {verdict.set_point:g}）"
-
-
-def _held(alarm: Alarm) -> bool:
-    """Raised while its device was shielded or in test, and that mode has not ended yet."""
-    return alarm.mode is not None and alarm.released_at is None
