@@ -324,15 +324,22 @@ async def run_stack(settings: Settings) -> None:
                 await asyncio.sleep(0.5)
             log.debug("%s", what)
 
+        def consumers_connected() -> bool:
+            return all(
+                c.value("firewatch_consumer_broker_connected") >= 1 for c in (alerts, ingest)
+            )
+
         async def gateway_after_consumers() -> None:
             """Consumers hold their broker sessions before any gateway publishes."""
-            await until(
-                "consumers subscribed",
-                lambda: all(
-                    c.value("firewatch_consumer_broker_connected") >= 1 for c in (alerts, ingest)
-                ),
-            )
+            await until("consumers subscribed", consumers_connected)
             await gateways.run()
+
+        async def changes_once_broker_answers() -> None:
+            """The live pages follow change notices once the consumers have reached the broker,
+            before any gateway publishes: an embedded broker takes seconds to start, and a
+            newcomer's first screen should not be warnings that it is unreachable."""
+            await until("consumers subscribed", consumers_connected)
+            await changes.run()
 
         async def devices_after_gateways() -> None:
             """Every gateway listens before the simulated MQTT devices send their first report."""
@@ -363,7 +370,7 @@ async def run_stack(settings: Settings) -> None:
                         "ingest": ingest.run,
                         "gateway": gateway_after_consumers,
                         "simulated MQTT devices": devices_after_gateways,
-                        "changes": changes.run,
+                        "changes": changes_once_broker_answers,
                         "dead-letter-retention": letters.expire,
                         "monitor": watch.run,
                         "child counts": keep_counts,
