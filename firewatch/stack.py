@@ -389,8 +389,15 @@ async def run_stack(settings: Settings) -> None:
             )
             await serving
             log.info("stopping")
-            # in turn: the gateways while the broker takes their last messages, then the
-            # consumers, the broker last (a gateway whose broker went first hung in its stop)
-            for turn in ([gateways], [alerts, ingest], [broker_process] if broker_process else []):
+            # in turn: the gateways while the broker takes their last messages (a gateway
+            # whose broker went first hung in its stop), then the consumers, then this
+            # process's own clients of the broker (the simulated devices, the live pages'
+            # change listener among the services), the broker last: none of them is told
+            # that the broker went away
+            for turn in ([gateways], [alerts, ingest]):
                 await asyncio.gather(*(child.stop() for child in turn))
+            if fleet is not None:
+                await fleet.stop_mqtt()
+            if broker_process is not None:
+                broker_process.stopped = True  # its run, cancelled with the services, stops it
             services.cancel()

@@ -88,6 +88,7 @@ class SimulatorFleet:
         mqtt_units = [u for u in self.devices.values() if u.profile.transport is Transport.MQTT]
         self.mqtt = MqttDevices(broker, mqtt_units, f"fw-simulators-{secrets.token_hex(4)}")
         self._tasks: list[asyncio.Task] = []
+        self._mqtt: asyncio.Task | None = None
 
     def endpoint_port(self, endpoint_id: str) -> int:
         """The port the endpoint's server listens on (the site file's, or the free one picked)."""
@@ -138,7 +139,16 @@ class SimulatorFleet:
         message for a subscriber that is not there yet, so call this once whoever listens to
         them is subscribed."""
         if self.mqtt.units:
-            self._tasks.append(asyncio.create_task(self.mqtt.run(), name="simulated-mqtt"))
+            self._mqtt = asyncio.create_task(self.mqtt.run(), name="simulated-mqtt")
+            self._tasks.append(self._mqtt)
+
+    async def stop_mqtt(self) -> None:
+        """Power off the MQTT devices: before their broker stops, which they would otherwise
+        report lost."""
+        if self._mqtt is not None:
+            self._mqtt.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._mqtt
 
     async def _tick(self) -> None:
         loop = asyncio.get_running_loop()

@@ -87,3 +87,21 @@ def test_the_children_stop_when_firewatch_up_itself_is_killed(tmp_path):
     stack.process.wait(10)
     until(lambda: all(gone(pid) for pid in children.values()), 90, "the children to stop")
     assert "[alerts] firewatch: stopping" in stack.log.read_text()
+
+
+def test_a_start_and_a_ctrl_c_never_report_the_embedded_broker_gone(tmp_path):
+    """The broker starts as a child, in seconds, and stops last: nothing that uses it, in the
+    children or in `firewatch up` itself, says on the way in or out that it is unreachable."""
+    stack = Stack(tmp_path)
+    stack.start()
+    stack.wait_until(
+        lambda: stack.get("/api/health")["services"]["changes"]["subscribed"],
+        60,
+        "the live pages to follow change notices",
+    )
+
+    assert stack.stop(signal.SIGINT) == 0
+    log = stack.log.read_text()
+    assert "[broker] firewatch: stopping" in log
+    said = [line for line in log.splitlines() if "unreachable" in line or "lost the broker" in line]
+    assert not said, said
