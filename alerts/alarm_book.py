@@ -59,6 +59,8 @@ class AlarmBook:
         verdict: Verdict,
         message: ReadingBatch | DeviceEvent,
     ) -> Alarm:
+        """A device's alarm, raised by ``message``: told and filed in the ledger, or, while the
+        device is shielded or in test, recorded as held and told to nobody."""
         rule = verdict.rule
         reason = message.reason if isinstance(message, DeviceEvent) else ""
         # the mode as it stands now, on the row this transaction updates (firewatch.device_modes)
@@ -184,6 +186,7 @@ class AlarmBook:
         alarm: Alarm,
         verdict: Verdict,
     ) -> None:
+        """A device's alarm whose condition is gone, by ``verdict``'s reading."""
         self.close_alarm(
             session,
             institution,
