@@ -21,12 +21,14 @@ import asyncio
 import contextlib
 import json
 import logging
+import secrets
 import signal
 from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import aiomqtt
 import httpx
 import uvicorn
 from sqlalchemy import select
@@ -130,6 +132,17 @@ def broker_for(settings: Settings) -> tuple[BrokerAddress, Child | None]:
     port = settings.mqtt_embedded_port or free_port()
     child = Child("broker", ["broker"], {"FIREWATCH_MQTT_EMBEDDED_PORT": str(port)}, None)
     return BrokerAddress("127.0.0.1", port, embedded=True), child
+
+
+async def until_broker_answers(broker: BrokerAddress) -> None:
+    """Once an MQTT client gets in: the embedded broker's child takes seconds to start, and
+    each client started before it listens would report it unreachable."""
+    while True:
+        try:
+            async with broker.client(f"fw-up-probe-{secrets.token_hex(4)}"):
+                return
+        except aiomqtt.MqttError:
+            await asyncio.sleep(0.2)
 
 
 def endpoint_ports(fleet: SimulatorFleet | None) -> Callable[[ModbusEndpoint], int]:
@@ -329,6 +342,12 @@ async def run_stack(settings: Settings) -> None:
                 c.value("firewatch_consumer_broker_connected") >= 1 for c in (alerts, ingest)
             )
 
+        async def after_the_broker(child: Child) -> None:
+            """The consumers start once the broker answers (the gateways after them)."""
+            if broker_process is not None:
+                await until_broker_answers(broker)
+            await child.run()
+
         async def gateway_after_consumers() -> None:
             """Consumers hold their broker sessions before any gateway publishes."""
             await until("consumers subscribed", consumers_connected)
@@ -366,8 +385,8 @@ async def run_stack(settings: Settings) -> None:
                 supervisor.run(
                     {
                         **({"broker": broker_process.run} if broker_process else {}),
-                        "alerts": alerts.run,
-                        "ingest": ingest.run,
+                        "alerts": partial(after_the_broker, alerts),
+                        "ingest": partial(after_the_broker, ingest),
                         "gateway": gateway_after_consumers,
                         "simulated MQTT devices": devices_after_gateways,
                         "changes": changes_once_broker_answers,
