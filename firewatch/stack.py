@@ -353,10 +353,10 @@ async def run_stack(settings: Settings) -> None:
             await until("consumers subscribed", consumers_connected)
             await gateways.run()
 
-        async def changes_once_broker_answers() -> None:
-            """The live pages follow change notices once the consumers have reached the broker,
-            before any gateway publishes: an embedded broker takes seconds to start, and a
-            newcomer's first screen should not be warnings that it is unreachable."""
+        async def changes_after_consumers() -> None:
+            """The live pages follow change notices once the consumers hold their sessions,
+            before any gateway publishes: by then the broker answers, so the listener does not
+            open with warnings that it is unreachable."""
             await until("consumers subscribed", consumers_connected)
             await changes.run()
 
@@ -389,7 +389,7 @@ async def run_stack(settings: Settings) -> None:
                         "ingest": partial(after_the_broker, ingest),
                         "gateway": gateway_after_consumers,
                         "simulated MQTT devices": devices_after_gateways,
-                        "changes": changes_once_broker_answers,
+                        "changes": changes_after_consumers,
                         "dead-letter-retention": letters.expire,
                         "monitor": watch.run,
                         "child counts": keep_counts,
